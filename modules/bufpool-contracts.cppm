@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MIT
+// bufpool:contracts — contract checks for misuse that cannot be reported as a value.
+module;
+#include <source_location>
+export module bufpool:contracts;
+
+export namespace bufpool {
+
+/// What a violation handler receives: the rule that was broken and where it was detected.
+struct contract_violation {
+  const char* rule;  ///< e.g. "pool destroyed while 2 borrowed slice(s) are alive"
+  std::source_location where;
+};
+
+/// A violation handler. The default prints the rule to stderr and aborts. A handler that
+/// returns lets the caller continue in a defined, conservative way (the operation is skipped).
+using violation_handler = void (*)(const contract_violation&);
+
+/// Installs `h` (nullptr restores the default) and returns the previous handler. Thread-safe.
+violation_handler set_violation_handler(violation_handler h) noexcept;
+
+/// A diagnostic hook for non-fatal reports (e.g. memory kept mapped because a guard is still
+/// held when a pool is destroyed). The default writes one line to stderr.
+using diagnostic_handler = void (*)(const char* message);
+
+/// Installs `h` (nullptr restores the default) and returns the previous handler. Thread-safe.
+diagnostic_handler set_diagnostic_handler(diagnostic_handler h) noexcept;
+
+}  // namespace bufpool
+
+export namespace bufpool::detail {
+
+/// Reports a broken rule to the violation handler.
+void report_violation(const char* rule,
+                      std::source_location where = std::source_location::current()) noexcept;
+
+/// Sends one line to the diagnostic handler.
+void report_diagnostic(const char* message) noexcept;
+
+/// Checks a precondition; returns `ok` so callers can skip the operation if a handler returns.
+inline bool expects(bool ok, const char* rule,
+                    std::source_location where = std::source_location::current()) noexcept {
+  if (!ok) [[unlikely]]
+    report_violation(rule, where);
+  return ok;
+}
+
+}  // namespace bufpool::detail

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: MIT
+// bufpool:engine — the offset engine: regions, free and used ranges, and their indexes.
+// No pointers, no locks, no reads or writes of pool memory.
+module;
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+export module bufpool:engine;
+
+import :errors;
+import :options;
+
+export namespace bufpool {
+
+/// The engine's offset type; pools of narrower integers pass narrower limits.
+using offset_t = std::uint64_t;
+/// "No node / no region".
+inline constexpr std::uint32_t no_index = ~std::uint32_t{0};
+
+/// The limits the engine enforces, derived from a pool's options and offset integer.
+struct engine_limits {
+  offset_t last_offset = ~offset_t{0};  ///< The largest usable offset (the integer's max).
+  offset_t min_size = 1;
+  offset_t max_size = ~offset_t{0};
+  offset_t min_alignment = 16;  ///< Also the granule: capacities are multiples of it.
+  offset_t max_alignment = offset_t{1} << 63;
+};
+
+/// One acquired range.
+struct engine_allocation {
+  std::uint32_t node;    ///< Handle to give back to release().
+  std::uint32_t region;  ///< Region id (index in publication order).
+  offset_t offset;       ///< Start, a multiple of the alignment.
+  offset_t capacity;     ///< >= the requested size.
+};
+
+/// Totals over the whole engine; all O(1) except largest_free (O(log n)).
+struct engine_stats {
+  offset_t used_bytes = 0;     ///< In live (including parked) slices.
+  offset_t free_bytes = 0;     ///< In free ranges of initialized regions.
+  offset_t pending_bytes = 0;  ///< Reserved by expansions not yet initialized.
+  offset_t largest_free = 0;   ///< Size of the largest free range.
+  std::size_t free_ranges = 0;
+  std::size_t used_ranges = 0;
+  std::size_t regions = 0;
+};
+
+/// Totals for one region, O(1).
+struct region_stats {
+  offset_t offset = 0;
+  offset_t size = 0;
+  offset_t used_bytes = 0;
+  offset_t free_bytes = 0;
+  std::size_t free_ranges = 0;
+  std::size_t used_ranges = 0;
+};
+
+/// A range as seen by a walk over a region (for dumps and tests).
+struct range_view {
+  offset_t offset;
+  offset_t size;
+  bool used;
+};
+
+/// The allocation engine. Single-threaded; the pool adds locking.
+///
+/// Complexity (n = free ranges, R = regions): allocate and release O(log n) for every
+/// strategy and alignment (exact best fit for `optimal`); reserve/cancel O(log g) in the
+/// number of gaps; publish O(log n + R). Metadata per range: one node (40 bytes); per free
+/// range additionally one tree slot of 40 + 8 * L bytes, where L is the number of
+/// alignment levels log2(max_alignment / min_alignment) + 1.
+class engine {
+ public:
+  explicit engine(const engine_limits& limits);
+
+  [[nodiscard]] const engine_limits& limits() const noexcept { return limits_; }
+
+  /// Reserves `size` offsets: at the end of the used offset space, or in the smallest gap
+  /// left by cancelled reservations when the end is exhausted. The span is pending.
+  [[nodiscard]] std::expected<offset_t, errc> reserve(offset_t size);
+  /// Gives a pending span back (it becomes a gap, or shrinks the used space).
+  void cancel(offset_t offset, offset_t size);
+  /// Turns a pending span into a region with one free range; returns the region id.
+  std::uint32_t publish(offset_t offset, offset_t size);
+
+  /// Acquires `size` bytes aligned to `alignment` with the given strategy.
+  [[nodiscard]] std::expected<engine_allocation, errc> allocate(offset_t size,
+                                                                offset_t alignment,
+                                                                strategy how);
+  /// Returns a range from allocate(); coalesces with free neighbours in its region.
+  /// Returns false (and changes nothing) if `node` is not a live allocation.
+  bool release(std::uint32_t node) noexcept;
+
+  /// Offset and capacity of a live node (no check beyond bounds; for the pool's slices).
+  [[nodiscard]] offset_t node_offset(std::uint32_t node) const noexcept;
+  [[nodiscard]] offset_t node_size(std::uint32_t node) const noexcept;
+  [[nodiscard]] bool is_live(std::uint32_t node) const noexcept;
+
+  /// The region containing `offset`, or no_index. O(log R).
+  [[nodiscard]] std::uint32_t region_of(offset_t offset) const noexcept;
+  [[nodiscard]] std::size_t region_count() const noexcept { return regions_.size(); }
+  [[nodiscard]] region_stats region(std::uint32_t id) const noexcept;
+  /// The ranges of a region in offset order. O(ranges of the region).
+  [[nodiscard]] std::vector<range_view> ranges(std::uint32_t region) const;
+
+  [[nodiscard]] engine_stats stats() const noexcept;
+
+  /// Checks every invariant (coverage, coalescing, tree order, balance and aggregates,
+  /// counters, gaps). Returns a description of the first broken one.
+  [[nodiscard]] std::expected<void, std::string> validate() const;
+
+ private:
+  // One range of a region, free or used; physical neighbours make coalescing O(1).
+  struct node {
+    offset_t offset = 0;
+    offset_t size = 0;
+    std::uint32_t prev = no_index;    // previous range in the same region
+    std::uint32_t next = no_index;    // next range in the same region
+    std::uint32_t region = no_index;  //
+    std::uint32_t slot = no_index;    // tree slot while free; free-list link while unused
+    std::uint8_t state = 0;           // node_unused, node_free or node_used
+  };
+  // A free range's entry in both trees: the (size, offset) tree, whose subtrees keep the
+  // largest usable size per alignment level, and the offset tree used by fixed().
+  struct slot {
+    offset_t offset = 0;  // copies of the node's key: the trees never touch nodes
+    offset_t size = 0;
+    std::uint32_t node = no_index;
+    std::uint32_t left = no_index;  // size tree; free-list link while unused
+    std::uint32_t right = no_index;
+    std::uint32_t oleft = no_index;  // offset tree
+    std::uint32_t oright = no_index;
+    std::uint8_t height = 0;
+    std::uint8_t oheight = 0;
+  };
+  struct region_rec {
+    offset_t offset = 0;
+    offset_t size = 0;
+    std::uint32_t first = no_index;  // lowest range
+    offset_t used_bytes = 0;
+    offset_t free_bytes = 0;
+    std::size_t used_ranges = 0;
+    std::size_t free_ranges = 0;
+  };
+  struct size_tree_traits;
+  struct offset_tree_traits;
+
+  // Node and slot pools.
+  std::uint32_t new_node();
+  void free_node(std::uint32_t n) noexcept;
+  std::uint32_t new_slot();
+  void free_slot(std::uint32_t s) noexcept;
+
+  // Free-range bookkeeping: both trees plus counters.
+  void add_free(std::uint32_t n);
+  void remove_free(std::uint32_t n) noexcept;
+
+  // Searches.
+  [[nodiscard]] offset_t usable(std::uint32_t s, unsigned level) const noexcept;
+  [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level, bool best) const noexcept;
+  [[nodiscard]] std::uint32_t find_containing(offset_t offset) const noexcept;
+
+  std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
+
+  // Slot helpers (tree links and aggregates live in slot arrays).
+  void pull(std::uint32_t s) noexcept;
+  template <class Traits>
+  std::uint32_t insert(std::uint32_t root, std::uint32_t s) noexcept;
+  template <class Traits>
+  std::uint32_t erase(std::uint32_t root, std::uint32_t s) noexcept;
+  template <class Traits>
+  std::uint32_t rebalance(std::uint32_t s) noexcept;
+  template <class Traits>
+  std::uint32_t rotate_left(std::uint32_t s) noexcept;
+  template <class Traits>
+  std::uint32_t rotate_right(std::uint32_t s) noexcept;
+  template <class Traits>
+  std::uint32_t erase_min(std::uint32_t root, std::uint32_t& min) noexcept;
+  template <class Traits>
+  [[nodiscard]] std::expected<int, std::string> check_tree(std::uint32_t s, std::uint32_t lo,
+                                                         std::uint32_t hi, std::size_t& count) const;
+
+  engine_limits limits_;
+  unsigned granule_log2_ = 0;
+  unsigned levels_ = 1;
+
+  std::vector<node> nodes_;
+  std::uint32_t free_nodes_ = no_index;
+  std::vector<slot> slots_;
+  std::vector<offset_t> agg_;  // levels_ entries per slot: max usable size in its size subtree
+  std::uint32_t free_slots_ = no_index;
+  std::uint32_t size_root_ = no_index;
+  std::uint32_t offset_root_ = no_index;
+
+  std::vector<region_rec> regions_;
+  std::vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset
+
+  // Offset space: [0, frontier_) has been handed out (or is a gap), unless space_full_.
+  offset_t frontier_ = 0;
+  bool space_full_ = false;
+  std::map<offset_t, offset_t> gaps_;                  // offset -> size, cancelled reservations
+  std::set<std::pair<offset_t, offset_t>> gap_sizes_;  // (size, offset) of the same gaps
+  offset_t pending_bytes_ = 0;
+
+  offset_t used_bytes_ = 0;
+  offset_t free_bytes_ = 0;
+  std::size_t free_ranges_ = 0;
+  std::size_t used_ranges_ = 0;
+};
+
+}  // namespace bufpool

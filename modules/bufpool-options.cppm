@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: MIT
+// bufpool:options — the offset integer concept, allocation strategies and pool options.
+module;
+#include <bit>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+export module bufpool:options;
+
+import :errors;
+
+export namespace bufpool {
+
+/// The integer types a pool can use for offsets and lengths. The whole range is usable:
+/// offsets 0 .. max, slices and regions of up to max bytes.
+template <class T>
+concept offset_integer =
+    std::same_as<T, std::uint16_t> || std::same_as<T, std::uint32_t> ||
+    std::same_as<T, std::uint64_t> || std::same_as<T, std::size_t>;
+
+/// How acquire() chooses a free range.
+enum class strategy_kind : std::uint8_t {
+  optimal,  ///< Exact best fit: the smallest free range that holds the aligned request.
+  greedy,   ///< The first fitting range on the search path: fewer steps, good fit.
+  fixed,    ///< Exactly at a given offset, or fail.
+};
+
+/// An allocation strategy: `bufpool::optimal`, `bufpool::greedy` or `bufpool::fixed(offset)`.
+struct strategy {
+  strategy_kind kind = strategy_kind::optimal;
+  std::uint64_t offset = 0;  ///< Only for `fixed`.
+  friend constexpr bool operator==(const strategy&, const strategy&) = default;
+};
+
+inline constexpr strategy optimal{strategy_kind::optimal, 0};
+inline constexpr strategy greedy{strategy_kind::greedy, 0};
+/// A slice exactly at `offset` (which must satisfy the requested alignment).
+[[nodiscard]] constexpr strategy fixed(std::uint64_t offset) noexcept {
+  return {strategy_kind::fixed, offset};
+}
+
+/// The largest power of two an integer of type Int holds.
+template <offset_integer Int>
+inline constexpr Int largest_power_of_two = Int{1} << (std::numeric_limits<Int>::digits - 1);
+
+/// Bounds on slice sizes and alignments. Sizes below `min_size` and alignments below
+/// `min_alignment` are raised to them; requests above the maxima fail with an error.
+/// Every slice's offset is a multiple of its alignment, and its capacity a multiple of
+/// `min_alignment` except at the end of a region.
+template <offset_integer Int>
+struct basic_options {
+  Int min_size = 1;
+  Int max_size = std::numeric_limits<Int>::max();
+  Int min_alignment = static_cast<Int>(alignof(std::max_align_t));
+  Int max_alignment = largest_power_of_two<Int>;
+
+  /// Checks the options themselves: non-zero sizes with min <= max, power-of-two alignments
+  /// with min <= max.
+  [[nodiscard]] constexpr bool valid() const noexcept {
+    return min_size >= 1 && min_size <= max_size && std::has_single_bit(min_alignment) &&
+           std::has_single_bit(max_alignment) && min_alignment <= max_alignment;
+  }
+};
+
+/// Per-region data access policy for guarded slices.
+enum class guard_mode : std::uint8_t {
+  exclusive,  ///< No data access through the slice while guarded.
+  shared,     ///< Read-only access allowed while guarded (e.g. an in-flight write to disk).
+};
+
+}  // namespace bufpool

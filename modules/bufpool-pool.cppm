@@ -1,0 +1,800 @@
+// SPDX-License-Identifier: MIT
+// bufpool:pool — the buffer pool: regions, expansion, slices, guards, handles and closing.
+module;
+#include <atomic>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+export module bufpool:pool;
+
+import :contracts;
+import :engine;
+import :errors;
+import :options;
+
+export namespace bufpool {
+
+/// The default `extra` of a region: nothing, and it takes no space.
+struct no_extra {
+  friend constexpr bool operator==(no_extra, no_extra) noexcept = default;
+};
+
+/// What the pool knows about one initialized region; handed to a handle when it closes.
+template <offset_integer Int, class Extra>
+struct mmap_entry {
+  Int pool_offset = 0;          ///< First offset of the region in the pool's offset space.
+  Int size = 0;                 ///< Bytes in the region.
+  std::byte* pointer = nullptr; ///< The memory given to initialize().
+  [[no_unique_address]] Extra extra{};  ///< The user's value given to initialize().
+};
+
+/// Every initialized region of a pool, in the order they were initialized.
+template <offset_integer Int, class Extra>
+using mmap_entries = std::vector<mmap_entry<Int, Extra>>;
+
+/// A handle frees a pool's regions: `close(entries)`, and optionally a faster `close_all`
+/// used when the pool is destroyed.
+template <class H, class Int, class Extra>
+concept pool_handle = std::movable<H> && requires(H& h, const mmap_entries<Int, Extra>& e) {
+  h.close(e);
+};
+
+/// The handle of a pool that frees nothing itself (the user owns the regions' memory).
+struct no_handle {
+  template <class Entries>
+  void close(const Entries&) noexcept {}
+};
+
+/// A guard says a slice's memory may still be in use outside this program's control
+/// (an in-flight I/O or DMA). `try_release()` returns true once it is safe to reuse.
+template <class G>
+concept slice_guard = std::move_constructible<G> && requires(G& g) {
+  { g.try_release() } -> std::convertible_to<bool>;
+};
+
+/// The guard type of slices that carry none.
+struct no_guard {
+  constexpr bool try_release() noexcept { return true; }
+};
+
+/// A lock that does nothing: for pools used by one thread only (`local_buffer_pool`).
+struct null_mutex {
+  constexpr void lock() noexcept {}
+  constexpr void unlock() noexcept {}
+  constexpr bool try_lock() noexcept { return true; }
+};
+
+/// How a slice refers to its pool.
+enum class pool_ref : std::uint8_t {
+  none,      ///< An empty (moved-from) slice.
+  borrowed,  ///< A plain pointer: the pool must outlive the slice (checked at destruction).
+  shared,    ///< A std::shared_ptr keeps the pool alive.
+  weak,      ///< A std::weak_ptr: the slice notices when the pool is gone.
+};
+
+/// Statistics of a whole pool.
+struct pool_stats {
+  std::uint64_t used_bytes = 0;     ///< Capacity of live slices, parked ones included.
+  std::uint64_t free_bytes = 0;     ///< Free bytes in initialized regions.
+  std::uint64_t pending_bytes = 0;  ///< Reserved by expansions not yet initialized.
+  std::uint64_t largest_free = 0;   ///< The largest free range.
+  std::size_t free_ranges = 0;
+  std::size_t live_slices = 0;     ///< Used ranges, parked ones included.
+  std::size_t guarded_slices = 0;  ///< Guarded slices, parked ones included.
+  std::size_t parked_slices = 0;   ///< Destroyed while guarded, waiting for their guard.
+  std::size_t regions = 0;
+};
+
+/// An error that hands a slice back (reclaim of a guarded slice).
+template <class Slice>
+struct reclaim_error {
+  errc code;
+  Slice slice;
+};
+
+/// An error that hands a rejected guard back.
+template <class Guard>
+struct guard_error {
+  errc code;
+  Guard guard;
+};
+
+/// An error from the by-value with_guard: the slice and the rejected guard come back.
+template <class Slice, class Guard>
+struct with_guard_error {
+  errc code;
+  Slice slice;
+  Guard guard;
+};
+
+/// Why try_close() refused, with the counts that stood in the way.
+struct close_error {
+  errc code;                       ///< in_use or pool_closed
+  std::size_t live_slices = 0;     ///< including parked ones
+  std::size_t guarded_slices = 0;  ///< including parked ones
+};
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+class buffer_pool;
+
+template <class Pool>
+class expansion_handle;
+
+template <class Pool, class Guard>
+class basic_slice;
+
+/// What try_close() hands back: the handle (if the pool had one) and every region.
+template <offset_integer Int, class Extra, class Handle>
+struct closed_pool {
+  std::optional<Handle> handle;
+  mmap_entries<Int, Extra> entries;
+};
+
+namespace detail {
+
+template <offset_integer Int, class Extra>
+struct region_info {
+  Int offset;
+  Int size;
+  std::byte* base;
+  [[no_unique_address]] Extra extra;
+};
+
+// A guard the pool keeps for a slice destroyed while guarded.
+struct parked_guard {
+  virtual ~parked_guard() = default;
+  virtual bool try_release() = 0;
+};
+
+template <class G>
+struct parked_guard_of final : parked_guard {
+  explicit parked_guard_of(G&& g) : guard(std::move(g)) {}
+  bool try_release() override { return static_cast<bool>(guard.try_release()); }
+  G guard;
+};
+
+struct parked_range {
+  std::uint32_t node;
+  std::unique_ptr<parked_guard> guard;
+};
+
+template <class H, class Entries>
+concept has_close_all = requires(H& h, const Entries& e) { h.close_all(e); };
+
+}  // namespace detail
+
+/// A buffer pool: one space of offsets of type `Int`, backed by any number of
+/// non-adjacent regions (each with a user `Extra` value), handing out RAII slices.
+///
+/// Thread safety: every member function may be called concurrently (with the default
+/// `Mutex`); `local_buffer_pool` has no locking. The pool never reads or writes the
+/// regions' memory.
+///
+/// Lifetime: the pool must not move (slices point to it). Destroying it while borrowed
+/// slices are alive is a contract violation. Destroying it while any slice is guarded
+/// frees nothing and reports the kept memory through the diagnostic handler; otherwise the
+/// handle's `close_all` (or `close`) receives every region.
+///
+/// ```
+/// bufpool::buffer_pool<> pool;
+/// std::vector<std::byte> memory(1 << 20);
+/// auto grow = pool.begin_expand(memory.size());
+/// std::move(*grow).initialize(memory.data());
+/// auto slice = pool.acquire(4096, 64, bufpool::optimal);  // 4 KiB at a 64-aligned offset
+/// ```
+template <offset_integer Int = std::uint32_t, class Extra = no_extra, class Handle = no_handle,
+          class Mutex = std::mutex>
+class buffer_pool {
+  static_assert(std::copy_constructible<Extra>, "a region's extra value must be copyable");
+  static_assert(pool_handle<Handle, Int, Extra>,
+                "Handle needs close(const mmap_entries<Int, Extra>&)");
+
+ public:
+  using integer = Int;
+  using extra_type = Extra;
+  using handle_type = Handle;
+  using options_type = basic_options<Int>;
+  using entry = mmap_entry<Int, Extra>;
+  using entries = mmap_entries<Int, Extra>;
+  using expansion = expansion_handle<buffer_pool>;
+  template <class Guard = no_guard>
+  using slice_type = basic_slice<buffer_pool, Guard>;
+  using slice = basic_slice<buffer_pool, no_guard>;
+
+  /// A pool with default options and no handle (the user frees the regions' memory).
+  buffer_pool() : buffer_pool(options_type{}) {}
+
+  /// A pool with the given options; invalid options are a contract violation.
+  explicit buffer_pool(const options_type& options) : options_(checked(options)),
+                                                      engine_(limits_of(options_)) {}
+
+  /// A pool that owns `handle`, which frees the regions when the pool is destroyed.
+  buffer_pool(const options_type& options, Handle handle)
+      : buffer_pool(options) {
+    handle_.emplace(std::move(handle));
+  }
+
+  buffer_pool(const buffer_pool&) = delete;
+  buffer_pool& operator=(const buffer_pool&) = delete;
+
+  ~buffer_pool() {
+    if (const std::size_t n = borrowed_.load(); n != 0) {
+      const std::string rule = "borrowed slices outlive their pool: pool destroyed while " +
+                               std::to_string(n) + " borrowed slice(s) are alive";
+      detail::report_violation(rule.c_str());
+    }
+    if (closed_) return;
+    if (const std::size_t g = guarded_.load(); g != 0) {
+      const std::string msg = "pool destroyed while " + std::to_string(g) +
+                              " slice(s) are guarded: its regions are not closed (memory kept)";
+      detail::report_diagnostic(msg.c_str());
+      return;
+    }
+    if (handle_) {
+      const entries all = make_entries();
+      if constexpr (detail::has_close_all<Handle, entries>)
+        handle_->close_all(all);
+      else
+        handle_->close(all);
+    }
+  }
+
+  [[nodiscard]] const options_type& options() const noexcept { return options_; }
+
+  /// Reserves the next `size` offsets for a new region and returns the handle that
+  /// initializes it. The range is pending (invisible to acquire) until then, and is given
+  /// back if the handle is destroyed uninitialized. The lock is not held while the caller
+  /// allocates the backing memory.
+  /// Errors: invalid_size (0), out_of_offset_space (no span of that size is left),
+  /// pool_closed.
+  [[nodiscard]] std::expected<expansion, errc> begin_expand(std::uint64_t size) {
+    if (size > std::numeric_limits<Int>::max()) return std::unexpected(errc::out_of_offset_space);
+    std::scoped_lock lock(mutex_);
+    if (closed_) return std::unexpected(errc::pool_closed);
+    auto offset = engine_.reserve(size);
+    if (!offset) return std::unexpected(offset.error());
+    return expansion(this, static_cast<Int>(*offset), static_cast<Int>(size));
+  }
+
+  /// Acquires a slice of `size` bytes whose offset is a multiple of `alignment` (raised to
+  /// the minimum alignment), borrowing the pool (the pool must outlive it).
+  ///
+  /// Errors: invalid_size, invalid_alignment, alignment_too_big, too_large,
+  /// out_of_memory (optimal: only when no free range can hold the aligned request),
+  /// invalid_argument / occupied / out_of_range / arithmetic_overflow (fixed), pool_closed.
+  /// Complexity: O(log n) in the number of free ranges, for every strategy and alignment.
+  template <class Guard = no_guard>
+  [[nodiscard]] std::expected<slice_type<Guard>, errc> acquire(std::uint64_t size,
+                                                               std::uint64_t alignment = 1,
+                                                               strategy how = optimal) {
+    auto r = acquire_range(size, alignment, how);
+    if (!r) return std::unexpected(r.error());
+    borrowed_.fetch_add(1, std::memory_order_relaxed);
+    return slice_type<Guard>(this, pool_ref::borrowed, {}, *r);
+  }
+
+  /// As acquire(), but the slice holds `pool` (a shared_ptr to this pool, possibly an
+  /// aliasing one into an object that contains it) and keeps the pool alive.
+  template <class Guard = no_guard>
+  [[nodiscard]] static std::expected<slice_type<Guard>, errc> acquire_shared(
+      const std::shared_ptr<buffer_pool>& pool, std::uint64_t size, std::uint64_t alignment = 1,
+      strategy how = optimal) {
+    auto r = pool->acquire_range(size, alignment, how);
+    if (!r) return std::unexpected(r.error());
+    return slice_type<Guard>(pool.get(), pool_ref::shared, pool, *r);
+  }
+
+  /// As acquire(), but the slice holds a weak reference: if the pool is destroyed first,
+  /// the slice reports it (pool_is_alive()), refuses data access and frees nothing.
+  template <class Guard = no_guard>
+  [[nodiscard]] static std::expected<slice_type<Guard>, errc> acquire_weak(
+      const std::shared_ptr<buffer_pool>& pool, std::uint64_t size, std::uint64_t alignment = 1,
+      strategy how = optimal) {
+    auto r = pool->acquire_range(size, alignment, how);
+    if (!r) return std::unexpected(r.error());
+    return slice_type<Guard>(pool.get(), pool_ref::weak, pool, *r);
+  }
+
+  /// Retries the guards of slices destroyed while guarded; ranges whose guard releases
+  /// become free. Guards are asked without the pool's lock held. Returns how many ranges
+  /// were freed. Also run by acquire() when it would otherwise fail for lack of space.
+  std::size_t collect() {
+    std::vector<detail::parked_range> batch;
+    {
+      std::scoped_lock lock(mutex_);
+      batch.swap(parked_);
+    }
+    std::vector<std::uint32_t> done;
+    std::vector<detail::parked_range> keep;
+    for (auto& p : batch) {
+      if (p.guard->try_release())
+        done.push_back(p.node);
+      else
+        keep.push_back(std::move(p));
+    }
+    std::scoped_lock lock(mutex_);
+    for (const std::uint32_t n : done) engine_.release(n);
+    for (auto& p : keep) parked_.push_back(std::move(p));
+    parked_count_.store(parked_.size(), std::memory_order_relaxed);
+    guarded_.fetch_sub(done.size());
+    return done.size();
+  }
+
+  /// Slices that carry a guard, parked ones included. O(1).
+  [[nodiscard]] std::size_t active_guard_count() const noexcept { return guarded_.load(); }
+
+  /// Totals over the pool. O(log n).
+  [[nodiscard]] pool_stats stats() const {
+    std::scoped_lock lock(mutex_);
+    const engine_stats e = engine_.stats();
+    pool_stats s;
+    s.used_bytes = e.used_bytes;
+    s.free_bytes = e.free_bytes;
+    s.pending_bytes = e.pending_bytes;
+    s.largest_free = e.largest_free;
+    s.free_ranges = e.free_ranges;
+    s.live_slices = e.used_ranges;
+    s.guarded_slices = guarded_.load();
+    s.parked_slices = parked_.size();
+    s.regions = e.regions;
+    return s;
+  }
+
+  /// Totals of each initialized region, in initialization order. O(regions).
+  [[nodiscard]] std::vector<region_stats> region_statistics() const {
+    std::scoped_lock lock(mutex_);
+    std::vector<region_stats> out;
+    for (std::uint32_t i = 0; i < engine_.region_count(); ++i) out.push_back(engine_.region(i));
+    return out;
+  }
+
+  /// The ranges of region `id` in offset order (for pictures and tests). O(ranges).
+  [[nodiscard]] std::vector<range_view> region_ranges(std::size_t id) const {
+    std::scoped_lock lock(mutex_);
+    return engine_.ranges(static_cast<std::uint32_t>(id));
+  }
+
+  /// Every initialized region with its pointer and extra value.
+  [[nodiscard]] entries regions() const {
+    std::scoped_lock lock(mutex_);
+    return make_entries();
+  }
+
+  /// Checks every invariant of the engine and the pool's counters; never touches pool
+  /// memory. O(ranges).
+  [[nodiscard]] std::expected<void, std::string> validate() const {
+    std::scoped_lock lock(mutex_);
+    if (auto v = engine_.validate(); !v) return v;
+    const engine_stats e = engine_.stats();
+    if (parked_.size() > guarded_.load()) return std::unexpected("more parked than guarded");
+    if (guarded_.load() > e.used_ranges) return std::unexpected("more guarded than live slices");
+    if (borrowed_.load() > e.used_ranges) return std::unexpected("more borrowed than live slices");
+    return {};
+  }
+
+  /// Closes the pool: refused (in_use) while any slice is alive or guarded, because the
+  /// memory is about to be handed back. On success acquisitions and expansions fail with
+  /// pool_closed from now on, and the caller receives the handle and every region.
+  [[nodiscard]] std::expected<closed_pool<Int, Extra, Handle>, close_error> try_close() {
+    std::scoped_lock lock(mutex_);
+    if (closed_) return std::unexpected(close_error{errc::pool_closed, 0, 0});
+    const std::size_t live = engine_.stats().used_ranges;
+    const std::size_t guarded = guarded_.load();
+    if (live != 0 || guarded != 0)
+      return std::unexpected(close_error{errc::in_use, live, guarded});
+    closed_ = true;
+    closed_pool<Int, Extra, Handle> out{std::move(handle_), make_entries()};
+    handle_.reset();
+    return out;
+  }
+
+  [[nodiscard]] bool is_closed() const {
+    std::scoped_lock lock(mutex_);
+    return closed_;
+  }
+
+ private:
+  template <class P>
+  friend class expansion_handle;
+  template <class P, class G>
+  friend class basic_slice;
+
+  struct range {
+    std::uint32_t node;
+    Int offset;
+    Int size;  // as requested
+    Int capacity;
+    const detail::region_info<Int, Extra>* region;
+  };
+
+  static const options_type& checked(const options_type& o) {
+    static const options_type fallback{};
+    return detail::expects(o.valid(),
+                           "pool options: sizes must be 1 <= min <= max, alignments powers of "
+                           "two with min <= max")
+               ? o
+               : fallback;
+  }
+
+  static engine_limits limits_of(const options_type& o) noexcept {
+    return {std::numeric_limits<Int>::max(), o.min_size, o.max_size, o.min_alignment,
+            o.max_alignment};
+  }
+
+  std::expected<range, errc> acquire_range(std::uint64_t size, std::uint64_t alignment,
+                                           strategy how) {
+    for (int attempt = 0;; ++attempt) {
+      {
+        std::scoped_lock lock(mutex_);
+        if (closed_) return std::unexpected(errc::pool_closed);
+        auto a = engine_.allocate(size, alignment, how);
+        if (a) {
+          return range{a->node, static_cast<Int>(a->offset), static_cast<Int>(size),
+                       static_cast<Int>(a->capacity), regions_[a->region].get()};
+        }
+        if (a.error() != errc::out_of_memory || attempt != 0 || parked_.empty())
+          return std::unexpected(a.error());
+      }
+      collect();  // parked ranges whose I/O has finished may make room
+    }
+  }
+
+  void release(std::uint32_t node) noexcept {
+    std::scoped_lock lock(mutex_);
+    detail::expects(engine_.release(node), "a slice is given back once: double release");
+  }
+
+  template <class G>
+  void park(std::uint32_t node, G&& guard) {
+    auto p = std::make_unique<detail::parked_guard_of<G>>(std::move(guard));
+    std::scoped_lock lock(mutex_);
+    parked_.push_back({node, std::move(p)});
+    parked_count_.store(parked_.size(), std::memory_order_relaxed);
+  }
+
+  std::expected<std::uint32_t, errc> publish(Int offset, Int size, std::byte* base,
+                                             const Extra& extra) {
+    std::scoped_lock lock(mutex_);
+    if (closed_) {
+      engine_.cancel(offset, size);
+      return std::unexpected(errc::pool_closed);
+    }
+    for (const auto& r : regions_) {  // the same memory must not back two regions
+      const bool overlap = base < r->base + r->size && r->base < base + size;
+      if (!detail::expects(!overlap, "a region's memory must not overlap another region's")) {
+        engine_.cancel(offset, size);
+        return std::unexpected(errc::invalid_argument);
+      }
+    }
+    regions_.push_back(std::make_unique<detail::region_info<Int, Extra>>(
+        detail::region_info<Int, Extra>{offset, size, base, extra}));
+    return engine_.publish(offset, size);
+  }
+
+  void cancel(Int offset, Int size) noexcept {
+    std::scoped_lock lock(mutex_);
+    engine_.cancel(offset, size);
+  }
+
+  entries make_entries() const {
+    entries out;
+    out.reserve(regions_.size());
+    for (const auto& r : regions_) out.push_back({r->offset, r->size, r->base, r->extra});
+    return out;
+  }
+
+  options_type options_;
+  mutable Mutex mutex_;
+  engine engine_;
+  std::vector<std::unique_ptr<detail::region_info<Int, Extra>>> regions_;  // by region id
+  std::vector<detail::parked_range> parked_;
+  std::optional<Handle> handle_;
+  bool closed_ = false;
+  std::atomic<std::size_t> guarded_{0};
+  std::atomic<std::size_t> borrowed_{0};
+  std::atomic<std::size_t> parked_count_{0};
+};
+
+/// A pool for one thread at a time: no locking.
+template <offset_integer Int = std::uint32_t, class Extra = no_extra, class Handle = no_handle>
+using local_buffer_pool = buffer_pool<Int, Extra, Handle, null_mutex>;
+
+/// A reserved, pending range of offsets. `initialize()` publishes it as a region; destroying
+/// the handle without initializing cancels the reservation.
+template <class Pool>
+class expansion_handle {
+ public:
+  using integer = typename Pool::integer;
+  using extra_type = typename Pool::extra_type;
+
+  expansion_handle(expansion_handle&& other) noexcept
+      : pool_(std::exchange(other.pool_, nullptr)), offset_(other.offset_), size_(other.size_) {}
+  expansion_handle& operator=(expansion_handle&& other) noexcept {
+    if (this != &other) {
+      cancel();
+      pool_ = std::exchange(other.pool_, nullptr);
+      offset_ = other.offset_;
+      size_ = other.size_;
+    }
+    return *this;
+  }
+  ~expansion_handle() { cancel(); }
+
+  /// First offset of the reserved range.
+  [[nodiscard]] integer offset() const noexcept { return offset_; }
+  /// Bytes reserved; `base` given to initialize() must point to at least this many.
+  [[nodiscard]] integer size() const noexcept { return size_; }
+
+  /// Publishes the range as a region backed by `base` (non-null, size() bytes, not
+  /// overlapping another region) with the user's `extra`. Returns the region id.
+  /// Errors: invalid_argument (null or overlapping memory: also a contract violation),
+  /// pool_closed (the memory was not adopted; the reservation is gone).
+  std::expected<std::uint32_t, errc> initialize(void* base, extra_type extra = {}) && {
+    Pool* pool = std::exchange(pool_, nullptr);
+    if (!detail::expects(pool != nullptr, "an expansion handle is initialized once"))
+      return std::unexpected(errc::invalid_argument);
+    if (!detail::expects(base != nullptr, "a region's memory must not be null")) {
+      pool->cancel(offset_, size_);
+      return std::unexpected(errc::invalid_argument);
+    }
+    return pool->publish(offset_, size_, static_cast<std::byte*>(base), extra);
+  }
+
+ private:
+  friend Pool;
+  expansion_handle(Pool* pool, integer offset, integer size) noexcept
+      : pool_(pool), offset_(offset), size_(size) {}
+  void cancel() noexcept {
+    if (pool_ != nullptr) std::exchange(pool_, nullptr)->cancel(offset_, size_);
+  }
+
+  Pool* pool_;
+  integer offset_;
+  integer size_;
+};
+
+/// An RAII owner of a range in a pool: movable, not copyable. Destruction gives the range
+/// back (coalescing with free neighbours), unless a guard still holds it: then the pool
+/// parks the range with its guard and frees it once the guard releases (collect()).
+///
+/// A moved-from slice is empty: size() 0, destruction and reclaim() do nothing.
+template <class Pool, class Guard = no_guard>
+class basic_slice {
+ public:
+  using pool_type = Pool;
+  using guard_type = Guard;
+  using integer = typename Pool::integer;
+  using extra_type = typename Pool::extra_type;
+
+  basic_slice() noexcept = default;
+  basic_slice(basic_slice&& o) noexcept { take(o); }
+  basic_slice& operator=(basic_slice&& o) noexcept {
+    if (this != &o) {
+      give_back();
+      take(o);
+    }
+    return *this;
+  }
+  basic_slice(const basic_slice&) = delete;
+  basic_slice& operator=(const basic_slice&) = delete;
+  ~basic_slice() { give_back(); }
+
+  /// False for a moved-from or default-constructed slice.
+  [[nodiscard]] explicit operator bool() const noexcept { return ref_ != pool_ref::none; }
+  [[nodiscard]] pool_ref reference_kind() const noexcept { return ref_; }
+
+  /// The slice's first offset in the pool (a multiple of its alignment).
+  [[nodiscard]] integer offset() const noexcept { return offset_; }
+  /// The bytes requested.
+  [[nodiscard]] integer size() const noexcept { return size_; }
+  /// The bytes reserved: >= size() when the pool rounded up.
+  [[nodiscard]] integer capacity() const noexcept { return capacity_; }
+  /// The region the slice lies in.
+  [[nodiscard]] integer region_offset() const noexcept { return region_->offset; }
+  [[nodiscard]] integer region_size() const noexcept { return region_->size; }
+  [[nodiscard]] const extra_type& region_extra() const noexcept { return region_->extra; }
+
+  /// False only for a weak slice whose pool has been destroyed.
+  [[nodiscard]] bool pool_is_alive() const noexcept {
+    return ref_ != pool_ref::weak || !weak_.expired();
+  }
+
+  /// Mutable bytes. Errors: access_denied while guarded (either mode), pool_gone.
+  [[nodiscard]] std::expected<std::span<std::byte>, errc> try_bytes() noexcept {
+    if (auto e = access_error(true)) return std::unexpected(*e);
+    return std::span<std::byte>(pointer(), size_);
+  }
+  /// Read-only bytes. Errors: access_denied while guarded in exclusive mode, pool_gone.
+  [[nodiscard]] std::expected<std::span<const std::byte>, errc> try_cbytes() const noexcept {
+    if (auto e = access_error(false)) return std::unexpected(*e);
+    return std::span<const std::byte>(pointer(), size_);
+  }
+  /// Mutable bytes; using a guarded or dead slice is a contract violation (empty span).
+  [[nodiscard]] std::span<std::byte> bytes() noexcept {
+    auto b = try_bytes();
+    return detail::expects(b.has_value(), "no data access through a guarded or dead slice")
+               ? *b
+               : std::span<std::byte>{};
+  }
+  /// Read-only bytes; refused (contract violation) while exclusively guarded or dead.
+  [[nodiscard]] std::span<const std::byte> cbytes() const noexcept {
+    auto b = try_cbytes();
+    return detail::expects(b.has_value(), "no data access through a guarded or dead slice")
+               ? *b
+               : std::span<const std::byte>{};
+  }
+  [[nodiscard]] std::byte* data() noexcept { return bytes().data(); }
+
+  /// Whether the slice carries a guard.
+  [[nodiscard]] bool is_guarded() const noexcept { return guard_.has_value(); }
+  [[nodiscard]] guard_mode mode() const noexcept { return mode_; }
+
+  /// Attaches `guard`. Errors (the guard comes back): already_guarded, pool_gone.
+  std::expected<void, guard_error<Guard>> guard(Guard g, guard_mode m = guard_mode::exclusive)
+    requires slice_guard<Guard> && (!std::same_as<Guard, no_guard>)
+  {
+    if (guard_) return std::unexpected(guard_error<Guard>{errc::already_guarded, std::move(g)});
+    auto keep = lock_pool();
+    if (keep.pool == nullptr) return std::unexpected(guard_error<Guard>{errc::pool_gone, std::move(g)});
+    guard_.emplace(std::move(g));
+    mode_ = m;
+    keep.pool->guarded_.fetch_add(1);
+    return {};
+  }
+
+  /// Moves the slice into one whose guard type is `G`, carrying `g`. Errors (slice and
+  /// guard come back): already_guarded, pool_gone.
+  template <slice_guard G>
+  std::expected<basic_slice<Pool, G>, with_guard_error<basic_slice, G>> with_guard(
+      G g, guard_mode m = guard_mode::exclusive) && {
+    if (guard_ || ref_ == pool_ref::none)
+      return std::unexpected(with_guard_error<basic_slice, G>{
+          guard_ ? errc::already_guarded : errc::invalid_argument, std::move(*this), std::move(g)});
+    auto keep = lock_pool();
+    if (keep.pool == nullptr)
+      return std::unexpected(
+          with_guard_error<basic_slice, G>{errc::pool_gone, std::move(*this), std::move(g)});
+    basic_slice<Pool, G> out;
+    out.take_fields(*this);
+    out.guard_.emplace(std::move(g));
+    out.mode_ = m;
+    keep.pool->guarded_.fetch_add(1);
+    return out;
+  }
+
+  /// Asks the guard; if it releases, removes and returns it. Errors: not_guarded, in_use.
+  std::expected<Guard, errc> try_unguard() {
+    if (!guard_) return std::unexpected(errc::not_guarded);
+    if (!static_cast<bool>(guard_->try_release())) return std::unexpected(errc::in_use);
+    return take_guard();
+  }
+
+  /// Removes the guard without asking it: for callers who know the I/O has finished.
+  /// Returns the guard, or nothing if the slice had none.
+  std::optional<Guard> unguard_unchecked() noexcept {
+    if (!guard_) return std::nullopt;
+    return take_guard();
+  }
+
+  /// Gives the range back now. Error in_use while guarded: the slice comes back intact.
+  std::expected<void, reclaim_error<basic_slice>> reclaim() && {
+    if (guard_) return std::unexpected(reclaim_error<basic_slice>{errc::in_use, std::move(*this)});
+    give_back();
+    return {};
+  }
+
+ private:
+  friend Pool;
+  template <class P, class G>
+  friend class basic_slice;
+
+  using range = typename Pool::range;
+
+  struct pool_lock {
+    Pool* pool;
+    std::shared_ptr<Pool> hold;
+  };
+
+  basic_slice(Pool* pool, pool_ref ref, const std::shared_ptr<Pool>& owner, const range& r)
+      : pool_(pool), ref_(ref), region_(r.region), node_(r.node), offset_(r.offset),
+        size_(r.size), capacity_(r.capacity) {
+    if (ref == pool_ref::shared) strong_ = owner;
+    if (ref == pool_ref::weak) weak_ = owner;
+  }
+
+  std::byte* pointer() const noexcept {
+    return region_->base + (offset_ - region_->offset);
+  }
+
+  std::optional<errc> access_error(bool write) const noexcept {
+    if (ref_ == pool_ref::none) return errc::invalid_argument;
+    if (!pool_is_alive()) return errc::pool_gone;
+    if (guard_ && (write || mode_ == guard_mode::exclusive)) return errc::access_denied;
+    return std::nullopt;
+  }
+
+  pool_lock lock_pool() const noexcept {
+    switch (ref_) {
+      case pool_ref::borrowed:
+      case pool_ref::shared: return {pool_, nullptr};
+      case pool_ref::weak: {
+        auto p = weak_.lock();
+        return {p ? pool_ : nullptr, std::move(p)};
+      }
+      case pool_ref::none: break;
+    }
+    return {nullptr, nullptr};
+  }
+
+  Guard take_guard() noexcept {
+    Guard g = std::move(*guard_);
+    guard_.reset();
+    if (auto keep = lock_pool(); keep.pool != nullptr) keep.pool->guarded_.fetch_sub(1);
+    return g;
+  }
+
+  template <class G>
+  void take_fields(basic_slice<Pool, G>& o) noexcept {
+    pool_ = o.pool_;
+    strong_ = std::move(o.strong_);
+    weak_ = std::move(o.weak_);
+    ref_ = std::exchange(o.ref_, pool_ref::none);
+    region_ = o.region_;
+    node_ = std::exchange(o.node_, no_index);
+    offset_ = std::exchange(o.offset_, 0);
+    size_ = std::exchange(o.size_, 0);
+    capacity_ = std::exchange(o.capacity_, 0);
+  }
+
+  void take(basic_slice& o) noexcept {
+    take_fields(o);
+    guard_ = std::move(o.guard_);
+    o.guard_.reset();
+    mode_ = o.mode_;
+  }
+
+  // Returns the range to the pool, or parks it with its guard if the guard holds.
+  void give_back() noexcept {
+    if (ref_ == pool_ref::none) return;
+    auto keep = lock_pool();
+    if (keep.pool != nullptr) {
+      if (guard_ && !static_cast<bool>(guard_->try_release())) {
+        keep.pool->park(node_, std::move(*guard_));  // still counted as guarded
+      } else {
+        if (guard_) keep.pool->guarded_.fetch_sub(1);
+        keep.pool->release(node_);
+      }
+      if (ref_ == pool_ref::borrowed) keep.pool->borrowed_.fetch_sub(1);
+    }
+    guard_.reset();
+    strong_.reset();
+    weak_.reset();
+    ref_ = pool_ref::none;
+    node_ = no_index;
+    offset_ = size_ = capacity_ = 0;
+  }
+
+  Pool* pool_ = nullptr;
+  std::shared_ptr<Pool> strong_;
+  std::weak_ptr<Pool> weak_;
+  pool_ref ref_ = pool_ref::none;
+  guard_mode mode_ = guard_mode::exclusive;
+  const detail::region_info<integer, extra_type>* region_ = nullptr;
+  std::uint32_t node_ = no_index;
+  integer offset_ = 0;
+  integer size_ = 0;
+  integer capacity_ = 0;
+  std::optional<Guard> guard_;
+};
+
+}  // namespace bufpool

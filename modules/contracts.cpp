@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT
+// Implementation of the violation and diagnostic handlers.
+module;
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <source_location>
+module bufpool;
+
+namespace bufpool {
+namespace {
+
+void default_violation(const contract_violation& v) {
+  std::fprintf(stderr, "bufpool: contract violation: %s (%s:%u)\n", v.rule, v.where.file_name(),
+               static_cast<unsigned>(v.where.line()));
+  std::fflush(stderr);
+  std::abort();
+}
+
+void default_diagnostic(const char* message) {
+  std::fprintf(stderr, "bufpool: %s\n", message);
+}
+
+std::atomic<violation_handler> g_violation{&default_violation};
+std::atomic<diagnostic_handler> g_diagnostic{&default_diagnostic};
+
+}  // namespace
+
+violation_handler set_violation_handler(violation_handler h) noexcept {
+  return g_violation.exchange(h != nullptr ? h : &default_violation);
+}
+
+diagnostic_handler set_diagnostic_handler(diagnostic_handler h) noexcept {
+  return g_diagnostic.exchange(h != nullptr ? h : &default_diagnostic);
+}
+
+namespace detail {
+
+void report_violation(const char* rule, std::source_location where) noexcept {
+  g_violation.load()(contract_violation{rule, where});
+}
+
+void report_diagnostic(const char* message) noexcept { g_diagnostic.load()(message); }
+
+}  // namespace detail
+}  // namespace bufpool

@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: MIT
+// The offset engine: AVL trees over free ranges with per-alignment-level subtree maxima.
+module;
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <utility>
+#include <vector>
+module bufpool;
+
+// Why two trees, and what the aggregates are:
+//
+// Every free range is one slot in two AVL trees. The size tree orders slots by
+// (size, offset); each subtree also keeps, for every alignment level j (alignment
+// min_alignment << j), the largest *usable* size of its ranges at that level:
+// size - padding to the next aligned offset. "Leftmost slot whose usable size fits" is
+// then the exact aligned best fit, found in one descent that never enters a subtree whose
+// maximum is too small. The offset tree orders the same slots by offset so fixed() finds
+// the free range containing an offset in one descent.
+
+namespace bufpool {
+namespace {
+
+constexpr std::uint8_t node_unused = 0;
+constexpr std::uint8_t node_free = 1;
+constexpr std::uint8_t node_used = 2;
+
+// Padding from `offset` up to the next multiple of `alignment` (a power of two).
+constexpr offset_t pad_to(offset_t offset, offset_t alignment) noexcept {
+  return (offset_t{0} - offset) & (alignment - 1);
+}
+
+// Last offset of a non-empty range; never overflows where offset + size would.
+constexpr offset_t last_of(offset_t offset, offset_t size) noexcept { return offset + (size - 1); }
+
+}  // namespace
+
+// Link accessors for the generic AVL code.
+struct engine::size_tree_traits {
+  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.slots_[s].left; }
+  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.slots_[s].right; }
+  static std::uint8_t height(const engine& e, std::uint32_t s) noexcept {
+    return s == no_index ? std::uint8_t{0} : e.slots_[s].height;
+  }
+  static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
+    const slot& x = e.slots_[a];
+    const slot& y = e.slots_[b];
+    return x.size != y.size ? x.size < y.size : x.offset < y.offset;
+  }
+  static void pull(engine& e, std::uint32_t s) noexcept { e.pull(s); }
+};
+
+struct engine::offset_tree_traits {
+  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oleft; }
+  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oright; }
+  static std::uint8_t height(const engine& e, std::uint32_t s) noexcept {
+    return s == no_index ? std::uint8_t{0} : e.slots_[s].oheight;
+  }
+  static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
+    return e.slots_[a].offset < e.slots_[b].offset;
+  }
+  static void pull(engine& e, std::uint32_t s) noexcept {
+    slot& x = e.slots_[s];
+    x.oheight = static_cast<std::uint8_t>(1 + std::max(height(e, x.oleft), height(e, x.oright)));
+  }
+};
+
+engine::engine(const engine_limits& limits) : limits_(limits) {
+  granule_log2_ = static_cast<unsigned>(std::countr_zero(limits_.min_alignment));
+  levels_ = static_cast<unsigned>(std::countr_zero(limits_.max_alignment)) - granule_log2_ + 1;
+}
+
+// ---------------------------------------------------------------------------------------
+// Node and slot pools: index-linked free lists, so steady state allocates nothing.
+
+std::uint32_t engine::new_node() {
+  if (free_nodes_ != no_index) {
+    const std::uint32_t n = free_nodes_;
+    free_nodes_ = nodes_[n].slot;
+    nodes_[n] = node{};
+    return n;
+  }
+  nodes_.emplace_back();
+  return static_cast<std::uint32_t>(nodes_.size() - 1);
+}
+
+void engine::free_node(std::uint32_t n) noexcept {
+  nodes_[n].state = node_unused;
+  nodes_[n].slot = free_nodes_;
+  free_nodes_ = n;
+}
+
+std::uint32_t engine::new_slot() {
+  if (free_slots_ != no_index) {
+    const std::uint32_t s = free_slots_;
+    free_slots_ = slots_[s].left;
+    slots_[s] = slot{};
+    return s;
+  }
+  slots_.emplace_back();
+  agg_.resize(agg_.size() + levels_);
+  return static_cast<std::uint32_t>(slots_.size() - 1);
+}
+
+void engine::free_slot(std::uint32_t s) noexcept {
+  slots_[s].node = no_index;
+  slots_[s].left = free_slots_;
+  free_slots_ = s;
+}
+
+// ---------------------------------------------------------------------------------------
+// Aggregates and AVL balancing.
+
+offset_t engine::usable(std::uint32_t s, unsigned level) const noexcept {
+  const slot& x = slots_[s];
+  const offset_t pad = pad_to(x.offset, limits_.min_alignment << level);
+  return pad < x.size ? x.size - pad : 0;
+}
+
+void engine::pull(std::uint32_t s) noexcept {
+  slot& x = slots_[s];
+  x.height = static_cast<std::uint8_t>(1 + std::max(size_tree_traits::height(*this, x.left),
+                                                    size_tree_traits::height(*this, x.right)));
+  offset_t* out = &agg_[std::size_t{s} * levels_];
+  const offset_t* l = x.left == no_index ? nullptr : &agg_[std::size_t{x.left} * levels_];
+  const offset_t* r = x.right == no_index ? nullptr : &agg_[std::size_t{x.right} * levels_];
+  for (unsigned j = 0; j < levels_; ++j) {
+    offset_t m = usable(s, j);
+    if (l != nullptr) m = std::max(m, l[j]);
+    if (r != nullptr) m = std::max(m, r[j]);
+    out[j] = m;
+  }
+}
+
+template <class T>
+std::uint32_t engine::rotate_right(std::uint32_t s) noexcept {
+  const std::uint32_t l = T::left(*this, s);
+  T::left(*this, s) = T::right(*this, l);
+  T::right(*this, l) = s;
+  T::pull(*this, s);
+  T::pull(*this, l);
+  return l;
+}
+
+template <class T>
+std::uint32_t engine::rotate_left(std::uint32_t s) noexcept {
+  const std::uint32_t r = T::right(*this, s);
+  T::right(*this, s) = T::left(*this, r);
+  T::left(*this, r) = s;
+  T::pull(*this, s);
+  T::pull(*this, r);
+  return r;
+}
+
+template <class T>
+std::uint32_t engine::rebalance(std::uint32_t s) noexcept {
+  T::pull(*this, s);
+  const int balance = int{T::height(*this, T::left(*this, s))} -
+                      int{T::height(*this, T::right(*this, s))};
+  if (balance > 1) {
+    const std::uint32_t l = T::left(*this, s);
+    if (T::height(*this, T::left(*this, l)) < T::height(*this, T::right(*this, l)))
+      T::left(*this, s) = rotate_left<T>(l);
+    return rotate_right<T>(s);
+  }
+  if (balance < -1) {
+    const std::uint32_t r = T::right(*this, s);
+    if (T::height(*this, T::right(*this, r)) < T::height(*this, T::left(*this, r)))
+      T::right(*this, s) = rotate_right<T>(r);
+    return rotate_left<T>(s);
+  }
+  return s;
+}
+
+template <class T>
+std::uint32_t engine::insert(std::uint32_t root, std::uint32_t s) noexcept {
+  if (root == no_index) {
+    T::left(*this, s) = no_index;
+    T::right(*this, s) = no_index;
+    T::pull(*this, s);
+    return s;
+  }
+  if (T::less(*this, s, root))
+    T::left(*this, root) = insert<T>(T::left(*this, root), s);
+  else
+    T::right(*this, root) = insert<T>(T::right(*this, root), s);
+  return rebalance<T>(root);
+}
+
+template <class T>
+std::uint32_t engine::erase_min(std::uint32_t root, std::uint32_t& min) noexcept {
+  if (T::left(*this, root) == no_index) {
+    min = root;
+    return T::right(*this, root);
+  }
+  T::left(*this, root) = erase_min<T>(T::left(*this, root), min);
+  return rebalance<T>(root);
+}
+
+// Keys are unique (offsets of free ranges differ), so `s` is found by its key.
+template <class T>
+std::uint32_t engine::erase(std::uint32_t root, std::uint32_t s) noexcept {
+  if (root == s) {
+    const std::uint32_t l = T::left(*this, s);
+    const std::uint32_t r = T::right(*this, s);
+    if (l == no_index) return r;
+    if (r == no_index) return l;
+    std::uint32_t m = no_index;
+    const std::uint32_t rest = erase_min<T>(r, m);
+    T::left(*this, m) = l;
+    T::right(*this, m) = rest;
+    return rebalance<T>(m);
+  }
+  if (T::less(*this, s, root))
+    T::left(*this, root) = erase<T>(T::left(*this, root), s);
+  else
+    T::right(*this, root) = erase<T>(T::right(*this, root), s);
+  return rebalance<T>(root);
+}
+
+// ---------------------------------------------------------------------------------------
+// Free-range bookkeeping.
+
+void engine::add_free(std::uint32_t n) {
+  const std::uint32_t s = new_slot();
+  node& x = nodes_[n];
+  x.state = node_free;
+  x.slot = s;
+  slots_[s].offset = x.offset;
+  slots_[s].size = x.size;
+  slots_[s].node = n;
+  size_root_ = insert<size_tree_traits>(size_root_, s);
+  offset_root_ = insert<offset_tree_traits>(offset_root_, s);
+  region_rec& r = regions_[x.region];
+  r.free_bytes += x.size;
+  ++r.free_ranges;
+  free_bytes_ += x.size;
+  ++free_ranges_;
+}
+
+void engine::remove_free(std::uint32_t n) noexcept {
+  node& x = nodes_[n];
+  const std::uint32_t s = x.slot;
+  size_root_ = erase<size_tree_traits>(size_root_, s);
+  offset_root_ = erase<offset_tree_traits>(offset_root_, s);
+  free_slot(s);
+  x.slot = no_index;
+  region_rec& r = regions_[x.region];
+  r.free_bytes -= x.size;
+  --r.free_ranges;
+  free_bytes_ -= x.size;
+  --free_ranges_;
+}
+
+// ---------------------------------------------------------------------------------------
+// Searches.
+
+// Leftmost slot (best) or first slot on the path (greedy) whose usable size at `level`
+// holds `size`. Subtrees whose maximum is too small are never entered.
+std::uint32_t engine::find_fit(offset_t size, unsigned level, bool best) const noexcept {
+  auto fits_below = [&](std::uint32_t s) {
+    return s != no_index && agg_[std::size_t{s} * levels_ + level] >= size;
+  };
+  std::uint32_t s = size_root_;
+  if (!fits_below(s)) return no_index;  // out of space?
+  for (;;) {
+    const std::uint32_t l = slots_[s].left;
+    if (best && fits_below(l)) {
+      s = l;  // a smaller fitting range exists on the left
+      continue;
+    }
+    if (usable(s, level) >= size) return s;
+    s = fits_below(l) ? l : slots_[s].right;  // the aggregate promises a fit below
+  }
+}
+
+// The free slot whose range contains `offset`, or no_index.
+std::uint32_t engine::find_containing(offset_t offset) const noexcept {
+  std::uint32_t s = offset_root_;
+  std::uint32_t candidate = no_index;
+  while (s != no_index) {
+    if (slots_[s].offset <= offset) {
+      candidate = s;
+      s = slots_[s].oright;
+    } else {
+      s = slots_[s].oleft;
+    }
+  }
+  if (candidate != no_index && offset - slots_[candidate].offset < slots_[candidate].size)
+    return candidate;
+  return no_index;
+}
+
+// ---------------------------------------------------------------------------------------
+// Offset space: reservations, cancellations, regions.
+
+std::expected<offset_t, errc> engine::reserve(offset_t size) {
+  if (size == 0) return std::unexpected(errc::invalid_size);
+  // At the end of the used space?
+  if (!space_full_ && size - 1 <= limits_.last_offset - frontier_) {
+    const offset_t offset = frontier_;
+    if (size - 1 == limits_.last_offset - frontier_)
+      space_full_ = true;  // the frontier would be one past the integer's range
+    else
+      frontier_ += size;
+    pending_bytes_ += size;
+    return offset;
+  }
+  // End exhausted: the smallest gap left by a cancelled reservation that fits.
+  const auto it = gap_sizes_.lower_bound({size, 0});
+  if (it == gap_sizes_.end()) return std::unexpected(errc::out_of_offset_space);
+  const auto [gap_size, gap_offset] = *it;
+  gap_sizes_.erase(it);
+  gaps_.erase(gap_offset);
+  if (gap_size > size) {
+    gaps_.emplace(gap_offset + size, gap_size - size);
+    gap_sizes_.emplace(gap_size - size, gap_offset + size);
+  }
+  pending_bytes_ += size;
+  return gap_offset;
+}
+
+void engine::cancel(offset_t offset, offset_t size) {
+  pending_bytes_ -= size;
+  // Merge with the gaps on either side.
+  auto next = gaps_.lower_bound(offset);
+  if (next != gaps_.begin()) {
+    const auto prev = std::prev(next);
+    if (last_of(prev->first, prev->second) + 1 == offset) {
+      offset = prev->first;
+      size += prev->second;
+      gap_sizes_.erase({prev->second, prev->first});
+      gaps_.erase(prev);
+    }
+  }
+  const offset_t last = last_of(offset, size);
+  if (next != gaps_.end() && last != limits_.last_offset && last + 1 == next->first) {
+    size += next->second;
+    gap_sizes_.erase({next->second, next->first});
+    gaps_.erase(next);
+  }
+  // A gap that ends at the frontier gives the offsets back to the end of the space.
+  const offset_t gap_last = last_of(offset, size);
+  const bool at_frontier =
+      space_full_ ? gap_last == limits_.last_offset : gap_last + 1 == frontier_;
+  if (at_frontier) {
+    frontier_ = offset;
+    space_full_ = false;
+    return;
+  }
+  gaps_.emplace(offset, size);
+  gap_sizes_.emplace(size, offset);
+}
+
+std::uint32_t engine::publish(offset_t offset, offset_t size) {
+  pending_bytes_ -= size;
+  const auto id = static_cast<std::uint32_t>(regions_.size());
+  const std::uint32_t n = new_node();
+  regions_.push_back(region_rec{offset, size, n, 0, 0, 0, 0});
+  const auto pos = std::ranges::lower_bound(region_index_, std::pair{offset, std::uint32_t{0}});
+  region_index_.insert(pos, {offset, id});
+  nodes_[n].offset = offset;
+  nodes_[n].size = size;
+  nodes_[n].region = id;
+  add_free(n);
+  return id;
+}
+
+std::uint32_t engine::region_of(offset_t offset) const noexcept {
+  auto it = std::ranges::upper_bound(region_index_, offset, {},
+                                     &std::pair<offset_t, std::uint32_t>::first);
+  if (it == region_index_.begin()) return no_index;
+  const region_rec& r = regions_[std::prev(it)->second];
+  return offset - r.offset < r.size ? std::prev(it)->second : no_index;
+}
+
+// ---------------------------------------------------------------------------------------
+// Allocation and release.
+
+std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t alignment,
+                                                        strategy how) {
+  if (size == 0) return std::unexpected(errc::invalid_size);
+  if (!std::has_single_bit(alignment)) return std::unexpected(errc::invalid_alignment);
+  if (alignment > limits_.max_alignment) return std::unexpected(errc::alignment_too_big);
+  if (size > limits_.max_size) return std::unexpected(errc::too_large);
+  const offset_t align = std::max(alignment, limits_.min_alignment);
+  const offset_t len = std::max(size, limits_.min_size);
+
+  if (how.kind == strategy_kind::fixed) {
+    const offset_t at = how.offset;
+    if (pad_to(at, align) != 0) return std::unexpected(errc::invalid_argument);
+    if (at > limits_.last_offset || len - 1 > limits_.last_offset - at)
+      return std::unexpected(errc::arithmetic_overflow);
+    const std::uint32_t region = region_of(at);
+    if (region == no_index) return std::unexpected(errc::out_of_range);
+    const region_rec& r = regions_[region];
+    if (len - 1 > last_of(r.offset, r.size) - at) return std::unexpected(errc::out_of_range);
+    const std::uint32_t s = find_containing(at);
+    if (s == no_index || len > slots_[s].size - (at - slots_[s].offset))
+      return std::unexpected(errc::occupied);
+    return carve(slots_[s].node, at, len);
+  }
+
+  const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
+  const std::uint32_t s = find_fit(len, level, how.kind == strategy_kind::optimal);
+  if (s == no_index) return std::unexpected(errc::out_of_memory);
+  return carve(slots_[s].node, slots_[s].offset + pad_to(slots_[s].offset, align), len);
+}
+
+// Splits free node `n` into [padding][used: start, capacity][tail] and marks the middle used.
+std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t start,
+                                                     offset_t len) {
+  remove_free(n);
+  const offset_t g = limits_.min_alignment;
+  const offset_t pad = start - nodes_[n].offset;
+  const offset_t avail = nodes_[n].size - pad;
+  // Round the capacity up to the granule where the range allows; absorb a tail that
+  // could never hold an aligned slice of its own.
+  const offset_t rem = len & (g - 1);
+  const offset_t extra = rem == 0 ? 0 : g - rem;
+  offset_t capacity = avail - len >= extra ? len + extra : avail;
+  if (avail - capacity < g) capacity = avail;
+
+  const std::uint32_t region = nodes_[n].region;
+  if (pad != 0) {  // the alignment gap becomes a free range of its own
+    const std::uint32_t p = new_node();
+    node& before = nodes_[p];
+    node& x = nodes_[n];
+    before.offset = x.offset;
+    before.size = pad;
+    before.region = region;
+    before.prev = x.prev;
+    before.next = n;
+    if (x.prev != no_index)
+      nodes_[x.prev].next = p;
+    else
+      regions_[region].first = p;
+    x.prev = p;
+    x.offset = start;
+    x.size -= pad;
+    add_free(p);
+  }
+  if (capacity < nodes_[n].size) {  // the tail stays free
+    const std::uint32_t t = new_node();
+    node& after = nodes_[t];
+    node& x = nodes_[n];
+    after.offset = start + capacity;
+    after.size = x.size - capacity;
+    after.region = region;
+    after.prev = n;
+    after.next = x.next;
+    if (x.next != no_index) nodes_[x.next].prev = t;
+    x.next = t;
+    x.size = capacity;
+    add_free(t);
+  }
+  node& x = nodes_[n];
+  x.state = node_used;
+  region_rec& r = regions_[region];
+  r.used_bytes += capacity;
+  ++r.used_ranges;
+  used_bytes_ += capacity;
+  ++used_ranges_;
+  return engine_allocation{n, region, start, capacity};
+}
+
+bool engine::release(std::uint32_t n) noexcept {
+  if (n >= nodes_.size() || nodes_[n].state != node_used) return false;
+  region_rec& r = regions_[nodes_[n].region];
+  r.used_bytes -= nodes_[n].size;
+  --r.used_ranges;
+  used_bytes_ -= nodes_[n].size;
+  --used_ranges_;
+  // Merge with free neighbours (never across regions: neighbours are per region).
+  if (const std::uint32_t p = nodes_[n].prev; p != no_index && nodes_[p].state == node_free) {
+    remove_free(p);
+    nodes_[n].offset = nodes_[p].offset;
+    nodes_[n].size += nodes_[p].size;
+    nodes_[n].prev = nodes_[p].prev;
+    if (nodes_[p].prev != no_index)
+      nodes_[nodes_[p].prev].next = n;
+    else
+      r.first = n;
+    free_node(p);
+  }
+  if (const std::uint32_t q = nodes_[n].next; q != no_index && nodes_[q].state == node_free) {
+    remove_free(q);
+    nodes_[n].size += nodes_[q].size;
+    nodes_[n].next = nodes_[q].next;
+    if (nodes_[q].next != no_index) nodes_[nodes_[q].next].prev = n;
+    free_node(q);
+  }
+  add_free(n);  // cannot allocate: the slots of the merged neighbours were just freed
+  return true;
+}
+
+offset_t engine::node_offset(std::uint32_t n) const noexcept { return nodes_[n].offset; }
+offset_t engine::node_size(std::uint32_t n) const noexcept { return nodes_[n].size; }
+bool engine::is_live(std::uint32_t n) const noexcept {
+  return n < nodes_.size() && nodes_[n].state == node_used;
+}
+
+// ---------------------------------------------------------------------------------------
+// Introspection.
+
+region_stats engine::region(std::uint32_t id) const noexcept {
+  const region_rec& r = regions_[id];
+  return {r.offset, r.size, r.used_bytes, r.free_bytes, r.free_ranges, r.used_ranges};
+}
+
+std::vector<range_view> engine::ranges(std::uint32_t id) const {
+  std::vector<range_view> out;
+  for (std::uint32_t n = regions_[id].first; n != no_index; n = nodes_[n].next)
+    out.push_back({nodes_[n].offset, nodes_[n].size, nodes_[n].state == node_used});
+  return out;
+}
+
+engine_stats engine::stats() const noexcept {
+  engine_stats st;
+  st.used_bytes = used_bytes_;
+  st.free_bytes = free_bytes_;
+  st.pending_bytes = pending_bytes_;
+  st.free_ranges = free_ranges_;
+  st.used_ranges = used_ranges_;
+  st.regions = regions_.size();
+  for (std::uint32_t s = size_root_; s != no_index; s = slots_[s].right)
+    st.largest_free = slots_[s].size;  // rightmost = largest
+  return st;
+}
+
+// Height of the subtree at `s`, checking order against the bounds `lo` < s < `hi`
+// (no_index: unbounded), balance and stored heights.
+template <class T>
+std::expected<int, std::string> engine::check_tree(std::uint32_t s, std::uint32_t lo,
+                                                   std::uint32_t hi, std::size_t& count) const {
+  if (s == no_index) return 0;
+  auto& self = const_cast<engine&>(*this);  // the traits hand out mutable links
+  if (slots_[s].node == no_index || nodes_[slots_[s].node].slot != s)
+    return std::unexpected("tree slot " + std::to_string(s) + " is not its node's slot");
+  if ((lo != no_index && !T::less(*this, lo, s)) || (hi != no_index && !T::less(*this, s, hi)))
+    return std::unexpected("tree order broken at slot " + std::to_string(s));
+  const auto hl = check_tree<T>(T::left(self, s), lo, s, count);
+  if (!hl) return hl;
+  const auto hr = check_tree<T>(T::right(self, s), s, hi, count);
+  if (!hr) return hr;
+  if (*hl - *hr > 1 || *hr - *hl > 1)
+    return std::unexpected("tree unbalanced at slot " + std::to_string(s));
+  const int h = 1 + std::max(*hl, *hr);
+  if (h != T::height(*this, s))
+    return std::unexpected("stale tree height at slot " + std::to_string(s));
+  ++count;
+  return h;
+}
+
+std::expected<void, std::string> engine::validate() const {
+  auto fail = [](std::string what) { return std::unexpected(std::move(what)); };
+  offset_t used = 0;
+  offset_t free = 0;
+  std::size_t used_count = 0;
+  std::size_t free_count = 0;
+  for (std::uint32_t id = 0; id < regions_.size(); ++id) {
+    const region_rec& r = regions_[id];
+    const std::string where = "region " + std::to_string(id) + ": ";
+    offset_t covered = 0;
+    offset_t r_used = 0;
+    offset_t r_free = 0;
+    std::size_t r_used_count = 0;
+    std::size_t r_free_count = 0;
+    offset_t expect = r.offset;
+    std::uint32_t prev = no_index;
+    for (std::uint32_t n = r.first; n != no_index; prev = n, n = nodes_[n].next) {
+      const node& x = nodes_[n];
+      if (x.region != id) return fail(where + "range owned by another region");
+      if (x.prev != prev) return fail(where + "broken neighbour links");
+      if (x.size == 0) return fail(where + "empty range");
+      if (x.offset != expect) return fail(where + "ranges do not tile the region (gap/overlap)");
+      covered += x.size;
+      if (covered > r.size) return fail(where + "ranges exceed the region");
+      if (covered < r.size) expect = x.offset + x.size;
+      if (x.state == node_free) {
+        if (prev != no_index && nodes_[prev].state == node_free)
+          return fail(where + "adjacent free ranges not coalesced");
+        if (x.slot >= slots_.size() || slots_[x.slot].node != n ||
+            slots_[x.slot].offset != x.offset || slots_[x.slot].size != x.size)
+          return fail(where + "free range and its tree slot disagree");
+        r_free += x.size;
+        ++r_free_count;
+      } else if (x.state == node_used) {
+        r_used += x.size;
+        ++r_used_count;
+      } else {
+        return fail(where + "unused node linked into a region");
+      }
+    }
+    if (covered != r.size) return fail(where + "ranges do not cover the region");
+    if (r_used != r.used_bytes || r_free != r.free_bytes || r_used_count != r.used_ranges ||
+        r_free_count != r.free_ranges)
+      return fail(where + "region counters wrong");
+    used += r_used;
+    free += r_free;
+    used_count += r_used_count;
+    free_count += r_free_count;
+  }
+  if (used != used_bytes_ || free != free_bytes_ || used_count != used_ranges_ ||
+      free_count != free_ranges_)
+    return fail("engine counters wrong");
+
+  std::size_t size_count = 0;
+  if (auto h = check_tree<size_tree_traits>(size_root_, no_index, no_index, size_count); !h) return fail(h.error());
+  std::size_t offset_count = 0;
+  if (auto h = check_tree<offset_tree_traits>(offset_root_, no_index, no_index, offset_count); !h)
+    return fail(h.error());
+  if (size_count != free_ranges_ || offset_count != free_ranges_)
+    return fail("trees do not hold exactly the free ranges");
+  // Aggregates: recompute each slot's maxima from its children.
+  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
+    if (slots_[s].node == no_index) continue;
+    for (unsigned j = 0; j < levels_; ++j) {
+      offset_t m = usable(s, j);
+      for (const std::uint32_t c : {slots_[s].left, slots_[s].right})
+        if (c != no_index) m = std::max(m, agg_[std::size_t{c} * levels_ + j]);
+      if (agg_[std::size_t{s} * levels_ + j] != m)
+        return fail("stale alignment aggregate at slot " + std::to_string(s));
+    }
+  }
+
+  // Regions and gaps are disjoint, inside the handed-out space.
+  for (std::size_t i = 1; i < region_index_.size(); ++i) {
+    const region_rec& a = regions_[region_index_[i - 1].second];
+    if (last_of(a.offset, a.size) >= region_index_[i].first) return fail("regions overlap");
+  }
+  offset_t gap_bytes = 0;
+  for (auto it = gaps_.begin(); it != gaps_.end(); ++it) {
+    gap_bytes += it->second;
+    if (region_of(it->first) != no_index) return fail("gap overlaps a region");
+    if (!gap_sizes_.contains({it->second, it->first})) return fail("gap size index wrong");
+    if (const auto nx = std::next(it);
+        nx != gaps_.end() && last_of(it->first, it->second) + 1 >= nx->first)
+      return fail("gaps overlap or are not merged");
+    if (!space_full_ && last_of(it->first, it->second) >= frontier_)
+      return fail("gap beyond the frontier");
+  }
+  if (gap_sizes_.size() != gaps_.size()) return fail("gap size index wrong");
+  // Regions, pending reservations and gaps tile the handed-out offsets exactly (modulo
+  // 2^64, so a u64 space that is full compares equal too).
+  offset_t handed_out = pending_bytes_ + gap_bytes;
+  for (const region_rec& r : regions_) handed_out += r.size;
+  const offset_t end = space_full_ ? limits_.last_offset + 1 : frontier_;
+  if (handed_out != end) return fail("regions, pending and gaps do not tile the used space");
+  return {};
+}
+
+}  // namespace bufpool
