@@ -18,12 +18,13 @@ struct io_guard {
 
 void print_stats(const char* when, const bufpool::buffer_pool<>& pool) {
   const bufpool::pool_stats s = pool.stats();
-  std::printf("%-28s used %6llu  free %6llu  free ranges %zu  largest free %6llu  live %zu  "
-              "guarded %zu (parked %zu)\n",
-              when, static_cast<unsigned long long>(s.used_bytes),
-              static_cast<unsigned long long>(s.free_bytes), s.free_ranges,
-              static_cast<unsigned long long>(s.largest_free), s.live_slices, s.guarded_slices,
-              s.parked_slices);
+  std::printf(
+      "%-28s used %6llu  free %6llu  free ranges %zu  largest free %6llu  live %zu  "
+      "guarded %zu (parked %zu)\n",
+      when, static_cast<unsigned long long>(s.used_bytes),
+      static_cast<unsigned long long>(s.free_bytes), s.free_ranges,
+      static_cast<unsigned long long>(s.largest_free), s.live_slices, s.guarded_slices,
+      s.parked_slices);
 }
 
 }  // namespace
@@ -51,8 +52,8 @@ int main() {
   if (!a || !b || !c) return 1;
   std::printf("a: offset %u size %u capacity %u (region at %u)\n", a->offset(), a->size(),
               a->capacity(), a->region_offset());
-  std::printf("b: offset %u size %u (4096-aligned)\nc: offset %u (fixed)\n", b->offset(),
-              b->size(), c->offset());
+  std::printf("b: offset %u size %u (4096-aligned)\nc: offset %u (fixed)\n", b->offset(), b->size(),
+              c->offset());
   a->bytes()[0] = std::byte{42};
 
   // A fixed range that overlaps a live slice is refused with a reason.
@@ -66,7 +67,9 @@ int main() {
   auto refused = std::move(*b).reclaim();
   std::printf("reclaim of guarded slice: %s\n",
               refused ? "ok" : bufpool::to_string(refused.error().code));
-  { auto dropped = std::move(refused.error().slice); }
+  {
+    auto dropped = std::move(refused.error().slice);
+  }
   print_stats("guarded slice dropped:", pool);
 
   *done = true;  // the I/O completed

@@ -15,9 +15,8 @@ export namespace bufpool {
 /// The integer types a pool can use for offsets and lengths. The whole range is usable:
 /// offsets 0 .. max, slices and regions of up to max bytes.
 template <class T>
-concept offset_integer =
-    std::same_as<T, std::uint16_t> || std::same_as<T, std::uint32_t> ||
-    std::same_as<T, std::uint64_t> || std::same_as<T, std::size_t>;
+concept offset_integer = std::same_as<T, std::uint16_t> || std::same_as<T, std::uint32_t> ||
+                         std::same_as<T, std::uint64_t> || std::same_as<T, std::size_t>;
 
 /// How acquire() chooses a free range.
 enum class strategy_kind : std::uint8_t {

@@ -40,7 +40,9 @@ void report_violation(const char* rule, std::source_location where) noexcept {
   g_violation.load()(contract_violation{rule, where});
 }
 
-void report_diagnostic(const char* message) noexcept { g_diagnostic.load()(message); }
+void report_diagnostic(const char* message) noexcept {
+  g_diagnostic.load()(message);
+}
 
 }  // namespace detail
 }  // namespace bufpool
