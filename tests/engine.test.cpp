@@ -2,11 +2,31 @@
 // Unit tests of the offset engine: strategies, alignment, coalescing, expansion bookkeeping.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <expected>
+#include <initializer_list>
+#include <ostream>
+#include <tuple>
+#include <utility>
+#include <vector>
 import bufpool;
 
+namespace bufpool {
+// Lets GoogleTest print error codes by name.
+inline void PrintTo(errc e, std::ostream* os) {
+  *os << to_string(e);
+}
+}  // namespace bufpool
+
 namespace {
+
+using bufpool::errc;
+using bufpool::offset_t;
+
+constexpr offset_t kib = 1024;
+constexpr offset_t mib = 1024 * kib;
+constexpr offset_t u64_max = ~offset_t{0};
 
 bufpool::engine_limits limits_u32() {
   bufpool::engine_limits l;
@@ -17,6 +37,69 @@ bufpool::engine_limits limits_u32() {
   return l;
 }
 
+bufpool::engine_limits limits_u16() {
+  bufpool::engine_limits l;
+  l.last_offset = UINT16_MAX;
+  l.max_size = UINT16_MAX;
+  l.min_alignment = 16;
+  l.max_alignment = std::uint64_t{1} << 15;
+  return l;
+}
+
+bufpool::engine_limits limits_u64() {
+  return bufpool::engine_limits{};  // the full range: last offset UINT64_MAX
+}
+
+::testing::AssertionResult valid(const bufpool::engine& e) {
+  const auto v = e.validate();
+  if (v) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "validate(): " << v.error();
+}
+
+// The error of a failed call, or errc{} (not a valid code) for a success.
+template <class T>
+errc error_of(const std::expected<T, errc>& r) {
+  return r ? errc{} : r.error();
+}
+
+// Reserves and publishes a region of `size` offsets; returns its id.
+std::uint32_t add_region(bufpool::engine& e, offset_t size) {
+  const offset_t at = e.reserve(size).value();
+  return e.publish(at, size);
+}
+
+using layout = std::vector<std::tuple<offset_t, offset_t, bool>>;  // offset, size, used
+
+layout layout_of(const bufpool::engine& e, std::uint32_t region) {
+  layout out;
+  for (const auto& r : e.ranges(region)) out.emplace_back(r.offset, r.size, r.used);
+  return out;
+}
+
+// Fills a region from its start with consecutive fixed allocations of the given sizes.
+std::vector<bufpool::engine_allocation> fill(bufpool::engine& e, offset_t start,
+                                             std::initializer_list<offset_t> sizes) {
+  std::vector<bufpool::engine_allocation> out;
+  for (const offset_t size : sizes) {
+    out.push_back(e.allocate(size, 1, bufpool::fixed(start)).value());
+    start += size;
+  }
+  return out;
+}
+
+// A 4 KiB region (granule 16) whose free ranges are [272, 400) (128 bytes, not 256-aligned),
+// [512, 672) (160 bytes, 256-aligned) and [1024, 2048) (1024 bytes); the rest is used.
+struct holes {
+  bufpool::engine e{limits_u32()};
+  std::vector<bufpool::engine_allocation> used;
+  holes() {
+    add_region(e, 4 * kib);
+    auto all = fill(e, 0, {272, 128, 112, 160, 352, 1024, 2048});
+    for (const std::size_t i : {1u, 3u, 5u}) e.release(all[i].node);
+    for (const std::size_t i : {0u, 2u, 4u, 6u}) used.push_back(all[i]);
+  }
+};
+
 TEST(Engine, AllocatesFromPublishedRegionAndCoalescesBack) {
   bufpool::engine e(limits_u32());
   auto at = e.reserve(4096);
@@ -26,11 +109,707 @@ TEST(Engine, AllocatesFromPublishedRegionAndCoalescesBack) {
   ASSERT_TRUE(a.has_value());
   EXPECT_EQ(a->offset, 0u);
   EXPECT_EQ(a->capacity, 112u);
-  ASSERT_TRUE(e.validate().has_value()) << e.validate().error();
+  ASSERT_TRUE(valid(e));
   EXPECT_TRUE(e.release(a->node));
   EXPECT_EQ(e.stats().free_ranges, 1u);
   EXPECT_EQ(e.stats().free_bytes, 4096u);
-  ASSERT_TRUE(e.validate().has_value()) << e.validate().error();
+  ASSERT_TRUE(valid(e));
+}
+
+// ---------------------------------------------------------------------------------------
+// Strategies.
+
+TEST(OptimalStrategy, PicksSmallestRangeThatHoldsAlignedRequest) {
+  holes h;
+  ASSERT_TRUE(valid(h.e));
+  // 100 bytes fit all three holes: the 128-byte one is the smallest.
+  auto a = h.e.allocate(100, 16, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, 272u);
+  ASSERT_TRUE(h.e.release(a->node));
+  // Aligned to 256 the 128-byte hole holds nothing (padding 240): the 160-byte one wins.
+  auto b = h.e.allocate(100, 256, bufpool::optimal);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->offset, 512u);
+  ASSERT_TRUE(h.e.release(b->node));
+  // 161 bytes only fit the 1 KiB hole.
+  auto c = h.e.allocate(161, 16, bufpool::optimal);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->offset, 1024u);
+  EXPECT_TRUE(valid(h.e));
+}
+
+TEST(OptimalStrategy, NeverFailsWhileSomeRangeHoldsAlignedRequest) {
+  holes h;
+  // The largest aligned request that fits: the whole 1 KiB hole at 1024.
+  auto a = h.e.allocate(1024, 1024, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, 1024u);
+  EXPECT_EQ(a->capacity, 1024u);
+  // Now 160 is the largest free range: 160 succeeds, 161 does not.
+  EXPECT_EQ(error_of(h.e.allocate(161, 1, bufpool::optimal)), errc::out_of_memory);
+  auto b = h.e.allocate(160, 1, bufpool::optimal);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->offset, 512u);
+  // The 128-byte hole at 272 is 16-aligned but not 32-aligned: 128 at 32 cannot fit.
+  EXPECT_EQ(error_of(h.e.allocate(128, 32, bufpool::optimal)), errc::out_of_memory);
+  auto c = h.e.allocate(112, 32, bufpool::optimal);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->offset, 288u);
+  EXPECT_TRUE(valid(h.e));
+}
+
+TEST(GreedyStrategy, ReturnsAlignedSliceInsideAFittingFreeRange) {
+  holes h;
+  const std::vector<std::pair<offset_t, offset_t>> free_ranges{
+      {272, 128}, {512, 160}, {1024, 1024}};
+  for (const offset_t alignment : {offset_t{1}, offset_t{16}, offset_t{64}, offset_t{256}}) {
+    auto a = h.e.allocate(100, alignment, bufpool::greedy);
+    ASSERT_TRUE(a.has_value()) << "alignment " << alignment;
+    EXPECT_EQ(a->offset % std::max<offset_t>(alignment, 16), 0u);
+    bool inside = false;
+    for (const auto& [off, size] : free_ranges)
+      inside = inside || (a->offset >= off && a->offset + a->capacity <= off + size);
+    EXPECT_TRUE(inside) << "offset " << a->offset << " capacity " << a->capacity;
+    ASSERT_TRUE(h.e.release(a->node));
+  }
+  EXPECT_TRUE(valid(h.e));
+}
+
+TEST(GreedyStrategy, FindsTheOnlyRangeThatHoldsTheRequest) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 64 * kib);
+  // Alternate 32-byte holes with used walls, and one 512-byte hole near the end.
+  std::vector<bufpool::engine_allocation> walls;
+  std::vector<bufpool::engine_allocation> holes_taken;
+  offset_t at = 0;
+  for (int i = 0; i < 500; ++i) {
+    holes_taken.push_back(e.allocate(32, 1, bufpool::fixed(at)).value());
+    walls.push_back(e.allocate(32, 1, bufpool::fixed(at + 32)).value());
+    at += 64;
+  }
+  const offset_t big = 62 * kib;
+  walls.push_back(e.allocate(big - at, 1, bufpool::fixed(at)).value());
+  walls.push_back(e.allocate(64 * kib - big - 512, 1, bufpool::fixed(big + 512)).value());
+  for (const auto& a : holes_taken) e.release(a.node);
+  ASSERT_TRUE(valid(e));
+  auto a = e.allocate(300, 512, bufpool::greedy);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, big);
+  EXPECT_EQ(error_of(e.allocate(209, 1, bufpool::greedy)), errc::out_of_memory);  // tail is 208
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(FixedStrategy, AllocatesExactlyAtTheOffset) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(100, 64, bufpool::fixed(1024));
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, 1024u);
+  EXPECT_EQ(a->capacity, 112u);
+  EXPECT_EQ(layout_of(e, 0),
+            (layout{{0, 1024, false}, {1024, 112, true}, {1136, 4 * kib - 1136, false}}));
+  // The very end of the region, and the start of a free range after a used one.
+  auto b = e.allocate(16, 16, bufpool::fixed(4 * kib - 16));
+  ASSERT_TRUE(b.has_value());
+  auto c = e.allocate(16, 16, bufpool::fixed(1136));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(FixedStrategy, RejectsMisalignedOffsetWithInvalidArgument) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  EXPECT_EQ(error_of(e.allocate(16, 64, bufpool::fixed(32))), errc::invalid_argument);
+  // Alignments below the minimum are raised to it first: 8 is not 16-aligned.
+  EXPECT_EQ(error_of(e.allocate(16, 1, bufpool::fixed(8))), errc::invalid_argument);
+  EXPECT_EQ(e.stats().used_ranges, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(FixedStrategy, RejectsRangeOutsideEveryRegionWithOutOfRange) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  const offset_t pending = e.reserve(4 * kib).value();  // reserved, not a region
+  EXPECT_EQ(error_of(e.allocate(16, 16, bufpool::fixed(pending))), errc::out_of_range);
+  EXPECT_EQ(error_of(e.allocate(16, 16, bufpool::fixed(64 * kib))), errc::out_of_range);
+  // Starts inside the region but runs past its end.
+  EXPECT_EQ(error_of(e.allocate(32, 16, bufpool::fixed(4 * kib - 16))), errc::out_of_range);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(FixedStrategy, RejectsRangeAcrossTwoContiguousRegionsWithOutOfRange) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  add_region(e, 4 * kib);  // offsets 4096..8191, contiguous with the first
+  ASSERT_EQ(e.region(1).offset, 4 * kib);
+  EXPECT_EQ(error_of(e.allocate(32, 16, bufpool::fixed(4 * kib - 16))), errc::out_of_range);
+  EXPECT_EQ(e.stats().used_ranges, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(FixedStrategy, RejectsRangeOverlappingUsedRangeWithOccupied) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(256, 16, bufpool::fixed(1024));
+  ASSERT_TRUE(a.has_value());
+  const auto before = e.stats();
+  EXPECT_EQ(error_of(e.allocate(16, 16, bufpool::fixed(1024))), errc::occupied);  // same start
+  EXPECT_EQ(error_of(e.allocate(16, 16, bufpool::fixed(1200))), errc::occupied);  // inside
+  EXPECT_EQ(error_of(e.allocate(64, 16, bufpool::fixed(992))), errc::occupied);   // runs into
+  EXPECT_EQ(error_of(e.allocate(32, 16, bufpool::fixed(1008))), errc::occupied);  // by 16
+  // Just before and just after are free.
+  auto b = e.allocate(32, 16, bufpool::fixed(992));
+  ASSERT_TRUE(b.has_value());
+  auto c = e.allocate(16, 16, bufpool::fixed(1280));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(e.stats().used_ranges, before.used_ranges + 2);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(FixedStrategy, RejectsRangeBeyondTheIntegerWithArithmeticOverflow) {
+  bufpool::engine e(limits_u16());
+  add_region(e, 65536);
+  EXPECT_EQ(error_of(e.allocate(32, 16, bufpool::fixed(65520))), errc::arithmetic_overflow);
+  EXPECT_EQ(error_of(e.allocate(16, 16, bufpool::fixed(65536))), errc::arithmetic_overflow);
+  bufpool::engine w(limits_u64());
+  const offset_t top = u64_max - 4095;  // the last 4 KiB of the u64 range
+  ASSERT_EQ(w.reserve(top).value(), 0u);
+  ASSERT_EQ(w.reserve(4096).value(), top);
+  w.publish(top, 4096);
+  EXPECT_EQ(error_of(w.allocate(32, 16, bufpool::fixed(u64_max - 15))), errc::arithmetic_overflow);
+  EXPECT_EQ(error_of(w.allocate(4097, 16, bufpool::fixed(top))), errc::arithmetic_overflow);
+  EXPECT_EQ(w.stats().used_ranges, 0u);
+  EXPECT_TRUE(valid(e));
+  EXPECT_TRUE(valid(w));
+}
+
+// ---------------------------------------------------------------------------------------
+// Alignment.
+
+TEST(Alignment, EveryPowerOfTwoFrom1To4096IsHonoured) {
+  for (const auto how : {bufpool::optimal, bufpool::greedy}) {
+    bufpool::engine e(limits_u32());
+    add_region(e, 1 * mib);
+    // A 16-byte slice first, so that the free space starts misaligned for every larger
+    // alignment.
+    ASSERT_TRUE(e.allocate(1, 1, how).has_value());
+    for (offset_t alignment = 1; alignment <= 4096; alignment *= 2) {
+      auto a = e.allocate(24, alignment, how);
+      ASSERT_TRUE(a.has_value()) << "alignment " << alignment;
+      EXPECT_EQ(a->offset % alignment, 0u) << "alignment " << alignment;
+      EXPECT_EQ(a->offset % 16, 0u) << "alignment " << alignment;
+      ASSERT_TRUE(valid(e));
+    }
+  }
+}
+
+TEST(Alignment, BelowMinimumIsRaisedToMinimum) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  for (const offset_t alignment : {offset_t{1}, offset_t{2}, offset_t{4}, offset_t{8}}) {
+    auto a = e.allocate(3, alignment, bufpool::optimal);
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->offset % 16, 0u);
+    EXPECT_EQ(a->capacity, 16u);
+  }
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Alignment, OneMebibyteAlignmentIsHonouredAndPaddingStaysFree) {
+  bufpool::engine e(limits_u32());
+  ASSERT_EQ(e.reserve(4 * kib).value(), 0u);  // pushes the region off 1 MiB alignment
+  add_region(e, 4 * mib);
+  ASSERT_EQ(e.region(0).offset, 4 * kib);
+  for (const auto how : {bufpool::optimal, bufpool::greedy}) {
+    auto a = e.allocate(100, mib, how);
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->offset, mib);
+    EXPECT_EQ(layout_of(e, 0), (layout{{4 * kib, mib - 4 * kib, false},
+                                       {mib, 112, true},
+                                       {mib + 112, 4 * mib + 4 * kib - mib - 112, false}}));
+    ASSERT_TRUE(e.release(a->node));
+  }
+  // Two more 1 MiB-aligned slices fit (at 2 MiB and 3 MiB), a fourth does not (4 MiB
+  // leaves only 4 KiB of the region).
+  ASSERT_TRUE(e.allocate(mib, mib, bufpool::optimal).has_value());
+  ASSERT_TRUE(e.allocate(mib, mib, bufpool::optimal).has_value());
+  ASSERT_TRUE(e.allocate(mib, mib, bufpool::optimal).has_value());
+  EXPECT_EQ(error_of(e.allocate(8 * kib, mib, bufpool::optimal)), errc::out_of_memory);
+  EXPECT_EQ(error_of(e.allocate(8 * kib, mib, bufpool::greedy)), errc::out_of_memory);
+  EXPECT_TRUE(e.allocate(4 * kib, mib, bufpool::greedy).has_value());  // exactly at 4 MiB
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Alignment, LargestAlignmentOfFullU64RangeIsHonoured) {
+  bufpool::engine e(limits_u64());
+  const offset_t half = offset_t{1} << 63;
+  ASSERT_EQ(e.reserve(half - 4096).value(), 0u);
+  add_region(e, 8192);  // [2^63 - 4096, 2^63 + 4096)
+  auto a = e.allocate(1, half, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, half);
+  EXPECT_EQ(error_of(e.allocate(1, half, bufpool::greedy)), errc::out_of_memory);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Padding, AlignmentPaddingStaysAFreeRangeOfItsOwn) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto first = e.allocate(16, 1, bufpool::optimal);  // [0, 16)
+  ASSERT_TRUE(first.has_value());
+  auto a = e.allocate(100, 1024, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, 1024u);
+  EXPECT_EQ(
+      layout_of(e, 0),
+      (layout{{0, 16, true}, {16, 1008, false}, {1024, 112, true}, {1136, 4 * kib - 1136, false}}));
+  EXPECT_EQ(e.stats().free_ranges, 2u);
+  // The padding is usable: an exact fit goes there, not into the larger tail.
+  auto b = e.allocate(1008, 16, bufpool::optimal);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->offset, 16u);
+  EXPECT_TRUE(valid(e));
+}
+
+// ---------------------------------------------------------------------------------------
+// Capacity.
+
+TEST(Capacity, IsSizeRoundedUpToMinAlignment) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  for (const auto& [size, capacity] : std::vector<std::pair<offset_t, offset_t>>{
+           {1, 16}, {16, 16}, {17, 32}, {100, 112}, {1000, 1008}}) {
+    auto a = e.allocate(size, 1, bufpool::optimal);
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->capacity, capacity) << "size " << size;
+  }
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Capacity, AbsorbsTailSmallerThanMinAlignment) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 120);  // 100 rounds to 112, leaving 8 < 16: the tail is absorbed
+  auto a = e.allocate(100, 1, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->capacity, 120u);
+  EXPECT_EQ(e.stats().free_ranges, 0u);
+  EXPECT_EQ(e.stats().used_bytes, 120u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Capacity, KeepsTailOfExactlyMinAlignment) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 128);
+  auto a = e.allocate(100, 1, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->capacity, 112u);
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 112, true}, {112, 16, false}}));
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Capacity, TakesWholeRangeWhenRoundingUpDoesNotFit) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 104);  // 100 cannot round up to 112
+  auto a = e.allocate(100, 1, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->capacity, 104u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Capacity, MinSizeRaisesSmallRequests) {
+  auto limits = limits_u32();
+  limits.min_size = 64;
+  bufpool::engine e(limits);
+  add_region(e, 4 * kib);
+  auto a = e.allocate(1, 1, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->capacity, 64u);
+  auto b = e.allocate(1, 1, bufpool::fixed(64));
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->capacity, 64u);
+  EXPECT_EQ(error_of(e.allocate(1, 1, bufpool::fixed(96))), errc::occupied);
+  EXPECT_TRUE(valid(e));
+}
+
+// ---------------------------------------------------------------------------------------
+// Release and coalescing.
+
+TEST(Coalescing, ReleaseMergesWithBothFreeNeighbours) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto all = fill(e, 0, {1024, 1024, 1024, 1024});
+  ASSERT_TRUE(e.release(all[0].node));
+  ASSERT_TRUE(e.release(all[2].node));
+  EXPECT_EQ(e.stats().free_ranges, 2u);
+  ASSERT_TRUE(e.release(all[1].node));  // joins [0, 1024) and [2048, 3072)
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 3 * kib, false}, {3 * kib, kib, true}}));
+  ASSERT_TRUE(e.release(all[3].node));
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 4 * kib, false}}));
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Coalescing, ReleaseMergesWithPreviousOrNextOnly) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto all = fill(e, 0, {1024, 1024, 1024, 1024});
+  ASSERT_TRUE(e.release(all[0].node));
+  ASSERT_TRUE(e.release(all[1].node));  // previous only
+  EXPECT_EQ(layout_of(e, 0),
+            (layout{{0, 2 * kib, false}, {2 * kib, kib, true}, {3 * kib, kib, true}}));
+  ASSERT_TRUE(e.release(all[3].node));
+  ASSERT_TRUE(e.release(all[2].node));  // both, ending the region
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 4 * kib, false}}));
+  auto again = fill(e, 0, {2048, 2048});
+  ASSERT_TRUE(e.release(again[1].node));
+  ASSERT_TRUE(e.release(again[0].node));  // next only
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 4 * kib, false}}));
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Coalescing, NeverMergesAcrossRegionsWithContiguousOffsets) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  add_region(e, 4 * kib);
+  ASSERT_EQ(e.region(1).offset, 4 * kib);
+  EXPECT_EQ(e.region_of(4 * kib - 1), 0u);
+  EXPECT_EQ(e.region_of(4 * kib), 1u);
+  auto a = e.allocate(4 * kib, 16, bufpool::fixed(0));
+  auto b = e.allocate(4 * kib, 16, bufpool::fixed(4 * kib));
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(a->region, 0u);
+  EXPECT_EQ(b->region, 1u);
+  ASSERT_TRUE(e.release(a->node));
+  ASSERT_TRUE(e.release(b->node));
+  EXPECT_EQ(e.stats().free_ranges, 2u);
+  EXPECT_EQ(e.stats().largest_free, 4 * kib);
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 4 * kib, false}}));
+  EXPECT_EQ(layout_of(e, 1), (layout{{4 * kib, 4 * kib, false}}));
+  // 8 KiB of contiguous free offsets, but no single slice may span both regions.
+  for (const auto how : {bufpool::optimal, bufpool::greedy})
+    EXPECT_EQ(error_of(e.allocate(4 * kib + 16, 16, how)), errc::out_of_memory);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Release, NonLiveNodeReturnsFalseAndChangesNothing) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(100, 16, bufpool::optimal);
+  auto b = e.allocate(100, 16, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(b.has_value());
+  EXPECT_TRUE(e.is_live(a->node));
+  ASSERT_TRUE(e.release(a->node));
+  EXPECT_FALSE(e.is_live(a->node));
+  const auto before = e.stats();
+  const auto shape = layout_of(e, 0);
+  EXPECT_FALSE(e.release(a->node));  // double release
+  EXPECT_FALSE(e.release(bufpool::no_index));
+  EXPECT_FALSE(e.release(100000));
+  EXPECT_EQ(e.stats().used_ranges, before.used_ranges);
+  EXPECT_EQ(e.stats().free_bytes, before.free_bytes);
+  EXPECT_EQ(layout_of(e, 0), shape);
+  EXPECT_TRUE(e.is_live(b->node));
+  EXPECT_TRUE(valid(e));
+}
+
+// ---------------------------------------------------------------------------------------
+// Argument checks: errors, never state changes.
+
+TEST(Arguments, ZeroSizeIsInvalidSize) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  for (const auto how : {bufpool::optimal, bufpool::greedy, bufpool::fixed(0)})
+    EXPECT_EQ(error_of(e.allocate(0, 16, how)), errc::invalid_size);
+  EXPECT_EQ(e.stats().used_ranges, 0u);
+}
+
+TEST(Arguments, NonPowerOfTwoAlignmentIsInvalidAlignment) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  for (const offset_t alignment : {offset_t{0}, offset_t{3}, offset_t{48}, offset_t{4097}})
+    for (const auto how : {bufpool::optimal, bufpool::greedy, bufpool::fixed(0)})
+      EXPECT_EQ(error_of(e.allocate(16, alignment, how)), errc::invalid_alignment)
+          << "alignment " << alignment;
+  EXPECT_EQ(e.stats().used_ranges, 0u);
+}
+
+TEST(Arguments, AlignmentAboveMaximumIsAlignmentTooBig) {
+  bufpool::engine e(limits_u16());
+  add_region(e, 4 * kib);
+  EXPECT_TRUE(e.allocate(16, offset_t{1} << 15, bufpool::fixed(0)).has_value());
+  for (const auto how : {bufpool::optimal, bufpool::greedy, bufpool::fixed(0)})
+    EXPECT_EQ(error_of(e.allocate(16, offset_t{1} << 16, how)), errc::alignment_too_big);
+  EXPECT_EQ(e.stats().used_ranges, 1u);
+}
+
+TEST(Arguments, SizeAboveMaxSizeIsTooLarge) {
+  auto limits = limits_u32();
+  limits.max_size = 1024;
+  bufpool::engine e(limits);
+  add_region(e, 4 * kib);
+  EXPECT_TRUE(e.allocate(1024, 16, bufpool::optimal).has_value());
+  for (const auto how : {bufpool::optimal, bufpool::greedy, bufpool::fixed(2048)})
+    EXPECT_EQ(error_of(e.allocate(1025, 16, how)), errc::too_large);
+  EXPECT_EQ(e.stats().used_ranges, 1u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Arguments, NoFreeRangeIsOutOfMemory) {
+  bufpool::engine e(limits_u32());
+  for (const auto how : {bufpool::optimal, bufpool::greedy})
+    EXPECT_EQ(error_of(e.allocate(16, 16, how)), errc::out_of_memory);  // no region at all
+  add_region(e, 4 * kib);
+  for (const auto how : {bufpool::optimal, bufpool::greedy})
+    EXPECT_EQ(error_of(e.allocate(4 * kib + 1, 16, how)), errc::out_of_memory);
+  EXPECT_TRUE(valid(e));
+}
+
+// ---------------------------------------------------------------------------------------
+// Offset space: reserve, cancel, publish.
+
+TEST(Reserve, TakesOffsetsAtTheEndOfTheUsedSpace) {
+  bufpool::engine e(limits_u32());
+  EXPECT_EQ(e.reserve(4096).value(), 0u);
+  EXPECT_EQ(e.reserve(100).value(), 4096u);
+  EXPECT_EQ(e.reserve(1).value(), 4196u);
+  EXPECT_EQ(e.stats().pending_bytes, 4197u);
+  e.publish(4096, 100);
+  EXPECT_EQ(e.stats().pending_bytes, 4097u);
+  EXPECT_EQ(e.stats().regions, 1u);
+  EXPECT_EQ(e.region(0).offset, 4096u);
+  EXPECT_EQ(e.region(0).size, 100u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Reserve, ZeroSizeIsInvalidSize) {
+  bufpool::engine e(limits_u32());
+  EXPECT_EQ(error_of(e.reserve(0)), errc::invalid_size);
+  EXPECT_EQ(e.reserve(16).value(), 0u);  // nothing was taken
+}
+
+TEST(Reserve, CancelledSpanIsReusedOnceTheEndIsExhausted) {
+  bufpool::engine e(limits_u16());
+  ASSERT_EQ(e.reserve(16 * kib).value(), 0u);
+  ASSERT_EQ(e.reserve(16 * kib).value(), 16 * kib);
+  ASSERT_EQ(e.reserve(32 * kib).value(), 32 * kib);  // the space is now full
+  e.cancel(16 * kib, 16 * kib);
+  EXPECT_EQ(e.stats().pending_bytes, 48 * kib);
+  ASSERT_TRUE(valid(e));
+  EXPECT_EQ(e.reserve(8 * kib).value(), 16 * kib);  // front of the gap
+  EXPECT_EQ(e.reserve(8 * kib).value(), 24 * kib);  // the rest of it
+  EXPECT_EQ(error_of(e.reserve(1)), errc::out_of_offset_space);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Reserve, SmallestFittingGapIsChosen) {
+  bufpool::engine e(limits_u16());
+  const offset_t a = e.reserve(3 * kib).value();
+  e.reserve(kib).value();
+  const offset_t b = e.reserve(2 * kib).value();
+  e.reserve(kib).value();
+  const offset_t c = e.reserve(4 * kib).value();
+  e.reserve(64 * kib - 11 * kib).value();  // the end is now exhausted
+  e.cancel(a, 3 * kib);
+  e.cancel(b, 2 * kib);
+  e.cancel(c, 4 * kib);
+  ASSERT_TRUE(valid(e));
+  EXPECT_EQ(e.reserve(2 * kib).value(), b);
+  EXPECT_EQ(e.reserve(2 * kib).value(), a);  // 3 KiB beats 4 KiB
+  EXPECT_EQ(e.reserve(3 * kib).value(), c);
+  EXPECT_EQ(error_of(e.reserve(2 * kib)), errc::out_of_offset_space);  // 1 KiB gaps left
+  EXPECT_EQ(e.reserve(kib).value(), a + 2 * kib);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Reserve, AdjacentCancelledSpansMergeIntoOneGap) {
+  bufpool::engine e(limits_u16());
+  const offset_t a = e.reserve(kib).value();
+  const offset_t b = e.reserve(kib).value();
+  const offset_t c = e.reserve(kib).value();
+  e.reserve(64 * kib - 3 * kib).value();
+  e.cancel(a, kib);
+  e.cancel(c, kib);
+  e.cancel(b, kib);  // joins both neighbours
+  ASSERT_TRUE(valid(e));
+  EXPECT_EQ(e.reserve(3 * kib).value(), a);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Reserve, CancelAtTheFrontierRetractsIt) {
+  bufpool::engine e(limits_u32());
+  const offset_t a = e.reserve(kib).value();
+  const offset_t b = e.reserve(kib).value();
+  const offset_t c = e.reserve(kib).value();
+  e.cancel(b, kib);  // a gap: c is still above it
+  e.cancel(c, kib);  // reaches the frontier, taking the gap with it
+  ASSERT_TRUE(valid(e));
+  // A larger span now starts right after `a`: the end of the used space moved back.
+  EXPECT_EQ(e.reserve(8 * kib).value(), a + kib);
+  EXPECT_EQ(e.stats().pending_bytes, 9 * kib);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Reserve, CancelOfTheLastSpanOfAFullSpaceRetractsTheFrontier) {
+  bufpool::engine e(limits_u16());
+  ASSERT_EQ(e.reserve(60 * kib).value(), 0u);
+  ASSERT_EQ(e.reserve(4 * kib).value(), 60 * kib);  // touches offset 65535
+  EXPECT_EQ(error_of(e.reserve(1)), errc::out_of_offset_space);
+  e.cancel(60 * kib, 4 * kib);
+  ASSERT_TRUE(valid(e));
+  EXPECT_EQ(e.reserve(4 * kib).value(), 60 * kib);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Reserve, OutOfOffsetSpaceWhenNoSpanFits) {
+  bufpool::engine e(limits_u16());
+  EXPECT_EQ(error_of(e.reserve(64 * kib + 1)), errc::out_of_offset_space);
+  const offset_t a = e.reserve(kib).value();
+  e.reserve(63 * kib).value();
+  e.cancel(a, kib);
+  EXPECT_EQ(error_of(e.reserve(kib + 1)), errc::out_of_offset_space);
+  EXPECT_EQ(e.reserve(kib).value(), a);
+  EXPECT_EQ(error_of(e.reserve(1)), errc::out_of_offset_space);
+  EXPECT_TRUE(valid(e));
+}
+
+// ---------------------------------------------------------------------------------------
+// The integer's whole range.
+
+TEST(U16Limits, RegionCoveringTheWholeSpaceIsUsableUpToOffset65535) {
+  bufpool::engine e(limits_u16());
+  ASSERT_EQ(e.reserve(65536).value(), 0u);
+  e.publish(0, 65536);
+  EXPECT_EQ(error_of(e.reserve(1)), errc::out_of_offset_space);
+  auto top = e.allocate(16, 16, bufpool::fixed(65520));
+  ASSERT_TRUE(top.has_value());
+  EXPECT_EQ(top->capacity, 16u);
+  auto rest = e.allocate(65520, 16, bufpool::optimal);
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_EQ(rest->offset, 0u);
+  EXPECT_EQ(e.stats().used_bytes, 65536u);
+  EXPECT_EQ(error_of(e.allocate(65536, 16, bufpool::optimal)), errc::too_large);
+  ASSERT_TRUE(e.release(top->node));
+  ASSERT_TRUE(e.release(rest->node));
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 65536, false}}));
+  auto whole = e.allocate(65535, 1, bufpool::greedy);  // rounds up to the whole space
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->capacity, 65536u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(U64Limits, RegionTouchingTheTopOffsetWorks) {
+  bufpool::engine e(limits_u64());
+  const offset_t top = u64_max - (mib - 1);  // the last 1 MiB of offsets
+  ASSERT_EQ(e.reserve(top).value(), 0u);
+  ASSERT_EQ(e.reserve(mib).value(), top);
+  const std::uint32_t r = e.publish(top, mib);
+  EXPECT_EQ(e.region_of(u64_max), r);
+  EXPECT_EQ(e.region_of(0), bufpool::no_index);  // no wrap-around to offset 0
+  EXPECT_EQ(error_of(e.reserve(1)), errc::out_of_offset_space);
+  ASSERT_TRUE(valid(e));
+
+  auto last = e.allocate(16, 16, bufpool::fixed(u64_max - 15));
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->capacity, 16u);
+  auto low = e.allocate(mib - 32, 16, bufpool::optimal);
+  ASSERT_TRUE(low.has_value());
+  EXPECT_EQ(low->offset, top);
+  auto mid = e.allocate(16, 16, bufpool::greedy);
+  ASSERT_TRUE(mid.has_value());
+  EXPECT_EQ(mid->offset, u64_max - 31);
+  EXPECT_EQ(e.stats().free_ranges, 0u);
+  EXPECT_EQ(e.stats().used_bytes, mib);
+  ASSERT_TRUE(valid(e));
+  ASSERT_TRUE(e.release(last->node));
+  ASSERT_TRUE(e.release(low->node));
+  ASSERT_TRUE(e.release(mid->node));
+  EXPECT_EQ(layout_of(e, r), (layout{{top, mib, false}}));
+  // One slice of the whole region ends exactly at 2^64.
+  auto whole = e.allocate(mib, mib, bufpool::optimal);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->offset, top);
+  EXPECT_EQ(whole->capacity, mib);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(U64Limits, ReservationsNeverWrapAround) {
+  bufpool::engine e(limits_u64());
+  ASSERT_EQ(e.reserve(u64_max).value(), 0u);  // offsets 0 .. 2^64 - 2
+  ASSERT_EQ(e.reserve(1).value(), u64_max);   // the very last offset
+  EXPECT_EQ(error_of(e.reserve(1)), errc::out_of_offset_space);
+  ASSERT_TRUE(valid(e));
+  e.cancel(u64_max, 1);
+  EXPECT_EQ(error_of(e.reserve(2)), errc::out_of_offset_space);
+  ASSERT_TRUE(valid(e));
+  EXPECT_EQ(e.reserve(1).value(), u64_max);
+  e.cancel(0, u64_max);  // a gap below the last offset
+  ASSERT_TRUE(valid(e));
+  EXPECT_EQ(e.reserve(16).value(), 0u);
+  EXPECT_EQ(e.stats().pending_bytes, 17u);
+  EXPECT_TRUE(valid(e));
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics.
+
+TEST(Stats, CountersFollowAllocateReleaseAndExpansion) {
+  bufpool::engine e(limits_u32());
+  EXPECT_EQ(e.stats().regions, 0u);
+  EXPECT_EQ(e.stats().largest_free, 0u);
+  const offset_t at = e.reserve(8 * kib).value();
+  EXPECT_EQ(e.stats().pending_bytes, 8 * kib);
+  EXPECT_EQ(e.stats().free_bytes, 0u);
+  e.publish(at, 8 * kib);
+  auto s = e.stats();
+  EXPECT_EQ(s.pending_bytes, 0u);
+  EXPECT_EQ(s.free_bytes, 8 * kib);
+  EXPECT_EQ(s.largest_free, 8 * kib);
+  EXPECT_EQ(s.free_ranges, 1u);
+  EXPECT_EQ(s.used_ranges, 0u);
+  EXPECT_EQ(s.regions, 1u);
+  auto a = e.allocate(100, 1024, bufpool::fixed(1024)).value();
+  s = e.stats();
+  EXPECT_EQ(s.used_bytes, 112u);
+  EXPECT_EQ(s.free_bytes, 8 * kib - 112);
+  EXPECT_EQ(s.largest_free, 8 * kib - 1136);
+  EXPECT_EQ(s.free_ranges, 2u);
+  EXPECT_EQ(s.used_ranges, 1u);
+  ASSERT_TRUE(e.release(a.node));
+  s = e.stats();
+  EXPECT_EQ(s.used_bytes, 0u);
+  EXPECT_EQ(s.free_bytes, 8 * kib);
+  EXPECT_EQ(s.free_ranges, 1u);
+  EXPECT_EQ(s.used_ranges, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Stats, PerRegionStatsCountOnlyTheirRegion) {
+  bufpool::engine e(limits_u32());
+  const std::uint32_t r0 = add_region(e, 4 * kib);
+  const std::uint32_t r1 = add_region(e, 8 * kib);
+  ASSERT_TRUE(e.allocate(100, 16, bufpool::fixed(4 * kib + 512)).has_value());
+  ASSERT_TRUE(e.allocate(200, 16, bufpool::fixed(8 * kib)).has_value());
+  ASSERT_TRUE(e.allocate(16, 16, bufpool::fixed(0)).has_value());
+  const auto a = e.region(r0);
+  EXPECT_EQ(a.offset, 0u);
+  EXPECT_EQ(a.size, 4 * kib);
+  EXPECT_EQ(a.used_bytes, 16u);
+  EXPECT_EQ(a.free_bytes, 4 * kib - 16);
+  EXPECT_EQ(a.used_ranges, 1u);
+  EXPECT_EQ(a.free_ranges, 1u);
+  const auto b = e.region(r1);
+  EXPECT_EQ(b.offset, 4 * kib);
+  EXPECT_EQ(b.size, 8 * kib);
+  EXPECT_EQ(b.used_bytes, 112u + 208u);
+  EXPECT_EQ(b.free_bytes, 8 * kib - 320);
+  EXPECT_EQ(b.used_ranges, 2u);
+  EXPECT_EQ(b.free_ranges, 3u);
+  const auto s = e.stats();
+  EXPECT_EQ(s.used_bytes, a.used_bytes + b.used_bytes);
+  EXPECT_EQ(s.free_ranges, a.free_ranges + b.free_ranges);
+  EXPECT_TRUE(valid(e));
 }
 
 }  // namespace
