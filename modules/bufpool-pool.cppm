@@ -567,7 +567,8 @@ class expansion_handle {
 /// back (coalescing with free neighbours), unless a guard still holds it: then the pool
 /// parks the range with its guard and frees it once the guard releases (collect()).
 ///
-/// A moved-from slice is empty: size() 0, destruction and reclaim() do nothing.
+/// A moved-from slice is empty: size() 0, bytes() empty, data() null, destruction and
+/// reclaim() do nothing.
 template <class Pool, class Guard = no_guard>
 class basic_slice {
  public:
@@ -600,8 +601,13 @@ class basic_slice {
   /// The bytes reserved: >= size() when the pool rounded up.
   [[nodiscard]] integer capacity() const noexcept { return capacity_; }
   /// The region the slice lies in.
-  [[nodiscard]] integer region_offset() const noexcept { return region_->offset; }
-  [[nodiscard]] integer region_size() const noexcept { return region_->size; }
+  /// 0 for an empty (moved-from) slice.
+  [[nodiscard]] integer region_offset() const noexcept {
+    return region_ != nullptr ? region_->offset : integer{0};
+  }
+  [[nodiscard]] integer region_size() const noexcept {
+    return region_ != nullptr ? region_->size : integer{0};
+  }
   [[nodiscard]] const extra_type& region_extra() const noexcept { return region_->extra; }
 
   /// False only for a weak slice whose pool has been destroyed.
@@ -609,13 +615,17 @@ class basic_slice {
     return ref_ != pool_ref::weak || !weak_.expired();
   }
 
-  /// Mutable bytes. Errors: access_denied while guarded (either mode), pool_gone.
+  /// Mutable bytes (empty for an empty slice). Errors: access_denied while guarded (either
+  /// mode), pool_gone.
   [[nodiscard]] std::expected<std::span<std::byte>, errc> try_bytes() noexcept {
+    if (ref_ == pool_ref::none) return std::span<std::byte>{};
     if (auto e = access_error(true)) return std::unexpected(*e);
     return std::span<std::byte>(pointer(), size_);
   }
-  /// Read-only bytes. Errors: access_denied while guarded in exclusive mode, pool_gone.
+  /// Read-only bytes (empty for an empty slice). Errors: access_denied while guarded in
+  /// exclusive mode, pool_gone.
   [[nodiscard]] std::expected<std::span<const std::byte>, errc> try_cbytes() const noexcept {
+    if (ref_ == pool_ref::none) return std::span<const std::byte>{};
     if (auto e = access_error(false)) return std::unexpected(*e);
     return std::span<const std::byte>(pointer(), size_);
   }
@@ -749,7 +759,7 @@ class basic_slice {
     strong_ = std::move(o.strong_);
     weak_ = std::move(o.weak_);
     ref_ = std::exchange(o.ref_, pool_ref::none);
-    region_ = o.region_;
+    region_ = std::exchange(o.region_, nullptr);
     node_ = std::exchange(o.node_, no_index);
     offset_ = std::exchange(o.offset_, 0);
     size_ = std::exchange(o.size_, 0);
@@ -768,18 +778,20 @@ class basic_slice {
     if (ref_ == pool_ref::none) return;
     auto keep = lock_pool();
     if (keep.pool != nullptr) {
+      // Uncount first: validate() may run concurrently and requires borrowed <= live.
+      if (ref_ == pool_ref::borrowed) keep.pool->borrowed_.fetch_sub(1);
       if (guard_ && !static_cast<bool>(guard_->try_release())) {
         keep.pool->park(node_, std::move(*guard_));  // still counted as guarded
       } else {
         if (guard_) keep.pool->guarded_.fetch_sub(1);
         keep.pool->release(node_);
       }
-      if (ref_ == pool_ref::borrowed) keep.pool->borrowed_.fetch_sub(1);
     }
     guard_.reset();
     strong_.reset();
     weak_.reset();
     ref_ = pool_ref::none;
+    region_ = nullptr;
     node_ = no_index;
     offset_ = size_ = capacity_ = 0;
   }

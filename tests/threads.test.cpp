@@ -1,4 +1,318 @@
 // SPDX-License-Identifier: MIT
 // Multi-threaded stress of one shared pool (run under the tsan preset in CI).
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <expected>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 import bufpool;
+
+namespace {
+
+using pool_t = bufpool::buffer_pool<>;
+
+// Stands in for an in-flight I/O: the memory is busy until `done` is set (by another thread).
+struct io_guard {
+  std::shared_ptr<std::atomic<bool>> done;
+  bool try_release() const { return done->load(std::memory_order_acquire); }
+};
+using slice_t = pool_t::slice_type<io_guard>;
+
+constexpr std::size_t region_size = 64 * 1024;
+constexpr std::size_t region_count = 24;
+constexpr int workers = 4;
+constexpr int ops_per_worker = 25000;
+
+// The byte at index i of a slice filled for `cookie`: every slice gets its own pattern.
+std::byte pattern(std::uint64_t cookie, std::size_t i) {
+  std::uint64_t z = cookie + 0x9E3779B97F4A7C15u * (i / 8 + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+  return static_cast<std::byte>(static_cast<unsigned char>((z ^ (z >> 31)) >> ((i % 8) * 8)));
+}
+void fill(std::span<std::byte> b, std::uint64_t cookie) {
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = pattern(cookie, i);
+}
+bool holds(std::span<const std::byte> b, std::uint64_t cookie) {
+  for (std::size_t i = 0; i < b.size(); ++i)
+    if (b[i] != pattern(cookie, i)) return false;
+  return true;
+}
+
+// A slice a worker owns, with the cookie its bytes carry.
+struct owned {
+  slice_t slice;
+  std::uint64_t cookie = 0;
+};
+
+// An "I/O" in flight on a guarded slice's memory, completed by the completion thread.
+struct io_request {
+  std::shared_ptr<std::atomic<bool>> done;
+  std::byte* data = nullptr;
+  std::size_t size = 0;
+  std::uint64_t cookie = 0;
+  bool writes = false;  // exclusive guard: the I/O rewrites the memory; shared: it only reads it
+};
+
+struct shared_state {
+  std::mutex m;
+  std::condition_variable cv;
+  std::deque<io_request> in_flight;
+  std::vector<owned> handoff;  // slices passed from one worker to another
+  bool workers_done = false;
+};
+
+struct counters {
+  std::atomic<long> acquired[3] = {0, 0, 0};  // optimal, greedy, fixed
+  std::atomic<long> guarded{0};
+  std::atomic<long> parked{0};
+  std::atomic<long> handed_off{0};
+  std::atomic<long> bad_cookie{0};
+  std::atomic<long> unexpected{0};
+  std::atomic<long> completed{0};
+  std::atomic<long> regions{0};
+};
+
+// Checks a slice's cookie through whichever view its guard allows.
+bool cookie_intact(const owned& o) {
+  auto r = o.slice.try_cbytes();
+  return r.has_value() && holds(*r, o.cookie);
+}
+
+void worker(pool_t& pool, shared_state& st, counters& c, int id) {
+  std::mt19937_64 rng(static_cast<std::uint64_t>(id) * 7919 + 1);
+  std::vector<owned> live;
+  std::uint64_t next_cookie = static_cast<std::uint64_t>(id) << 40;
+  std::uint32_t last_offset = 0;
+  std::uint32_t last_size = 0;
+
+  // Gives one slice back the way its state allows; guarded ones may be parked.
+  auto give_back = [&](owned o) {
+    if (o.slice.is_guarded()) {
+      if (rng() % 2 == 0) {
+        if (auto g = o.slice.try_unguard(); g.has_value()) {
+          if (!holds(*o.slice.try_cbytes(), o.cookie)) ++c.bad_cookie;
+        } else if (g.error() != bufpool::errc::in_use) {
+          ++c.unexpected;
+        }
+      }
+      if (o.slice.is_guarded()) {
+        auto r = std::move(o.slice).reclaim();  // must be refused, slice handed back
+        if (r.has_value() || r.error().code != bufpool::errc::in_use) {
+          ++c.unexpected;
+          return;
+        }
+        ++c.parked;  // destroyed while guarded (parked unless the I/O just finished)
+        return;
+      }
+    } else if (!cookie_intact(o)) {
+      ++c.bad_cookie;
+    }
+    last_offset = o.slice.offset();
+    last_size = o.slice.size();
+    if (rng() % 2 == 0 && !std::move(o.slice).reclaim().has_value()) ++c.unexpected;
+  };
+
+  for (int op = 0; op < ops_per_worker; ++op) {
+    const std::uint64_t dice = rng() % 100;
+    if (dice < 50 && live.size() < 48) {  // acquire, every strategy
+      const int kind = static_cast<int>(rng() % 3);
+      std::uint64_t size = 1 + rng() % 1500;
+      std::uint64_t align = std::uint64_t{1} << (rng() % 10);
+      bufpool::strategy how = kind == 0 ? bufpool::optimal : bufpool::greedy;
+      if (kind == 2) {
+        if (last_size == 0) continue;
+        how = bufpool::fixed(last_offset);
+        size = last_size;
+        align = 16;
+      }
+      auto s = pool.acquire<io_guard>(size, align, how);
+      if (!s) {
+        const bufpool::errc want =
+            kind == 2 ? bufpool::errc::occupied : bufpool::errc::out_of_memory;
+        if (s.error() != want) ++c.unexpected;
+        continue;
+      }
+      if (s->offset() % align != 0 || s->size() != size) ++c.unexpected;
+      ++c.acquired[kind];
+      if (kind == 2) last_size = 0;
+      owned o{std::move(*s), ++next_cookie};
+      fill(o.slice.bytes(), o.cookie);
+      live.push_back(std::move(o));
+    } else if (dice < 80 && !live.empty()) {  // release a random slice
+      const std::size_t i = rng() % live.size();
+      std::swap(live[i], live.back());
+      owned o = std::move(live.back());
+      live.pop_back();
+      give_back(std::move(o));
+    } else if (dice < 90 && !live.empty()) {  // guard: start an I/O on it
+      owned& o = live[rng() % live.size()];
+      if (o.slice.is_guarded()) {
+        auto second = o.slice.guard(io_guard{std::make_shared<std::atomic<bool>>(true)});
+        if (second.has_value() || second.error().code != bufpool::errc::already_guarded)
+          ++c.unexpected;
+        continue;
+      }
+      if (!cookie_intact(o)) ++c.bad_cookie;
+      const std::span<std::byte> b = o.slice.bytes();
+      const bool writes = rng() % 2 == 0;
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      const auto mode = writes ? bufpool::guard_mode::exclusive : bufpool::guard_mode::shared;
+      if (!o.slice.guard(io_guard{done}, mode).has_value()) {
+        ++c.unexpected;
+        continue;
+      }
+      ++c.guarded;
+      {
+        std::scoped_lock lock(st.m);
+        st.in_flight.push_back({done, b.data(), b.size(), o.cookie, writes});
+      }
+      st.cv.notify_one();
+    } else if (dice < 94 && !live.empty()) {  // hand a slice to another worker
+      std::scoped_lock lock(st.m);
+      st.handoff.push_back(std::move(live.back()));
+      live.pop_back();
+      ++c.handed_off;
+    } else if (dice < 97) {  // adopt a slice from another worker
+      std::scoped_lock lock(st.m);
+      if (!st.handoff.empty() && live.size() < 48) {
+        live.push_back(std::move(st.handoff.back()));
+        st.handoff.pop_back();
+      }
+    } else {
+      pool.collect();
+    }
+  }
+  while (!live.empty()) {
+    owned o = std::move(live.back());
+    live.pop_back();
+    give_back(std::move(o));
+  }
+}
+
+// Completes I/Os in arrival order, some time after they started, so guarded slices get
+// destroyed (parked) while their I/O is still running.
+void completer(pool_t& pool, shared_state& st, counters& c) {
+  for (;;) {
+    io_request r;
+    {
+      std::unique_lock lock(st.m);
+      st.cv.wait(lock, [&] { return st.in_flight.size() >= 12 || st.workers_done; });
+      if (st.in_flight.empty()) return;
+      r = std::move(st.in_flight.front());
+      st.in_flight.pop_front();
+    }
+    const std::span<std::byte> b(r.data, r.size);
+    if (!holds(b, r.cookie)) ++c.bad_cookie;  // nobody reused the range while in flight
+    if (r.writes) fill(b, r.cookie);          // the device writes the buffer
+    r.done->store(true, std::memory_order_release);
+    if (++c.completed % 8 == 0) pool.collect();
+  }
+}
+
+// Keeps adding regions (and cancelling some reservations) while the workers run.
+void expander(pool_t& pool, std::vector<std::vector<std::byte>>& memory, counters& c,
+              const std::atomic<bool>& stop) {
+  for (std::size_t i = 1; i < memory.size() && !stop.load(); ++i) {
+    auto cancelled = pool.begin_expand(4096);  // becomes a gap below the next region
+    auto grow = pool.begin_expand(memory[i].size());
+    if (!grow || !cancelled) {
+      ++c.unexpected;
+      return;
+    }
+    cancelled = std::unexpected(bufpool::errc::invalid_size);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // "allocating" the memory
+    if (!std::move(*grow).initialize(memory[i].data()).has_value()) ++c.unexpected;
+    ++c.regions;
+  }
+}
+
+// Reads statistics and validates the pool while everything else runs.
+void observer(pool_t& pool, counters& c, const std::atomic<bool>& stop, std::string& failure) {
+  while (!stop.load()) {
+    const bufpool::pool_stats s = pool.stats();
+    if (s.parked_slices > s.guarded_slices || s.guarded_slices > s.live_slices) ++c.unexpected;
+    (void)pool.active_guard_count();
+    (void)pool.region_statistics();
+    if (auto v = pool.validate(); !v) {
+      if (failure.empty()) failure = v.error();
+      ++c.unexpected;
+    }
+    std::this_thread::yield();
+  }
+}
+
+TEST(Threads, SharedPoolStressAcquireReleaseExpandGuardCollect) {
+  std::vector<std::vector<std::byte>> memory(region_count, std::vector<std::byte>(region_size));
+  pool_t pool;
+  shared_state st;
+  counters c;
+  std::atomic<bool> stop{false};
+  std::string observer_failure;
+
+  auto first = pool.begin_expand(region_size);  // the workers start with one region
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(std::move(*first).initialize(memory[0].data()).has_value());
+  ++c.regions;
+  const auto start = std::chrono::steady_clock::now();
+  std::thread grow([&] { expander(pool, memory, c, stop); });
+  std::thread watch([&] { observer(pool, c, stop, observer_failure); });
+  std::thread complete([&] { completer(pool, st, c); });
+  std::vector<std::thread> work;
+  for (int i = 0; i < workers; ++i) work.emplace_back([&, i] { worker(pool, st, c, i); });
+  for (auto& t : work) t.join();
+  {
+    std::scoped_lock lock(st.m);
+    st.workers_done = true;
+    for (auto& o : st.handoff)
+      if (!o.slice.is_guarded() && !cookie_intact(o)) ++c.bad_cookie;
+    st.handoff.clear();  // guarded ones park; the completer finishes their I/O
+  }
+  st.cv.notify_all();
+  complete.join();
+  stop.store(true);
+  grow.join();
+  watch.join();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  EXPECT_EQ(c.bad_cookie.load(), 0);
+  EXPECT_EQ(c.unexpected.load(), 0) << observer_failure;
+  EXPECT_GT(c.acquired[0].load(), 0);
+  EXPECT_GT(c.acquired[1].load(), 0);
+  EXPECT_GT(c.acquired[2].load(), 0);
+  EXPECT_GT(c.guarded.load(), 0);
+  EXPECT_GT(c.parked.load(), 0);
+  EXPECT_GT(c.handed_off.load(), 0);
+  EXPECT_EQ(c.completed.load(), c.guarded.load());
+
+  pool.collect();  // every I/O has completed: every parked range comes back
+  const bufpool::pool_stats s = pool.stats();
+  const auto regions = static_cast<std::size_t>(c.regions.load());
+  EXPECT_EQ(s.regions, regions);
+  EXPECT_EQ(s.live_slices, 0u);
+  EXPECT_EQ(s.used_bytes, 0u);
+  EXPECT_EQ(s.guarded_slices, 0u);
+  EXPECT_EQ(s.parked_slices, 0u);
+  EXPECT_EQ(s.pending_bytes, 0u);
+  EXPECT_EQ(s.free_bytes, regions * region_size);
+  EXPECT_EQ(s.free_ranges, regions);  // each region coalesced back into one free range
+  EXPECT_EQ(pool.active_guard_count(), 0u);
+  const auto v = pool.validate();
+  EXPECT_TRUE(v.has_value()) << v.error();
+  RecordProperty("seconds", std::to_string(seconds));
+}
+
+}  // namespace
