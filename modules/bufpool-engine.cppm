@@ -88,8 +88,7 @@ class engine {
   std::uint32_t publish(offset_t offset, offset_t size);
 
   /// Acquires `size` bytes aligned to `alignment` with the given strategy.
-  [[nodiscard]] std::expected<engine_allocation, errc> allocate(offset_t size,
-                                                                offset_t alignment,
+  [[nodiscard]] std::expected<engine_allocation, errc> allocate(offset_t size, offset_t alignment,
                                                                 strategy how);
   /// Returns a range from allocate(); coalesces with free neighbours in its region.
   /// Returns false (and changes nothing) if `node` is not a live allocation.
@@ -158,6 +157,7 @@ class engine {
   // Free-range bookkeeping: both trees plus counters.
   void add_free(std::uint32_t n);
   void remove_free(std::uint32_t n) noexcept;
+  void rekey_free(std::uint32_t s, std::uint32_t n) noexcept;
 
   // Searches.
   [[nodiscard]] offset_t usable(std::uint32_t s, unsigned level) const noexcept;
@@ -167,7 +167,8 @@ class engine {
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
 
   // Slot helpers (tree links and aggregates live in slot arrays).
-  void pull(std::uint32_t s) noexcept;
+  bool pull_maxima(std::uint32_t s) noexcept;
+  [[nodiscard]] bool summary_changed() const noexcept;
   template <class Traits>
   std::uint32_t insert(std::uint32_t root, std::uint32_t s) noexcept;
   template <class Traits>
@@ -182,7 +183,8 @@ class engine {
   std::uint32_t erase_min(std::uint32_t root, std::uint32_t& min) noexcept;
   template <class Traits>
   [[nodiscard]] std::expected<int, std::string> check_tree(std::uint32_t s, std::uint32_t lo,
-                                                         std::uint32_t hi, std::size_t& count) const;
+                                                           std::uint32_t hi,
+                                                           std::size_t& count) const;
 
   engine_limits limits_;
   unsigned granule_log2_ = 0;
@@ -195,6 +197,8 @@ class engine {
   std::uint32_t free_slots_ = no_index;
   std::uint32_t size_root_ = no_index;
   std::uint32_t offset_root_ = no_index;
+  bool height_changed_ = false;  // set by tree updates: did the last subtree's height change?
+  bool maxima_changed_ = false;  // ... or its per-level maxima?
 
   std::vector<region_rec> regions_;
   std::vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset

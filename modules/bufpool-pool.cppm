@@ -32,9 +32,9 @@ struct no_extra {
 /// What the pool knows about one initialized region; handed to a handle when it closes.
 template <offset_integer Int, class Extra>
 struct mmap_entry {
-  Int pool_offset = 0;          ///< First offset of the region in the pool's offset space.
-  Int size = 0;                 ///< Bytes in the region.
-  std::byte* pointer = nullptr; ///< The memory given to initialize().
+  Int pool_offset = 0;                  ///< First offset of the region in the pool's offset space.
+  Int size = 0;                         ///< Bytes in the region.
+  std::byte* pointer = nullptr;         ///< The memory given to initialize().
   [[no_unique_address]] Extra extra{};  ///< The user's value given to initialize().
 };
 
@@ -45,9 +45,8 @@ using mmap_entries = std::vector<mmap_entry<Int, Extra>>;
 /// A handle frees a pool's regions: `close(entries)`, and optionally a faster `close_all`
 /// used when the pool is destroyed.
 template <class H, class Int, class Extra>
-concept pool_handle = std::movable<H> && requires(H& h, const mmap_entries<Int, Extra>& e) {
-  h.close(e);
-};
+concept pool_handle =
+    std::movable<H> && requires(H& h, const mmap_entries<Int, Extra>& e) { h.close(e); };
 
 /// The handle of a pool that frees nothing itself (the user owns the regions' memory).
 struct no_handle {
@@ -215,12 +214,11 @@ class buffer_pool {
   buffer_pool() : buffer_pool(options_type{}) {}
 
   /// A pool with the given options; invalid options are a contract violation.
-  explicit buffer_pool(const options_type& options) : options_(checked(options)),
-                                                      engine_(limits_of(options_)) {}
+  explicit buffer_pool(const options_type& options)
+      : options_(checked(options)), engine_(limits_of(options_)) {}
 
   /// A pool that owns `handle`, which frees the regions when the pool is destroyed.
-  buffer_pool(const options_type& options, Handle handle)
-      : buffer_pool(options) {
+  buffer_pool(const options_type& options, Handle handle) : buffer_pool(options) {
     handle_.emplace(std::move(handle));
   }
 
@@ -390,8 +388,7 @@ class buffer_pool {
     if (closed_) return std::unexpected(close_error{errc::pool_closed, 0, 0});
     const std::size_t live = engine_.stats().used_ranges;
     const std::size_t guarded = guarded_.load();
-    if (live != 0 || guarded != 0)
-      return std::unexpected(close_error{errc::in_use, live, guarded});
+    if (live != 0 || guarded != 0) return std::unexpected(close_error{errc::in_use, live, guarded});
     closed_ = true;
     closed_pool<Int, Extra, Handle> out{std::move(handle_), make_entries()};
     handle_.reset();
@@ -655,7 +652,8 @@ class basic_slice {
   {
     if (guard_) return std::unexpected(guard_error<Guard>{errc::already_guarded, std::move(g)});
     auto keep = lock_pool();
-    if (keep.pool == nullptr) return std::unexpected(guard_error<Guard>{errc::pool_gone, std::move(g)});
+    if (keep.pool == nullptr)
+      return std::unexpected(guard_error<Guard>{errc::pool_gone, std::move(g)});
     guard_.emplace(std::move(g));
     mode_ = m;
     keep.pool->guarded_.fetch_add(1);
@@ -716,15 +714,18 @@ class basic_slice {
   };
 
   basic_slice(Pool* pool, pool_ref ref, const std::shared_ptr<Pool>& owner, const range& r)
-      : pool_(pool), ref_(ref), region_(r.region), node_(r.node), offset_(r.offset),
-        size_(r.size), capacity_(r.capacity) {
+      : pool_(pool),
+        ref_(ref),
+        region_(r.region),
+        node_(r.node),
+        offset_(r.offset),
+        size_(r.size),
+        capacity_(r.capacity) {
     if (ref == pool_ref::shared) strong_ = owner;
     if (ref == pool_ref::weak) weak_ = owner;
   }
 
-  std::byte* pointer() const noexcept {
-    return region_->base + (offset_ - region_->offset);
-  }
+  std::byte* pointer() const noexcept { return region_->base + (offset_ - region_->offset); }
 
   std::optional<errc> access_error(bool write) const noexcept {
     if (ref_ == pool_ref::none) return errc::invalid_argument;
@@ -736,12 +737,14 @@ class basic_slice {
   pool_lock lock_pool() const noexcept {
     switch (ref_) {
       case pool_ref::borrowed:
-      case pool_ref::shared: return {pool_, nullptr};
+      case pool_ref::shared:
+        return {pool_, nullptr};
       case pool_ref::weak: {
         auto p = weak_.lock();
         return {p ? pool_ : nullptr, std::move(p)};
       }
-      case pool_ref::none: break;
+      case pool_ref::none:
+        break;
     }
     return {nullptr, nullptr};
   }

@@ -34,7 +34,9 @@ constexpr offset_t pad_to(offset_t offset, offset_t alignment) noexcept {
 }
 
 // Last offset of a non-empty range; never overflows where offset + size would.
-constexpr offset_t last_of(offset_t offset, offset_t size) noexcept { return offset + (size - 1); }
+constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
+  return offset + (size - 1);
+}
 
 }  // namespace
 
@@ -50,7 +52,14 @@ struct engine::size_tree_traits {
     const slot& y = e.slots_[b];
     return x.size != y.size ? x.size < y.size : x.offset < y.offset;
   }
-  static void pull(engine& e, std::uint32_t s) noexcept { e.pull(s); }
+  static bool pull_height(engine& e, std::uint32_t s) noexcept {
+    slot& x = e.slots_[s];
+    const auto h = static_cast<std::uint8_t>(1 + std::max(height(e, x.left), height(e, x.right)));
+    const bool changed = h != x.height;
+    x.height = h;
+    return changed;
+  }
+  static bool pull_maxima(engine& e, std::uint32_t s) noexcept { return e.pull_maxima(s); }
 };
 
 struct engine::offset_tree_traits {
@@ -62,10 +71,14 @@ struct engine::offset_tree_traits {
   static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
     return e.slots_[a].offset < e.slots_[b].offset;
   }
-  static void pull(engine& e, std::uint32_t s) noexcept {
+  static bool pull_height(engine& e, std::uint32_t s) noexcept {
     slot& x = e.slots_[s];
-    x.oheight = static_cast<std::uint8_t>(1 + std::max(height(e, x.oleft), height(e, x.oright)));
+    const auto h = static_cast<std::uint8_t>(1 + std::max(height(e, x.oleft), height(e, x.oright)));
+    const bool changed = h != x.oheight;
+    x.oheight = h;
+    return changed;
   }
+  static bool pull_maxima(engine&, std::uint32_t) noexcept { return false; }  // none kept
 };
 
 engine::engine(const engine_limits& limits) : limits_(limits) {
@@ -84,6 +97,11 @@ std::uint32_t engine::new_node() {
     return n;
   }
   nodes_.emplace_back();
+  // Slots in use never outnumber nodes: with this capacity, release() never allocates.
+  if (slots_.capacity() < nodes_.size()) {
+    slots_.reserve(2 * nodes_.size());
+    agg_.reserve(2 * nodes_.size() * levels_);
+  }
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
@@ -120,19 +138,22 @@ offset_t engine::usable(std::uint32_t s, unsigned level) const noexcept {
   return pad < x.size ? x.size - pad : 0;
 }
 
-void engine::pull(std::uint32_t s) noexcept {
-  slot& x = slots_[s];
-  x.height = static_cast<std::uint8_t>(1 + std::max(size_tree_traits::height(*this, x.left),
-                                                    size_tree_traits::height(*this, x.right)));
+// Recomputes a slot's per-level maxima from its own range and its children's maxima;
+// reports a change so updates stop climbing once an ancestor's maxima are unaffected.
+bool engine::pull_maxima(std::uint32_t s) noexcept {
+  const slot& x = slots_[s];
   offset_t* out = &agg_[std::size_t{s} * levels_];
   const offset_t* l = x.left == no_index ? nullptr : &agg_[std::size_t{x.left} * levels_];
   const offset_t* r = x.right == no_index ? nullptr : &agg_[std::size_t{x.right} * levels_];
+  bool changed = false;
   for (unsigned j = 0; j < levels_; ++j) {
     offset_t m = usable(s, j);
     if (l != nullptr) m = std::max(m, l[j]);
     if (r != nullptr) m = std::max(m, r[j]);
+    changed |= out[j] != m;
     out[j] = m;
   }
+  return changed;
 }
 
 template <class T>
@@ -140,8 +161,10 @@ std::uint32_t engine::rotate_right(std::uint32_t s) noexcept {
   const std::uint32_t l = T::left(*this, s);
   T::left(*this, s) = T::right(*this, l);
   T::right(*this, l) = s;
-  T::pull(*this, s);
-  T::pull(*this, l);
+  T::pull_height(*this, s);
+  T::pull_maxima(*this, s);
+  T::pull_height(*this, l);
+  T::pull_maxima(*this, l);
   return l;
 }
 
@@ -150,29 +173,45 @@ std::uint32_t engine::rotate_left(std::uint32_t s) noexcept {
   const std::uint32_t r = T::right(*this, s);
   T::right(*this, s) = T::left(*this, r);
   T::left(*this, r) = s;
-  T::pull(*this, s);
-  T::pull(*this, r);
+  T::pull_height(*this, s);
+  T::pull_maxima(*this, s);
+  T::pull_height(*this, r);
+  T::pull_maxima(*this, r);
   return r;
 }
 
+// Restores the AVL balance at `s` after one of its subtrees changed. Heights are always
+// recomputed; the per-level maxima only when a child's maxima changed (maxima_changed_).
+// On return height_changed_ / maxima_changed_ say whether the subtree's summary differs,
+// so callers up the path can stop early.
 template <class T>
 std::uint32_t engine::rebalance(std::uint32_t s) noexcept {
-  T::pull(*this, s);
-  const int balance = int{T::height(*this, T::left(*this, s))} -
-                      int{T::height(*this, T::right(*this, s))};
+  const bool height = T::pull_height(*this, s);
+  const bool maxima = maxima_changed_ && T::pull_maxima(*this, s);
+  const int balance =
+      int{T::height(*this, T::left(*this, s))} - int{T::height(*this, T::right(*this, s))};
   if (balance > 1) {
     const std::uint32_t l = T::left(*this, s);
     if (T::height(*this, T::left(*this, l)) < T::height(*this, T::right(*this, l)))
       T::left(*this, s) = rotate_left<T>(l);
+    height_changed_ = maxima_changed_ = true;
     return rotate_right<T>(s);
   }
   if (balance < -1) {
     const std::uint32_t r = T::right(*this, s);
     if (T::height(*this, T::right(*this, r)) < T::height(*this, T::left(*this, r)))
       T::right(*this, s) = rotate_right<T>(r);
+    height_changed_ = maxima_changed_ = true;
     return rotate_left<T>(s);
   }
+  height_changed_ = height;
+  maxima_changed_ = maxima;
   return s;
+}
+
+// Whether the last update below changed anything this node summarizes.
+bool engine::summary_changed() const noexcept {
+  return height_changed_ || maxima_changed_;
 }
 
 template <class T>
@@ -180,24 +219,28 @@ std::uint32_t engine::insert(std::uint32_t root, std::uint32_t s) noexcept {
   if (root == no_index) {
     T::left(*this, s) = no_index;
     T::right(*this, s) = no_index;
-    T::pull(*this, s);
+    T::pull_height(*this, s);
+    T::pull_maxima(*this, s);
+    height_changed_ = maxima_changed_ = true;
     return s;
   }
   if (T::less(*this, s, root))
     T::left(*this, root) = insert<T>(T::left(*this, root), s);
   else
     T::right(*this, root) = insert<T>(T::right(*this, root), s);
-  return rebalance<T>(root);
+  // An unchanged subtree leaves this node's summary and balance as they were.
+  return summary_changed() ? rebalance<T>(root) : root;
 }
 
 template <class T>
 std::uint32_t engine::erase_min(std::uint32_t root, std::uint32_t& min) noexcept {
   if (T::left(*this, root) == no_index) {
     min = root;
+    height_changed_ = maxima_changed_ = true;
     return T::right(*this, root);
   }
   T::left(*this, root) = erase_min<T>(T::left(*this, root), min);
-  return rebalance<T>(root);
+  return summary_changed() ? rebalance<T>(root) : root;
 }
 
 // Keys are unique (offsets of free ranges differ), so `s` is found by its key.
@@ -206,19 +249,23 @@ std::uint32_t engine::erase(std::uint32_t root, std::uint32_t s) noexcept {
   if (root == s) {
     const std::uint32_t l = T::left(*this, s);
     const std::uint32_t r = T::right(*this, s);
+    height_changed_ = maxima_changed_ = true;
     if (l == no_index) return r;
     if (r == no_index) return l;
     std::uint32_t m = no_index;
     const std::uint32_t rest = erase_min<T>(r, m);
     T::left(*this, m) = l;
     T::right(*this, m) = rest;
-    return rebalance<T>(m);
+    maxima_changed_ = true;  // m's stored maxima were its own, not the erased node's
+    const std::uint32_t top = rebalance<T>(m);
+    height_changed_ = maxima_changed_ = true;
+    return top;
   }
   if (T::less(*this, s, root))
     T::left(*this, root) = erase<T>(T::left(*this, root), s);
   else
     T::right(*this, root) = erase<T>(T::right(*this, root), s);
-  return rebalance<T>(root);
+  return summary_changed() ? rebalance<T>(root) : root;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -253,6 +300,24 @@ void engine::remove_free(std::uint32_t n) noexcept {
   --r.free_ranges;
   free_bytes_ -= x.size;
   --free_ranges_;
+}
+
+// Hands free slot `s` to node `n`, whose range [offset, offset + size) replaces the slot's
+// old range without passing another free range: the offset tree keeps the slot where it is,
+// only the size tree moves it.
+void engine::rekey_free(std::uint32_t s, std::uint32_t n) noexcept {
+  size_root_ = erase<size_tree_traits>(size_root_, s);
+  slot& x = slots_[s];
+  node& y = nodes_[n];
+  region_rec& r = regions_[y.region];
+  r.free_bytes = r.free_bytes - x.size + y.size;  // modular: the result is in range
+  free_bytes_ = free_bytes_ - x.size + y.size;
+  x.offset = y.offset;
+  x.size = y.size;
+  x.node = n;
+  y.slot = s;
+  y.state = node_free;
+  size_root_ = insert<size_tree_traits>(size_root_, s);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,10 +476,13 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
 }
 
 // Splits free node `n` into [padding][used: start, capacity][tail] and marks the middle used.
+// The free slot of `n` passes to the tail (or to the padding if there is no tail), so a
+// split inserts at most one new slot.
 std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t start,
                                                      offset_t len) {
-  remove_free(n);
   const offset_t g = limits_.min_alignment;
+  const std::uint32_t s = nodes_[n].slot;
+  const std::uint32_t region = nodes_[n].region;
   const offset_t pad = start - nodes_[n].offset;
   const offset_t avail = nodes_[n].size - pad;
   // Round the capacity up to the granule where the range allows; absorb a tail that
@@ -423,10 +491,11 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
   const offset_t extra = rem == 0 ? 0 : g - rem;
   offset_t capacity = avail - len >= extra ? len + extra : avail;
   if (avail - capacity < g) capacity = avail;
+  const offset_t tail = avail - capacity;
 
-  const std::uint32_t region = nodes_[n].region;
+  std::uint32_t p = no_index;
   if (pad != 0) {  // the alignment gap becomes a free range of its own
-    const std::uint32_t p = new_node();
+    p = new_node();
     node& before = nodes_[p];
     node& x = nodes_[n];
     before.offset = x.offset;
@@ -439,26 +508,40 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
     else
       regions_[region].first = p;
     x.prev = p;
-    x.offset = start;
-    x.size -= pad;
-    add_free(p);
   }
-  if (capacity < nodes_[n].size) {  // the tail stays free
-    const std::uint32_t t = new_node();
+  std::uint32_t t = no_index;
+  if (tail != 0) {  // the tail stays free
+    t = new_node();
     node& after = nodes_[t];
     node& x = nodes_[n];
     after.offset = start + capacity;
-    after.size = x.size - capacity;
+    after.size = tail;
     after.region = region;
     after.prev = n;
     after.next = x.next;
     if (x.next != no_index) nodes_[x.next].prev = t;
     x.next = t;
-    x.size = capacity;
-    add_free(t);
   }
-  node& x = nodes_[n];
-  x.state = node_used;
+  nodes_[n].offset = start;
+  nodes_[n].size = capacity;
+  nodes_[n].slot = no_index;
+  nodes_[n].state = node_used;
+
+  if (t != no_index) {
+    rekey_free(s, t);
+    if (p != no_index) add_free(p);
+  } else if (p != no_index) {
+    rekey_free(s, p);
+  } else {  // the whole range is taken: drop its slot
+    size_root_ = erase<size_tree_traits>(size_root_, s);
+    offset_root_ = erase<offset_tree_traits>(offset_root_, s);
+    free_slot(s);
+    region_rec& r = regions_[region];
+    r.free_bytes -= capacity;
+    --r.free_ranges;
+    free_bytes_ -= capacity;
+    --free_ranges_;
+  }
   region_rec& r = regions_[region];
   r.used_bytes += capacity;
   ++r.used_ranges;
@@ -467,6 +550,9 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
   return engine_allocation{n, region, start, capacity};
 }
 
+// Frees a used node, merging it with free neighbours of the same region. The merged range
+// reuses a neighbour's slot when there is one, so the offset tree changes only when the
+// number of free ranges does.
 bool engine::release(std::uint32_t n) noexcept {
   if (n >= nodes_.size() || nodes_[n].state != node_used) return false;
   region_rec& r = regions_[nodes_[n].region];
@@ -474,9 +560,24 @@ bool engine::release(std::uint32_t n) noexcept {
   --r.used_ranges;
   used_bytes_ -= nodes_[n].size;
   --used_ranges_;
-  // Merge with free neighbours (never across regions: neighbours are per region).
-  if (const std::uint32_t p = nodes_[n].prev; p != no_index && nodes_[p].state == node_free) {
-    remove_free(p);
+
+  std::uint32_t p = nodes_[n].prev;
+  std::uint32_t q = nodes_[n].next;
+  if (p != no_index && nodes_[p].state != node_free) p = no_index;
+  if (q != no_index && nodes_[q].state != node_free) q = no_index;
+  std::uint32_t keep = no_index;  // the slot the merged range takes over
+  if (q != no_index) {            // absorb the next range
+    if (p != no_index)
+      remove_free(q);  // both neighbours free: one slot goes
+    else
+      keep = nodes_[q].slot;
+    nodes_[n].size += nodes_[q].size;
+    nodes_[n].next = nodes_[q].next;
+    if (nodes_[q].next != no_index) nodes_[nodes_[q].next].prev = n;
+    free_node(q);
+  }
+  if (p != no_index) {  // absorb the previous range
+    keep = nodes_[p].slot;
     nodes_[n].offset = nodes_[p].offset;
     nodes_[n].size += nodes_[p].size;
     nodes_[n].prev = nodes_[p].prev;
@@ -486,19 +587,20 @@ bool engine::release(std::uint32_t n) noexcept {
       r.first = n;
     free_node(p);
   }
-  if (const std::uint32_t q = nodes_[n].next; q != no_index && nodes_[q].state == node_free) {
-    remove_free(q);
-    nodes_[n].size += nodes_[q].size;
-    nodes_[n].next = nodes_[q].next;
-    if (nodes_[q].next != no_index) nodes_[nodes_[q].next].prev = n;
-    free_node(q);
+  if (keep != no_index) {
+    rekey_free(keep, n);
+  } else {
+    add_free(n);  // no allocation: slot capacity covers every node (see new_node)
   }
-  add_free(n);  // cannot allocate: the slots of the merged neighbours were just freed
   return true;
 }
 
-offset_t engine::node_offset(std::uint32_t n) const noexcept { return nodes_[n].offset; }
-offset_t engine::node_size(std::uint32_t n) const noexcept { return nodes_[n].size; }
+offset_t engine::node_offset(std::uint32_t n) const noexcept {
+  return nodes_[n].offset;
+}
+offset_t engine::node_size(std::uint32_t n) const noexcept {
+  return nodes_[n].size;
+}
 bool engine::is_live(std::uint32_t n) const noexcept {
   return n < nodes_.size() && nodes_[n].state == node_used;
 }
@@ -609,7 +711,8 @@ std::expected<void, std::string> engine::validate() const {
     return fail("engine counters wrong");
 
   std::size_t size_count = 0;
-  if (auto h = check_tree<size_tree_traits>(size_root_, no_index, no_index, size_count); !h) return fail(h.error());
+  if (auto h = check_tree<size_tree_traits>(size_root_, no_index, no_index, size_count); !h)
+    return fail(h.error());
   std::size_t offset_count = 0;
   if (auto h = check_tree<offset_tree_traits>(offset_root_, no_index, no_index, offset_count); !h)
     return fail(h.error());
