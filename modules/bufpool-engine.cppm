@@ -6,6 +6,7 @@ module;
 #include <cstdint>
 #include <expected>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -136,6 +137,7 @@ class engine {
     std::uint8_t height = 0;
     std::uint8_t oheight = 0;
   };
+  static_assert(sizeof(slot) % alignof(std::uint64_t) == 0, "maxima follow a slot unpadded");
   struct region_rec {
     offset_t offset = 0;
     offset_t size = 0;
@@ -153,6 +155,11 @@ class engine {
   void free_node(std::uint32_t n) noexcept;
   std::uint32_t new_slot();
   void free_slot(std::uint32_t s) noexcept;
+  void grow_slots(std::size_t capacity);
+  [[nodiscard]] slot& sl(std::uint32_t s) noexcept;
+  [[nodiscard]] const slot& sl(std::uint32_t s) const noexcept;
+  [[nodiscard]] offset_t* maxima(std::uint32_t s) noexcept;
+  [[nodiscard]] const offset_t* maxima(std::uint32_t s) const noexcept;
 
   // Free-range bookkeeping: both trees plus counters.
   void add_free(std::uint32_t n);
@@ -167,7 +174,7 @@ class engine {
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
 
   // Slot helpers (tree links and aggregates live in slot arrays).
-  bool pull_maxima(std::uint32_t s) noexcept;
+  std::uint64_t pull_maxima(std::uint32_t s, std::uint64_t levels) noexcept;
   [[nodiscard]] bool summary_changed() const noexcept;
   template <class Traits>
   std::uint32_t insert(std::uint32_t root, std::uint32_t s) noexcept;
@@ -192,13 +199,22 @@ class engine {
 
   std::vector<node> nodes_;
   std::uint32_t free_nodes_ = no_index;
-  std::vector<slot> slots_;
-  std::vector<offset_t> agg_;  // levels_ entries per slot: max usable size in its size subtree
+  // Slot s and its levels_ maxima (max usable size in its size subtree, per alignment level)
+  // live at slot_memory_ + s * slot_stride_.
+  struct slot_buffer_free {
+    void operator()(std::byte* p) const noexcept;
+  };
+  using slot_buffer = std::unique_ptr<std::byte, slot_buffer_free>;
+  slot_buffer slot_memory_;
+  std::size_t slot_stride_ = 0;
+  std::uint32_t slot_count_ = 0;
+  std::size_t slot_capacity_ = 0;
   std::uint32_t free_slots_ = no_index;
   std::uint32_t size_root_ = no_index;
   std::uint32_t offset_root_ = no_index;
-  bool height_changed_ = false;  // set by tree updates: did the last subtree's height change?
-  bool maxima_changed_ = false;  // ... or its per-level maxima?
+  std::uint64_t all_levels_ = 1;      // bit set of every alignment level
+  bool height_changed_ = false;       // set by tree updates: did the last subtree's height change?
+  std::uint64_t changed_levels_ = 0;  // ... and which levels of its maxima changed?
 
   std::vector<region_rec> regions_;
   std::vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset

@@ -5,7 +5,10 @@ module;
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <expected>
+#include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +27,7 @@ module bufpool;
 namespace bufpool {
 namespace {
 
+constexpr std::size_t cache_line = 64;
 constexpr std::uint8_t node_unused = 0;
 constexpr std::uint8_t node_free = 1;
 constexpr std::uint8_t node_used = 2;
@@ -42,48 +46,55 @@ constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
 
 // Link accessors for the generic AVL code.
 struct engine::size_tree_traits {
-  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.slots_[s].left; }
-  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.slots_[s].right; }
+  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.sl(s).left; }
+  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.sl(s).right; }
   static std::uint8_t height(const engine& e, std::uint32_t s) noexcept {
-    return s == no_index ? std::uint8_t{0} : e.slots_[s].height;
+    return s == no_index ? std::uint8_t{0} : e.sl(s).height;
   }
   static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
-    const slot& x = e.slots_[a];
-    const slot& y = e.slots_[b];
+    const slot& x = e.sl(a);
+    const slot& y = e.sl(b);
     return x.size != y.size ? x.size < y.size : x.offset < y.offset;
   }
   static bool pull_height(engine& e, std::uint32_t s) noexcept {
-    slot& x = e.slots_[s];
+    slot& x = e.sl(s);
     const auto h = static_cast<std::uint8_t>(1 + std::max(height(e, x.left), height(e, x.right)));
     const bool changed = h != x.height;
     x.height = h;
     return changed;
   }
-  static bool pull_maxima(engine& e, std::uint32_t s) noexcept { return e.pull_maxima(s); }
+  static std::uint64_t pull_maxima(engine& e, std::uint32_t s, std::uint64_t levels) noexcept {
+    return e.pull_maxima(s, levels);
+  }
 };
 
 struct engine::offset_tree_traits {
-  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oleft; }
-  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oright; }
+  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.sl(s).oleft; }
+  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.sl(s).oright; }
   static std::uint8_t height(const engine& e, std::uint32_t s) noexcept {
-    return s == no_index ? std::uint8_t{0} : e.slots_[s].oheight;
+    return s == no_index ? std::uint8_t{0} : e.sl(s).oheight;
   }
   static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
-    return e.slots_[a].offset < e.slots_[b].offset;
+    return e.sl(a).offset < e.sl(b).offset;
   }
   static bool pull_height(engine& e, std::uint32_t s) noexcept {
-    slot& x = e.slots_[s];
+    slot& x = e.sl(s);
     const auto h = static_cast<std::uint8_t>(1 + std::max(height(e, x.oleft), height(e, x.oright)));
     const bool changed = h != x.oheight;
     x.oheight = h;
     return changed;
   }
-  static bool pull_maxima(engine&, std::uint32_t) noexcept { return false; }  // none kept
+  static std::uint64_t pull_maxima(engine&, std::uint32_t, std::uint64_t) noexcept {
+    return 0;  // the offset tree keeps no maxima
+  }
 };
 
 engine::engine(const engine_limits& limits) : limits_(limits) {
   granule_log2_ = static_cast<unsigned>(std::countr_zero(limits_.min_alignment));
   levels_ = static_cast<unsigned>(std::countr_zero(limits_.max_alignment)) - granule_log2_ + 1;
+  all_levels_ = levels_ == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << levels_) - 1;
+  // Blocks start on cache lines, so a slot's keys and links never straddle two.
+  slot_stride_ = (sizeof(slot) + levels_ * sizeof(offset_t) + cache_line - 1) & ~(cache_line - 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -98,10 +109,7 @@ std::uint32_t engine::new_node() {
   }
   nodes_.emplace_back();
   // Slots in use never outnumber nodes: with this capacity, release() never allocates.
-  if (slots_.capacity() < nodes_.size()) {
-    slots_.reserve(2 * nodes_.size());
-    agg_.reserve(2 * nodes_.size() * levels_);
-  }
+  if (slot_capacity_ < nodes_.size()) grow_slots(2 * nodes_.size());
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
@@ -114,18 +122,49 @@ void engine::free_node(std::uint32_t n) noexcept {
 std::uint32_t engine::new_slot() {
   if (free_slots_ != no_index) {
     const std::uint32_t s = free_slots_;
-    free_slots_ = slots_[s].left;
-    slots_[s] = slot{};
+    free_slots_ = sl(s).left;
+    sl(s) = slot{};
     return s;
   }
-  slots_.emplace_back();
-  agg_.resize(agg_.size() + levels_);
-  return static_cast<std::uint32_t>(slots_.size() - 1);
+  if (slot_count_ == slot_capacity_) grow_slots(std::max<std::size_t>(16, 2 * slot_capacity_));
+  const std::uint32_t s = slot_count_++;
+  ::new (static_cast<void*>(slot_memory_.get() + s * slot_stride_)) slot{};
+  return s;
+}
+
+// Slots live in one buffer, each followed by its per-level maxima, so a descent that reads
+// a child's maximum and then moves to that child touches one block, not two arrays.
+// slot and offset_t are trivially copyable: growing copies the bytes.
+void engine::grow_slots(std::size_t capacity) {
+  slot_buffer fresh(static_cast<std::byte*>(
+      ::operator new(capacity * slot_stride_, std::align_val_t{cache_line})));
+  if (slot_count_ != 0) std::memcpy(fresh.get(), slot_memory_.get(), slot_count_ * slot_stride_);
+  slot_memory_ = std::move(fresh);
+  slot_capacity_ = capacity;
+}
+
+void engine::slot_buffer_free::operator()(std::byte* p) const noexcept {
+  ::operator delete(p, std::align_val_t{cache_line});
+}
+
+engine::slot& engine::sl(std::uint32_t s) noexcept {
+  return *std::launder(reinterpret_cast<slot*>(slot_memory_.get() + s * slot_stride_));
+}
+const engine::slot& engine::sl(std::uint32_t s) const noexcept {
+  return *std::launder(reinterpret_cast<const slot*>(slot_memory_.get() + s * slot_stride_));
+}
+offset_t* engine::maxima(std::uint32_t s) noexcept {
+  return std::launder(
+      reinterpret_cast<offset_t*>(slot_memory_.get() + s * slot_stride_ + sizeof(slot)));
+}
+const offset_t* engine::maxima(std::uint32_t s) const noexcept {
+  return std::launder(
+      reinterpret_cast<const offset_t*>(slot_memory_.get() + s * slot_stride_ + sizeof(slot)));
 }
 
 void engine::free_slot(std::uint32_t s) noexcept {
-  slots_[s].node = no_index;
-  slots_[s].left = free_slots_;
+  sl(s).node = no_index;
+  sl(s).left = free_slots_;
   free_slots_ = s;
 }
 
@@ -133,25 +172,29 @@ void engine::free_slot(std::uint32_t s) noexcept {
 // Aggregates and AVL balancing.
 
 offset_t engine::usable(std::uint32_t s, unsigned level) const noexcept {
-  const slot& x = slots_[s];
+  const slot& x = sl(s);
   const offset_t pad = pad_to(x.offset, limits_.min_alignment << level);
   return pad < x.size ? x.size - pad : 0;
 }
 
-// Recomputes a slot's per-level maxima from its own range and its children's maxima;
-// reports a change so updates stop climbing once an ancestor's maxima are unaffected.
-bool engine::pull_maxima(std::uint32_t s) noexcept {
-  const slot& x = slots_[s];
-  offset_t* out = &agg_[std::size_t{s} * levels_];
-  const offset_t* l = x.left == no_index ? nullptr : &agg_[std::size_t{x.left} * levels_];
-  const offset_t* r = x.right == no_index ? nullptr : &agg_[std::size_t{x.right} * levels_];
-  bool changed = false;
-  for (unsigned j = 0; j < levels_; ++j) {
+// Recomputes the maxima of the levels in the bit set `levels` from the slot's own range and
+// its children's maxima. Returns the levels whose value changed: an update climbing the
+// tree carries only those, and stops when none are left.
+std::uint64_t engine::pull_maxima(std::uint32_t s, std::uint64_t levels) noexcept {
+  const slot& x = sl(s);
+  offset_t* out = maxima(s);
+  const offset_t* l = x.left == no_index ? nullptr : maxima(x.left);
+  const offset_t* r = x.right == no_index ? nullptr : maxima(x.right);
+  std::uint64_t changed = 0;
+  for (; levels != 0; levels &= levels - 1) {
+    const auto j = static_cast<unsigned>(std::countr_zero(levels));
     offset_t m = usable(s, j);
     if (l != nullptr) m = std::max(m, l[j]);
     if (r != nullptr) m = std::max(m, r[j]);
-    changed |= out[j] != m;
-    out[j] = m;
+    if (out[j] != m) {
+      out[j] = m;
+      changed |= std::uint64_t{1} << j;
+    }
   }
   return changed;
 }
@@ -162,9 +205,9 @@ std::uint32_t engine::rotate_right(std::uint32_t s) noexcept {
   T::left(*this, s) = T::right(*this, l);
   T::right(*this, l) = s;
   T::pull_height(*this, s);
-  T::pull_maxima(*this, s);
+  T::pull_maxima(*this, s, all_levels_);
   T::pull_height(*this, l);
-  T::pull_maxima(*this, l);
+  T::pull_maxima(*this, l, all_levels_);
   return l;
 }
 
@@ -174,44 +217,46 @@ std::uint32_t engine::rotate_left(std::uint32_t s) noexcept {
   T::right(*this, s) = T::left(*this, r);
   T::left(*this, r) = s;
   T::pull_height(*this, s);
-  T::pull_maxima(*this, s);
+  T::pull_maxima(*this, s, all_levels_);
   T::pull_height(*this, r);
-  T::pull_maxima(*this, r);
+  T::pull_maxima(*this, r, all_levels_);
   return r;
 }
 
 // Restores the AVL balance at `s` after one of its subtrees changed. Heights are always
-// recomputed; the per-level maxima only when a child's maxima changed (maxima_changed_).
-// On return height_changed_ / maxima_changed_ say whether the subtree's summary differs,
-// so callers up the path can stop early.
+// recomputed; maxima only for the levels that changed below (changed_levels_). On return
+// height_changed_ / changed_levels_ say what differs in this subtree's summary, so callers
+// up the path can stop early.
 template <class T>
 std::uint32_t engine::rebalance(std::uint32_t s) noexcept {
   const bool height = T::pull_height(*this, s);
-  const bool maxima = maxima_changed_ && T::pull_maxima(*this, s);
+  const std::uint64_t maxima = changed_levels_ != 0 ? T::pull_maxima(*this, s, changed_levels_) : 0;
   const int balance =
       int{T::height(*this, T::left(*this, s))} - int{T::height(*this, T::right(*this, s))};
   if (balance > 1) {
     const std::uint32_t l = T::left(*this, s);
     if (T::height(*this, T::left(*this, l)) < T::height(*this, T::right(*this, l)))
       T::left(*this, s) = rotate_left<T>(l);
-    height_changed_ = maxima_changed_ = true;
+    height_changed_ = true;
+    changed_levels_ = all_levels_;
     return rotate_right<T>(s);
   }
   if (balance < -1) {
     const std::uint32_t r = T::right(*this, s);
     if (T::height(*this, T::right(*this, r)) < T::height(*this, T::left(*this, r)))
       T::right(*this, s) = rotate_right<T>(r);
-    height_changed_ = maxima_changed_ = true;
+    height_changed_ = true;
+    changed_levels_ = all_levels_;
     return rotate_left<T>(s);
   }
   height_changed_ = height;
-  maxima_changed_ = maxima;
+  changed_levels_ = maxima;
   return s;
 }
 
 // Whether the last update below changed anything this node summarizes.
 bool engine::summary_changed() const noexcept {
-  return height_changed_ || maxima_changed_;
+  return height_changed_ || changed_levels_ != 0;
 }
 
 template <class T>
@@ -220,8 +265,9 @@ std::uint32_t engine::insert(std::uint32_t root, std::uint32_t s) noexcept {
     T::left(*this, s) = no_index;
     T::right(*this, s) = no_index;
     T::pull_height(*this, s);
-    T::pull_maxima(*this, s);
-    height_changed_ = maxima_changed_ = true;
+    T::pull_maxima(*this, s, all_levels_);
+    height_changed_ = true;
+    changed_levels_ = all_levels_;
     return s;
   }
   if (T::less(*this, s, root))
@@ -236,7 +282,8 @@ template <class T>
 std::uint32_t engine::erase_min(std::uint32_t root, std::uint32_t& min) noexcept {
   if (T::left(*this, root) == no_index) {
     min = root;
-    height_changed_ = maxima_changed_ = true;
+    height_changed_ = true;
+    changed_levels_ = all_levels_;
     return T::right(*this, root);
   }
   T::left(*this, root) = erase_min<T>(T::left(*this, root), min);
@@ -249,16 +296,18 @@ std::uint32_t engine::erase(std::uint32_t root, std::uint32_t s) noexcept {
   if (root == s) {
     const std::uint32_t l = T::left(*this, s);
     const std::uint32_t r = T::right(*this, s);
-    height_changed_ = maxima_changed_ = true;
+    height_changed_ = true;
+    changed_levels_ = all_levels_;
     if (l == no_index) return r;
     if (r == no_index) return l;
     std::uint32_t m = no_index;
     const std::uint32_t rest = erase_min<T>(r, m);
     T::left(*this, m) = l;
     T::right(*this, m) = rest;
-    maxima_changed_ = true;  // m's stored maxima were its own, not the erased node's
+    changed_levels_ = all_levels_;  // m's stored maxima were its own, not the erased node's
     const std::uint32_t top = rebalance<T>(m);
-    height_changed_ = maxima_changed_ = true;
+    height_changed_ = true;
+    changed_levels_ = all_levels_;
     return top;
   }
   if (T::less(*this, s, root))
@@ -276,9 +325,9 @@ void engine::add_free(std::uint32_t n) {
   node& x = nodes_[n];
   x.state = node_free;
   x.slot = s;
-  slots_[s].offset = x.offset;
-  slots_[s].size = x.size;
-  slots_[s].node = n;
+  sl(s).offset = x.offset;
+  sl(s).size = x.size;
+  sl(s).node = n;
   size_root_ = insert<size_tree_traits>(size_root_, s);
   offset_root_ = insert<offset_tree_traits>(offset_root_, s);
   region_rec& r = regions_[x.region];
@@ -307,7 +356,7 @@ void engine::remove_free(std::uint32_t n) noexcept {
 // only the size tree moves it.
 void engine::rekey_free(std::uint32_t s, std::uint32_t n) noexcept {
   size_root_ = erase<size_tree_traits>(size_root_, s);
-  slot& x = slots_[s];
+  slot& x = sl(s);
   node& y = nodes_[n];
   region_rec& r = regions_[y.region];
   r.free_bytes = r.free_bytes - x.size + y.size;  // modular: the result is in range
@@ -323,22 +372,25 @@ void engine::rekey_free(std::uint32_t s, std::uint32_t n) noexcept {
 // ---------------------------------------------------------------------------------------
 // Searches.
 
-// Leftmost slot (best) or first slot on the path (greedy) whose usable size at `level`
-// holds `size`. Subtrees whose maximum is too small are never entered.
+// Best: the leftmost slot in (size, offset) order whose usable size at `level` holds
+// `size` (exact aligned best fit). Greedy: the same descent, but it stops at the first slot
+// on the way that fits and wastes at most as much as it holds (size <= 2 * request), so it
+// takes fewer steps without carving big ranges. Subtrees whose maximum is too small are
+// never entered.
 std::uint32_t engine::find_fit(offset_t size, unsigned level, bool best) const noexcept {
-  auto fits_below = [&](std::uint32_t s) {
-    return s != no_index && agg_[std::size_t{s} * levels_ + level] >= size;
-  };
+  auto fits_below = [&](std::uint32_t s) { return s != no_index && maxima(s)[level] >= size; };
   std::uint32_t s = size_root_;
   if (!fits_below(s)) return no_index;  // out of space?
   for (;;) {
-    const std::uint32_t l = slots_[s].left;
-    if (best && fits_below(l)) {
+    const std::uint32_t l = sl(s).left;
+    const bool fits_here = usable(s, level) >= size;
+    if (!best && fits_here && sl(s).size - size <= size) return s;  // good enough
+    if (fits_below(l)) {
       s = l;  // a smaller fitting range exists on the left
       continue;
     }
-    if (usable(s, level) >= size) return s;
-    s = fits_below(l) ? l : slots_[s].right;  // the aggregate promises a fit below
+    if (fits_here) return s;
+    s = sl(s).right;  // the maximum promises a fit below
   }
 }
 
@@ -347,15 +399,14 @@ std::uint32_t engine::find_containing(offset_t offset) const noexcept {
   std::uint32_t s = offset_root_;
   std::uint32_t candidate = no_index;
   while (s != no_index) {
-    if (slots_[s].offset <= offset) {
+    if (sl(s).offset <= offset) {
       candidate = s;
-      s = slots_[s].oright;
+      s = sl(s).oright;
     } else {
-      s = slots_[s].oleft;
+      s = sl(s).oleft;
     }
   }
-  if (candidate != no_index && offset - slots_[candidate].offset < slots_[candidate].size)
-    return candidate;
+  if (candidate != no_index && offset - sl(candidate).offset < sl(candidate).size) return candidate;
   return no_index;
 }
 
@@ -464,15 +515,15 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     const region_rec& r = regions_[region];
     if (len - 1 > last_of(r.offset, r.size) - at) return std::unexpected(errc::out_of_range);
     const std::uint32_t s = find_containing(at);
-    if (s == no_index || len > slots_[s].size - (at - slots_[s].offset))
+    if (s == no_index || len > sl(s).size - (at - sl(s).offset))
       return std::unexpected(errc::occupied);
-    return carve(slots_[s].node, at, len);
+    return carve(sl(s).node, at, len);
   }
 
   const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
   const std::uint32_t s = find_fit(len, level, how.kind == strategy_kind::optimal);
   if (s == no_index) return std::unexpected(errc::out_of_memory);
-  return carve(slots_[s].node, slots_[s].offset + pad_to(slots_[s].offset, align), len);
+  return carve(sl(s).node, sl(s).offset + pad_to(sl(s).offset, align), len);
 }
 
 // Splits free node `n` into [padding][used: start, capacity][tail] and marks the middle used.
@@ -628,8 +679,8 @@ engine_stats engine::stats() const noexcept {
   st.free_ranges = free_ranges_;
   st.used_ranges = used_ranges_;
   st.regions = regions_.size();
-  for (std::uint32_t s = size_root_; s != no_index; s = slots_[s].right)
-    st.largest_free = slots_[s].size;  // rightmost = largest
+  for (std::uint32_t s = size_root_; s != no_index; s = sl(s).right)
+    st.largest_free = sl(s).size;  // rightmost = largest
   return st;
 }
 
@@ -640,7 +691,7 @@ std::expected<int, std::string> engine::check_tree(std::uint32_t s, std::uint32_
                                                    std::uint32_t hi, std::size_t& count) const {
   if (s == no_index) return 0;
   auto& self = const_cast<engine&>(*this);  // the traits hand out mutable links
-  if (slots_[s].node == no_index || nodes_[slots_[s].node].slot != s)
+  if (sl(s).node == no_index || nodes_[sl(s).node].slot != s)
     return std::unexpected("tree slot " + std::to_string(s) + " is not its node's slot");
   if ((lo != no_index && !T::less(*this, lo, s)) || (hi != no_index && !T::less(*this, s, hi)))
     return std::unexpected("tree order broken at slot " + std::to_string(s));
@@ -685,8 +736,8 @@ std::expected<void, std::string> engine::validate() const {
       if (x.state == node_free) {
         if (prev != no_index && nodes_[prev].state == node_free)
           return fail(where + "adjacent free ranges not coalesced");
-        if (x.slot >= slots_.size() || slots_[x.slot].node != n ||
-            slots_[x.slot].offset != x.offset || slots_[x.slot].size != x.size)
+        if (x.slot >= slot_count_ || sl(x.slot).node != n || sl(x.slot).offset != x.offset ||
+            sl(x.slot).size != x.size)
           return fail(where + "free range and its tree slot disagree");
         r_free += x.size;
         ++r_free_count;
@@ -719,14 +770,13 @@ std::expected<void, std::string> engine::validate() const {
   if (size_count != free_ranges_ || offset_count != free_ranges_)
     return fail("trees do not hold exactly the free ranges");
   // Aggregates: recompute each slot's maxima from its children.
-  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-    if (slots_[s].node == no_index) continue;
+  for (std::uint32_t s = 0; s < slot_count_; ++s) {
+    if (sl(s).node == no_index) continue;
     for (unsigned j = 0; j < levels_; ++j) {
       offset_t m = usable(s, j);
-      for (const std::uint32_t c : {slots_[s].left, slots_[s].right})
-        if (c != no_index) m = std::max(m, agg_[std::size_t{c} * levels_ + j]);
-      if (agg_[std::size_t{s} * levels_ + j] != m)
-        return fail("stale alignment aggregate at slot " + std::to_string(s));
+      for (const std::uint32_t c : {sl(s).left, sl(s).right})
+        if (c != no_index) m = std::max(m, maxima(c)[j]);
+      if (maxima(s)[j] != m) return fail("stale alignment aggregate at slot " + std::to_string(s));
     }
   }
 
