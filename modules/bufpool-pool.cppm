@@ -231,6 +231,9 @@ class buffer_pool {
                                std::to_string(n) + " borrowed slice(s) are alive";
       detail::report_violation(rule.c_str());
     }
+    detail::expects(engine_.stats().pending_bytes == 0,
+                    "expansion handles must not outlive their pool: pool destroyed while an "
+                    "expansion is pending");
     if (closed_) return;
     if (const std::size_t g = guarded_.load(); g != 0) {
       const std::string msg = "pool destroyed while " + std::to_string(g) +
@@ -597,15 +600,19 @@ class basic_slice {
   [[nodiscard]] integer size() const noexcept { return size_; }
   /// The bytes reserved: >= size() when the pool rounded up.
   [[nodiscard]] integer capacity() const noexcept { return capacity_; }
-  /// The region the slice lies in.
-  /// 0 for an empty (moved-from) slice.
-  [[nodiscard]] integer region_offset() const noexcept {
-    return region_ != nullptr ? region_->offset : integer{0};
+  /// The region the slice lies in (kept in the slice: valid even once a weak slice's pool
+  /// is gone). 0 for an empty (moved-from) slice.
+  [[nodiscard]] integer region_offset() const noexcept { return region_offset_; }
+  [[nodiscard]] integer region_size() const noexcept { return region_size_; }
+  /// The region's extra value. Asking an empty slice, or a weak slice whose pool is gone,
+  /// is a contract violation (the region's data went with the pool): a default value then.
+  [[nodiscard]] const extra_type& region_extra() const noexcept {
+    static const extra_type none{};
+    return detail::expects(region_ != nullptr && pool_is_alive(),
+                           "region_extra() needs a live slice whose pool exists")
+               ? region_->extra
+               : none;
   }
-  [[nodiscard]] integer region_size() const noexcept {
-    return region_ != nullptr ? region_->size : integer{0};
-  }
-  [[nodiscard]] const extra_type& region_extra() const noexcept { return region_->extra; }
 
   /// False only for a weak slice whose pool has been destroyed.
   [[nodiscard]] bool pool_is_alive() const noexcept {
@@ -717,6 +724,9 @@ class basic_slice {
       : pool_(pool),
         ref_(ref),
         region_(r.region),
+        data_(r.region->base + (r.offset - r.region->offset)),
+        region_offset_(r.region->offset),
+        region_size_(r.region->size),
         node_(r.node),
         offset_(r.offset),
         size_(r.size),
@@ -725,7 +735,7 @@ class basic_slice {
     if (ref == pool_ref::weak) weak_ = owner;
   }
 
-  std::byte* pointer() const noexcept { return region_->base + (offset_ - region_->offset); }
+  std::byte* pointer() const noexcept { return data_; }
 
   std::optional<errc> access_error(bool write) const noexcept {
     if (ref_ == pool_ref::none) return errc::invalid_argument;
@@ -763,6 +773,9 @@ class basic_slice {
     weak_ = std::move(o.weak_);
     ref_ = std::exchange(o.ref_, pool_ref::none);
     region_ = std::exchange(o.region_, nullptr);
+    data_ = std::exchange(o.data_, nullptr);
+    region_offset_ = std::exchange(o.region_offset_, 0);
+    region_size_ = std::exchange(o.region_size_, 0);
     node_ = std::exchange(o.node_, no_index);
     offset_ = std::exchange(o.offset_, 0);
     size_ = std::exchange(o.size_, 0);
@@ -795,8 +808,9 @@ class basic_slice {
     weak_.reset();
     ref_ = pool_ref::none;
     region_ = nullptr;
+    data_ = nullptr;
     node_ = no_index;
-    offset_ = size_ = capacity_ = 0;
+    offset_ = size_ = capacity_ = region_offset_ = region_size_ = 0;
   }
 
   Pool* pool_ = nullptr;
@@ -804,7 +818,10 @@ class basic_slice {
   std::weak_ptr<Pool> weak_;
   pool_ref ref_ = pool_ref::none;
   guard_mode mode_ = guard_mode::exclusive;
-  const detail::region_info<integer, extra_type>* region_ = nullptr;
+  const detail::region_info<integer, extra_type>* region_ = nullptr;  // owned by the pool
+  std::byte* data_ = nullptr;
+  integer region_offset_ = 0;
+  integer region_size_ = 0;
   std::uint32_t node_ = no_index;
   integer offset_ = 0;
   integer size_ = 0;

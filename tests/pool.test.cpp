@@ -601,6 +601,27 @@ TEST(WeakSlice, RefusesDataAccessOnceThePoolIsGone) {
   s = std::unexpected(bufpool::errc::invalid_size);  // destruction does nothing (ASan: no UAF)
 }
 
+TEST(WeakSlice, KeepsItsRegionOffsetAndSizeButNotExtraOnceThePoolIsGone) {
+  using pool_fd = bufpool::buffer_pool<std::uint32_t, int>;
+  std::vector<std::byte> first(4096);
+  std::vector<std::byte> second(8192);
+  auto pool = std::make_shared<pool_fd>();
+  ASSERT_TRUE(pool->begin_expand(first.size()).value().initialize(first.data(), 3));
+  ASSERT_TRUE(pool->begin_expand(second.size()).value().initialize(second.data(), 7));
+  auto s = pool_fd::acquire_weak(pool, 6000);  // only fits the second region
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->region_extra(), 7);
+  pool.reset();  // the region records go with the pool; ASan would flag any read of them
+  EXPECT_EQ(s->region_offset(), 4096u);
+  EXPECT_EQ(s->region_size(), 8192u);
+  g_violations = 0;
+  const bufpool::violation_handler old = bufpool::set_violation_handler(&record_violation);
+  EXPECT_EQ(s->region_extra(), 0);  // refused: a default value, never freed memory
+  bufpool::set_violation_handler(old);
+  EXPECT_EQ(g_violations.load(), 1);
+  EXPECT_NE(g_last_violation.find("region_extra"), std::string::npos);
+}
+
 // ---------------------------------------------------------------------------------------
 // Handles and closing
 
@@ -927,6 +948,17 @@ TEST(PoolDeathTest, InitializeWithNullMemoryAborts) {
         (void)std::move(*grow).initialize(nullptr);
       },
       "a region's memory must not be null");
+}
+
+TEST(PoolDeathTest, DestroyingAPoolWithAPendingExpansionAborts) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_DEATH(
+      {
+        auto pool = std::make_unique<pool32>();
+        auto grow = pool->begin_expand(4096);
+        pool.reset();  // the handle would cancel into a destroyed pool
+      },
+      "expansion handles must not outlive their pool");
 }
 
 TEST(PoolDeathTest, InvalidOptionsAbort) {
