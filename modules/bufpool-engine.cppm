@@ -168,7 +168,7 @@ class engine {
 
   // Searches.
   [[nodiscard]] offset_t usable(std::uint32_t s, unsigned level) const noexcept;
-  [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level, bool best) const noexcept;
+  [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level) const noexcept;
   [[nodiscard]] std::uint32_t find_containing(offset_t offset) const noexcept;
 
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);

@@ -21,7 +21,8 @@ concept offset_integer = std::same_as<T, std::uint16_t> || std::same_as<T, std::
 /// How acquire() chooses a free range.
 enum class strategy_kind : std::uint8_t {
   optimal,  ///< Exact best fit: the smallest free range that holds the aligned request.
-  greedy,   ///< The first fitting range on the search path: fewer steps, good fit.
+  greedy,   ///< A good fit, as fast as the engine finds one. Today the best-fit descent:
+            ///< tree updates dominate, and a looser fit costs more (more free ranges).
   fixed,    ///< Exactly at a given offset, or fail.
 };
 
