@@ -15,6 +15,10 @@ export module bufpool:engine;
 import :errors;
 import :options;
 
+namespace bufpool::detail {
+class size_index;  // defined in engine.cpp
+}
+
 export namespace bufpool {
 
 /// The engine's offset type; pools of narrower integers pass narrower limits.
@@ -77,6 +81,9 @@ struct range_view {
 class engine {
  public:
   explicit engine(const engine_limits& limits);
+  ~engine();
+  engine(engine&&) noexcept;
+  engine& operator=(engine&&) noexcept;
 
   [[nodiscard]] const engine_limits& limits() const noexcept { return limits_; }
 
@@ -124,20 +131,15 @@ class engine {
     std::uint32_t slot = no_index;    // tree slot while free; free-list link while unused
     std::uint8_t state = 0;           // node_unused, node_free or node_used
   };
-  // A free range's entry in both trees: the (size, offset) tree, whose subtrees keep the
-  // largest usable size per alignment level, and the offset tree used by fixed().
+  // A free range's entry in the offset tree (used by fixed()).
   struct slot {
-    offset_t offset = 0;  // copies of the node's key: the trees never touch nodes
+    offset_t offset = 0;  // copies of the node's key: the tree never touches nodes
     offset_t size = 0;
     std::uint32_t node = no_index;
-    std::uint32_t left = no_index;  // size tree; free-list link while unused
-    std::uint32_t right = no_index;
-    std::uint32_t oleft = no_index;  // offset tree
+    std::uint32_t oleft = no_index;  // free-list link while unused
     std::uint32_t oright = no_index;
-    std::uint8_t height = 0;
     std::uint8_t oheight = 0;
   };
-  static_assert(sizeof(slot) % alignof(std::uint64_t) == 0, "maxima follow a slot unpadded");
   struct region_rec {
     offset_t offset = 0;
     offset_t size = 0;
@@ -147,7 +149,6 @@ class engine {
     std::size_t used_ranges = 0;
     std::size_t free_ranges = 0;
   };
-  struct size_tree_traits;
   struct offset_tree_traits;
 
   // Node and slot pools.
@@ -155,27 +156,16 @@ class engine {
   void free_node(std::uint32_t n) noexcept;
   std::uint32_t new_slot();
   void free_slot(std::uint32_t s) noexcept;
-  void grow_slots(std::size_t capacity);
-  [[nodiscard]] slot& sl(std::uint32_t s) noexcept;
-  [[nodiscard]] const slot& sl(std::uint32_t s) const noexcept;
-  [[nodiscard]] offset_t* maxima(std::uint32_t s) noexcept;
-  [[nodiscard]] const offset_t* maxima(std::uint32_t s) const noexcept;
 
-  // Free-range bookkeeping: both trees plus counters.
+  // Free-range bookkeeping: the size index, the offset tree and the counters.
   void add_free(std::uint32_t n);
   void remove_free(std::uint32_t n) noexcept;
   void rekey_free(std::uint32_t s, std::uint32_t n) noexcept;
 
-  // Searches.
-  [[nodiscard]] offset_t usable(std::uint32_t s, unsigned level) const noexcept;
-  [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level) const noexcept;
   [[nodiscard]] std::uint32_t find_containing(offset_t offset) const noexcept;
-
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
 
-  // Slot helpers (tree links and aggregates live in slot arrays).
-  std::uint64_t pull_maxima(std::uint32_t s, std::uint64_t levels) noexcept;
-  [[nodiscard]] bool summary_changed() const noexcept;
+  // The offset tree: recursive AVL over slots.
   template <class Traits>
   std::uint32_t insert(std::uint32_t root, std::uint32_t s) noexcept;
   template <class Traits>
@@ -199,22 +189,11 @@ class engine {
 
   std::vector<node> nodes_;
   std::uint32_t free_nodes_ = no_index;
-  // Slot s and its levels_ maxima (max usable size in its size subtree, per alignment level)
-  // live at slot_memory_ + s * slot_stride_.
-  struct slot_buffer_free {
-    void operator()(std::byte* p) const noexcept;
-  };
-  using slot_buffer = std::unique_ptr<std::byte, slot_buffer_free>;
-  slot_buffer slot_memory_;
-  std::size_t slot_stride_ = 0;
-  std::uint32_t slot_count_ = 0;
-  std::size_t slot_capacity_ = 0;
+  std::unique_ptr<detail::size_index> index_;  // free ranges by (size, offset)
+  std::vector<slot> slots_;                    // free ranges by offset
   std::uint32_t free_slots_ = no_index;
-  std::uint32_t size_root_ = no_index;
   std::uint32_t offset_root_ = no_index;
-  std::uint64_t all_levels_ = 1;      // bit set of every alignment level
-  bool height_changed_ = false;       // set by tree updates: did the last subtree's height change?
-  std::uint64_t changed_levels_ = 0;  // ... and which levels of its maxima changed?
+  bool height_changed_ = false;  // set by offset tree updates: did the subtree's height change?
 
   std::vector<region_rec> regions_;
   std::vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The offset engine: AVL trees over free ranges with per-alignment-level subtree maxima.
+// The offset engine: a B+tree of free ranges by size with per-alignment-level maxima, an
+// AVL tree of the same ranges by offset, and physical neighbour links for coalescing.
 module;
 #include <algorithm>
 #include <bit>
@@ -8,26 +9,21 @@ module;
 #include <cstring>
 #include <expected>
 #include <memory>
-#include <new>
 #include <string>
 #include <utility>
 #include <vector>
 module bufpool;
 
-// Why two trees, and what the aggregates are:
-//
-// Every free range is one slot in two AVL trees. The size tree orders slots by
-// (size, offset); each subtree also keeps, for every alignment level j (alignment
-// min_alignment << j), the largest *usable* size of its ranges at that level:
-// size - padding to the next aligned offset. "Leftmost slot whose usable size fits" is
-// then the exact aligned best fit, found in one descent that never enters a subtree whose
-// maximum is too small. The offset tree orders the same slots by offset so fixed() finds
-// the free range containing an offset in one descent.
+// Every free range is one entry of the size index (a B+tree ordered by (size, offset)
+// whose inner nodes keep the largest usable size per alignment level of each child: the
+// leftmost entry that fits is the exact aligned best fit, found in one descent), and one
+// slot of the offset tree (an AVL tree ordered by offset, so fixed() finds the free range
+// containing an offset in one descent). Used and free ranges of a region are linked to
+// their physical neighbours, so release coalesces in O(1) before re-indexing.
 
 namespace bufpool {
 namespace {
 
-constexpr std::size_t cache_line = 64;
 constexpr std::uint8_t node_unused = 0;
 constexpr std::uint8_t node_free = 1;
 constexpr std::uint8_t node_used = 2;
@@ -44,58 +40,418 @@ constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
 
 }  // namespace
 
-// Link accessors for the generic AVL code.
-struct engine::size_tree_traits {
-  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.sl(s).left; }
-  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.sl(s).right; }
-  static std::uint8_t height(const engine& e, std::uint32_t s) noexcept {
-    return s == no_index ? std::uint8_t{0} : e.sl(s).height;
+// ---------------------------------------------------------------------------------------
+// The size index: free ranges keyed by (size, offset) in a B+tree of fanout 16.
+//
+// Leaves hold up to 16 entries (size, offset, engine node). Inner nodes hold, per child,
+// the child's largest key and, for every alignment level j, the largest usable size at
+// that level in the child's subtree (size - padding to the next multiple of
+// min_alignment << j). Those maxima are stored level-major, so a best-fit descent for
+// level j reads one 128-byte row per node and enters the first child whose maximum holds
+// the request: the leftmost fitting entry is the exact aligned best fit. Wide nodes keep
+// the tree 4-6 levels deep at a million entries, so a descent touches a few cache lines
+// instead of the ~20 scattered nodes of a binary tree.
+//
+// Updates: insert splits full nodes on the way down (so it never splits upwards) and
+// raises the maxima of the path; erase tops up thin nodes on the way down (borrow from a
+// sibling or merge with it, so it never underflows upwards), then recomputes the path's
+// maxima bottom-up while they change. Every non-root node keeps at least min_fill entries.
+
+namespace detail {
+
+class size_index {
+ public:
+  static constexpr unsigned fanout = 16;
+  static constexpr unsigned min_fill = fanout / 2 - 1;
+
+  size_index(offset_t granule, unsigned levels) : granule_(granule), levels_(levels) {}
+
+  // Room for `entries` entries without allocating (release() relies on it).
+  void reserve(std::size_t entries) {
+    const std::size_t leaves = entries / min_fill + 2;
+    const std::size_t inner = leaves / min_fill + 16;
+    nodes_.reserve(leaves + inner);
+    maxima_.reserve(inner * levels_ * fanout);
   }
-  static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
-    const slot& x = e.sl(a);
-    const slot& y = e.sl(b);
-    return x.size != y.size ? x.size < y.size : x.offset < y.offset;
+
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+
+  void insert(offset_t size, offset_t offset, std::uint32_t value) {
+    if (root_ == no_index) root_ = new_node(true);
+    if (nodes_[root_].count == fanout) {  // grow a level: the old root becomes a child
+      const std::uint32_t top = new_node(false);
+      nodes_[top].count = 1;
+      nodes_[top].child[0] = root_;
+      root_ = top;
+      refresh(top, 0);
+      split_child(top, 0);
+    }
+    std::uint32_t b = root_;
+    while (!nodes_[b].leaf) {
+      unsigned i = child_for(b, size, offset);
+      if (nodes_[nodes_[b].child[i]].count == fanout) {  // split before entering
+        split_child(b, i);
+        if (less(nodes_[b].size[i], nodes_[b].offset[i], size, offset)) ++i;
+      }
+      bnode& x = nodes_[b];
+      if (less(x.size[i], x.offset[i], size, offset)) {  // a new largest key for the child
+        x.size[i] = size;
+        x.offset[i] = offset;
+      }
+      offset_t* m = maxima(b);
+      for (unsigned j = 0; j < levels_; ++j)
+        m[j * fanout + i] = std::max(m[j * fanout + i], usable(size, offset, j));
+      b = x.child[i];
+    }
+    bnode& leaf = nodes_[b];
+    unsigned p = 0;
+    while (p < leaf.count && less(leaf.size[p], leaf.offset[p], size, offset)) ++p;
+    shift_right(leaf, p);
+    leaf.size[p] = size;
+    leaf.offset[p] = offset;
+    leaf.child[p] = value;
+    ++leaf.count;
+    ++count_;
   }
-  static bool pull_height(engine& e, std::uint32_t s) noexcept {
-    slot& x = e.sl(s);
-    const auto h = static_cast<std::uint8_t>(1 + std::max(height(e, x.left), height(e, x.right)));
-    const bool changed = h != x.height;
-    x.height = h;
+
+  // Removes the entry with this key, which must be present.
+  void erase(offset_t size, offset_t offset) noexcept {
+    std::uint32_t path[64];
+    unsigned at[64];
+    unsigned depth = 0;
+    std::uint32_t b = root_;
+    while (!nodes_[b].leaf) {
+      unsigned i = child_for(b, size, offset);
+      if (nodes_[nodes_[b].child[i]].count <= min_fill) {  // top up before entering
+        fill_child(b, i);
+        i = child_for(b, size, offset);
+      }
+      path[depth] = b;
+      at[depth++] = i;
+      b = nodes_[b].child[i];
+    }
+    bnode& leaf = nodes_[b];
+    unsigned p = 0;
+    while (leaf.size[p] != size || leaf.offset[p] != offset) ++p;
+    shift_left(leaf, p);
+    --leaf.count;
+    --count_;
+    // The path's summaries may shrink: recompute them while they change.
+    while (depth-- > 0)
+      if (!refresh(path[depth], at[depth])) break;
+    // A root with one child hands over to it; an empty root leaf goes.
+    if (!nodes_[root_].leaf && nodes_[root_].count == 1) {
+      const std::uint32_t old = root_;
+      root_ = nodes_[old].child[0];
+      free_node(old);
+    } else if (nodes_[root_].leaf && nodes_[root_].count == 0) {
+      free_node(root_);
+      root_ = no_index;
+    }
+  }
+
+  // The engine node of the leftmost entry whose usable size at `level` holds `size`.
+  [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level) const noexcept {
+    if (root_ == no_index) return no_index;
+    std::uint32_t b = root_;
+    while (!nodes_[b].leaf) {
+      const offset_t* row = maxima(b) + level * fanout;
+      unsigned i = 0;
+      while (i < nodes_[b].count && row[i] < size) ++i;
+      if (i == nodes_[b].count) return no_index;  // out of space? (only at the root)
+      b = nodes_[b].child[i];
+    }
+    const bnode& leaf = nodes_[b];
+    for (unsigned i = 0; i < leaf.count; ++i)
+      if (usable(leaf.size[i], leaf.offset[i], level) >= size) return leaf.child[i];
+    return no_index;
+  }
+
+  // The size of the largest entry (0 if none).
+  [[nodiscard]] offset_t largest() const noexcept {
+    if (root_ == no_index) return 0;
+    std::uint32_t b = root_;
+    while (!nodes_[b].leaf) b = nodes_[b].child[nodes_[b].count - 1];
+    return nodes_[b].count == 0 ? 0 : nodes_[b].size[nodes_[b].count - 1];
+  }
+
+  struct entry {
+    offset_t size;
+    offset_t offset;
+    std::uint32_t node;
+  };
+
+  // Checks order, fill, uniform depth, keys and maxima; appends the entries in order.
+  [[nodiscard]] std::expected<void, std::string> validate(std::vector<entry>& out) const {
+    if (root_ == no_index) {
+      if (count_ != 0) return std::unexpected("size index: empty tree with entries counted");
+      return {};
+    }
+    int leaf_depth = -1;
+    if (auto v = check(root_, 0, leaf_depth, out); !v) return v;
+    if (out.size() != count_) return std::unexpected("size index: entry count wrong");
+    for (std::size_t i = 1; i < out.size(); ++i)
+      if (!less(out[i - 1].size, out[i - 1].offset, out[i].size, out[i].offset))
+        return std::unexpected("size index: keys out of order");
+    return {};
+  }
+
+ private:
+  struct bnode {
+    std::uint8_t count = 0;
+    bool leaf = true;
+    std::uint32_t maxima = no_index;  // inner nodes: index of their maxima block
+    offset_t size[fanout];            // leaf: keys; inner: each child's largest key
+    offset_t offset[fanout];
+    std::uint32_t child[fanout];  // leaf: engine node; inner: child; free list link
+  };
+
+  static bool less(offset_t s1, offset_t o1, offset_t s2, offset_t o2) noexcept {
+    return s1 != s2 ? s1 < s2 : o1 < o2;
+  }
+
+  offset_t usable(offset_t size, offset_t offset, unsigned level) const noexcept {
+    const offset_t pad = (offset_t{0} - offset) & ((granule_ << level) - 1);
+    return pad < size ? size - pad : 0;
+  }
+
+  offset_t* maxima(std::uint32_t b) noexcept {
+    return &maxima_[std::size_t{nodes_[b].maxima} * levels_ * fanout];
+  }
+  const offset_t* maxima(std::uint32_t b) const noexcept {
+    return &maxima_[std::size_t{nodes_[b].maxima} * levels_ * fanout];
+  }
+
+  std::uint32_t new_node(bool leaf) {
+    std::uint32_t b;
+    if (free_nodes_ != no_index) {
+      b = free_nodes_;
+      free_nodes_ = nodes_[b].child[0];
+    } else {
+      nodes_.emplace_back();
+      b = static_cast<std::uint32_t>(nodes_.size() - 1);
+    }
+    nodes_[b].count = 0;
+    nodes_[b].leaf = leaf;
+    nodes_[b].maxima = no_index;
+    if (!leaf) {
+      if (free_maxima_ != no_index) {
+        nodes_[b].maxima = free_maxima_;
+        free_maxima_ =
+            static_cast<std::uint32_t>(maxima_[std::size_t{free_maxima_} * levels_ * fanout]);
+      } else {
+        nodes_[b].maxima = static_cast<std::uint32_t>(maxima_.size() / (levels_ * fanout));
+        maxima_.resize(maxima_.size() + levels_ * fanout);
+      }
+    }
+    return b;
+  }
+
+  void free_node(std::uint32_t b) noexcept {
+    if (nodes_[b].maxima != no_index) {
+      maxima_[std::size_t{nodes_[b].maxima} * levels_ * fanout] = free_maxima_;
+      free_maxima_ = nodes_[b].maxima;
+    }
+    nodes_[b].child[0] = free_nodes_;
+    free_nodes_ = b;
+  }
+
+  // The child whose key range holds the key: the first with a largest key >= key.
+  unsigned child_for(std::uint32_t b, offset_t size, offset_t offset) const noexcept {
+    const bnode& x = nodes_[b];
+    unsigned i = 0;
+    while (i + 1 < x.count && less(x.size[i], x.offset[i], size, offset)) ++i;
+    return i;
+  }
+
+  // Makes room at position p (keys, children and, for inner nodes, maxima columns).
+  void shift_right(bnode& x, unsigned p) noexcept {
+    const unsigned n = x.count - p;
+    std::memmove(&x.size[p + 1], &x.size[p], n * sizeof(offset_t));
+    std::memmove(&x.offset[p + 1], &x.offset[p], n * sizeof(offset_t));
+    std::memmove(&x.child[p + 1], &x.child[p], n * sizeof(std::uint32_t));
+    if (!x.leaf) {
+      offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
+      for (unsigned j = 0; j < levels_; ++j)
+        std::memmove(&m[j * fanout + p + 1], &m[j * fanout + p], n * sizeof(offset_t));
+    }
+  }
+
+  void shift_left(bnode& x, unsigned p) noexcept {
+    const unsigned n = x.count - p - 1;
+    std::memmove(&x.size[p], &x.size[p + 1], n * sizeof(offset_t));
+    std::memmove(&x.offset[p], &x.offset[p + 1], n * sizeof(offset_t));
+    std::memmove(&x.child[p], &x.child[p + 1], n * sizeof(std::uint32_t));
+    if (!x.leaf) {
+      offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
+      for (unsigned j = 0; j < levels_; ++j)
+        std::memmove(&m[j * fanout + p], &m[j * fanout + p + 1], n * sizeof(offset_t));
+    }
+  }
+
+  // Moves entry (or child with its column) `from` of node a to position `to` of node b.
+  void move_entry(std::uint32_t a, unsigned from, std::uint32_t b, unsigned to) noexcept {
+    bnode& x = nodes_[a];
+    bnode& y = nodes_[b];
+    y.size[to] = x.size[from];
+    y.offset[to] = x.offset[from];
+    y.child[to] = x.child[from];
+    if (!x.leaf) {
+      const offset_t* mx = maxima(a);
+      offset_t* my = maxima(b);
+      for (unsigned j = 0; j < levels_; ++j) my[j * fanout + to] = mx[j * fanout + from];
+    }
+  }
+
+  // Recomputes the key and maxima column of child i of b from the child's contents.
+  // Returns whether anything changed.
+  bool refresh(std::uint32_t b, unsigned i) noexcept {
+    const std::uint32_t c = nodes_[b].child[i];
+    const bnode& y = nodes_[c];
+    bnode& x = nodes_[b];
+    bool changed = x.size[i] != y.size[y.count - 1] || x.offset[i] != y.offset[y.count - 1];
+    x.size[i] = y.size[y.count - 1];
+    x.offset[i] = y.offset[y.count - 1];
+    offset_t* m = maxima(b);
+    for (unsigned j = 0; j < levels_; ++j) {
+      offset_t best = 0;
+      if (y.leaf) {
+        for (unsigned k = 0; k < y.count; ++k)
+          best = std::max(best, usable(y.size[k], y.offset[k], j));
+      } else {
+        const offset_t* row = maxima(c) + j * fanout;
+        for (unsigned k = 0; k < y.count; ++k) best = std::max(best, row[k]);
+      }
+      changed |= m[j * fanout + i] != best;
+      m[j * fanout + i] = best;
+    }
     return changed;
   }
-  static std::uint64_t pull_maxima(engine& e, std::uint32_t s, std::uint64_t levels) noexcept {
-    return e.pull_maxima(s, levels);
+
+  // Splits full child i of b (b has room) into two halves.
+  void split_child(std::uint32_t b, unsigned i) {
+    const std::uint32_t c = nodes_[b].child[i];
+    const std::uint32_t d = new_node(nodes_[c].leaf);  // may reallocate: indices only
+    constexpr unsigned half = fanout / 2;
+    for (unsigned k = half; k < fanout; ++k) move_entry(c, k, d, k - half);
+    nodes_[c].count = half;
+    nodes_[d].count = fanout - half;
+    shift_right(nodes_[b], i + 1);
+    nodes_[b].child[i + 1] = d;
+    ++nodes_[b].count;
+    refresh(b, i);
+    refresh(b, i + 1);
   }
+
+  // Child i of b has min_fill entries: borrow one from a sibling that can spare it, or
+  // merge with a sibling, so the child can lose one.
+  void fill_child(std::uint32_t b, unsigned i) noexcept {
+    bnode& x = nodes_[b];
+    if (i > 0 && nodes_[x.child[i - 1]].count > min_fill) {  // borrow from the left
+      const std::uint32_t l = x.child[i - 1];
+      const std::uint32_t c = x.child[i];
+      shift_right(nodes_[c], 0);
+      move_entry(l, nodes_[l].count - 1u, c, 0);
+      --nodes_[l].count;
+      ++nodes_[c].count;
+      refresh(b, i - 1);
+      refresh(b, i);
+      return;
+    }
+    if (i + 1 < x.count && nodes_[x.child[i + 1]].count > min_fill) {  // from the right
+      const std::uint32_t r = x.child[i + 1];
+      const std::uint32_t c = x.child[i];
+      move_entry(r, 0, c, nodes_[c].count);
+      ++nodes_[c].count;
+      shift_left(nodes_[r], 0);
+      --nodes_[r].count;
+      refresh(b, i);
+      refresh(b, i + 1);
+      return;
+    }
+    // Merge with a sibling (both thin: the result fits).
+    const unsigned left = i > 0 ? i - 1 : i;
+    const std::uint32_t l = x.child[left];
+    const std::uint32_t r = x.child[left + 1];
+    for (unsigned k = 0; k < nodes_[r].count; ++k) move_entry(r, k, l, nodes_[l].count + k);
+    nodes_[l].count = static_cast<std::uint8_t>(nodes_[l].count + nodes_[r].count);
+    shift_left(nodes_[b], left + 1);
+    --nodes_[b].count;
+    free_node(r);
+    refresh(b, left);
+  }
+
+  std::expected<void, std::string> check(std::uint32_t b, int depth, int& leaf_depth,
+                                         std::vector<entry>& out) const {
+    const bnode& x = nodes_[b];
+    const auto fail = [](const char* what) { return std::unexpected(std::string(what)); };
+    if (x.count == 0 || x.count > fanout) return fail("size index: node fill out of bounds");
+    if (b != root_ && x.count < min_fill) return fail("size index: node below minimum fill");
+    if (x.leaf) {
+      if (leaf_depth == -1) leaf_depth = depth;
+      if (leaf_depth != depth) return fail("size index: leaves at different depths");
+      for (unsigned k = 0; k < x.count; ++k) out.push_back({x.size[k], x.offset[k], x.child[k]});
+      return {};
+    }
+    if (b == root_ && x.count < 2) return fail("size index: inner root with one child");
+    const offset_t* m = maxima(b);
+    for (unsigned i = 0; i < x.count; ++i) {
+      const std::size_t first = out.size();
+      if (auto v = check(x.child[i], depth + 1, leaf_depth, out); !v) return v;
+      if (out.size() == first) return fail("size index: empty subtree");
+      if (out.back().size != x.size[i] || out.back().offset != x.offset[i])
+        return fail("size index: stale child key");
+      for (unsigned j = 0; j < levels_; ++j) {
+        offset_t best = 0;
+        for (std::size_t k = first; k < out.size(); ++k)
+          best = std::max(best, usable(out[k].size, out[k].offset, j));
+        if (m[j * fanout + i] != best) return fail("size index: stale alignment maximum");
+      }
+    }
+    return {};
+  }
+
+  offset_t granule_;
+  unsigned levels_;
+  std::vector<bnode> nodes_;
+  std::vector<offset_t> maxima_;  // levels_ x fanout per inner node, level-major
+  std::uint32_t free_nodes_ = no_index;
+  std::uint32_t free_maxima_ = no_index;
+  std::uint32_t root_ = no_index;
+  std::size_t count_ = 0;
 };
 
+}  // namespace detail
+
+// Link accessors for the AVL code of the offset tree.
 struct engine::offset_tree_traits {
-  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.sl(s).oleft; }
-  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.sl(s).oright; }
+  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oleft; }
+  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oright; }
   static std::uint8_t height(const engine& e, std::uint32_t s) noexcept {
-    return s == no_index ? std::uint8_t{0} : e.sl(s).oheight;
+    return s == no_index ? std::uint8_t{0} : e.slots_[s].oheight;
   }
   static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
-    return e.sl(a).offset < e.sl(b).offset;
+    return e.slots_[a].offset < e.slots_[b].offset;
   }
-  static bool pull_height(engine& e, std::uint32_t s) noexcept {
-    slot& x = e.sl(s);
+  // Recomputes the height; reports a change so an update stops climbing early.
+  static bool pull(engine& e, std::uint32_t s) noexcept {
+    slot& x = e.slots_[s];
     const auto h = static_cast<std::uint8_t>(1 + std::max(height(e, x.oleft), height(e, x.oright)));
     const bool changed = h != x.oheight;
     x.oheight = h;
     return changed;
-  }
-  static std::uint64_t pull_maxima(engine&, std::uint32_t, std::uint64_t) noexcept {
-    return 0;  // the offset tree keeps no maxima
   }
 };
 
 engine::engine(const engine_limits& limits) : limits_(limits) {
   granule_log2_ = static_cast<unsigned>(std::countr_zero(limits_.min_alignment));
   levels_ = static_cast<unsigned>(std::countr_zero(limits_.max_alignment)) - granule_log2_ + 1;
-  all_levels_ = levels_ == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << levels_) - 1;
-  // Blocks start on cache lines, so a slot's keys and links never straddle two.
-  slot_stride_ = (sizeof(slot) + levels_ * sizeof(offset_t) + cache_line - 1) & ~(cache_line - 1);
+  index_ = std::make_unique<detail::size_index>(limits_.min_alignment, levels_);
 }
+
+engine::~engine() = default;
+engine::engine(engine&&) noexcept = default;
+engine& engine::operator=(engine&&) noexcept = default;
 
 // ---------------------------------------------------------------------------------------
 // Node and slot pools: index-linked free lists, so steady state allocates nothing.
@@ -108,8 +464,12 @@ std::uint32_t engine::new_node() {
     return n;
   }
   nodes_.emplace_back();
-  // Slots in use never outnumber nodes: with this capacity, release() never allocates.
-  if (slot_capacity_ < nodes_.size()) grow_slots(2 * nodes_.size());
+  // Free ranges never outnumber nodes: with this much room reserved, release() (which may
+  // add a free range) never allocates.
+  if (slots_.capacity() < nodes_.size()) {
+    slots_.reserve(2 * nodes_.size());
+    index_->reserve(2 * nodes_.size());
+  }
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
@@ -122,92 +482,30 @@ void engine::free_node(std::uint32_t n) noexcept {
 std::uint32_t engine::new_slot() {
   if (free_slots_ != no_index) {
     const std::uint32_t s = free_slots_;
-    free_slots_ = sl(s).left;
-    sl(s) = slot{};
+    free_slots_ = slots_[s].oleft;
+    slots_[s] = slot{};
     return s;
   }
-  if (slot_count_ == slot_capacity_) grow_slots(std::max<std::size_t>(16, 2 * slot_capacity_));
-  const std::uint32_t s = slot_count_++;
-  ::new (static_cast<void*>(slot_memory_.get() + s * slot_stride_)) slot{};
-  return s;
-}
-
-// Slots live in one buffer, each followed by its per-level maxima, so a descent that reads
-// a child's maximum and then moves to that child touches one block, not two arrays.
-// slot and offset_t are trivially copyable: growing copies the bytes.
-void engine::grow_slots(std::size_t capacity) {
-  slot_buffer fresh(static_cast<std::byte*>(
-      ::operator new(capacity * slot_stride_, std::align_val_t{cache_line})));
-  if (slot_count_ != 0) std::memcpy(fresh.get(), slot_memory_.get(), slot_count_ * slot_stride_);
-  slot_memory_ = std::move(fresh);
-  slot_capacity_ = capacity;
-}
-
-void engine::slot_buffer_free::operator()(std::byte* p) const noexcept {
-  ::operator delete(p, std::align_val_t{cache_line});
-}
-
-engine::slot& engine::sl(std::uint32_t s) noexcept {
-  return *std::launder(reinterpret_cast<slot*>(slot_memory_.get() + s * slot_stride_));
-}
-const engine::slot& engine::sl(std::uint32_t s) const noexcept {
-  return *std::launder(reinterpret_cast<const slot*>(slot_memory_.get() + s * slot_stride_));
-}
-offset_t* engine::maxima(std::uint32_t s) noexcept {
-  return std::launder(
-      reinterpret_cast<offset_t*>(slot_memory_.get() + s * slot_stride_ + sizeof(slot)));
-}
-const offset_t* engine::maxima(std::uint32_t s) const noexcept {
-  return std::launder(
-      reinterpret_cast<const offset_t*>(slot_memory_.get() + s * slot_stride_ + sizeof(slot)));
+  slots_.emplace_back();
+  return static_cast<std::uint32_t>(slots_.size() - 1);
 }
 
 void engine::free_slot(std::uint32_t s) noexcept {
-  sl(s).node = no_index;
-  sl(s).left = free_slots_;
+  slots_[s].node = no_index;
+  slots_[s].oleft = free_slots_;
   free_slots_ = s;
 }
 
 // ---------------------------------------------------------------------------------------
-// Aggregates and AVL balancing.
-
-offset_t engine::usable(std::uint32_t s, unsigned level) const noexcept {
-  const slot& x = sl(s);
-  const offset_t pad = pad_to(x.offset, limits_.min_alignment << level);
-  return pad < x.size ? x.size - pad : 0;
-}
-
-// Recomputes the maxima of the levels in the bit set `levels` from the slot's own range and
-// its children's maxima. Returns the levels whose value changed: an update climbing the
-// tree carries only those, and stops when none are left.
-std::uint64_t engine::pull_maxima(std::uint32_t s, std::uint64_t levels) noexcept {
-  const slot& x = sl(s);
-  offset_t* out = maxima(s);
-  const offset_t* l = x.left == no_index ? nullptr : maxima(x.left);
-  const offset_t* r = x.right == no_index ? nullptr : maxima(x.right);
-  std::uint64_t changed = 0;
-  for (; levels != 0; levels &= levels - 1) {
-    const auto j = static_cast<unsigned>(std::countr_zero(levels));
-    offset_t m = usable(s, j);
-    if (l != nullptr) m = std::max(m, l[j]);
-    if (r != nullptr) m = std::max(m, r[j]);
-    if (out[j] != m) {
-      out[j] = m;
-      changed |= std::uint64_t{1} << j;
-    }
-  }
-  return changed;
-}
+// AVL balancing of the offset tree (recursive; heights stop the climb when unchanged).
 
 template <class T>
 std::uint32_t engine::rotate_right(std::uint32_t s) noexcept {
   const std::uint32_t l = T::left(*this, s);
   T::left(*this, s) = T::right(*this, l);
   T::right(*this, l) = s;
-  T::pull_height(*this, s);
-  T::pull_maxima(*this, s, all_levels_);
-  T::pull_height(*this, l);
-  T::pull_maxima(*this, l, all_levels_);
+  T::pull(*this, s);
+  T::pull(*this, l);
   return l;
 }
 
@@ -216,21 +514,15 @@ std::uint32_t engine::rotate_left(std::uint32_t s) noexcept {
   const std::uint32_t r = T::right(*this, s);
   T::right(*this, s) = T::left(*this, r);
   T::left(*this, r) = s;
-  T::pull_height(*this, s);
-  T::pull_maxima(*this, s, all_levels_);
-  T::pull_height(*this, r);
-  T::pull_maxima(*this, r, all_levels_);
+  T::pull(*this, s);
+  T::pull(*this, r);
   return r;
 }
 
-// Restores the AVL balance at `s` after one of its subtrees changed. Heights are always
-// recomputed; maxima only for the levels that changed below (changed_levels_). On return
-// height_changed_ / changed_levels_ say what differs in this subtree's summary, so callers
-// up the path can stop early.
+// Restores the balance at `s` after one of its subtrees changed; sets height_changed_.
 template <class T>
 std::uint32_t engine::rebalance(std::uint32_t s) noexcept {
-  const bool height = T::pull_height(*this, s);
-  const std::uint64_t maxima = changed_levels_ != 0 ? T::pull_maxima(*this, s, changed_levels_) : 0;
+  const bool changed = T::pull(*this, s);
   const int balance =
       int{T::height(*this, T::left(*this, s))} - int{T::height(*this, T::right(*this, s))};
   if (balance > 1) {
@@ -238,7 +530,6 @@ std::uint32_t engine::rebalance(std::uint32_t s) noexcept {
     if (T::height(*this, T::left(*this, l)) < T::height(*this, T::right(*this, l)))
       T::left(*this, s) = rotate_left<T>(l);
     height_changed_ = true;
-    changed_levels_ = all_levels_;
     return rotate_right<T>(s);
   }
   if (balance < -1) {
@@ -246,17 +537,10 @@ std::uint32_t engine::rebalance(std::uint32_t s) noexcept {
     if (T::height(*this, T::right(*this, r)) < T::height(*this, T::left(*this, r)))
       T::right(*this, s) = rotate_right<T>(r);
     height_changed_ = true;
-    changed_levels_ = all_levels_;
     return rotate_left<T>(s);
   }
-  height_changed_ = height;
-  changed_levels_ = maxima;
+  height_changed_ = changed;
   return s;
-}
-
-// Whether the last update below changed anything this node summarizes.
-bool engine::summary_changed() const noexcept {
-  return height_changed_ || changed_levels_ != 0;
 }
 
 template <class T>
@@ -264,18 +548,15 @@ std::uint32_t engine::insert(std::uint32_t root, std::uint32_t s) noexcept {
   if (root == no_index) {
     T::left(*this, s) = no_index;
     T::right(*this, s) = no_index;
-    T::pull_height(*this, s);
-    T::pull_maxima(*this, s, all_levels_);
+    T::pull(*this, s);
     height_changed_ = true;
-    changed_levels_ = all_levels_;
     return s;
   }
   if (T::less(*this, s, root))
     T::left(*this, root) = insert<T>(T::left(*this, root), s);
   else
     T::right(*this, root) = insert<T>(T::right(*this, root), s);
-  // An unchanged subtree leaves this node's summary and balance as they were.
-  return summary_changed() ? rebalance<T>(root) : root;
+  return height_changed_ ? rebalance<T>(root) : root;
 }
 
 template <class T>
@@ -283,11 +564,10 @@ std::uint32_t engine::erase_min(std::uint32_t root, std::uint32_t& min) noexcept
   if (T::left(*this, root) == no_index) {
     min = root;
     height_changed_ = true;
-    changed_levels_ = all_levels_;
     return T::right(*this, root);
   }
   T::left(*this, root) = erase_min<T>(T::left(*this, root), min);
-  return summary_changed() ? rebalance<T>(root) : root;
+  return height_changed_ ? rebalance<T>(root) : root;
 }
 
 // Keys are unique (offsets of free ranges differ), so `s` is found by its key.
@@ -297,24 +577,21 @@ std::uint32_t engine::erase(std::uint32_t root, std::uint32_t s) noexcept {
     const std::uint32_t l = T::left(*this, s);
     const std::uint32_t r = T::right(*this, s);
     height_changed_ = true;
-    changed_levels_ = all_levels_;
     if (l == no_index) return r;
     if (r == no_index) return l;
     std::uint32_t m = no_index;
     const std::uint32_t rest = erase_min<T>(r, m);
     T::left(*this, m) = l;
     T::right(*this, m) = rest;
-    changed_levels_ = all_levels_;  // m's stored maxima were its own, not the erased node's
     const std::uint32_t top = rebalance<T>(m);
-    height_changed_ = true;
-    changed_levels_ = all_levels_;
+    height_changed_ = true;  // m took the erased node's place
     return top;
   }
   if (T::less(*this, s, root))
     T::left(*this, root) = erase<T>(T::left(*this, root), s);
   else
     T::right(*this, root) = erase<T>(T::right(*this, root), s);
-  return summary_changed() ? rebalance<T>(root) : root;
+  return height_changed_ ? rebalance<T>(root) : root;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -325,10 +602,10 @@ void engine::add_free(std::uint32_t n) {
   node& x = nodes_[n];
   x.state = node_free;
   x.slot = s;
-  sl(s).offset = x.offset;
-  sl(s).size = x.size;
-  sl(s).node = n;
-  size_root_ = insert<size_tree_traits>(size_root_, s);
+  slots_[s].offset = x.offset;
+  slots_[s].size = x.size;
+  slots_[s].node = n;
+  index_->insert(x.size, x.offset, n);
   offset_root_ = insert<offset_tree_traits>(offset_root_, s);
   region_rec& r = regions_[x.region];
   r.free_bytes += x.size;
@@ -340,7 +617,7 @@ void engine::add_free(std::uint32_t n) {
 void engine::remove_free(std::uint32_t n) noexcept {
   node& x = nodes_[n];
   const std::uint32_t s = x.slot;
-  size_root_ = erase<size_tree_traits>(size_root_, s);
+  index_->erase(slots_[s].size, slots_[s].offset);
   offset_root_ = erase<offset_tree_traits>(offset_root_, s);
   free_slot(s);
   x.slot = no_index;
@@ -351,13 +628,13 @@ void engine::remove_free(std::uint32_t n) noexcept {
   --free_ranges_;
 }
 
-// Hands free slot `s` to node `n`, whose range [offset, offset + size) replaces the slot's
-// old range without passing another free range: the offset tree keeps the slot where it is,
-// only the size tree moves it.
+// Hands free slot `s` to node `n`, whose range replaces the slot's old range without
+// passing another free range: the offset tree keeps the slot where it is, only the size
+// index moves the entry.
 void engine::rekey_free(std::uint32_t s, std::uint32_t n) noexcept {
-  size_root_ = erase<size_tree_traits>(size_root_, s);
-  slot& x = sl(s);
+  slot& x = slots_[s];
   node& y = nodes_[n];
+  index_->erase(x.size, x.offset);
   region_rec& r = regions_[y.region];
   r.free_bytes = r.free_bytes - x.size + y.size;  // modular: the result is in range
   free_bytes_ = free_bytes_ - x.size + y.size;
@@ -366,43 +643,26 @@ void engine::rekey_free(std::uint32_t s, std::uint32_t n) noexcept {
   x.node = n;
   y.slot = s;
   y.state = node_free;
-  size_root_ = insert<size_tree_traits>(size_root_, s);
+  index_->insert(y.size, y.offset, n);
 }
 
 // ---------------------------------------------------------------------------------------
 // Searches.
 
-// The leftmost slot in (size, offset) order whose usable size at `level` holds `size`: the
-// exact aligned best fit. Subtrees whose maximum is too small are never entered, so the
-// descent visits one path.
-std::uint32_t engine::find_fit(offset_t size, unsigned level) const noexcept {
-  auto fits_below = [&](std::uint32_t s) { return s != no_index && maxima(s)[level] >= size; };
-  std::uint32_t s = size_root_;
-  if (!fits_below(s)) return no_index;  // out of space?
-  for (;;) {
-    const std::uint32_t l = sl(s).left;
-    if (fits_below(l)) {
-      s = l;  // a smaller fitting range exists on the left
-      continue;
-    }
-    if (usable(s, level) >= size) return s;
-    s = sl(s).right;  // the maximum promises a fit below
-  }
-}
-
-// The free slot whose range contains `offset`, or no_index.
+// The free range whose slot's range contains `offset`, or no_index.
 std::uint32_t engine::find_containing(offset_t offset) const noexcept {
   std::uint32_t s = offset_root_;
   std::uint32_t candidate = no_index;
   while (s != no_index) {
-    if (sl(s).offset <= offset) {
+    if (slots_[s].offset <= offset) {
       candidate = s;
-      s = sl(s).oright;
+      s = slots_[s].oright;
     } else {
-      s = sl(s).oleft;
+      s = slots_[s].oleft;
     }
   }
-  if (candidate != no_index && offset - sl(candidate).offset < sl(candidate).size) return candidate;
+  if (candidate != no_index && offset - slots_[candidate].offset < slots_[candidate].size)
+    return candidate;
   return no_index;
 }
 
@@ -511,18 +771,18 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     const region_rec& r = regions_[region];
     if (len - 1 > last_of(r.offset, r.size) - at) return std::unexpected(errc::out_of_range);
     const std::uint32_t s = find_containing(at);
-    if (s == no_index || len > sl(s).size - (at - sl(s).offset))
+    if (s == no_index || len > slots_[s].size - (at - slots_[s].offset))
       return std::unexpected(errc::occupied);
-    return carve(sl(s).node, at, len);
+    return carve(slots_[s].node, at, len);
   }
 
   const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
   // greedy shares the best-fit descent: measured, a looser fit (first fit on the path, or
   // any fit within 2x) leaves more free ranges and costs more per acquire+release, because
-  // tree updates, not the search, dominate.
-  const std::uint32_t s = find_fit(len, level);
-  if (s == no_index) return std::unexpected(errc::out_of_memory);
-  return carve(sl(s).node, sl(s).offset + pad_to(sl(s).offset, align), len);
+  // index updates, not the search, dominate.
+  const std::uint32_t n = index_->find_fit(len, level);
+  if (n == no_index) return std::unexpected(errc::out_of_memory);
+  return carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
 }
 
 // Splits free node `n` into [padding][used: start, capacity][tail] and marks the middle used.
@@ -583,7 +843,7 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
   } else if (p != no_index) {
     rekey_free(s, p);
   } else {  // the whole range is taken: drop its slot
-    size_root_ = erase<size_tree_traits>(size_root_, s);
+    index_->erase(slots_[s].size, slots_[s].offset);
     offset_root_ = erase<offset_tree_traits>(offset_root_, s);
     free_slot(s);
     region_rec& r = regions_[region];
@@ -678,8 +938,7 @@ engine_stats engine::stats() const noexcept {
   st.free_ranges = free_ranges_;
   st.used_ranges = used_ranges_;
   st.regions = regions_.size();
-  for (std::uint32_t s = size_root_; s != no_index; s = sl(s).right)
-    st.largest_free = sl(s).size;  // rightmost = largest
+  st.largest_free = index_->largest();
   return st;
 }
 
@@ -690,7 +949,7 @@ std::expected<int, std::string> engine::check_tree(std::uint32_t s, std::uint32_
                                                    std::uint32_t hi, std::size_t& count) const {
   if (s == no_index) return 0;
   auto& self = const_cast<engine&>(*this);  // the traits hand out mutable links
-  if (sl(s).node == no_index || nodes_[sl(s).node].slot != s)
+  if (slots_[s].node == no_index || nodes_[slots_[s].node].slot != s)
     return std::unexpected("tree slot " + std::to_string(s) + " is not its node's slot");
   if ((lo != no_index && !T::less(*this, lo, s)) || (hi != no_index && !T::less(*this, s, hi)))
     return std::unexpected("tree order broken at slot " + std::to_string(s));
@@ -735,8 +994,8 @@ std::expected<void, std::string> engine::validate() const {
       if (x.state == node_free) {
         if (prev != no_index && nodes_[prev].state == node_free)
           return fail(where + "adjacent free ranges not coalesced");
-        if (x.slot >= slot_count_ || sl(x.slot).node != n || sl(x.slot).offset != x.offset ||
-            sl(x.slot).size != x.size)
+        if (x.slot >= slots_.size() || slots_[x.slot].node != n ||
+            slots_[x.slot].offset != x.offset || slots_[x.slot].size != x.size)
           return fail(where + "free range and its tree slot disagree");
         r_free += x.size;
         ++r_free_count;
@@ -760,24 +1019,19 @@ std::expected<void, std::string> engine::validate() const {
       free_count != free_ranges_)
     return fail("engine counters wrong");
 
-  std::size_t size_count = 0;
-  if (auto h = check_tree<size_tree_traits>(size_root_, no_index, no_index, size_count); !h)
-    return fail(h.error());
   std::size_t offset_count = 0;
   if (auto h = check_tree<offset_tree_traits>(offset_root_, no_index, no_index, offset_count); !h)
     return fail(h.error());
-  if (size_count != free_ranges_ || offset_count != free_ranges_)
-    return fail("trees do not hold exactly the free ranges");
-  // Aggregates: recompute each slot's maxima from its children.
-  for (std::uint32_t s = 0; s < slot_count_; ++s) {
-    if (sl(s).node == no_index) continue;
-    for (unsigned j = 0; j < levels_; ++j) {
-      offset_t m = usable(s, j);
-      for (const std::uint32_t c : {sl(s).left, sl(s).right})
-        if (c != no_index) m = std::max(m, maxima(c)[j]);
-      if (maxima(s)[j] != m) return fail("stale alignment aggregate at slot " + std::to_string(s));
-    }
-  }
+  if (offset_count != free_ranges_)
+    return fail("offset tree does not hold exactly the free ranges");
+  std::vector<detail::size_index::entry> entries;
+  if (auto v = index_->validate(entries); !v) return fail(v.error());
+  if (entries.size() != free_ranges_)
+    return fail("size index does not hold exactly the free ranges");
+  for (const auto& en : entries)
+    if (en.node >= nodes_.size() || nodes_[en.node].state != node_free ||
+        nodes_[en.node].offset != en.offset || nodes_[en.node].size != en.size)
+      return fail("size index entry does not match a free range");
 
   // Regions and gaps are disjoint, inside the handed-out space.
   for (std::size_t i = 1; i < region_index_.size(); ++i) {
