@@ -16,7 +16,8 @@ import :errors;
 import :options;
 
 namespace bufpool::detail {
-class size_index;  // defined in engine.cpp
+template <bool Maxima>
+class bptree;  // defined in engine.cpp
 }
 
 export namespace bufpool {
@@ -128,17 +129,8 @@ class engine {
     std::uint32_t prev = no_index;    // previous range in the same region
     std::uint32_t next = no_index;    // next range in the same region
     std::uint32_t region = no_index;  //
-    std::uint32_t slot = no_index;    // tree slot while free; free-list link while unused
+    std::uint32_t link = no_index;    // free-list link while unused
     std::uint8_t state = 0;           // node_unused, node_free or node_used
-  };
-  // A free range's entry in the offset tree (used by fixed()).
-  struct slot {
-    offset_t offset = 0;  // copies of the node's key: the tree never touches nodes
-    offset_t size = 0;
-    std::uint32_t node = no_index;
-    std::uint32_t oleft = no_index;  // free-list link while unused
-    std::uint32_t oright = no_index;
-    std::uint8_t oheight = 0;
   };
   struct region_rec {
     offset_t offset = 0;
@@ -149,39 +141,18 @@ class engine {
     std::size_t used_ranges = 0;
     std::size_t free_ranges = 0;
   };
-  struct offset_tree_traits;
-
-  // Node and slot pools.
   std::uint32_t new_node();
   void free_node(std::uint32_t n) noexcept;
-  std::uint32_t new_slot();
-  void free_slot(std::uint32_t s) noexcept;
+  void link_before(std::uint32_t m, std::uint32_t n) noexcept;
+  void unlink(std::uint32_t m) noexcept;
 
-  // Free-range bookkeeping: the size index, the offset tree and the counters.
+  // Free-range bookkeeping: both indexes and the counters.
   void add_free(std::uint32_t n);
   void remove_free(std::uint32_t n) noexcept;
-  void rekey_free(std::uint32_t s, std::uint32_t n) noexcept;
+  void resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept;
 
   [[nodiscard]] std::uint32_t find_containing(offset_t offset) const noexcept;
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
-
-  // The offset tree: recursive AVL over slots.
-  template <class Traits>
-  std::uint32_t insert(std::uint32_t root, std::uint32_t s) noexcept;
-  template <class Traits>
-  std::uint32_t erase(std::uint32_t root, std::uint32_t s) noexcept;
-  template <class Traits>
-  std::uint32_t rebalance(std::uint32_t s) noexcept;
-  template <class Traits>
-  std::uint32_t rotate_left(std::uint32_t s) noexcept;
-  template <class Traits>
-  std::uint32_t rotate_right(std::uint32_t s) noexcept;
-  template <class Traits>
-  std::uint32_t erase_min(std::uint32_t root, std::uint32_t& min) noexcept;
-  template <class Traits>
-  [[nodiscard]] std::expected<int, std::string> check_tree(std::uint32_t s, std::uint32_t lo,
-                                                           std::uint32_t hi,
-                                                           std::size_t& count) const;
 
   engine_limits limits_;
   unsigned granule_log2_ = 0;
@@ -189,11 +160,9 @@ class engine {
 
   std::vector<node> nodes_;
   std::uint32_t free_nodes_ = no_index;
-  std::unique_ptr<detail::size_index> index_;  // free ranges by (size, offset)
-  std::vector<slot> slots_;                    // free ranges by offset
-  std::uint32_t free_slots_ = no_index;
-  std::uint32_t offset_root_ = no_index;
-  bool height_changed_ = false;  // set by offset tree updates: did the subtree's height change?
+  std::size_t reserved_ = 0;                        // index room, in entries
+  std::unique_ptr<detail::bptree<true>> sizes_;     // free ranges by (size, offset)
+  std::unique_ptr<detail::bptree<false>> offsets_;  // free ranges by last offset
 
   std::vector<region_rec> regions_;
   std::vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset

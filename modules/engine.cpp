@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The offset engine: a B+tree of free ranges by size with per-alignment-level maxima, an
-// AVL tree of the same ranges by offset, and physical neighbour links for coalescing.
+// The offset engine: B+tree indexes of free ranges (by size, with per-alignment-level
+// maxima, and by offset) and physical neighbour links for coalescing.
 module;
 #include <algorithm>
 #include <bit>
@@ -9,17 +9,19 @@ module;
 #include <cstring>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 module bufpool;
 
-// Every free range is one entry of the size index (a B+tree ordered by (size, offset)
-// whose inner nodes keep the largest usable size per alignment level of each child: the
-// leftmost entry that fits is the exact aligned best fit, found in one descent), and one
-// slot of the offset tree (an AVL tree ordered by offset, so fixed() finds the free range
-// containing an offset in one descent). Used and free ranges of a region are linked to
-// their physical neighbours, so release coalesces in O(1) before re-indexing.
+// Every free range is one entry of the size index (ordered by (size, offset); inner nodes
+// keep the largest usable size per alignment level of each child, so the leftmost entry
+// that fits is the exact aligned best fit, found in one descent) and one entry of the
+// offset index (ordered by last offset, so fixed() finds the free range containing an
+// offset in one descent). Used and free ranges of a region are linked to their physical
+// neighbours, so release coalesces in O(1) before re-indexing. A free range that is split
+// or merged keeps its node where it can, and with it its entries.
 
 namespace bufpool {
 namespace {
@@ -41,16 +43,18 @@ constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// The size index: free ranges keyed by (size, offset) in a B+tree of fanout 16.
+// The indexes: B+trees of fanout 16 over free ranges, with keys (key, tie) and the engine
+// node as value. The size index keys ranges by (size, offset) and keeps alignment maxima;
+// the offset index keys them by their last offset (tie 0), so the range containing an
+// offset is the first entry at or above it.
 //
-// Leaves hold up to 16 entries (size, offset, engine node). Inner nodes hold, per child,
-// the child's largest key and, for every alignment level j, the largest usable size at
-// that level in the child's subtree (size - padding to the next multiple of
-// min_alignment << j). Those maxima are stored level-major, so a best-fit descent for
-// level j reads one 128-byte row per node and enters the first child whose maximum holds
-// the request: the leftmost fitting entry is the exact aligned best fit. Wide nodes keep
-// the tree 4-6 levels deep at a million entries, so a descent touches a few cache lines
-// instead of the ~20 scattered nodes of a binary tree.
+// Leaves hold up to 16 entries. Inner nodes hold, per child, the child's largest key and
+// (size index) for every alignment level j the largest usable size at that level in the
+// child's subtree (size - padding to the next multiple of min_alignment << j). Those maxima are
+// stored level-major, so a best-fit descent for level j reads one 128-byte row per node and enters
+// the first child whose maximum holds the request: the leftmost fitting entry is the exact aligned
+// best fit. Wide nodes keep the tree 4-6 levels deep at a million entries, so a descent touches a
+// few cache lines instead of the ~20 scattered nodes of a binary tree.
 //
 // Updates: insert splits full nodes on the way down (so it never splits upwards) and
 // raises the maxima of the path; erase tops up thin nodes on the way down (borrow from a
@@ -59,12 +63,14 @@ constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
 
 namespace detail {
 
-class size_index {
+template <bool Maxima>
+class bptree {
  public:
   static constexpr unsigned fanout = 16;
   static constexpr unsigned min_fill = fanout / 2 - 1;
 
-  size_index(offset_t granule, unsigned levels) : granule_(granule), levels_(levels) {}
+  // granule and levels describe the alignment levels (size index only).
+  bptree(offset_t granule, unsigned levels) : granule_(granule), levels_(Maxima ? levels : 0) {}
 
   // Room for `entries` entries without allocating (release() relies on it).
   void reserve(std::size_t entries) {
@@ -98,9 +104,11 @@ class size_index {
         x.size[i] = size;
         x.offset[i] = offset;
       }
-      offset_t* m = maxima(b);
-      for (unsigned j = 0; j < levels_; ++j)
-        m[j * fanout + i] = std::max(m[j * fanout + i], usable(size, offset, j));
+      if constexpr (Maxima) {
+        offset_t* m = maxima(b);
+        for (unsigned j = 0; j < levels_; ++j)
+          m[j * fanout + i] = std::max(m[j * fanout + i], usable(size, offset, j));
+      }
       b = x.child[i];
     }
     bnode& leaf = nodes_[b];
@@ -132,7 +140,7 @@ class size_index {
     }
     bnode& leaf = nodes_[b];
     unsigned p = 0;
-    while (leaf.size[p] != size || leaf.offset[p] != offset) ++p;
+    while (p + 1 < leaf.count && (leaf.size[p] != size || leaf.offset[p] != offset)) ++p;
     shift_left(leaf, p);
     --leaf.count;
     --count_;
@@ -151,7 +159,9 @@ class size_index {
   }
 
   // The engine node of the leftmost entry whose usable size at `level` holds `size`.
-  [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level) const noexcept {
+  [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level) const noexcept
+    requires Maxima
+  {
     if (root_ == no_index) return no_index;
     std::uint32_t b = root_;
     while (!nodes_[b].leaf) {
@@ -176,23 +186,59 @@ class size_index {
   }
 
   struct entry {
-    offset_t size;
-    offset_t offset;
+    offset_t size;    // the key (the size, or the last offset)
+    offset_t offset;  // the tie-break (the offset, or 0)
     std::uint32_t node;
   };
+
+  // The first entry whose key is >= (key, tie), if any.
+  [[nodiscard]] std::optional<entry> lower_bound(offset_t key, offset_t tie) const noexcept {
+    if (root_ == no_index) return std::nullopt;
+    std::uint32_t b = root_;
+    while (!nodes_[b].leaf) b = nodes_[b].child[child_for(b, key, tie)];
+    const bnode& leaf = nodes_[b];
+    for (unsigned i = 0; i < leaf.count; ++i)
+      if (!less(leaf.size[i], leaf.offset[i], key, tie))
+        return entry{leaf.size[i], leaf.offset[i], leaf.child[i]};
+    return std::nullopt;
+  }
+
+  // Changes the key of an entry in place; the new key must sort between the same
+  // neighbours as the old one. Offset index only (no maxima to refresh).
+  void replace(offset_t key, offset_t tie, offset_t new_key, offset_t new_tie) noexcept
+    requires(!Maxima)
+  {
+    std::uint32_t path[64];
+    unsigned at[64];
+    unsigned depth = 0;
+    std::uint32_t b = root_;
+    while (!nodes_[b].leaf) {
+      const unsigned i = child_for(b, key, tie);
+      path[depth] = b;
+      at[depth++] = i;
+      b = nodes_[b].child[i];
+    }
+    bnode& leaf = nodes_[b];
+    unsigned p = 0;
+    while (p + 1 < leaf.count && (leaf.size[p] != key || leaf.offset[p] != tie)) ++p;
+    leaf.size[p] = new_key;
+    leaf.offset[p] = new_tie;
+    while (depth-- > 0)  // a subtree's largest key may have changed
+      if (!refresh(path[depth], at[depth])) break;
+  }
 
   // Checks order, fill, uniform depth, keys and maxima; appends the entries in order.
   [[nodiscard]] std::expected<void, std::string> validate(std::vector<entry>& out) const {
     if (root_ == no_index) {
-      if (count_ != 0) return std::unexpected("size index: empty tree with entries counted");
+      if (count_ != 0) return std::unexpected("index: empty tree with entries counted");
       return {};
     }
     int leaf_depth = -1;
     if (auto v = check(root_, 0, leaf_depth, out); !v) return v;
-    if (out.size() != count_) return std::unexpected("size index: entry count wrong");
+    if (out.size() != count_) return std::unexpected("index: entry count wrong");
     for (std::size_t i = 1; i < out.size(); ++i)
       if (!less(out[i - 1].size, out[i - 1].offset, out[i].size, out[i].offset))
-        return std::unexpected("size index: keys out of order");
+        return std::unexpected("index: keys out of order");
     return {};
   }
 
@@ -215,6 +261,7 @@ class size_index {
     return pad < size ? size - pad : 0;
   }
 
+  // The maxima block of inner node b (size index only).
   offset_t* maxima(std::uint32_t b) noexcept {
     return &maxima_[std::size_t{nodes_[b].maxima} * levels_ * fanout];
   }
@@ -234,7 +281,7 @@ class size_index {
     nodes_[b].count = 0;
     nodes_[b].leaf = leaf;
     nodes_[b].maxima = no_index;
-    if (!leaf) {
+    if (Maxima && !leaf) {
       if (free_maxima_ != no_index) {
         nodes_[b].maxima = free_maxima_;
         free_maxima_ =
@@ -270,7 +317,7 @@ class size_index {
     std::memmove(&x.size[p + 1], &x.size[p], n * sizeof(offset_t));
     std::memmove(&x.offset[p + 1], &x.offset[p], n * sizeof(offset_t));
     std::memmove(&x.child[p + 1], &x.child[p], n * sizeof(std::uint32_t));
-    if (!x.leaf) {
+    if (Maxima && !x.leaf) {
       offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
       for (unsigned j = 0; j < levels_; ++j)
         std::memmove(&m[j * fanout + p + 1], &m[j * fanout + p], n * sizeof(offset_t));
@@ -282,7 +329,7 @@ class size_index {
     std::memmove(&x.size[p], &x.size[p + 1], n * sizeof(offset_t));
     std::memmove(&x.offset[p], &x.offset[p + 1], n * sizeof(offset_t));
     std::memmove(&x.child[p], &x.child[p + 1], n * sizeof(std::uint32_t));
-    if (!x.leaf) {
+    if (Maxima && !x.leaf) {
       offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
       for (unsigned j = 0; j < levels_; ++j)
         std::memmove(&m[j * fanout + p], &m[j * fanout + p + 1], n * sizeof(offset_t));
@@ -296,7 +343,7 @@ class size_index {
     y.size[to] = x.size[from];
     y.offset[to] = x.offset[from];
     y.child[to] = x.child[from];
-    if (!x.leaf) {
+    if (Maxima && !x.leaf) {
       const offset_t* mx = maxima(a);
       offset_t* my = maxima(b);
       for (unsigned j = 0; j < levels_; ++j) my[j * fanout + to] = mx[j * fanout + from];
@@ -312,6 +359,7 @@ class size_index {
     bool changed = x.size[i] != y.size[y.count - 1] || x.offset[i] != y.offset[y.count - 1];
     x.size[i] = y.size[y.count - 1];
     x.offset[i] = y.offset[y.count - 1];
+    if constexpr (!Maxima) return changed;
     offset_t* m = maxima(b);
     for (unsigned j = 0; j < levels_; ++j) {
       offset_t best = 0;
@@ -385,27 +433,26 @@ class size_index {
                                          std::vector<entry>& out) const {
     const bnode& x = nodes_[b];
     const auto fail = [](const char* what) { return std::unexpected(std::string(what)); };
-    if (x.count == 0 || x.count > fanout) return fail("size index: node fill out of bounds");
-    if (b != root_ && x.count < min_fill) return fail("size index: node below minimum fill");
+    if (x.count == 0 || x.count > fanout) return fail("index: node fill out of bounds");
+    if (b != root_ && x.count < min_fill) return fail("index: node below minimum fill");
     if (x.leaf) {
       if (leaf_depth == -1) leaf_depth = depth;
-      if (leaf_depth != depth) return fail("size index: leaves at different depths");
+      if (leaf_depth != depth) return fail("index: leaves at different depths");
       for (unsigned k = 0; k < x.count; ++k) out.push_back({x.size[k], x.offset[k], x.child[k]});
       return {};
     }
-    if (b == root_ && x.count < 2) return fail("size index: inner root with one child");
-    const offset_t* m = maxima(b);
+    if (b == root_ && x.count < 2) return fail("index: inner root with one child");
     for (unsigned i = 0; i < x.count; ++i) {
       const std::size_t first = out.size();
       if (auto v = check(x.child[i], depth + 1, leaf_depth, out); !v) return v;
-      if (out.size() == first) return fail("size index: empty subtree");
+      if (out.size() == first) return fail("index: empty subtree");
       if (out.back().size != x.size[i] || out.back().offset != x.offset[i])
-        return fail("size index: stale child key");
+        return fail("index: stale child key");
       for (unsigned j = 0; j < levels_; ++j) {
         offset_t best = 0;
         for (std::size_t k = first; k < out.size(); ++k)
           best = std::max(best, usable(out[k].size, out[k].offset, j));
-        if (m[j * fanout + i] != best) return fail("size index: stale alignment maximum");
+        if (maxima(b)[j * fanout + i] != best) return fail("index: stale alignment maximum");
       }
     }
     return {};
@@ -414,7 +461,7 @@ class size_index {
   offset_t granule_;
   unsigned levels_;
   std::vector<bnode> nodes_;
-  std::vector<offset_t> maxima_;  // levels_ x fanout per inner node, level-major
+  std::vector<offset_t> maxima_;  // levels_ x fanout per inner node, level-major (size index)
   std::uint32_t free_nodes_ = no_index;
   std::uint32_t free_maxima_ = no_index;
   std::uint32_t root_ = no_index;
@@ -423,30 +470,11 @@ class size_index {
 
 }  // namespace detail
 
-// Link accessors for the AVL code of the offset tree.
-struct engine::offset_tree_traits {
-  static std::uint32_t& left(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oleft; }
-  static std::uint32_t& right(engine& e, std::uint32_t s) noexcept { return e.slots_[s].oright; }
-  static std::uint8_t height(const engine& e, std::uint32_t s) noexcept {
-    return s == no_index ? std::uint8_t{0} : e.slots_[s].oheight;
-  }
-  static bool less(const engine& e, std::uint32_t a, std::uint32_t b) noexcept {
-    return e.slots_[a].offset < e.slots_[b].offset;
-  }
-  // Recomputes the height; reports a change so an update stops climbing early.
-  static bool pull(engine& e, std::uint32_t s) noexcept {
-    slot& x = e.slots_[s];
-    const auto h = static_cast<std::uint8_t>(1 + std::max(height(e, x.oleft), height(e, x.oright)));
-    const bool changed = h != x.oheight;
-    x.oheight = h;
-    return changed;
-  }
-};
-
 engine::engine(const engine_limits& limits) : limits_(limits) {
   granule_log2_ = static_cast<unsigned>(std::countr_zero(limits_.min_alignment));
   levels_ = static_cast<unsigned>(std::countr_zero(limits_.max_alignment)) - granule_log2_ + 1;
-  index_ = std::make_unique<detail::size_index>(limits_.min_alignment, levels_);
+  sizes_ = std::make_unique<detail::bptree<true>>(limits_.min_alignment, levels_);
+  offsets_ = std::make_unique<detail::bptree<false>>(limits_.min_alignment, 0);
 }
 
 engine::~engine() = default;
@@ -454,159 +482,40 @@ engine::engine(engine&&) noexcept = default;
 engine& engine::operator=(engine&&) noexcept = default;
 
 // ---------------------------------------------------------------------------------------
-// Node and slot pools: index-linked free lists, so steady state allocates nothing.
+// Nodes: an index-linked free list, so steady state allocates nothing.
 
 std::uint32_t engine::new_node() {
   if (free_nodes_ != no_index) {
     const std::uint32_t n = free_nodes_;
-    free_nodes_ = nodes_[n].slot;
+    free_nodes_ = nodes_[n].link;
     nodes_[n] = node{};
     return n;
   }
   nodes_.emplace_back();
-  // Free ranges never outnumber nodes: with this much room reserved, release() (which may
-  // add a free range) never allocates.
-  if (slots_.capacity() < nodes_.size()) {
-    slots_.reserve(2 * nodes_.size());
-    index_->reserve(2 * nodes_.size());
+  // Free ranges never outnumber nodes: with this much room reserved in the indexes,
+  // release() (which may add a free range) never allocates.
+  if (reserved_ < nodes_.size()) {
+    reserved_ = 2 * nodes_.size();
+    sizes_->reserve(reserved_);
+    offsets_->reserve(reserved_);
   }
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
 void engine::free_node(std::uint32_t n) noexcept {
   nodes_[n].state = node_unused;
-  nodes_[n].slot = free_nodes_;
+  nodes_[n].link = free_nodes_;
   free_nodes_ = n;
 }
 
-std::uint32_t engine::new_slot() {
-  if (free_slots_ != no_index) {
-    const std::uint32_t s = free_slots_;
-    free_slots_ = slots_[s].oleft;
-    slots_[s] = slot{};
-    return s;
-  }
-  slots_.emplace_back();
-  return static_cast<std::uint32_t>(slots_.size() - 1);
-}
-
-void engine::free_slot(std::uint32_t s) noexcept {
-  slots_[s].node = no_index;
-  slots_[s].oleft = free_slots_;
-  free_slots_ = s;
-}
-
 // ---------------------------------------------------------------------------------------
-// AVL balancing of the offset tree (recursive; heights stop the climb when unchanged).
-
-template <class T>
-std::uint32_t engine::rotate_right(std::uint32_t s) noexcept {
-  const std::uint32_t l = T::left(*this, s);
-  T::left(*this, s) = T::right(*this, l);
-  T::right(*this, l) = s;
-  T::pull(*this, s);
-  T::pull(*this, l);
-  return l;
-}
-
-template <class T>
-std::uint32_t engine::rotate_left(std::uint32_t s) noexcept {
-  const std::uint32_t r = T::right(*this, s);
-  T::right(*this, s) = T::left(*this, r);
-  T::left(*this, r) = s;
-  T::pull(*this, s);
-  T::pull(*this, r);
-  return r;
-}
-
-// Restores the balance at `s` after one of its subtrees changed; sets height_changed_.
-template <class T>
-std::uint32_t engine::rebalance(std::uint32_t s) noexcept {
-  const bool changed = T::pull(*this, s);
-  const int balance =
-      int{T::height(*this, T::left(*this, s))} - int{T::height(*this, T::right(*this, s))};
-  if (balance > 1) {
-    const std::uint32_t l = T::left(*this, s);
-    if (T::height(*this, T::left(*this, l)) < T::height(*this, T::right(*this, l)))
-      T::left(*this, s) = rotate_left<T>(l);
-    height_changed_ = true;
-    return rotate_right<T>(s);
-  }
-  if (balance < -1) {
-    const std::uint32_t r = T::right(*this, s);
-    if (T::height(*this, T::right(*this, r)) < T::height(*this, T::left(*this, r)))
-      T::right(*this, s) = rotate_right<T>(r);
-    height_changed_ = true;
-    return rotate_left<T>(s);
-  }
-  height_changed_ = changed;
-  return s;
-}
-
-template <class T>
-std::uint32_t engine::insert(std::uint32_t root, std::uint32_t s) noexcept {
-  if (root == no_index) {
-    T::left(*this, s) = no_index;
-    T::right(*this, s) = no_index;
-    T::pull(*this, s);
-    height_changed_ = true;
-    return s;
-  }
-  if (T::less(*this, s, root))
-    T::left(*this, root) = insert<T>(T::left(*this, root), s);
-  else
-    T::right(*this, root) = insert<T>(T::right(*this, root), s);
-  return height_changed_ ? rebalance<T>(root) : root;
-}
-
-template <class T>
-std::uint32_t engine::erase_min(std::uint32_t root, std::uint32_t& min) noexcept {
-  if (T::left(*this, root) == no_index) {
-    min = root;
-    height_changed_ = true;
-    return T::right(*this, root);
-  }
-  T::left(*this, root) = erase_min<T>(T::left(*this, root), min);
-  return height_changed_ ? rebalance<T>(root) : root;
-}
-
-// Keys are unique (offsets of free ranges differ), so `s` is found by its key.
-template <class T>
-std::uint32_t engine::erase(std::uint32_t root, std::uint32_t s) noexcept {
-  if (root == s) {
-    const std::uint32_t l = T::left(*this, s);
-    const std::uint32_t r = T::right(*this, s);
-    height_changed_ = true;
-    if (l == no_index) return r;
-    if (r == no_index) return l;
-    std::uint32_t m = no_index;
-    const std::uint32_t rest = erase_min<T>(r, m);
-    T::left(*this, m) = l;
-    T::right(*this, m) = rest;
-    const std::uint32_t top = rebalance<T>(m);
-    height_changed_ = true;  // m took the erased node's place
-    return top;
-  }
-  if (T::less(*this, s, root))
-    T::left(*this, root) = erase<T>(T::left(*this, root), s);
-  else
-    T::right(*this, root) = erase<T>(T::right(*this, root), s);
-  return height_changed_ ? rebalance<T>(root) : root;
-}
-
-// ---------------------------------------------------------------------------------------
-// Free-range bookkeeping.
+// Free-range bookkeeping: both indexes and the counters.
 
 void engine::add_free(std::uint32_t n) {
-  const std::uint32_t s = new_slot();
   node& x = nodes_[n];
   x.state = node_free;
-  x.slot = s;
-  slots_[s].offset = x.offset;
-  slots_[s].size = x.size;
-  slots_[s].node = n;
-  index_->insert(x.size, x.offset, n);
-  offset_root_ = insert<offset_tree_traits>(offset_root_, s);
+  sizes_->insert(x.size, x.offset, n);
+  offsets_->insert(last_of(x.offset, x.size), 0, n);
   region_rec& r = regions_[x.region];
   r.free_bytes += x.size;
   ++r.free_ranges;
@@ -616,11 +525,8 @@ void engine::add_free(std::uint32_t n) {
 
 void engine::remove_free(std::uint32_t n) noexcept {
   node& x = nodes_[n];
-  const std::uint32_t s = x.slot;
-  index_->erase(slots_[s].size, slots_[s].offset);
-  offset_root_ = erase<offset_tree_traits>(offset_root_, s);
-  free_slot(s);
-  x.slot = no_index;
+  sizes_->erase(x.size, x.offset);
+  offsets_->erase(last_of(x.offset, x.size), 0);
   region_rec& r = regions_[x.region];
   r.free_bytes -= x.size;
   --r.free_ranges;
@@ -628,42 +534,51 @@ void engine::remove_free(std::uint32_t n) noexcept {
   --free_ranges_;
 }
 
-// Hands free slot `s` to node `n`, whose range replaces the slot's old range without
-// passing another free range: the offset tree keeps the slot where it is, only the size
-// index moves the entry.
-void engine::rekey_free(std::uint32_t s, std::uint32_t n) noexcept {
-  slot& x = slots_[s];
-  node& y = nodes_[n];
-  index_->erase(x.size, x.offset);
-  region_rec& r = regions_[y.region];
-  r.free_bytes = r.free_bytes - x.size + y.size;  // modular: the result is in range
-  free_bytes_ = free_bytes_ - x.size + y.size;
-  x.offset = y.offset;
-  x.size = y.size;
-  x.node = n;
-  y.slot = s;
-  y.state = node_free;
-  index_->insert(y.size, y.offset, n);
+// Free node n now covers [offset, offset + size), which passes no other free range: the
+// size index moves its entry; the offset index changes only if its last offset moved.
+void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept {
+  node& x = nodes_[n];
+  sizes_->erase(x.size, x.offset);
+  const offset_t old_last = last_of(x.offset, x.size);
+  const offset_t new_last = last_of(offset, size);
+  if (old_last != new_last) offsets_->replace(old_last, 0, new_last, 0);
+  region_rec& r = regions_[x.region];
+  r.free_bytes = r.free_bytes - x.size + size;  // modular: the result is in range
+  free_bytes_ = free_bytes_ - x.size + size;
+  x.offset = offset;
+  x.size = size;
+  sizes_->insert(size, offset, n);
 }
 
-// ---------------------------------------------------------------------------------------
-// Searches.
-
-// The free range whose slot's range contains `offset`, or no_index.
+// The free node whose range contains `offset`, or no_index.
 std::uint32_t engine::find_containing(offset_t offset) const noexcept {
-  std::uint32_t s = offset_root_;
-  std::uint32_t candidate = no_index;
-  while (s != no_index) {
-    if (slots_[s].offset <= offset) {
-      candidate = s;
-      s = slots_[s].oright;
-    } else {
-      s = slots_[s].oleft;
-    }
-  }
-  if (candidate != no_index && offset - slots_[candidate].offset < slots_[candidate].size)
-    return candidate;
-  return no_index;
+  const auto e = offsets_->lower_bound(offset, 0);  // the first free range ending at or after
+  if (!e || nodes_[e->node].offset > offset) return no_index;
+  return e->node;
+}
+
+// Links a new node m into n's region right before n.
+void engine::link_before(std::uint32_t m, std::uint32_t n) noexcept {
+  node& x = nodes_[n];
+  node& y = nodes_[m];
+  y.region = x.region;
+  y.prev = x.prev;
+  y.next = n;
+  if (x.prev != no_index)
+    nodes_[x.prev].next = m;
+  else
+    regions_[x.region].first = m;
+  x.prev = m;
+}
+
+// Unlinks node m from its region.
+void engine::unlink(std::uint32_t m) noexcept {
+  const node& y = nodes_[m];
+  if (y.prev != no_index)
+    nodes_[y.prev].next = y.next;
+  else
+    regions_[y.region].first = y.next;
+  if (y.next != no_index) nodes_[y.next].prev = y.prev;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -770,30 +685,29 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     if (region == no_index) return std::unexpected(errc::out_of_range);
     const region_rec& r = regions_[region];
     if (len - 1 > last_of(r.offset, r.size) - at) return std::unexpected(errc::out_of_range);
-    const std::uint32_t s = find_containing(at);
-    if (s == no_index || len > slots_[s].size - (at - slots_[s].offset))
+    const std::uint32_t n = find_containing(at);
+    if (n == no_index || len > nodes_[n].size - (at - nodes_[n].offset))
       return std::unexpected(errc::occupied);
-    return carve(slots_[s].node, at, len);
+    return carve(n, at, len);
   }
 
   const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
   // greedy shares the best-fit descent: measured, a looser fit (first fit on the path, or
   // any fit within 2x) leaves more free ranges and costs more per acquire+release, because
   // index updates, not the search, dominate.
-  const std::uint32_t n = index_->find_fit(len, level);
+  const std::uint32_t n = sizes_->find_fit(len, level);
   if (n == no_index) return std::unexpected(errc::out_of_memory);
   return carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
 }
 
-// Splits free node `n` into [padding][used: start, capacity][tail] and marks the middle used.
-// The free slot of `n` passes to the tail (or to the padding if there is no tail), so a
-// split inserts at most one new slot.
+// Splits free node `n` into [padding][used: start, capacity][tail]. The free node keeps
+// the tail if there is one (its last offset, so its offset index entry, is unchanged),
+// else the padding; the used range gets a new node unless it takes the whole range.
 std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t start,
                                                      offset_t len) {
   const offset_t g = limits_.min_alignment;
-  const std::uint32_t s = nodes_[n].slot;
-  const std::uint32_t region = nodes_[n].region;
-  const offset_t pad = start - nodes_[n].offset;
+  const offset_t from = nodes_[n].offset;
+  const offset_t pad = start - from;
   const offset_t avail = nodes_[n].size - pad;
   // Round the capacity up to the granule where the range allows; absorb a tail that
   // could never hold an aligned slice of its own.
@@ -803,104 +717,80 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
   if (avail - capacity < g) capacity = avail;
   const offset_t tail = avail - capacity;
 
-  std::uint32_t p = no_index;
-  if (pad != 0) {  // the alignment gap becomes a free range of its own
-    p = new_node();
-    node& before = nodes_[p];
-    node& x = nodes_[n];
-    before.offset = x.offset;
-    before.size = pad;
-    before.region = region;
-    before.prev = x.prev;
-    before.next = n;
-    if (x.prev != no_index)
-      nodes_[x.prev].next = p;
-    else
-      regions_[region].first = p;
-    x.prev = p;
+  std::uint32_t used = n;
+  if (pad == 0 && tail == 0) {  // the whole range is taken
+    remove_free(n);
+  } else if (tail != 0) {  // n keeps the tail; padding (if any) gets a node of its own
+    used = new_node();
+    link_before(used, n);
+    resize_free(n, start + capacity, tail);
+    if (pad != 0) {
+      const std::uint32_t p = new_node();
+      link_before(p, used);
+      nodes_[p].offset = from;
+      nodes_[p].size = pad;
+      add_free(p);
+    }
+  } else {  // n keeps the padding; the used range follows it
+    used = new_node();
+    const std::uint32_t after = nodes_[n].next;
+    if (after != no_index)
+      link_before(used, after);
+    else {  // n is the region's last range
+      nodes_[used].region = nodes_[n].region;
+      nodes_[used].prev = n;
+      nodes_[n].next = used;
+    }
+    resize_free(n, from, pad);
   }
-  std::uint32_t t = no_index;
-  if (tail != 0) {  // the tail stays free
-    t = new_node();
-    node& after = nodes_[t];
-    node& x = nodes_[n];
-    after.offset = start + capacity;
-    after.size = tail;
-    after.region = region;
-    after.prev = n;
-    after.next = x.next;
-    if (x.next != no_index) nodes_[x.next].prev = t;
-    x.next = t;
-  }
-  nodes_[n].offset = start;
-  nodes_[n].size = capacity;
-  nodes_[n].slot = no_index;
-  nodes_[n].state = node_used;
-
-  if (t != no_index) {
-    rekey_free(s, t);
-    if (p != no_index) add_free(p);
-  } else if (p != no_index) {
-    rekey_free(s, p);
-  } else {  // the whole range is taken: drop its slot
-    index_->erase(slots_[s].size, slots_[s].offset);
-    offset_root_ = erase<offset_tree_traits>(offset_root_, s);
-    free_slot(s);
-    region_rec& r = regions_[region];
-    r.free_bytes -= capacity;
-    --r.free_ranges;
-    free_bytes_ -= capacity;
-    --free_ranges_;
-  }
-  region_rec& r = regions_[region];
+  node& u = nodes_[used];
+  u.offset = start;
+  u.size = capacity;
+  u.state = node_used;
+  region_rec& r = regions_[u.region];
   r.used_bytes += capacity;
   ++r.used_ranges;
   used_bytes_ += capacity;
   ++used_ranges_;
-  return engine_allocation{n, region, start, capacity};
+  return engine_allocation{used, u.region, start, capacity};
 }
 
-// Frees a used node, merging it with free neighbours of the same region. The merged range
-// reuses a neighbour's slot when there is one, so the offset tree changes only when the
-// number of free ranges does.
+// Frees a used node, merging it with free neighbours of the same region. A free neighbour
+// survives the merge (the next one if both are free: its last offset does not move), so
+// the indexes usually move one entry instead of adding and removing several.
 bool engine::release(std::uint32_t n) noexcept {
   if (n >= nodes_.size() || nodes_[n].state != node_used) return false;
+  const offset_t offset = nodes_[n].offset;
+  const offset_t size = nodes_[n].size;
   region_rec& r = regions_[nodes_[n].region];
-  r.used_bytes -= nodes_[n].size;
+  r.used_bytes -= size;
   --r.used_ranges;
-  used_bytes_ -= nodes_[n].size;
+  used_bytes_ -= size;
   --used_ranges_;
 
   std::uint32_t p = nodes_[n].prev;
   std::uint32_t q = nodes_[n].next;
   if (p != no_index && nodes_[p].state != node_free) p = no_index;
   if (q != no_index && nodes_[q].state != node_free) q = no_index;
-  std::uint32_t keep = no_index;  // the slot the merged range takes over
-  if (q != no_index) {            // absorb the next range
-    if (p != no_index)
-      remove_free(q);  // both neighbours free: one slot goes
-    else
-      keep = nodes_[q].slot;
-    nodes_[n].size += nodes_[q].size;
-    nodes_[n].next = nodes_[q].next;
-    if (nodes_[q].next != no_index) nodes_[nodes_[q].next].prev = n;
-    free_node(q);
-  }
-  if (p != no_index) {  // absorb the previous range
-    keep = nodes_[p].slot;
-    nodes_[n].offset = nodes_[p].offset;
-    nodes_[n].size += nodes_[p].size;
-    nodes_[n].prev = nodes_[p].prev;
-    if (nodes_[p].prev != no_index)
-      nodes_[nodes_[p].prev].next = n;
-    else
-      r.first = n;
-    free_node(p);
-  }
-  if (keep != no_index) {
-    rekey_free(keep, n);
+  if (q != no_index) {  // the next range absorbs this one, and the previous if free
+    offset_t from = offset;
+    offset_t merged = size + nodes_[q].size;
+    if (p != no_index) {
+      from = nodes_[p].offset;
+      merged += nodes_[p].size;
+      remove_free(p);
+      unlink(p);
+      free_node(p);
+    }
+    unlink(n);
+    free_node(n);
+    resize_free(q, from, merged);
+  } else if (p != no_index) {  // the previous range absorbs this one
+    unlink(n);
+    free_node(n);
+    resize_free(p, nodes_[p].offset, nodes_[p].size + size);
   } else {
-    add_free(n);  // no allocation: slot capacity covers every node (see new_node)
+    add_free(n);  // no allocation: index room covers every node (see new_node)
   }
   return true;
 }
@@ -938,32 +828,8 @@ engine_stats engine::stats() const noexcept {
   st.free_ranges = free_ranges_;
   st.used_ranges = used_ranges_;
   st.regions = regions_.size();
-  st.largest_free = index_->largest();
+  st.largest_free = sizes_->largest();
   return st;
-}
-
-// Height of the subtree at `s`, checking order against the bounds `lo` < s < `hi`
-// (no_index: unbounded), balance and stored heights.
-template <class T>
-std::expected<int, std::string> engine::check_tree(std::uint32_t s, std::uint32_t lo,
-                                                   std::uint32_t hi, std::size_t& count) const {
-  if (s == no_index) return 0;
-  auto& self = const_cast<engine&>(*this);  // the traits hand out mutable links
-  if (slots_[s].node == no_index || nodes_[slots_[s].node].slot != s)
-    return std::unexpected("tree slot " + std::to_string(s) + " is not its node's slot");
-  if ((lo != no_index && !T::less(*this, lo, s)) || (hi != no_index && !T::less(*this, s, hi)))
-    return std::unexpected("tree order broken at slot " + std::to_string(s));
-  const auto hl = check_tree<T>(T::left(self, s), lo, s, count);
-  if (!hl) return hl;
-  const auto hr = check_tree<T>(T::right(self, s), s, hi, count);
-  if (!hr) return hr;
-  if (*hl - *hr > 1 || *hr - *hl > 1)
-    return std::unexpected("tree unbalanced at slot " + std::to_string(s));
-  const int h = 1 + std::max(*hl, *hr);
-  if (h != T::height(*this, s))
-    return std::unexpected("stale tree height at slot " + std::to_string(s));
-  ++count;
-  return h;
 }
 
 std::expected<void, std::string> engine::validate() const {
@@ -994,9 +860,6 @@ std::expected<void, std::string> engine::validate() const {
       if (x.state == node_free) {
         if (prev != no_index && nodes_[prev].state == node_free)
           return fail(where + "adjacent free ranges not coalesced");
-        if (x.slot >= slots_.size() || slots_[x.slot].node != n ||
-            slots_[x.slot].offset != x.offset || slots_[x.slot].size != x.size)
-          return fail(where + "free range and its tree slot disagree");
         r_free += x.size;
         ++r_free_count;
       } else if (x.state == node_used) {
@@ -1019,19 +882,21 @@ std::expected<void, std::string> engine::validate() const {
       free_count != free_ranges_)
     return fail("engine counters wrong");
 
-  std::size_t offset_count = 0;
-  if (auto h = check_tree<offset_tree_traits>(offset_root_, no_index, no_index, offset_count); !h)
-    return fail(h.error());
-  if (offset_count != free_ranges_)
-    return fail("offset tree does not hold exactly the free ranges");
-  std::vector<detail::size_index::entry> entries;
-  if (auto v = index_->validate(entries); !v) return fail(v.error());
-  if (entries.size() != free_ranges_)
-    return fail("size index does not hold exactly the free ranges");
-  for (const auto& en : entries)
+  // Each free range has exactly one entry in each index, with its current key.
+  std::vector<detail::bptree<true>::entry> by_size;
+  if (auto v = sizes_->validate(by_size); !v) return fail("size " + v.error());
+  std::vector<detail::bptree<false>::entry> by_offset;
+  if (auto v = offsets_->validate(by_offset); !v) return fail("offset " + v.error());
+  if (by_size.size() != free_ranges_ || by_offset.size() != free_ranges_)
+    return fail("the indexes do not hold exactly the free ranges");
+  for (const auto& en : by_size)
     if (en.node >= nodes_.size() || nodes_[en.node].state != node_free ||
         nodes_[en.node].offset != en.offset || nodes_[en.node].size != en.size)
       return fail("size index entry does not match a free range");
+  for (const auto& en : by_offset)
+    if (en.node >= nodes_.size() || nodes_[en.node].state != node_free ||
+        last_of(nodes_[en.node].offset, nodes_[en.node].size) != en.size)
+      return fail("offset index entry does not match a free range");
 
   // Regions and gaps are disjoint, inside the handed-out space.
   for (std::size_t i = 1; i < region_index_.size(); ++i) {
