@@ -76,9 +76,11 @@ struct range_view {
 ///
 /// Complexity (n = free ranges, R = regions): allocate and release O(log n) for every
 /// strategy and alignment (exact best fit for `optimal`); reserve/cancel O(log g) in the
-/// number of gaps; publish O(log n + R). Metadata per range: one node (40 bytes); per free
-/// range additionally one tree slot of 40 + 8 * L bytes, where L is the number of
-/// alignment levels log2(max_alignment / min_alignment) + 1.
+/// number of gaps; publish O(log n + R). Free ranges are indexed by two B+trees of fanout
+/// 16 (by size with per-alignment-level maxima, and by last offset). Metadata per range:
+/// one node (40 bytes); per free range one entry in each index (<= 46 bytes each); per
+/// inner node of the size index 128 * L bytes, where L is the number of alignment levels
+/// log2(max_alignment / min_alignment) + 1.
 class engine {
  public:
   explicit engine(const engine_limits& limits);
