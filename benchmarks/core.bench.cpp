@@ -50,11 +50,17 @@ import bufpool;
 
 namespace {
 
-constexpr std::uint64_t trace_seed = 0x62756670'6f6f6c31;   // "bufpool1"
-constexpr std::size_t trace_steps = std::size_t{1} << 20;   // replayed cyclically
-constexpr std::size_t warmup_steps = std::size_t{1} << 17;  // churn before timing
-constexpr unsigned min_align_log2 = 3;                      // 8
-constexpr unsigned max_align_log2 = 12;                     // 4096
+constexpr std::uint64_t trace_seed = 0x62756670'6f6f6c31;  // "bufpool1"
+constexpr std::size_t trace_steps = std::size_t{1} << 20;  // replayed cyclically
+// Churn before timing: at least as many steps as live slices, so the layout (and the pages
+// the slices touch) reaches steady state before timing; with fewer, 1M timings still
+// page-faulted into fresh memory and varied by +-30% between runs.
+constexpr std::size_t min_warmup_steps = std::size_t{1} << 17;
+constexpr std::size_t warmup_steps(std::size_t live) {
+  return std::max(min_warmup_steps, live);
+}
+constexpr unsigned min_align_log2 = 3;   // 8
+constexpr unsigned max_align_log2 = 12;  // 4096
 constexpr double min_size = 16;
 constexpr double max_size = 4096;
 constexpr std::int64_t live_sizes[] = {1'000, 10'000, 100'000, 1'000'000};
@@ -269,7 +275,7 @@ class pool_fixture final : public fixture {
     } else {
       ops = &t.steps;
     }
-    if (!churn(*this, warmup_steps)) error = "warm-up acquire failed";
+    if (!churn(*this, warmup_steps(live))) error = "warm-up acquire failed";
   }
 
   bool step(const op& o) {
@@ -352,7 +358,7 @@ class engine_fixture final : public fixture {
     } else {
       ops = &t.steps;
     }
-    if (!churn(*this, warmup_steps)) error = "warm-up allocate failed";
+    if (!churn(*this, warmup_steps(live))) error = "warm-up allocate failed";
   }
 
   bool step(const op& o) {
@@ -395,7 +401,7 @@ class malloc_fixture final : public fixture {
       slots_[o.victim] = p;
     }
     ops = &t.steps;
-    if (!churn(*this, warmup_steps)) error = "warm-up posix_memalign failed";
+    if (!churn(*this, warmup_steps(live))) error = "warm-up posix_memalign failed";
   }
   ~malloc_fixture() override {
     for (void* p : slots_) std::free(p);
