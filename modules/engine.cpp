@@ -80,8 +80,8 @@ class bptree {
     maxima_.reserve(inner * levels_ * fanout);
   }
 
-  [[nodiscard]] std::size_t size() const noexcept { return count_; }
-
+  // The key is (size, offset) in the size index and (last offset, 0) in the offset index;
+  // parameters are named for the size index.
   void insert(offset_t size, offset_t offset, std::uint32_t value) {
     if (root_ == no_index) root_ = new_node(true);
     if (nodes_[root_].count == fanout) {  // grow a level: the old root becomes a child
@@ -97,12 +97,12 @@ class bptree {
       unsigned i = child_for(b, size, offset);
       if (nodes_[nodes_[b].child[i]].count == fanout) {  // split before entering
         split_child(b, i);
-        if (less(nodes_[b].size[i], nodes_[b].offset[i], size, offset)) ++i;
+        if (less(nodes_[b].key[i], nodes_[b].tie[i], size, offset)) ++i;
       }
       bnode& x = nodes_[b];
-      if (less(x.size[i], x.offset[i], size, offset)) {  // a new largest key for the child
-        x.size[i] = size;
-        x.offset[i] = offset;
+      if (less(x.key[i], x.tie[i], size, offset)) {  // a new largest key for the child
+        x.key[i] = size;
+        x.tie[i] = offset;
       }
       if constexpr (Maxima) {
         offset_t* m = maxima(b);
@@ -113,10 +113,10 @@ class bptree {
     }
     bnode& leaf = nodes_[b];
     unsigned p = 0;
-    while (p < leaf.count && less(leaf.size[p], leaf.offset[p], size, offset)) ++p;
+    while (p < leaf.count && less(leaf.key[p], leaf.tie[p], size, offset)) ++p;
     shift_right(leaf, p);
-    leaf.size[p] = size;
-    leaf.offset[p] = offset;
+    leaf.key[p] = size;
+    leaf.tie[p] = offset;
     leaf.child[p] = value;
     ++leaf.count;
     ++count_;
@@ -139,8 +139,7 @@ class bptree {
       b = nodes_[b].child[i];
     }
     bnode& leaf = nodes_[b];
-    unsigned p = 0;
-    while (p + 1 < leaf.count && (leaf.size[p] != size || leaf.offset[p] != offset)) ++p;
+    const unsigned p = position(leaf, size, offset);
     shift_left(leaf, p);
     --leaf.count;
     --count_;
@@ -173,7 +172,7 @@ class bptree {
     }
     const bnode& leaf = nodes_[b];
     for (unsigned i = 0; i < leaf.count; ++i)
-      if (usable(leaf.size[i], leaf.offset[i], level) >= size) return leaf.child[i];
+      if (usable(leaf.key[i], leaf.tie[i], level) >= size) return leaf.child[i];
     return no_index;
   }
 
@@ -182,12 +181,12 @@ class bptree {
     if (root_ == no_index) return 0;
     std::uint32_t b = root_;
     while (!nodes_[b].leaf) b = nodes_[b].child[nodes_[b].count - 1];
-    return nodes_[b].count == 0 ? 0 : nodes_[b].size[nodes_[b].count - 1];
+    return nodes_[b].count == 0 ? 0 : nodes_[b].key[nodes_[b].count - 1];
   }
 
   struct entry {
-    offset_t size;    // the key (the size, or the last offset)
-    offset_t offset;  // the tie-break (the offset, or 0)
+    offset_t key;  // the size (size index) or the last offset (offset index)
+    offset_t tie;  // the offset (size index) or 0
     std::uint32_t node;
   };
 
@@ -198,8 +197,8 @@ class bptree {
     while (!nodes_[b].leaf) b = nodes_[b].child[child_for(b, key, tie)];
     const bnode& leaf = nodes_[b];
     for (unsigned i = 0; i < leaf.count; ++i)
-      if (!less(leaf.size[i], leaf.offset[i], key, tie))
-        return entry{leaf.size[i], leaf.offset[i], leaf.child[i]};
+      if (!less(leaf.key[i], leaf.tie[i], key, tie))
+        return entry{leaf.key[i], leaf.tie[i], leaf.child[i]};
     return std::nullopt;
   }
 
@@ -219,10 +218,9 @@ class bptree {
       b = nodes_[b].child[i];
     }
     bnode& leaf = nodes_[b];
-    unsigned p = 0;
-    while (p + 1 < leaf.count && (leaf.size[p] != key || leaf.offset[p] != tie)) ++p;
-    leaf.size[p] = new_key;
-    leaf.offset[p] = new_tie;
+    const unsigned p = position(leaf, key, tie);
+    leaf.key[p] = new_key;
+    leaf.tie[p] = new_tie;
     while (depth-- > 0)  // a subtree's largest key may have changed
       if (!refresh(path[depth], at[depth])) break;
   }
@@ -237,7 +235,7 @@ class bptree {
     if (auto v = check(root_, 0, leaf_depth, out); !v) return v;
     if (out.size() != count_) return std::unexpected("index: entry count wrong");
     for (std::size_t i = 1; i < out.size(); ++i)
-      if (!less(out[i - 1].size, out[i - 1].offset, out[i].size, out[i].offset))
+      if (!less(out[i - 1].key, out[i - 1].tie, out[i].key, out[i].tie))
         return std::unexpected("index: keys out of order");
     return {};
   }
@@ -247,8 +245,8 @@ class bptree {
     std::uint8_t count = 0;
     bool leaf = true;
     std::uint32_t maxima = no_index;  // inner nodes: index of their maxima block
-    offset_t size[fanout];            // leaf: keys; inner: each child's largest key
-    offset_t offset[fanout];
+    offset_t key[fanout];             // leaf: keys; inner: each child's largest key
+    offset_t tie[fanout];
     std::uint32_t child[fanout];  // leaf: engine node; inner: child; free list link
   };
 
@@ -303,19 +301,26 @@ class bptree {
     free_nodes_ = b;
   }
 
+  // The position of a key that is present in a leaf.
+  static unsigned position(const bnode& leaf, offset_t key, offset_t tie) noexcept {
+    unsigned p = 0;
+    while (p + 1 < leaf.count && (leaf.key[p] != key || leaf.tie[p] != tie)) ++p;
+    return p;
+  }
+
   // The child whose key range holds the key: the first with a largest key >= key.
   unsigned child_for(std::uint32_t b, offset_t size, offset_t offset) const noexcept {
     const bnode& x = nodes_[b];
     unsigned i = 0;
-    while (i + 1 < x.count && less(x.size[i], x.offset[i], size, offset)) ++i;
+    while (i + 1 < x.count && less(x.key[i], x.tie[i], size, offset)) ++i;
     return i;
   }
 
   // Makes room at position p (keys, children and, for inner nodes, maxima columns).
   void shift_right(bnode& x, unsigned p) noexcept {
     const unsigned n = x.count - p;
-    std::memmove(&x.size[p + 1], &x.size[p], n * sizeof(offset_t));
-    std::memmove(&x.offset[p + 1], &x.offset[p], n * sizeof(offset_t));
+    std::memmove(&x.key[p + 1], &x.key[p], n * sizeof(offset_t));
+    std::memmove(&x.tie[p + 1], &x.tie[p], n * sizeof(offset_t));
     std::memmove(&x.child[p + 1], &x.child[p], n * sizeof(std::uint32_t));
     if (Maxima && !x.leaf) {
       offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
@@ -326,8 +331,8 @@ class bptree {
 
   void shift_left(bnode& x, unsigned p) noexcept {
     const unsigned n = x.count - p - 1;
-    std::memmove(&x.size[p], &x.size[p + 1], n * sizeof(offset_t));
-    std::memmove(&x.offset[p], &x.offset[p + 1], n * sizeof(offset_t));
+    std::memmove(&x.key[p], &x.key[p + 1], n * sizeof(offset_t));
+    std::memmove(&x.tie[p], &x.tie[p + 1], n * sizeof(offset_t));
     std::memmove(&x.child[p], &x.child[p + 1], n * sizeof(std::uint32_t));
     if (Maxima && !x.leaf) {
       offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
@@ -340,8 +345,8 @@ class bptree {
   void move_entry(std::uint32_t a, unsigned from, std::uint32_t b, unsigned to) noexcept {
     bnode& x = nodes_[a];
     bnode& y = nodes_[b];
-    y.size[to] = x.size[from];
-    y.offset[to] = x.offset[from];
+    y.key[to] = x.key[from];
+    y.tie[to] = x.tie[from];
     y.child[to] = x.child[from];
     if (Maxima && !x.leaf) {
       const offset_t* mx = maxima(a);
@@ -356,16 +361,15 @@ class bptree {
     const std::uint32_t c = nodes_[b].child[i];
     const bnode& y = nodes_[c];
     bnode& x = nodes_[b];
-    bool changed = x.size[i] != y.size[y.count - 1] || x.offset[i] != y.offset[y.count - 1];
-    x.size[i] = y.size[y.count - 1];
-    x.offset[i] = y.offset[y.count - 1];
+    bool changed = x.key[i] != y.key[y.count - 1] || x.tie[i] != y.tie[y.count - 1];
+    x.key[i] = y.key[y.count - 1];
+    x.tie[i] = y.tie[y.count - 1];
     if constexpr (!Maxima) return changed;
     offset_t* m = maxima(b);
     for (unsigned j = 0; j < levels_; ++j) {
       offset_t best = 0;
       if (y.leaf) {
-        for (unsigned k = 0; k < y.count; ++k)
-          best = std::max(best, usable(y.size[k], y.offset[k], j));
+        for (unsigned k = 0; k < y.count; ++k) best = std::max(best, usable(y.key[k], y.tie[k], j));
       } else {
         const offset_t* row = maxima(c) + j * fanout;
         for (unsigned k = 0; k < y.count; ++k) best = std::max(best, row[k]);
@@ -438,7 +442,7 @@ class bptree {
     if (x.leaf) {
       if (leaf_depth == -1) leaf_depth = depth;
       if (leaf_depth != depth) return fail("index: leaves at different depths");
-      for (unsigned k = 0; k < x.count; ++k) out.push_back({x.size[k], x.offset[k], x.child[k]});
+      for (unsigned k = 0; k < x.count; ++k) out.push_back({x.key[k], x.tie[k], x.child[k]});
       return {};
     }
     if (b == root_ && x.count < 2) return fail("index: inner root with one child");
@@ -446,12 +450,12 @@ class bptree {
       const std::size_t first = out.size();
       if (auto v = check(x.child[i], depth + 1, leaf_depth, out); !v) return v;
       if (out.size() == first) return fail("index: empty subtree");
-      if (out.back().size != x.size[i] || out.back().offset != x.offset[i])
+      if (out.back().key != x.key[i] || out.back().tie != x.tie[i])
         return fail("index: stale child key");
       for (unsigned j = 0; j < levels_; ++j) {
         offset_t best = 0;
         for (std::size_t k = first; k < out.size(); ++k)
-          best = std::max(best, usable(out[k].size, out[k].offset, j));
+          best = std::max(best, usable(out[k].key, out[k].tie, j));
         if (maxima(b)[j * fanout + i] != best) return fail("index: stale alignment maximum");
       }
     }
@@ -891,11 +895,11 @@ std::expected<void, std::string> engine::validate() const {
     return fail("the indexes do not hold exactly the free ranges");
   for (const auto& en : by_size)
     if (en.node >= nodes_.size() || nodes_[en.node].state != node_free ||
-        nodes_[en.node].offset != en.offset || nodes_[en.node].size != en.size)
+        nodes_[en.node].offset != en.tie || nodes_[en.node].size != en.key)
       return fail("size index entry does not match a free range");
   for (const auto& en : by_offset)
     if (en.node >= nodes_.size() || nodes_[en.node].state != node_free ||
-        last_of(nodes_[en.node].offset, nodes_[en.node].size) != en.size)
+        last_of(nodes_[en.node].offset, nodes_[en.node].size) != en.key)
       return fail("offset index entry does not match a free range");
 
   // Regions and gaps are disjoint, inside the handed-out space.
