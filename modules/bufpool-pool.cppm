@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 // bufpool:pool — the buffer pool: regions, expansion, slices, guards, handles and closing.
 module;
+#include <algorithm>
 #include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <expected>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -116,6 +118,16 @@ struct with_guard_error {
   Guard guard;
 };
 
+/// A range acquired without an owning slice (acquire_raw): for adapters and C-style code.
+/// The caller gives it back with release_raw(offset) or release_raw(pointer).
+template <offset_integer Int>
+struct raw_range {
+  Int offset;          ///< First offset (a multiple of the alignment).
+  Int size;            ///< Bytes requested.
+  Int capacity;        ///< Bytes reserved (>= size).
+  std::byte* pointer;  ///< The region's memory at `offset`.
+};
+
 /// Why try_close() refused, with the counts that stood in the way.
 struct close_error {
   errc code;                       ///< in_use or pool_closed
@@ -165,6 +177,32 @@ struct parked_guard_of final : parked_guard {
 struct parked_range {
   std::uint32_t node;
   std::unique_ptr<parked_guard> guard;
+};
+
+// Offset -> engine node of the live raw ranges: open addressing with linear probing and
+// backward-shift deletion, so lookups and erases are O(1) expected and nothing is
+// allocated except when the table grows (at half load).
+class offset_map {
+ public:
+  void insert(std::uint64_t key, std::uint32_t value);
+  [[nodiscard]] std::uint32_t find(std::uint64_t key) const noexcept;  // no_index if absent
+  bool erase(std::uint64_t key) noexcept;
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  template <class F>
+  void for_each(F&& f) const {
+    for (const cell& c : cells_)
+      if (c.value != no_index) f(c.key, c.value);
+  }
+
+ private:
+  struct cell {
+    std::uint64_t key = 0;
+    std::uint32_t value = no_index;
+  };
+  [[nodiscard]] std::size_t home(std::uint64_t key) const noexcept;
+  void grow();
+  std::vector<cell> cells_;  // size a power of two
+  std::size_t count_ = 0;
 };
 
 template <class H, class Entries>
@@ -306,6 +344,39 @@ class buffer_pool {
     return slice_type<Guard>(pool.get(), pool_ref::weak, pool, *r);
   }
 
+  /// Acquires a range without an owning slice, as acquire() does; the caller gives it back
+  /// with release_raw(). Raw ranges count as live slices (try_close() refuses while any is
+  /// alive); they do not outlive the pool (its destruction frees their memory with the
+  /// rest). Same errors and complexity as acquire().
+  [[nodiscard]] std::expected<raw_range<Int>, errc> acquire_raw(std::uint64_t size,
+                                                                std::uint64_t alignment = 1,
+                                                                strategy how = optimal) {
+    auto r = acquire_range(size, alignment, how, true);
+    if (!r) return std::unexpected(r.error());
+    return raw_range<Int>{r->offset, r->size, r->capacity,
+                          r->region->base + (r->offset - r->region->offset)};
+  }
+
+  /// Gives back the raw range that starts at `offset`. O(1) expected, plus the release.
+  /// An offset that does not start a live raw range of this pool (released twice, a
+  /// slice's range, another pool's, inside a range) is a contract violation: nothing
+  /// changes and the result is false if the handler returns.
+  bool release_raw(std::uint64_t offset) noexcept {
+    std::scoped_lock lock(mutex_);
+    return release_raw_locked(offset);
+  }
+
+  /// Gives back the raw range whose memory starts at `pointer`: its region is found by
+  /// address in O(log regions), never by reading the memory. Same contract as above.
+  bool release_raw(const void* pointer) noexcept {
+    std::scoped_lock lock(mutex_);
+    const auto offset = offset_of(pointer);
+    if (!detail::expects(offset.has_value(),
+                         "release_raw: the pointer is in none of this pool's regions"))
+      return false;
+    return release_raw_locked(*offset);
+  }
+
   /// Retries the guards of slices destroyed while guarded; ranges whose guard releases
   /// become free. Guards are asked without the pool's lock held. Returns how many ranges
   /// were freed. Also run by acquire() when it would otherwise fail for lack of space.
@@ -380,6 +451,13 @@ class buffer_pool {
     if (parked_.size() > guarded_.load()) return std::unexpected("more parked than guarded");
     if (guarded_.load() > e.used_ranges) return std::unexpected("more guarded than live slices");
     if (borrowed_.load() > e.used_ranges) return std::unexpected("more borrowed than live slices");
+    if (borrowed_.load() + raw_.size() > e.used_ranges)
+      return std::unexpected("more borrowed and raw ranges than live slices");
+    bool raw_ok = true;
+    raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
+      raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset;
+    });
+    if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
     return {};
   }
 
@@ -432,13 +510,21 @@ class buffer_pool {
   }
 
   std::expected<range, errc> acquire_range(std::uint64_t size, std::uint64_t alignment,
-                                           strategy how) {
+                                           strategy how, bool raw = false) {
     for (int attempt = 0;; ++attempt) {
       {
         std::scoped_lock lock(mutex_);
         if (closed_) return std::unexpected(errc::pool_closed);
         auto a = engine_.allocate(size, alignment, how);
         if (a) {
+          if (raw) {
+            try {
+              raw_.insert(a->offset, a->node);
+            } catch (...) {  // strong guarantee: the range goes back
+              engine_.release(a->node);
+              throw;
+            }
+          }
           return range{a->node, static_cast<Int>(a->offset), static_cast<Int>(size),
                        static_cast<Int>(a->capacity), regions_[a->region].get()};
         }
@@ -452,6 +538,29 @@ class buffer_pool {
   void release(std::uint32_t node) noexcept {
     std::scoped_lock lock(mutex_);
     detail::expects(engine_.release(node), "a slice is given back once: double release");
+  }
+
+  bool release_raw_locked(std::uint64_t offset) noexcept {
+    const std::uint32_t node = raw_.find(offset);
+    if (!detail::expects(node != no_index,
+                         "release_raw: the offset does not start a live raw range of this pool "
+                         "(released twice, a slice's range, another pool's, or inside a range)"))
+      return false;
+    raw_.erase(offset);
+    engine_.release(node);
+    return true;
+  }
+
+  // The pool offset of an address inside one of the regions (lock held). O(log regions).
+  std::optional<std::uint64_t> offset_of(const void* pointer) const noexcept {
+    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+    auto it = std::upper_bound(by_address_.begin(), by_address_.end(), address,
+                               [](std::uintptr_t a, const auto& r) { return a < r.first; });
+    if (it == by_address_.begin()) return std::nullopt;
+    const auto& region = *regions_[std::prev(it)->second];
+    const std::uintptr_t delta = address - std::prev(it)->first;
+    if (delta >= region.size) return std::nullopt;
+    return std::uint64_t{region.offset} + delta;
   }
 
   template <class G>
@@ -478,6 +587,11 @@ class buffer_pool {
     }
     regions_.push_back(std::make_unique<detail::region_info<Int, Extra>>(
         detail::region_info<Int, Extra>{offset, size, base, extra}));
+    const auto address = reinterpret_cast<std::uintptr_t>(base);
+    by_address_.insert(
+        std::upper_bound(by_address_.begin(), by_address_.end(), address,
+                         [](std::uintptr_t a, const auto& r) { return a < r.first; }),
+        {address, static_cast<std::uint32_t>(regions_.size() - 1)});
     return engine_.publish(offset, size);
   }
 
@@ -497,6 +611,8 @@ class buffer_pool {
   mutable Mutex mutex_;
   engine engine_;
   std::vector<std::unique_ptr<detail::region_info<Int, Extra>>> regions_;  // by region id
+  std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_address_;       // base -> id, sorted
+  detail::offset_map raw_;                                                 // live raw ranges
   std::vector<detail::parked_range> parked_;
   std::optional<Handle> handle_;
   bool closed_ = false;

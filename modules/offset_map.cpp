@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+// The pool's offset -> node map for raw ranges: open addressing, backward-shift deletion.
+module;
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+module bufpool;
+
+namespace bufpool::detail {
+
+// A 64-bit mix (the finalizer of MurmurHash3): offsets are multiples of the alignment, so
+// their low bits alone would crowd a few cells.
+std::size_t offset_map::home(std::uint64_t key) const noexcept {
+  key ^= key >> 33;
+  key *= 0xff51afd7ed558ccdULL;
+  key ^= key >> 33;
+  return static_cast<std::size_t>(key) & (cells_.size() - 1);
+}
+
+void offset_map::grow() {
+  std::vector<cell> old(cells_.empty() ? 16 : 2 * cells_.size());
+  old.swap(cells_);
+  count_ = 0;
+  for (const cell& c : old)
+    if (c.value != no_index) insert(c.key, c.value);
+}
+
+void offset_map::insert(std::uint64_t key, std::uint32_t value) {
+  if (2 * (count_ + 1) > cells_.size()) grow();  // keep the load at most one half
+  std::size_t i = home(key);
+  while (cells_[i].value != no_index) i = (i + 1) & (cells_.size() - 1);
+  cells_[i] = {key, value};
+  ++count_;
+}
+
+std::uint32_t offset_map::find(std::uint64_t key) const noexcept {
+  if (cells_.empty()) return no_index;
+  for (std::size_t i = home(key);; i = (i + 1) & (cells_.size() - 1)) {
+    if (cells_[i].value == no_index) return no_index;
+    if (cells_[i].key == key) return cells_[i].value;
+  }
+}
+
+bool offset_map::erase(std::uint64_t key) noexcept {
+  if (cells_.empty()) return false;
+  const std::size_t mask = cells_.size() - 1;
+  std::size_t i = home(key);
+  for (;; i = (i + 1) & mask) {
+    if (cells_[i].value == no_index) return false;
+    if (cells_[i].key == key) break;
+  }
+  // Backward shift: pull later cells of the probe run into the hole while their home
+  // does not lie cyclically in (hole, cell], so every key stays reachable from its home.
+  for (std::size_t j = i;;) {
+    j = (j + 1) & mask;
+    if (cells_[j].value == no_index) break;
+    const std::size_t h = home(cells_[j].key);
+    const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+    if (!stays) {
+      cells_[i] = cells_[j];
+      i = j;
+    }
+  }
+  cells_[i].value = no_index;
+  --count_;
+  return true;
+}
+
+}  // namespace bufpool::detail

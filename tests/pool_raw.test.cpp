@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: MIT
+// Raw ranges: acquire_raw / release_raw by offset and by pointer, and their misuse.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <random>
+#include <string>
+#include <vector>
+import bufpool;
+
+namespace {
+
+using pool32 = bufpool::buffer_pool<>;
+
+void add_region(pool32& pool, std::vector<std::byte>& memory) {
+  auto grow = pool.begin_expand(memory.size());
+  ASSERT_TRUE(grow.has_value());
+  ASSERT_TRUE(std::move(*grow).initialize(memory.data()).has_value());
+}
+
+void expect_valid(const pool32& pool) {
+  const auto v = pool.validate();
+  EXPECT_TRUE(v.has_value()) << v.error();
+}
+
+int g_violations = 0;
+std::string g_last_violation;
+void record_violation(const bufpool::contract_violation& v) {
+  ++g_violations;
+  g_last_violation = v.rule;
+}
+
+// Installs the recording handler for one scope.
+struct recording_violations {
+  recording_violations() : old(bufpool::set_violation_handler(&record_violation)) {
+    g_violations = 0;
+    g_last_violation.clear();
+  }
+  ~recording_violations() { bufpool::set_violation_handler(old); }
+  recording_violations(const recording_violations&) = delete;
+  recording_violations& operator=(const recording_violations&) = delete;
+  bufpool::violation_handler old;
+};
+
+TEST(RawRange, AcquireAndReleaseByOffsetRestoresThePool) {
+  std::vector<std::byte> memory(1 << 16);
+  pool32 pool;
+  add_region(pool, memory);
+  const auto initial = pool.stats();
+  auto r = pool.acquire_raw(100, 64);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->offset % 64, 0u);
+  EXPECT_EQ(r->size, 100u);
+  EXPECT_GE(r->capacity, 100u);
+  EXPECT_EQ(r->pointer, memory.data() + r->offset);
+  EXPECT_EQ(pool.stats().live_slices, 1u);
+  expect_valid(pool);
+  EXPECT_TRUE(pool.release_raw(std::uint64_t{r->offset}));
+  EXPECT_EQ(pool.stats().live_slices, 0u);
+  EXPECT_EQ(pool.stats().free_bytes, initial.free_bytes);
+  EXPECT_EQ(pool.stats().free_ranges, initial.free_ranges);
+  expect_valid(pool);
+}
+
+TEST(RawRange, ReleaseByPointerFindsTheRegionByAddress) {
+  std::vector<std::byte> first(4096);
+  std::vector<std::byte> second(8192);
+  pool32 pool;
+  add_region(pool, first);
+  add_region(pool, second);
+  auto a = pool.acquire_raw(4096);  // fills the first region
+  auto b = pool.acquire_raw(6000);  // only fits the second
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->pointer, first.data());
+  EXPECT_EQ(b->pointer, second.data());
+  EXPECT_EQ(b->offset, 4096u);
+  EXPECT_TRUE(pool.release_raw(static_cast<const void*>(b->pointer)));
+  EXPECT_TRUE(pool.release_raw(static_cast<const void*>(a->pointer)));
+  EXPECT_EQ(pool.stats().live_slices, 0u);
+  expect_valid(pool);
+}
+
+TEST(RawRange, ReportsTheSameErrorsAsAcquire) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  EXPECT_EQ(pool.acquire_raw(0).error(), bufpool::errc::invalid_size);
+  EXPECT_EQ(pool.acquire_raw(16, 3).error(), bufpool::errc::invalid_alignment);
+  EXPECT_EQ(pool.acquire_raw(8192).error(), bufpool::errc::out_of_memory);
+  auto r = pool.acquire_raw(64, 16, bufpool::fixed(128));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->offset, 128u);
+  EXPECT_EQ(pool.acquire_raw(16, 16, bufpool::fixed(128)).error(), bufpool::errc::occupied);
+  EXPECT_TRUE(pool.release_raw(std::uint64_t{128}));
+  expect_valid(pool);
+}
+
+TEST(RawRange, CountsAsLiveSoTryCloseRefuses) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto r = pool.acquire_raw(64);
+  ASSERT_TRUE(r.has_value());
+  auto refused = pool.try_close();
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, bufpool::errc::in_use);
+  EXPECT_EQ(refused.error().live_slices, 1u);
+  EXPECT_TRUE(pool.release_raw(std::uint64_t{r->offset}));
+  EXPECT_TRUE(pool.try_close().has_value());
+}
+
+TEST(RawRange, DoubleReleaseIsAViolationAndChangesNothing) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto keep = pool.acquire_raw(64);
+  auto r = pool.acquire_raw(64);
+  ASSERT_TRUE(keep && r);
+  ASSERT_TRUE(pool.release_raw(std::uint64_t{r->offset}));
+  const auto before = pool.stats();
+  recording_violations watch;
+  EXPECT_FALSE(pool.release_raw(std::uint64_t{r->offset}));
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_NE(g_last_violation.find("released twice"), std::string::npos);
+  EXPECT_EQ(pool.stats().live_slices, before.live_slices);
+  EXPECT_EQ(pool.stats().free_bytes, before.free_bytes);
+  expect_valid(pool);
+}
+
+TEST(RawRange, ASlicesRangeCannotBeReleasedRaw) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto s = pool.acquire(64);
+  ASSERT_TRUE(s.has_value());
+  recording_violations watch;
+  EXPECT_FALSE(pool.release_raw(std::uint64_t{s->offset()}));
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_EQ(pool.stats().live_slices, 1u);
+  expect_valid(pool);
+}
+
+TEST(RawRange, InteriorPointerIsAViolation) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto r = pool.acquire_raw(256);
+  ASSERT_TRUE(r.has_value());
+  recording_violations watch;
+  EXPECT_FALSE(pool.release_raw(static_cast<const void*>(r->pointer + 16)));
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_EQ(pool.stats().live_slices, 1u);
+  EXPECT_TRUE(pool.release_raw(static_cast<const void*>(r->pointer)));
+}
+
+TEST(RawRange, PointerOfAnotherPoolIsAViolation) {
+  std::vector<std::byte> ma(4096);
+  std::vector<std::byte> mb(4096);
+  pool32 a;
+  pool32 b;
+  add_region(a, ma);
+  add_region(b, mb);
+  auto from_b = b.acquire_raw(64);
+  auto from_a = a.acquire_raw(64);
+  ASSERT_TRUE(from_a && from_b);
+  recording_violations watch;
+  EXPECT_FALSE(a.release_raw(static_cast<const void*>(from_b->pointer)));  // not a's memory
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_NE(g_last_violation.find("none of this pool's regions"), std::string::npos);
+  EXPECT_EQ(a.stats().live_slices, 1u);
+  EXPECT_EQ(b.stats().live_slices, 1u);
+  EXPECT_TRUE(b.release_raw(static_cast<const void*>(from_b->pointer)));
+  EXPECT_TRUE(a.release_raw(static_cast<const void*>(from_a->pointer)));
+}
+
+TEST(RawRange, ManyRangesReleasedInRandomOrderLeaveThePoolAsItWas) {
+  std::vector<std::byte> memory(1 << 22);
+  pool32 pool;
+  add_region(pool, memory);
+  const auto initial = pool.stats();
+  std::mt19937_64 rng(0x7261770aULL);  // fixed seed: reproducible
+  std::vector<bufpool::raw_range<std::uint32_t>> live;
+  for (int round = 0; round < 20'000; ++round) {
+    if (live.empty() || rng() % 3 != 0) {
+      const std::uint64_t size = 1 + rng() % 512;
+      const std::uint64_t align = std::uint64_t{1} << (rng() % 9);
+      auto r = pool.acquire_raw(size, align);
+      ASSERT_TRUE(r.has_value()) << "round " << round;
+      live.push_back(*r);
+    } else {
+      const std::size_t i = rng() % live.size();
+      const bool by_pointer = rng() % 2 == 0;
+      ASSERT_TRUE(by_pointer ? pool.release_raw(static_cast<const void*>(live[i].pointer))
+                             : pool.release_raw(std::uint64_t{live[i].offset}));
+      live[i] = live.back();
+      live.pop_back();
+    }
+    if (round % 2000 == 0) expect_valid(pool);
+  }
+  expect_valid(pool);
+  std::shuffle(live.begin(), live.end(), rng);
+  for (const auto& r : live) ASSERT_TRUE(pool.release_raw(std::uint64_t{r.offset}));
+  EXPECT_EQ(pool.stats().live_slices, 0u);
+  EXPECT_EQ(pool.stats().free_ranges, initial.free_ranges);
+  EXPECT_EQ(pool.stats().free_bytes, initial.free_bytes);
+  expect_valid(pool);
+}
+
+TEST(RawRangeDeathTest, DoubleReleaseAbortsWithTheRule) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_DEATH(
+      {
+        std::vector<std::byte> memory(4096);
+        pool32 pool;
+        add_region(pool, memory);
+        auto r = pool.acquire_raw(64);
+        (void)pool.release_raw(std::uint64_t{r->offset});
+        (void)pool.release_raw(std::uint64_t{r->offset});
+      },
+      "does not start a live raw range");
+}
+
+}  // namespace
