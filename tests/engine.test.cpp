@@ -813,3 +813,53 @@ TEST(Stats, PerRegionStatsCountOnlyTheirRegion) {
 }
 
 }  // namespace
+
+namespace {
+
+// Deep indexes: 32768 isolated free ranges make both B+trees about five levels deep; then
+// every used range is released in random order, so merges shrink the trees back to one
+// entry. Best fit, fixed lookups and validate() are checked on the way down and up.
+TEST(Indexes, GrowDeepAndShrinkBackToOneFreeRange) {
+  bufpool::engine e(limits_u32());
+  constexpr offset_t slice = 128;
+  constexpr std::size_t count = 65536;
+  add_region(e, slice * count);
+  std::vector<std::uint32_t> nodes;
+  for (std::size_t i = 0; i < count; ++i)
+    nodes.push_back(e.allocate(slice, 1, bufpool::optimal)->node);
+  EXPECT_EQ(e.stats().free_ranges, 0u);
+  for (std::size_t i = 0; i < count; i += 2) ASSERT_TRUE(e.release(nodes[i]));
+  EXPECT_EQ(e.stats().free_ranges, count / 2);
+  EXPECT_EQ(e.stats().largest_free, slice);
+  ASSERT_TRUE(valid(e));
+  // Every free range is findable by offset (the offset index) and by size (best fit).
+  for (std::size_t i = 0; i < count; i += 4096) {
+    auto a = e.allocate(slice, 1, bufpool::fixed(i * slice));
+    ASSERT_TRUE(a.has_value()) << i;
+    EXPECT_EQ(error_of(e.allocate(16, 1, bufpool::fixed(i * slice + slice))), errc::occupied);
+    nodes[i] = a->node;
+  }
+  auto best = e.allocate(slice, 128, bufpool::optimal);
+  ASSERT_TRUE(best.has_value());
+  EXPECT_EQ(best->capacity, slice);
+  ASSERT_TRUE(valid(e));
+  ASSERT_TRUE(e.release(best->node));
+  for (std::size_t i = 0; i < count; i += 4096) ASSERT_TRUE(e.release(nodes[i]));
+  // Release the odd (used) ranges in a shuffled order: every release merges.
+  std::vector<std::uint32_t> rest;
+  for (std::size_t i = 1; i < count; i += 2) rest.push_back(nodes[i]);
+  std::uint64_t state = 0x9e3779b97f4a7c15ULL;
+  for (std::size_t i = rest.size(); i > 1; --i) {  // Fisher-Yates with a fixed generator
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    std::swap(rest[i - 1], rest[(state >> 33) % i]);
+  }
+  for (std::size_t i = 0; i < rest.size(); ++i) {
+    ASSERT_TRUE(e.release(rest[i]));
+    if (i % 8192 == 0) ASSERT_TRUE(valid(e)) << "after " << i << " merges";
+  }
+  EXPECT_EQ(e.stats().free_ranges, 1u);
+  EXPECT_EQ(e.stats().largest_free, slice * count);
+  EXPECT_TRUE(valid(e));
+}
+
+}  // namespace
