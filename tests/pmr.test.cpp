@@ -1,0 +1,684 @@
+// SPDX-License-Identifier: MIT
+// bufpool.pmr: pool_resource as a std::pmr::memory_resource (shapes, growth, alignment, misuse).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <list>
+#include <map>
+#include <memory_resource>
+#include <mutex>
+#include <new>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+import bufpool;
+import bufpool.pmr;
+
+namespace {
+
+using bufpool::pmr::growth_options;
+using bufpool::pmr::pool_resource;
+
+constexpr std::size_t R = pool_resource::region_alignment;
+
+static_assert(!std::is_copy_constructible_v<pool_resource>);
+static_assert(!std::is_copy_assignable_v<pool_resource>);
+static_assert(std::is_base_of_v<std::pmr::memory_resource, pool_resource>);
+
+struct upstream_error : std::runtime_error {
+  upstream_error() : std::runtime_error("upstream failed") {}
+};
+
+// An upstream that records every request, checks that each deallocation matches an
+// allocation (pointer, bytes, alignment) and can be told to throw.
+class counting_resource final : public std::pmr::memory_resource {
+ public:
+  struct request {
+    std::size_t bytes;
+    std::size_t alignment;
+  };
+
+  std::size_t allocations() const {
+    std::scoped_lock lock(mutex_);
+    return requests_.size();
+  }
+  std::vector<request> requests() const {
+    std::scoped_lock lock(mutex_);
+    return requests_;
+  }
+  std::size_t outstanding_bytes() const {
+    std::scoped_lock lock(mutex_);
+    return outstanding_;
+  }
+  std::size_t outstanding_blocks() const {
+    std::scoped_lock lock(mutex_);
+    return live_.size();
+  }
+  std::size_t peak_bytes() const {
+    std::scoped_lock lock(mutex_);
+    return peak_;
+  }
+  std::size_t mismatches() const {
+    std::scoped_lock lock(mutex_);
+    return mismatches_;
+  }
+  // Every later allocation throws upstream_error (or std::bad_alloc) until allowed again.
+  void fail(bool custom = true) {
+    std::scoped_lock lock(mutex_);
+    failing_ = true;
+    custom_ = custom;
+  }
+  void allow() {
+    std::scoped_lock lock(mutex_);
+    failing_ = false;
+  }
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    std::scoped_lock lock(mutex_);
+    if (failing_) {
+      if (custom_) throw upstream_error();
+      throw std::bad_alloc();
+    }
+    void* p = std::pmr::new_delete_resource()->allocate(bytes, alignment);
+    requests_.push_back({bytes, alignment});
+    live_[p] = {bytes, alignment};
+    outstanding_ += bytes;
+    peak_ = std::max(peak_, outstanding_);
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    std::scoped_lock lock(mutex_);
+    const auto it = live_.find(p);
+    if (it == live_.end() || it->second.bytes != bytes || it->second.alignment != alignment) {
+      ++mismatches_;
+      return;
+    }
+    live_.erase(it);
+    outstanding_ -= bytes;
+    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+
+  mutable std::mutex mutex_;
+  std::vector<request> requests_;
+  std::map<void*, request> live_;
+  std::size_t outstanding_ = 0;
+  std::size_t peak_ = 0;
+  std::size_t mismatches_ = 0;
+  bool failing_ = false;
+  bool custom_ = true;
+};
+
+int g_violations = 0;
+std::string g_last_violation;
+void record_violation(const bufpool::contract_violation& v) {
+  ++g_violations;
+  g_last_violation = v.rule;
+}
+
+// Installs the recording handler for one scope.
+struct recording_violations {
+  recording_violations() : old(bufpool::set_violation_handler(&record_violation)) {
+    g_violations = 0;
+    g_last_violation.clear();
+  }
+  ~recording_violations() { bufpool::set_violation_handler(old); }
+  recording_violations(const recording_violations&) = delete;
+  recording_violations& operator=(const recording_violations&) = delete;
+  bufpool::violation_handler old;
+};
+
+std::uintptr_t address(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p);
+}
+
+bool inside(const void* p, std::size_t n, const void* begin, std::size_t size) {
+  return address(p) >= address(begin) && address(p) + n <= address(begin) + size;
+}
+
+void expect_valid(const pool_resource& r) {
+  const auto v = r.pool().validate();
+  EXPECT_TRUE(v.has_value()) << v.error();
+}
+
+// ---- constructor shapes --------------------------------------------------------------
+
+TEST(PoolResource, DefaultConstructorUsesTheDefaultResourceAsUpstream) {
+  counting_resource up;
+  std::pmr::memory_resource* old = std::pmr::set_default_resource(&up);
+  {
+    pool_resource r;
+    EXPECT_EQ(r.upstream_resource(), &up);
+    void* p = r.allocate(100);
+    EXPECT_EQ(up.allocations(), 1u);
+    r.deallocate(p, 100);
+  }
+  std::pmr::set_default_resource(old);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, UpstreamConstructorTakesNothingUntilTheFirstAllocation) {
+  counting_resource up;
+  pool_resource r(&up);
+  EXPECT_EQ(r.upstream_resource(), &up);
+  EXPECT_EQ(up.allocations(), 0u);
+  void* p = r.allocate(1);
+  ASSERT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(up.requests()[0].bytes, growth_options{}.first_region_size);
+  EXPECT_EQ(up.requests()[0].alignment, R);
+  r.deallocate(p, 1);
+}
+
+TEST(PoolResource, InitialSizeIsTheFirstUpstreamRegionRoundedToRegionAlignment) {
+  counting_resource up;
+  pool_resource r(10000, &up);
+  void* p = r.allocate(1);
+  ASSERT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(up.requests()[0].bytes, 12288u);  // 10000 rounded up to 4 KiB
+  EXPECT_EQ(up.requests()[0].alignment, R);
+  r.deallocate(p, 1);
+}
+
+TEST(PoolResource, InitialSizeConstructorWithoutUpstreamUsesTheDefaultResource) {
+  counting_resource up;
+  std::pmr::memory_resource* old = std::pmr::set_default_resource(&up);
+  {
+    pool_resource r(std::size_t{5000});
+    EXPECT_EQ(r.upstream_resource(), &up);
+    r.deallocate(r.allocate(10), 10);
+    ASSERT_EQ(up.allocations(), 1u);
+    EXPECT_EQ(up.requests()[0].bytes, 8192u);
+  }
+  std::pmr::set_default_resource(old);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+}
+
+TEST(PoolResource, BufferIsUsedBeforeUpstream) {
+  counting_resource up;
+  alignas(64) std::byte buffer[1024];
+  pool_resource r(buffer, sizeof buffer, &up);
+  std::vector<void*> got;
+  for (int i = 0; i < 8; ++i) {  // 8 x 128 = the whole buffer
+    got.push_back(r.allocate(128, 8));
+    EXPECT_TRUE(inside(got.back(), 128, buffer, sizeof buffer));
+  }
+  EXPECT_EQ(up.allocations(), 0u);
+  void* more = r.allocate(128, 8);  // the buffer is full: upstream now
+  EXPECT_FALSE(inside(more, 1, buffer, sizeof buffer));
+  EXPECT_EQ(up.allocations(), 1u);
+  r.deallocate(more, 128, 8);
+  for (void* p : got) r.deallocate(p, 128, 8);
+  expect_valid(r);
+}
+
+TEST(PoolResource, BufferConstructorWithoutUpstreamUsesTheDefaultResource) {
+  counting_resource up;
+  std::pmr::memory_resource* old = std::pmr::set_default_resource(&up);
+  {
+    std::byte buffer[256];
+    pool_resource r(buffer, sizeof buffer);
+    EXPECT_EQ(r.upstream_resource(), &up);
+    void* p = r.allocate(64);
+    EXPECT_TRUE(inside(p, 64, buffer, sizeof buffer));
+    r.deallocate(p, 64);
+  }
+  std::pmr::set_default_resource(old);
+}
+
+TEST(PoolResource, GrowthOptionsGiveGeometricRegionsCappedByTheMaximum) {
+  counting_resource up;
+  pool_resource r(growth_options{4096, 2.0, 16384}, &up);
+  std::vector<void*> got;
+  for (int i = 0; i < 8; ++i) got.push_back(r.allocate(4096, 4096));  // one region each
+  std::vector<std::size_t> sizes;
+  for (const auto& q : up.requests()) sizes.push_back(q.bytes);
+  // 4 KiB, 8 KiB (holds 2), 16 KiB (holds 4), then capped at 16 KiB.
+  EXPECT_EQ(sizes, (std::vector<std::size_t>{4096, 8192, 16384, 16384}));
+  for (void* p : got) r.deallocate(p, 4096, 4096);
+  expect_valid(r);
+}
+
+TEST(PoolResource, RequestLargerThanTheNextRegionGetsARegionOfItsOwnSize) {
+  counting_resource up;
+  pool_resource r(growth_options{4096, 2.0, 1 << 20}, &up);
+  void* big = r.allocate(100000, 16);
+  ASSERT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(up.requests()[0].bytes, 102400u);  // 100000 rounded up to 4 KiB
+  void* small = r.allocate(2000, 16);          // fits the big region's tail (2400 bytes)
+  EXPECT_EQ(up.allocations(), 1u);
+  void* next = r.allocate(4096, 16);  // the geometric sequence was not advanced
+  ASSERT_EQ(up.allocations(), 2u);
+  EXPECT_EQ(up.requests()[1].bytes, 4096u);
+  r.deallocate(big, 100000, 16);
+  r.deallocate(small, 2000, 16);
+  r.deallocate(next, 4096, 16);
+}
+
+TEST(PoolResource, InvalidGrowthOptionsAreAContractViolationAndDefaultsAreUsed) {
+  recording_violations rec;
+  counting_resource up;
+  pool_resource r(growth_options{8192, 0.5, 4096}, &up);
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_EQ(r.options().first_region_size, growth_options{}.first_region_size);
+  r.deallocate(r.allocate(8), 8);
+}
+
+// BAD_INPUTS row 29: null upstream is detected at construction.
+TEST(PoolResource, NullUpstreamIsAContractViolationAtConstruction) {
+  recording_violations rec;
+  pool_resource r(static_cast<std::pmr::memory_resource*>(nullptr));
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_NE(g_last_violation.find("upstream"), std::string::npos);
+  EXPECT_EQ(r.upstream_resource(), std::pmr::get_default_resource());  // if the handler returns
+  std::byte buffer[64];
+  pool_resource b(buffer, sizeof buffer, nullptr);
+  EXPECT_EQ(g_violations, 2);
+  pool_resource s(std::size_t{100}, nullptr);
+  EXPECT_EQ(g_violations, 3);
+}
+
+// BAD_INPUTS row 28: (nullptr, size) is "no buffer, first upstream region of `size`".
+TEST(PoolResource, NullBufferWithSizeIsAFirstRegionSizeHint) {
+  counting_resource up;
+  pool_resource r(nullptr, 10000, &up);
+  void* p = r.allocate(10);
+  ASSERT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(up.requests()[0].bytes, 12288u);
+  r.deallocate(p, 10);
+  r.release();  // still no buffer after release: the next allocation goes upstream again
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  p = r.allocate(10);
+  EXPECT_EQ(up.allocations(), 2u);
+  EXPECT_EQ(up.requests()[1].bytes, 12288u);
+  r.deallocate(p, 10);
+}
+
+// BAD_INPUTS row 29: a zero-sized buffer is no buffer.
+TEST(PoolResource, ZeroSizedBufferIsNoBuffer) {
+  counting_resource up;
+  std::byte buffer[64];
+  pool_resource r(buffer, 0, &up);
+  void* p = r.allocate(1, 1);
+  EXPECT_FALSE(inside(p, 1, buffer, sizeof buffer));
+  EXPECT_EQ(up.allocations(), 1u);
+  r.deallocate(p, 1, 1);
+}
+
+// BAD_INPUTS row 29: a misaligned buffer gives addresses aligned in absolute terms, and
+// nothing outside the buffer.
+TEST(PoolResource, MisalignedBufferGivesAbsolutelyAlignedAddressesInsideIt) {
+  counting_resource up;
+  alignas(4096) static std::byte storage[4096 + 1200];
+  for (const std::size_t skew : {std::size_t{1}, std::size_t{3}, std::size_t{4095}}) {
+    std::byte* buffer = storage + skew;
+    const std::size_t size = 1100;
+    pool_resource r(buffer, size, &up);
+    std::vector<std::pair<void*, std::size_t>> got;
+    std::size_t from_buffer = 0;
+    for (std::size_t align = 1; align <= 64; align *= 2) {
+      for (int i = 0; i < 3; ++i) {
+        void* p = r.allocate(24, align);
+        EXPECT_EQ(address(p) % align, 0u) << "alignment " << align << " skew " << skew;
+        if (inside(p, 24, buffer, size))
+          ++from_buffer;
+        else
+          EXPECT_FALSE(inside(p, 1, storage, sizeof storage)) << "outside the buffer";
+        got.emplace_back(p, align);
+      }
+    }
+    EXPECT_GT(from_buffer, 10u);
+    for (auto [p, align] : got) r.deallocate(p, 24, align);
+    expect_valid(r);
+  }
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+}
+
+// ---- upstream exceptions -------------------------------------------------------------
+
+TEST(PoolResource, UpstreamExceptionPropagatesUnchangedAndTheResourceStaysUsable) {
+  counting_resource up;
+  pool_resource r(growth_options{4096, 2.0, 4096}, &up);
+  void* first = r.allocate(4096, 16);  // fills the first region
+  const auto before = r.pool().stats();
+  up.fail();
+  EXPECT_THROW((void)r.allocate(16, 16), upstream_error);
+  EXPECT_THROW((void)r.allocate(16, 8192), upstream_error);  // dedicated path too
+  up.fail(false);
+  EXPECT_THROW((void)r.allocate(16, 16), std::bad_alloc);
+  const auto after = r.pool().stats();
+  EXPECT_EQ(after.regions, before.regions);
+  EXPECT_EQ(after.used_bytes, before.used_bytes);
+  EXPECT_EQ(after.free_bytes, before.free_bytes);
+  EXPECT_EQ(after.pending_bytes, 0u);
+  expect_valid(r);
+  up.allow();
+  void* second = r.allocate(16, 16);
+  EXPECT_NE(second, nullptr);
+  r.deallocate(first, 4096, 16);
+  r.deallocate(second, 16, 16);
+  void* again = r.allocate(4096, 16);  // the freed memory is there
+  EXPECT_EQ(up.allocations(), 2u);
+  r.deallocate(again, 4096, 16);
+  expect_valid(r);
+}
+
+TEST(PoolResource, ExhaustedUpstreamGivesBadAlloc) {
+  std::byte buffer[256];
+  pool_resource r(buffer, sizeof buffer, std::pmr::null_memory_resource());
+  void* p = r.allocate(200);
+  EXPECT_THROW((void)r.allocate(200), std::bad_alloc);
+  r.deallocate(p, 200);
+  EXPECT_NO_THROW(r.deallocate(r.allocate(200), 200));  // reusable at once
+}
+
+TEST(PoolResource, HugeRequestGivesBadAllocNotATruncatedRange) {
+  counting_resource up;
+  pool_resource r(&up);
+  EXPECT_THROW((void)r.allocate(std::numeric_limits<std::size_t>::max() - 10, 16), std::bad_alloc);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+}
+
+// ---- alignment, size zero, identity --------------------------------------------------
+
+TEST(PoolResource, EveryPointerIsAlignedForAlignmentsUpTo64KiB) {
+  counting_resource up;
+  pool_resource r(&up);
+  std::vector<std::pair<void*, std::pair<std::size_t, std::size_t>>> got;
+  for (std::size_t align = 1; align <= 65536; align *= 2) {
+    for (const std::size_t bytes : {std::size_t{1}, std::size_t{7}, align, 3 * align + 5}) {
+      void* p = r.allocate(bytes, align);
+      ASSERT_NE(p, nullptr);
+      EXPECT_EQ(address(p) % align, 0u) << "bytes " << bytes << " alignment " << align;
+      std::memset(p, 0xAB, bytes);  // the memory is usable (ASan checks the bounds)
+      got.push_back({p, {bytes, align}});
+    }
+  }
+  for (auto& [p, shape] : got) r.deallocate(p, shape.first, shape.second);
+  expect_valid(r);
+  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, AlignmentAboveRegionAlignmentUsesADedicatedUpstreamAllocation) {
+  counting_resource up;
+  pool_resource r(&up);
+  void* p = r.allocate(100, 8192);
+  ASSERT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(up.requests()[0].bytes, 100u);
+  EXPECT_EQ(up.requests()[0].alignment, 8192u);
+  EXPECT_EQ(address(p) % 8192, 0u);
+  r.deallocate(p, 100, 8192);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);  // given back at once
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, AllocateZeroReturnsUniqueNonNullPointers) {
+  pool_resource r;
+  std::set<void*> seen;
+  std::vector<std::pair<void*, std::size_t>> got;
+  for (const std::size_t align : {std::size_t{1}, std::size_t{16}, std::size_t{8192}}) {
+    for (int i = 0; i < 50; ++i) {
+      void* p = r.allocate(0, align);
+      ASSERT_NE(p, nullptr);
+      EXPECT_EQ(address(p) % align, 0u);
+      EXPECT_TRUE(seen.insert(p).second) << "pointer handed out twice";
+      got.emplace_back(p, align);
+    }
+  }
+  for (auto [p, align] : got) r.deallocate(p, 0, align);
+  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+}
+
+// BAD_INPUTS row 2: the standard's precondition; bad_alloc if the handler returns.
+TEST(PoolResource, NonPowerOfTwoAlignmentIsAViolationThenBadAlloc) {
+  recording_violations rec;
+  pool_resource r;
+  int expected = 0;
+  for (std::size_t align : std::vector<std::size_t>{3, 24, 0, 4097}) {  // runtime values
+    EXPECT_THROW((void)r.allocate(8, align), std::bad_alloc) << align;
+    EXPECT_EQ(g_violations, ++expected);
+  }
+  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+}
+
+TEST(PoolResource, IsEqualIsIdentity) {
+  pool_resource a;
+  pool_resource b;
+  std::pmr::monotonic_buffer_resource m;
+  EXPECT_TRUE(a.is_equal(a));
+  EXPECT_TRUE(a == a);
+  EXPECT_FALSE(a.is_equal(b));
+  EXPECT_FALSE(b.is_equal(a));
+  EXPECT_FALSE(a.is_equal(m));
+  EXPECT_FALSE(a.is_equal(*std::pmr::new_delete_resource()));
+}
+
+// ---- release and destruction ---------------------------------------------------------
+
+TEST(PoolResource, ReleaseReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
+  counting_resource up;
+  pool_resource r(growth_options{4096, 2.0, 1 << 20}, &up);
+  for (int i = 0; i < 20; ++i) (void)r.allocate(3000, 64);  // live allocations: allowed
+  (void)r.allocate(10, 65536);
+  EXPECT_GT(up.allocations(), 5u);
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_blocks(), 0u);
+  EXPECT_EQ(up.mismatches(), 0u);
+  EXPECT_EQ(r.pool().stats().regions, 0u);
+  const std::size_t before = up.allocations();
+  void* p = r.allocate(100, 16);
+  ASSERT_EQ(up.allocations(), before + 1);
+  EXPECT_EQ(up.requests().back().bytes, 4096u);  // growth starts again (LWG 3120)
+  r.deallocate(p, 100, 16);
+  expect_valid(r);
+}
+
+TEST(PoolResource, ReleaseKeepsTheUserBufferAsTheFirstRegion) {
+  counting_resource up;
+  std::byte buffer[2000];
+  pool_resource r(buffer + 1, 1500, &up);
+  for (int i = 0; i < 10; ++i) (void)r.allocate(500, 8);
+  EXPECT_GT(up.allocations(), 0u);
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  const std::size_t before = up.allocations();
+  void* p = r.allocate(500, 8);
+  EXPECT_TRUE(inside(p, 500, buffer + 1, 1500));
+  EXPECT_EQ(up.allocations(), before);
+  r.deallocate(p, 500, 8);
+  expect_valid(r);
+}
+
+TEST(PoolResource, DestructorReturnsAllUpstreamMemory) {
+  counting_resource up;
+  {
+    pool_resource r(growth_options{4096, 2.0, 65536}, &up);
+    for (int i = 0; i < 30; ++i) (void)r.allocate(2000, 32);
+    (void)r.allocate(1, 16384);
+  }
+  EXPECT_GT(up.allocations(), 3u);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+// ---- reuse ---------------------------------------------------------------------------
+
+TEST(PoolResource, DeallocatedMemoryIsReusedAtOnce) {
+  counting_resource up;
+  pool_resource r(&up);
+  void* p = r.allocate(1000, 16);
+  r.deallocate(p, 1000, 16);
+  void* q = r.allocate(1000, 16);
+  EXPECT_EQ(q, p);
+  r.deallocate(q, 1000, 16);
+  EXPECT_EQ(up.allocations(), 1u);
+}
+
+TEST(PoolResource, UpstreamBytesStayBoundedUnderChurnUnlikeMonotonic) {
+  counting_resource pool_up;
+  counting_resource mono_up;
+  pool_resource r(&pool_up);
+  std::pmr::monotonic_buffer_resource m(&mono_up);
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<std::size_t> size_of(1, 4096);
+  std::vector<std::pair<void*, std::size_t>> live_r;
+  std::vector<std::pair<void*, std::size_t>> live_m;
+  for (int step = 0; step < 20000; ++step) {
+    if (live_r.size() < 64) {
+      const std::size_t n = size_of(rng);
+      live_r.emplace_back(r.allocate(n, 16), n);
+      live_m.emplace_back(m.allocate(n, 16), n);
+    } else {
+      const std::size_t i = std::uniform_int_distribution<std::size_t>(0, 63)(rng);
+      r.deallocate(live_r[i].first, live_r[i].second, 16);
+      m.deallocate(live_m[i].first, live_m[i].second, 16);
+      live_r.erase(live_r.begin() + static_cast<std::ptrdiff_t>(i));
+      live_m.erase(live_m.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+  }
+  // At most 64 x 4 KiB live: a few regions suffice; monotonic keeps everything (~40 MB).
+  EXPECT_LE(pool_up.peak_bytes(), std::size_t{1} << 20);
+  EXPECT_GT(mono_up.peak_bytes(), std::size_t{16} << 20);
+  for (auto [p, n] : live_r) r.deallocate(p, n, 16);
+  expect_valid(r);
+  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+}
+
+// ---- standard containers -------------------------------------------------------------
+
+TEST(PoolResource, StandardContainersWorkOverTheResource) {
+  counting_resource up;
+  pool_resource r(&up);
+  {
+    std::pmr::vector<int> v(&r);
+    for (int i = 0; i < 10000; ++i) v.push_back(i);
+    std::pmr::map<int, std::pmr::string> m(&r);
+    std::pmr::unordered_map<int, int> u(&r);
+    std::pmr::list<double> l(&r);
+    std::pmr::string s(&r);
+    for (int i = 0; i < 1000; ++i) {
+      m.emplace(i, std::pmr::string(static_cast<std::size_t>(i % 50) + 20, 'x'));
+      u[i] = 2 * i;
+      l.push_back(i * 0.5);
+      s += "abc";
+    }
+    std::pmr::vector<std::pmr::string> nested(&r);
+    for (int i = 0; i < 500; ++i) nested.emplace_back(static_cast<std::size_t>(40 + i % 7), 'y');
+    EXPECT_EQ(nested.back().get_allocator().resource(), &r);  // uses-allocator construction
+    EXPECT_EQ(m.at(7).get_allocator().resource(), &r);
+    EXPECT_EQ(v[9999], 9999);
+    EXPECT_EQ(m.at(42), std::pmr::string(62, 'x'));
+    EXPECT_EQ(u.at(999), 1998);
+    EXPECT_EQ(l.back(), 499.5);
+    EXPECT_EQ(s.size(), 3000u);
+    EXPECT_EQ(nested[3], std::pmr::string(43, 'y'));
+    EXPECT_GT(r.pool().stats().live_slices, 1000u);
+    nested.erase(nested.begin(), nested.begin() + 250);
+    EXPECT_EQ(nested[0], std::pmr::string(40 + 250 % 7, 'y'));
+  }
+  EXPECT_EQ(r.pool().stats().live_slices, 0u);  // everything came back
+  expect_valid(r);
+}
+
+// ---- misuse --------------------------------------------------------------------------
+
+// BAD_INPUTS row 30: foreign, interior and double deallocation are reported, never corrupt.
+TEST(PoolResource, DeallocatingAForeignPointerIsAViolationThatChangesNothing) {
+  recording_violations rec;
+  pool_resource r;
+  pool_resource other;
+  void* mine = r.allocate(64, 16);
+  const auto before = r.pool().stats();
+  int on_stack = 0;
+  r.deallocate(&on_stack, sizeof on_stack, alignof(int));
+  EXPECT_EQ(g_violations, 1);
+  void* theirs = other.allocate(64, 16);
+  r.deallocate(theirs, 64, 16);
+  EXPECT_EQ(g_violations, 2);
+  r.deallocate(static_cast<std::byte*>(mine) + 16, 48, 16);  // interior
+  EXPECT_EQ(g_violations, 3);
+  r.deallocate(theirs, 64, 8192);  // not a dedicated allocation of this resource
+  EXPECT_EQ(g_violations, 4);
+  const auto after = r.pool().stats();
+  EXPECT_EQ(after.live_slices, before.live_slices);
+  EXPECT_EQ(after.used_bytes, before.used_bytes);
+  r.deallocate(mine, 64, 16);
+  EXPECT_EQ(g_violations, 4);
+  r.deallocate(mine, 64, 16);  // twice
+  EXPECT_EQ(g_violations, 5);
+  other.deallocate(theirs, 64, 16);
+  EXPECT_EQ(g_violations, 5);
+  expect_valid(r);
+}
+
+// ---- threads -------------------------------------------------------------------------
+
+// BAD_INPUTS row 34: backed by the thread-safe pool, so concurrent use is allowed.
+TEST(PoolResource, FourThreadsAllocateAndDeallocateConcurrently) {
+  counting_resource up;
+  pool_resource r(growth_options{4096, 2.0, 1 << 18}, &up);
+  std::vector<std::thread> threads;
+  std::vector<int> errors(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&r, &errors, t] {
+      std::mt19937 rng(static_cast<std::uint32_t>(t));
+      struct live {
+        unsigned char* p;
+        std::size_t n;
+        std::size_t align;
+        unsigned char tag;
+      };
+      std::vector<live> mine;
+      for (int step = 0; step < 3000; ++step) {
+        if (mine.size() < 32 && rng() % 3 != 0) {
+          const std::size_t n = 1 + rng() % 2000;
+          const std::size_t align = std::size_t{1} << (rng() % 14);  // 1 .. 8 KiB
+          auto* p = static_cast<unsigned char*>(r.allocate(n, align));
+          if (reinterpret_cast<std::uintptr_t>(p) % align != 0)
+            ++errors[static_cast<std::size_t>(t)];
+          const auto tag = static_cast<unsigned char>(rng());
+          std::memset(p, tag, n);
+          mine.push_back({p, n, align, tag});
+        } else if (!mine.empty()) {
+          const std::size_t i = rng() % mine.size();
+          const live l = mine[i];
+          for (std::size_t k = 0; k < l.n; ++k)
+            if (l.p[k] != l.tag) {  // another thread wrote here: overlapping ranges
+              ++errors[static_cast<std::size_t>(t)];
+              break;
+            }
+          r.deallocate(l.p, l.n, l.align);
+          mine[i] = mine.back();
+          mine.pop_back();
+        }
+      }
+      for (const live& l : mine) r.deallocate(l.p, l.n, l.align);
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors, std::vector<int>(4, 0));
+  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+  expect_valid(r);
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+}  // namespace
