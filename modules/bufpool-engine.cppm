@@ -104,6 +104,13 @@ class engine {
   /// Returns a range from allocate(); coalesces with free neighbours in its region.
   /// Returns false (and changes nothing) if `node` is not a live allocation.
   bool release(std::uint32_t node) noexcept;
+  /// Grows or shrinks live range `node` in place so it holds `size` bytes, keeping its
+  /// offset: growing takes the start of the next range of its region if that is free;
+  /// shrinking gives the tail back (to a free next range, or as a new free range when the
+  /// tail is at least a granule). Returns the new capacity. Errors, with nothing changed:
+  /// invalid_argument (not a live node), invalid_size, too_large, out_of_memory (the next
+  /// range is not free or too small). O(log n).
+  [[nodiscard]] std::expected<offset_t, errc> resize(std::uint32_t node, offset_t size);
 
   /// Offset and capacity of a live node (no check beyond bounds; for the pool's slices).
   [[nodiscard]] offset_t node_offset(std::uint32_t node) const noexcept;

@@ -3,6 +3,7 @@
 module;
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -179,25 +180,36 @@ struct parked_range {
   std::unique_ptr<parked_guard> guard;
 };
 
-// Offset -> engine node of the live raw ranges: open addressing with linear probing and
+// A live raw range as the pool records it: its engine node and what the caller asked for,
+// so a release can be checked against the acquisition.
+struct raw_entry {
+  std::uint64_t size = 0;  // bytes requested
+  std::uint32_t node = no_index;
+  std::uint8_t alignment_log2 = 0;  // alignment requested
+};
+
+// Offset -> raw_entry of the live raw ranges: open addressing with linear probing and
 // backward-shift deletion, so lookups and erases are O(1) expected and nothing is
 // allocated except when the table grows (at half load).
 class offset_map {
  public:
-  void insert(std::uint64_t key, std::uint32_t value);
-  [[nodiscard]] std::uint32_t find(std::uint64_t key) const noexcept;  // no_index if absent
+  void insert(std::uint64_t key, const raw_entry& value);
+  [[nodiscard]] const raw_entry* find(std::uint64_t key) const noexcept;  // null if absent
+  [[nodiscard]] raw_entry* find(std::uint64_t key) noexcept {
+    return const_cast<raw_entry*>(std::as_const(*this).find(key));
+  }
   bool erase(std::uint64_t key) noexcept;
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   template <class F>
   void for_each(F&& f) const {
     for (const cell& c : cells_)
-      if (c.value != no_index) f(c.key, c.value);
+      if (c.value.node != no_index) f(c.key, c.value);
   }
 
  private:
   struct cell {
     std::uint64_t key = 0;
-    std::uint32_t value = no_index;
+    raw_entry value;
   };
   [[nodiscard]] std::size_t home(std::uint64_t key) const noexcept;
   void grow();
@@ -238,6 +250,7 @@ class buffer_pool {
 
  public:
   using integer = Int;
+  using mutex_type = Mutex;
   using extra_type = Extra;
   using handle_type = Handle;
   using options_type = basic_options<Int>;
@@ -363,18 +376,75 @@ class buffer_pool {
   /// changes and the result is false if the handler returns.
   bool release_raw(std::uint64_t offset) noexcept {
     std::scoped_lock lock(mutex_);
-    return release_raw_locked(offset);
+    return release_raw_locked(offset, nullptr);
+  }
+
+  /// As release_raw(offset), and `size` and `alignment` must be those given to
+  /// acquire_raw: a mismatch is a contract violation and nothing changes.
+  bool release_raw(std::uint64_t offset, std::uint64_t size, std::uint64_t alignment) noexcept {
+    std::scoped_lock lock(mutex_);
+    const raw_request request{size, alignment};
+    return release_raw_locked(offset, &request);
   }
 
   /// Gives back the raw range whose memory starts at `pointer`: its region is found by
   /// address in O(log regions), never by reading the memory. Same contract as above.
   bool release_raw(const void* pointer) noexcept {
     std::scoped_lock lock(mutex_);
+    return release_raw_at(pointer, nullptr);
+  }
+
+  /// As release_raw(pointer), checking `size` and `alignment` as release_raw(offset, size,
+  /// alignment) does.
+  bool release_raw(const void* pointer, std::uint64_t size, std::uint64_t alignment) noexcept {
+    std::scoped_lock lock(mutex_);
+    const raw_request request{size, alignment};
+    return release_raw_at(pointer, &request);
+  }
+
+  /// The live raw range whose memory starts at `pointer`, with the size it was acquired
+  /// (or last resized) with. invalid_argument if there is none. O(log regions) + O(1).
+  [[nodiscard]] std::expected<raw_range<Int>, errc> raw_at(const void* pointer) const {
+    std::scoped_lock lock(mutex_);
     const auto offset = offset_of(pointer);
+    const detail::raw_entry* entry = offset ? raw_.find(*offset) : nullptr;
+    if (entry == nullptr) return std::unexpected(errc::invalid_argument);
+    const std::byte* data = static_cast<const std::byte*>(pointer);
+    return raw_range<Int>{static_cast<Int>(*offset), static_cast<Int>(entry->size),
+                          static_cast<Int>(engine_.node_size(entry->node)),
+                          const_cast<std::byte*>(data)};
+  }
+
+  /// Grows or shrinks the raw range at `offset` in place to `size` bytes (its offset and
+  /// pointer stay): growing takes the start of the next range if that range is free and in
+  /// the same region; shrinking gives the tail back. The range's recorded size becomes
+  /// `size`. Returns the new capacity. Errors, with nothing changed: invalid_size,
+  /// too_large, out_of_memory (no room after the range); an offset that does not start a
+  /// live raw range is a contract violation (invalid_argument if the handler returns).
+  /// O(log n).
+  [[nodiscard]] std::expected<Int, errc> resize_raw(std::uint64_t offset, std::uint64_t size) {
+    std::scoped_lock lock(mutex_);
+    detail::raw_entry* entry = raw_.find(offset);
+    if (!detail::expects(entry != nullptr,
+                         "resize_raw: the offset does not start a live raw range of this pool"))
+      return std::unexpected(errc::invalid_argument);
+    auto capacity = engine_.resize(entry->node, size);
+    if (!capacity) return std::unexpected(capacity.error());
+    entry->size = size;
+    return static_cast<Int>(*capacity);
+  }
+
+  /// As resize_raw(offset, size), for the raw range whose memory starts at `pointer`.
+  [[nodiscard]] std::expected<Int, errc> resize_raw(const void* pointer, std::uint64_t size) {
+    std::optional<std::uint64_t> offset;
+    {
+      std::scoped_lock lock(mutex_);
+      offset = offset_of(pointer);
+    }
     if (!detail::expects(offset.has_value(),
-                         "release_raw: the pointer is in none of this pool's regions"))
-      return false;
-    return release_raw_locked(*offset);
+                         "resize_raw: the pointer is in none of this pool's regions"))
+      return std::unexpected(errc::invalid_argument);
+    return resize_raw(*offset, size);
   }
 
   /// Retries the guards of slices destroyed while guarded; ranges whose guard releases
@@ -454,8 +524,9 @@ class buffer_pool {
     if (borrowed_.load() + raw_.size() > e.used_ranges)
       return std::unexpected("more borrowed and raw ranges than live slices");
     bool raw_ok = true;
-    raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
-      raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset;
+    raw_.for_each([&](std::uint64_t offset, const detail::raw_entry& r) {
+      raw_ok = raw_ok && engine_.is_live(r.node) && engine_.node_offset(r.node) == offset &&
+               r.size <= engine_.node_size(r.node);
     });
     if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
     return {};
@@ -519,7 +590,8 @@ class buffer_pool {
         if (a) {
           if (raw) {
             try {
-              raw_.insert(a->offset, a->node);
+              raw_.insert(a->offset,
+                          {size, a->node, static_cast<std::uint8_t>(std::countr_zero(alignment))});
             } catch (...) {  // strong guarantee: the range goes back
               engine_.release(a->node);
               throw;
@@ -535,17 +607,48 @@ class buffer_pool {
     }
   }
 
+  std::expected<Int, errc> resize(std::uint32_t node, std::uint64_t size) {
+    std::scoped_lock lock(mutex_);
+    auto capacity = engine_.resize(node, size);
+    if (!capacity) return std::unexpected(capacity.error());
+    return static_cast<Int>(*capacity);
+  }
+
   void release(std::uint32_t node) noexcept {
     std::scoped_lock lock(mutex_);
     detail::expects(engine_.release(node), "a slice is given back once: double release");
   }
 
-  bool release_raw_locked(std::uint64_t offset) noexcept {
-    const std::uint32_t node = raw_.find(offset);
-    if (!detail::expects(node != no_index,
+  struct raw_request {
+    std::uint64_t size;
+    std::uint64_t alignment;
+  };
+
+  bool release_raw_at(const void* pointer, const raw_request* request) noexcept {
+    const auto offset = offset_of(pointer);
+    if (!detail::expects(offset.has_value(),
+                         "release_raw: the pointer is in none of this pool's regions"))
+      return false;
+    return release_raw_locked(*offset, request);
+  }
+
+  bool release_raw_locked(std::uint64_t offset, const raw_request* request) noexcept {
+    const detail::raw_entry* entry = raw_.find(offset);
+    if (!detail::expects(entry != nullptr,
                          "release_raw: the offset does not start a live raw range of this pool "
                          "(released twice, a slice's range, another pool's, or inside a range)"))
       return false;
+    if (request != nullptr) {
+      if (!detail::expects(request->size == entry->size,
+                           "release_raw: the size differs from the size the range was acquired "
+                           "with"))
+        return false;
+      if (!detail::expects(request->alignment == std::uint64_t{1} << entry->alignment_log2,
+                           "release_raw: the alignment differs from the alignment the range was "
+                           "acquired with"))
+        return false;
+    }
+    const std::uint32_t node = entry->node;
     raw_.erase(offset);
     engine_.release(node);
     return true;
@@ -749,6 +852,24 @@ class basic_slice {
     if (auto e = access_error(false)) return std::unexpected(*e);
     return std::span<const std::byte>(pointer(), size_);
   }
+  /// Grows or shrinks the slice in place to `size` bytes: its offset and data stay where
+  /// they are; growing takes the start of the next range if that range is free and in the
+  /// same region, shrinking gives the tail back to the pool. Errors, with nothing changed:
+  /// invalid_argument (empty slice), pool_gone, in_use (guarded: I/O may be in flight),
+  /// invalid_size, too_large, out_of_memory (no free room right after the slice).
+  /// O(log n).
+  [[nodiscard]] std::expected<void, errc> try_resize(std::uint64_t size) {
+    if (ref_ == pool_ref::none) return std::unexpected(errc::invalid_argument);
+    auto keep = lock_pool();
+    if (keep.pool == nullptr) return std::unexpected(errc::pool_gone);
+    if (guard_) return std::unexpected(errc::in_use);
+    auto capacity = keep.pool->resize(node_, size);
+    if (!capacity) return std::unexpected(capacity.error());
+    size_ = static_cast<integer>(size);
+    capacity_ = *capacity;
+    return {};
+  }
+
   /// Mutable bytes; using a guarded or dead slice is a contract violation (empty span).
   [[nodiscard]] std::span<std::byte> bytes() noexcept {
     auto b = try_bytes();

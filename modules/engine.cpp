@@ -806,6 +806,54 @@ bool engine::release(std::uint32_t n) noexcept {
   return true;
 }
 
+std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
+  if (n >= nodes_.size() || nodes_[n].state != node_used)
+    return std::unexpected(errc::invalid_argument);
+  if (size == 0) return std::unexpected(errc::invalid_size);
+  if (size > limits_.max_size) return std::unexpected(errc::too_large);
+  const offset_t g = limits_.min_alignment;
+  const offset_t len = std::max(size, limits_.min_size);
+  const offset_t offset = nodes_[n].offset;
+  const offset_t capacity = nodes_[n].size;
+  std::uint32_t q = nodes_[n].next;
+  if (q != no_index && nodes_[q].state != node_free) q = no_index;
+  const offset_t room = capacity + (q == no_index ? 0 : nodes_[q].size);  // cannot overflow
+  if (len > room) return std::unexpected(errc::out_of_memory);
+  // The new capacity: len rounded up to the granule where the room allows, and a tail
+  // that could never hold a slice of its own stays with the range (as in carve).
+  const offset_t rem = len & (g - 1);
+  const offset_t extra = rem == 0 ? 0 : g - rem;
+  offset_t target = room - len >= extra ? len + extra : room;
+  if (room - target < g) target = room;
+  if (target == capacity) return capacity;
+
+  if (target < capacity && q == no_index) {  // the tail becomes a free range of its own
+    const std::uint32_t t = new_node();      // may throw: nothing changed yet
+    const std::uint32_t after = nodes_[n].next;
+    if (after != no_index) {
+      link_before(t, after);
+    } else {
+      nodes_[t].region = nodes_[n].region;
+      nodes_[t].prev = n;
+      nodes_[n].next = t;
+    }
+    nodes_[t].offset = offset + target;
+    nodes_[t].size = capacity - target;
+    add_free(t);                // index room covers every node (see new_node)
+  } else if (target == room) {  // the free neighbour is taken whole
+    remove_free(q);
+    unlink(q);
+    free_node(q);
+  } else {  // the free neighbour gives or takes the difference; its last offset stays
+    resize_free(q, offset + target, room - target);
+  }
+  region_rec& r = regions_[nodes_[n].region];
+  r.used_bytes = r.used_bytes - capacity + target;  // modular: the result is in range
+  used_bytes_ = used_bytes_ - capacity + target;
+  nodes_[n].size = target;
+  return target;
+}
+
 offset_t engine::node_offset(std::uint32_t n) const noexcept {
   return nodes_[n].offset;
 }

@@ -492,6 +492,176 @@ TEST(Coalescing, NeverMergesAcrossRegionsWithContiguousOffsets) {
   EXPECT_TRUE(valid(e));
 }
 
+// ---------------------------------------------------------------------------------------
+// Resizing in place.
+
+TEST(Resize, GrowsIntoAFreeNextRangeKeepingTheOffset) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto all = fill(e, 0, {1024, 1024, 2048});
+  ASSERT_TRUE(e.release(all[1].node));
+  EXPECT_EQ(e.resize(all[0].node, 1500).value(), 1504u);  // rounded to the granule
+  EXPECT_EQ(layout_of(e, 0),
+            (layout{{0, 1504, true}, {1504, 544, false}, {2 * kib, 2 * kib, true}}));
+  EXPECT_EQ(e.stats().used_bytes, 1504u + 2048u);
+  EXPECT_EQ(e.stats().free_bytes, 544u);
+  EXPECT_TRUE(valid(e));
+  EXPECT_EQ(e.resize(all[0].node, 2048).value(), 2048u);  // takes the free range whole
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 2 * kib, true}, {2 * kib, 2 * kib, true}}));
+  EXPECT_EQ(e.stats().free_ranges, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Resize, GrowthAbsorbsALeftoverSmallerThanTheGranule) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto all = fill(e, 0, {1024, 1024, 2048});
+  ASSERT_TRUE(e.release(all[1].node));
+  EXPECT_EQ(e.resize(all[0].node, 2040).value(), 2048u);  // 8 bytes would be left: taken too
+  EXPECT_EQ(e.stats().free_ranges, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Resize, GrowthFailsWithOutOfMemoryWhenTheNextRangeIsUsedOrTooSmall) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto all = fill(e, 0, {1024, 1024, 1024, 1024});
+  ASSERT_TRUE(e.release(all[2].node));
+  const layout before = layout_of(e, 0);
+  EXPECT_EQ(error_of(e.resize(all[0].node, 1040)), errc::out_of_memory);  // next is used
+  EXPECT_EQ(error_of(e.resize(all[1].node, 2049)), errc::out_of_memory);  // next too small
+  EXPECT_EQ(error_of(e.resize(all[3].node, 1040)), errc::out_of_memory);  // region's end
+  EXPECT_EQ(layout_of(e, 0), before);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Resize, NeverGrowsAcrossRegionsWithContiguousOffsets) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  add_region(e, 4 * kib);  // offsets [4096, 8192): contiguous, another region
+  auto a = e.allocate(4 * kib, 1, bufpool::fixed(0));
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(error_of(e.resize(a->node, 4 * kib + 16)), errc::out_of_memory);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Resize, ShrinkGivesTheTailBackAsAFreeRangeOrToAFreeNeighbour) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto all = fill(e, 0, {2048, 1024, 1024});
+  EXPECT_EQ(e.resize(all[0].node, 1000).value(), 1008u);  // next is used: a new free range
+  EXPECT_EQ(
+      layout_of(e, 0),
+      (layout{{0, 1008, true}, {1008, 1040, false}, {2 * kib, kib, true}, {3 * kib, kib, true}}));
+  EXPECT_TRUE(valid(e));
+  ASSERT_TRUE(e.release(all[2].node));
+  EXPECT_EQ(e.resize(all[1].node, 16).value(), 16u);  // the free next range grows backwards
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, 1008, true},
+                                     {1008, 1040, false},
+                                     {2 * kib, 16, true},
+                                     {2 * kib + 16, 2 * kib - 16, false}}));
+  EXPECT_EQ(e.stats().used_bytes, 1008u + 16u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Resize, ShrinkByLessThanAGranuleKeepsTheCapacity) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto all = fill(e, 0, {1024, 3072});
+  EXPECT_EQ(e.resize(all[0].node, 1020).value(), 1024u);
+  EXPECT_EQ(e.resize(all[0].node, 1009).value(), 1024u);
+  EXPECT_EQ(e.stats().free_ranges, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Resize, BadArgumentsAreErrorsThatChangeNothing) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(100, 1, bufpool::optimal);
+  auto b = e.allocate(100, 1, bufpool::optimal);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(e.release(b->node));
+  EXPECT_EQ(error_of(e.resize(a->node, 0)), errc::invalid_size);
+  EXPECT_EQ(error_of(e.resize(a->node, offset_t{UINT32_MAX} + 1)), errc::too_large);
+  EXPECT_EQ(error_of(e.resize(b->node, 50)), errc::invalid_argument);  // released
+  EXPECT_EQ(error_of(e.resize(12345, 50)), errc::invalid_argument);    // never a node
+  EXPECT_EQ(e.stats().used_bytes, 112u);
+  EXPECT_TRUE(valid(e));
+}
+
+// Random grows, shrinks, allocations and releases: every resize keeps the offset, yields a
+// capacity that holds the request, fails only when the bytes right after are not free
+// (checked against a byte map), and the engine stays valid throughout.
+TEST(Resize, RandomResizesKeepEveryInvariant) {
+  bufpool::engine e(limits_u32());
+  constexpr offset_t size = 64 * kib;
+  add_region(e, size);
+  std::vector<char> owner(size, 0);  // 1 where a live range lies
+  struct live {
+    std::uint32_t node;
+    offset_t offset;
+    offset_t capacity;
+  };
+  std::vector<live> ranges;
+  int grew = 0;
+  int shrank = 0;
+  int refused = 0;
+  std::uint64_t x = 88172645463325252ULL;
+  auto next = [&x] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  auto mark = [&owner](offset_t from, offset_t n, char v) {
+    std::fill(owner.begin() + static_cast<std::ptrdiff_t>(from),
+              owner.begin() + static_cast<std::ptrdiff_t>(from + n), v);
+  };
+  for (int step = 0; step < 20000; ++step) {
+    const auto op = next() % 4;
+    if (op == 0 || ranges.empty()) {
+      auto a = e.allocate(1 + next() % 2000, offset_t{1} << (next() % 7), bufpool::optimal);
+      if (!a) continue;
+      ranges.push_back({a->node, a->offset, a->capacity});
+      mark(a->offset, a->capacity, 1);
+    } else if (op == 1) {
+      const std::size_t i = next() % ranges.size();
+      ASSERT_TRUE(e.release(ranges[i].node));
+      mark(ranges[i].offset, ranges[i].capacity, 0);
+      ranges[i] = ranges.back();
+      ranges.pop_back();
+    } else {
+      live& r = ranges[next() % ranges.size()];
+      const offset_t want = 1 + next() % 4000;
+      mark(r.offset, r.capacity, 0);
+      offset_t room = 0;  // free bytes from the offset on
+      while (r.offset + room < size && owner[r.offset + room] == 0) ++room;
+      auto c = e.resize(r.node, want);
+      if (want <= room) {
+        ASSERT_TRUE(c.has_value()) << "step " << step;
+        ASSERT_GE(*c, want);
+        ASSERT_LE(*c, room);
+        grew += *c > r.capacity ? 1 : 0;
+        shrank += *c < r.capacity ? 1 : 0;
+        r.capacity = *c;
+      } else {
+        ASSERT_EQ(error_of(c), errc::out_of_memory) << "step " << step;
+        ++refused;
+      }
+      ASSERT_EQ(e.node_offset(r.node), r.offset);
+      ASSERT_EQ(e.node_size(r.node), r.capacity);
+      mark(r.offset, r.capacity, 1);
+    }
+    if (step % 500 == 0) ASSERT_TRUE(valid(e)) << "step " << step;
+  }
+  for (const live& r : ranges) ASSERT_TRUE(e.release(r.node));
+  EXPECT_EQ(layout_of(e, 0), (layout{{0, size, false}}));
+  EXPECT_TRUE(valid(e));
+  EXPECT_GT(grew, 500);  // every branch was taken often
+  EXPECT_GT(shrank, 500);
+  EXPECT_GT(refused, 500);
+}
+
 TEST(Release, NonLiveNodeReturnsFalseAndChangesNothing) {
   bufpool::engine e(limits_u32());
   add_region(e, 4 * kib);

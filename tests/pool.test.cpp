@@ -625,6 +625,65 @@ TEST(WeakSlice, KeepsItsRegionOffsetAndSizeButNotExtraOnceThePoolIsGone) {
 // ---------------------------------------------------------------------------------------
 // Handles and closing
 
+TEST(SliceResize, GrowsInPlaceWhenTheNextRangeIsFreeAndKeepsTheData) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto a = pool.acquire(1000);
+  ASSERT_TRUE(a.has_value());
+  const auto data = a->bytes().data();
+  a->bytes()[999] = std::byte{42};
+  ASSERT_TRUE(a->try_resize(3000).has_value());
+  EXPECT_EQ(a->offset(), 0u);
+  EXPECT_EQ(a->size(), 3000u);
+  EXPECT_GE(a->capacity(), 3000u);
+  EXPECT_EQ(a->bytes().data(), data);
+  EXPECT_EQ(a->bytes().size(), 3000u);
+  EXPECT_EQ(a->bytes()[999], std::byte{42});
+  EXPECT_EQ(pool.stats().used_bytes, a->capacity());
+  auto b = pool.acquire(16);  // takes the rest after a
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(a->try_resize(4000).error(), bufpool::errc::out_of_memory);
+  EXPECT_EQ(a->size(), 3000u);  // nothing changed
+  expect_valid(pool);
+}
+
+TEST(SliceResize, ShrinkGivesTheTailBackToThePool) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto a = pool.acquire(4096);
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(a->try_resize(100).has_value());
+  EXPECT_EQ(a->size(), 100u);
+  EXPECT_EQ(a->capacity(), 112u);
+  EXPECT_EQ(pool.stats().free_bytes, 4096u - 112u);
+  auto b = pool.acquire(3000);  // fits in the returned tail
+  EXPECT_TRUE(b.has_value());
+  expect_valid(pool);
+}
+
+TEST(SliceResize, GuardedEmptyAndDeadSlicesAreRefused) {
+  std::vector<std::byte> memory(4096);
+  auto pool = std::make_shared<pool32>();
+  add_region(*pool, memory);
+  auto done = std::make_shared<bool>(false);
+  auto s = pool->acquire<flag_guard>(64);
+  ASSERT_TRUE(s.has_value());
+  ASSERT_TRUE(s->guard(flag_guard{done}).has_value());
+  EXPECT_EQ(s->try_resize(128).error(), bufpool::errc::in_use);  // I/O may be in flight
+  *done = true;
+  ASSERT_TRUE(s->try_unguard().has_value());
+  EXPECT_TRUE(s->try_resize(128).has_value());
+  EXPECT_EQ(s->try_resize(0).error(), bufpool::errc::invalid_size);
+  EXPECT_EQ(bufpool::buffer_pool<>::slice{}.try_resize(8).error(), bufpool::errc::invalid_argument);
+  s = std::unexpected(bufpool::errc::invalid_size);
+  auto w = pool32::acquire_weak(pool, 64);
+  ASSERT_TRUE(w.has_value());
+  pool.reset();
+  EXPECT_EQ(w->try_resize(128).error(), bufpool::errc::pool_gone);
+}
+
 TEST(Handle, CloseAllIsPreferredWhenThePoolIsDestroyed) {
   static_assert(bufpool::pool_handle<bulk_closing_handle, std::uint32_t, int>);
   auto log = std::make_shared<recording_log>();

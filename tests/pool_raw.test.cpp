@@ -156,6 +156,71 @@ TEST(RawRange, InteriorPointerIsAViolation) {
   EXPECT_TRUE(pool.release_raw(static_cast<const void*>(r->pointer)));
 }
 
+TEST(RawRange, CheckedReleaseWithTheAcquiredSizeAndAlignmentSucceeds) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto a = pool.acquire_raw(100, 64);
+  auto b = pool.acquire_raw(3, 1);  // below the pool's minimum alignment: recorded as asked
+  ASSERT_TRUE(a && b);
+  recording_violations watch;
+  EXPECT_TRUE(pool.release_raw(std::uint64_t{a->offset}, 100, 64));
+  EXPECT_TRUE(pool.release_raw(static_cast<const void*>(b->pointer), 3, 1));
+  EXPECT_EQ(g_violations, 0);
+  EXPECT_EQ(pool.stats().live_slices, 0u);
+  expect_valid(pool);
+}
+
+// BAD_INPUTS row 31 at the core: a release that names another size or alignment than the
+// acquisition is reported, and the range stays allocated (never a different range freed).
+TEST(RawRange, CheckedReleaseWithAnotherSizeOrAlignmentIsAViolationAndChangesNothing) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto r = pool.acquire_raw(100, 64);
+  ASSERT_TRUE(r.has_value());
+  const auto before = pool.stats();
+  recording_violations watch;
+  EXPECT_FALSE(pool.release_raw(std::uint64_t{r->offset}, 99, 64));
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
+  EXPECT_FALSE(pool.release_raw(static_cast<const void*>(r->pointer), 112, 64));  // capacity
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_FALSE(pool.release_raw(std::uint64_t{r->offset}, 100, 32));
+  EXPECT_EQ(g_violations, 3);
+  EXPECT_NE(g_last_violation.find("alignment differs"), std::string::npos);
+  EXPECT_FALSE(pool.release_raw(static_cast<const void*>(r->pointer), 100, 128));
+  EXPECT_EQ(g_violations, 4);
+  EXPECT_EQ(pool.stats().live_slices, before.live_slices);
+  EXPECT_EQ(pool.stats().used_bytes, before.used_bytes);
+  expect_valid(pool);
+  EXPECT_TRUE(pool.release_raw(std::uint64_t{r->offset}, 100, 64));
+  EXPECT_EQ(g_violations, 4);
+}
+
+TEST(RawRange, ResizeGrowsAndShrinksInPlaceAndUpdatesTheRecordedSize) {
+  std::vector<std::byte> memory(4096);
+  pool32 pool;
+  add_region(pool, memory);
+  auto r = pool.acquire_raw(100, 64);
+  ASSERT_TRUE(r.has_value());
+  auto grown = pool.resize_raw(static_cast<const void*>(r->pointer), 2000);
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_GE(*grown, 2000u);
+  EXPECT_EQ(pool.stats().used_bytes, *grown);
+  recording_violations watch;
+  EXPECT_FALSE(pool.release_raw(std::uint64_t{r->offset}, 100, 64));  // the old size
+  EXPECT_EQ(g_violations, 1);
+  auto shrunk = pool.resize_raw(std::uint64_t{r->offset}, 50);
+  ASSERT_TRUE(shrunk.has_value());
+  EXPECT_EQ(*shrunk, 64u);
+  EXPECT_EQ(pool.resize_raw(std::uint64_t{r->offset}, 5000).error(), bufpool::errc::out_of_memory);
+  EXPECT_TRUE(pool.release_raw(std::uint64_t{r->offset}, 50, 64));
+  EXPECT_EQ(pool.resize_raw(std::uint64_t{r->offset}, 50).error(), bufpool::errc::invalid_argument);
+  EXPECT_EQ(g_violations, 2);  // not a live raw range
+  expect_valid(pool);
+}
+
 TEST(RawRange, PointerOfAnotherPoolIsAViolation) {
   std::vector<std::byte> ma(4096);
   std::vector<std::byte> mb(4096);
