@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <forward_list>
 #include <limits>
 #include <list>
 #include <map>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 import bufpool;
@@ -26,8 +29,8 @@ import bufpool.pmr;
 
 namespace {
 
-using bufpool::pmr::growth_options;
 using bufpool::pmr::pool_resource;
+using bufpool::pmr::resource_options;
 
 constexpr std::size_t R = pool_resource::region_alignment;
 
@@ -150,7 +153,7 @@ bool inside(const void* p, std::size_t n, const void* begin, std::size_t size) {
 }
 
 void expect_valid(const pool_resource& r) {
-  const auto v = r.pool().validate();
+  const auto v = r.validate();
   EXPECT_TRUE(v.has_value()) << v.error();
 }
 
@@ -178,7 +181,7 @@ TEST(PoolResource, UpstreamConstructorTakesNothingUntilTheFirstAllocation) {
   EXPECT_EQ(up.allocations(), 0u);
   void* p = r.allocate(1);
   ASSERT_EQ(up.allocations(), 1u);
-  EXPECT_EQ(up.requests()[0].bytes, growth_options{}.first_region_size);
+  EXPECT_EQ(up.requests()[0].bytes, resource_options{}.first_region_size);
   EXPECT_EQ(up.requests()[0].alignment, R);
   r.deallocate(p, 1);
 }
@@ -241,7 +244,7 @@ TEST(PoolResource, BufferConstructorWithoutUpstreamUsesTheDefaultResource) {
 
 TEST(PoolResource, GrowthOptionsGiveGeometricRegionsCappedByTheMaximum) {
   counting_resource up;
-  pool_resource r(growth_options{4096, 2.0, 16384}, &up);
+  pool_resource r(resource_options{4096, 2.0, 16384}, &up);
   std::vector<void*> got;
   for (int i = 0; i < 8; ++i) got.push_back(r.allocate(4096, 4096));  // one region each
   std::vector<std::size_t> sizes;
@@ -254,7 +257,7 @@ TEST(PoolResource, GrowthOptionsGiveGeometricRegionsCappedByTheMaximum) {
 
 TEST(PoolResource, RequestLargerThanTheNextRegionGetsARegionOfItsOwnSize) {
   counting_resource up;
-  pool_resource r(growth_options{4096, 2.0, 1 << 20}, &up);
+  pool_resource r(resource_options{4096, 2.0, 1 << 20}, &up);
   void* big = r.allocate(100000, 16);
   ASSERT_EQ(up.allocations(), 1u);
   EXPECT_EQ(up.requests()[0].bytes, 102400u);  // 100000 rounded up to 4 KiB
@@ -271,9 +274,9 @@ TEST(PoolResource, RequestLargerThanTheNextRegionGetsARegionOfItsOwnSize) {
 TEST(PoolResource, InvalidGrowthOptionsAreAContractViolationAndDefaultsAreUsed) {
   recording_violations rec;
   counting_resource up;
-  pool_resource r(growth_options{8192, 0.5, 4096}, &up);
+  pool_resource r(resource_options{8192, 0.5, 4096}, &up);
   EXPECT_EQ(g_violations, 1);
-  EXPECT_EQ(r.options().first_region_size, growth_options{}.first_region_size);
+  EXPECT_EQ(r.options().first_region_size, resource_options{}.first_region_size);
   r.deallocate(r.allocate(8), 8);
 }
 
@@ -351,15 +354,15 @@ TEST(PoolResource, MisalignedBufferGivesAbsolutelyAlignedAddressesInsideIt) {
 
 TEST(PoolResource, UpstreamExceptionPropagatesUnchangedAndTheResourceStaysUsable) {
   counting_resource up;
-  pool_resource r(growth_options{4096, 2.0, 4096}, &up);
+  pool_resource r(resource_options{4096, 2.0, 4096}, &up);
   void* first = r.allocate(4096, 16);  // fills the first region
-  const auto before = r.pool().stats();
+  const auto before = r.stats();
   up.fail();
   EXPECT_THROW((void)r.allocate(16, 16), upstream_error);
   EXPECT_THROW((void)r.allocate(16, 8192), upstream_error);  // dedicated path too
   up.fail(false);
   EXPECT_THROW((void)r.allocate(16, 16), std::bad_alloc);
-  const auto after = r.pool().stats();
+  const auto after = r.stats();
   EXPECT_EQ(after.regions, before.regions);
   EXPECT_EQ(after.used_bytes, before.used_bytes);
   EXPECT_EQ(after.free_bytes, before.free_bytes);
@@ -409,7 +412,7 @@ TEST(PoolResource, EveryPointerIsAlignedForAlignmentsUpTo64KiB) {
   }
   for (auto& [p, shape] : got) r.deallocate(p, shape.first, shape.second);
   expect_valid(r);
-  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+  EXPECT_EQ(r.stats().live_slices, 0u);
   r.release();
   EXPECT_EQ(up.outstanding_bytes(), 0u);
   EXPECT_EQ(up.mismatches(), 0u);
@@ -442,7 +445,7 @@ TEST(PoolResource, AllocateZeroReturnsUniqueNonNullPointers) {
     }
   }
   for (auto [p, align] : got) r.deallocate(p, 0, align);
-  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+  EXPECT_EQ(r.stats().live_slices, 0u);
 }
 
 // BAD_INPUTS row 2: the standard's precondition; bad_alloc if the handler returns.
@@ -454,7 +457,7 @@ TEST(PoolResource, NonPowerOfTwoAlignmentIsAViolationThenBadAlloc) {
     EXPECT_THROW((void)r.allocate(8, align), std::bad_alloc) << align;
     EXPECT_EQ(g_violations, ++expected);
   }
-  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+  EXPECT_EQ(r.stats().live_slices, 0u);
 }
 
 TEST(PoolResource, IsEqualIsIdentity) {
@@ -473,7 +476,7 @@ TEST(PoolResource, IsEqualIsIdentity) {
 
 TEST(PoolResource, ReleaseReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
   counting_resource up;
-  pool_resource r(growth_options{4096, 2.0, 1 << 20}, &up);
+  pool_resource r(resource_options{4096, 2.0, 1 << 20}, &up);
   for (int i = 0; i < 20; ++i) (void)r.allocate(3000, 64);  // live allocations: allowed
   (void)r.allocate(10, 65536);
   EXPECT_GT(up.allocations(), 5u);
@@ -481,7 +484,7 @@ TEST(PoolResource, ReleaseReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
   EXPECT_EQ(up.outstanding_bytes(), 0u);
   EXPECT_EQ(up.outstanding_blocks(), 0u);
   EXPECT_EQ(up.mismatches(), 0u);
-  EXPECT_EQ(r.pool().stats().regions, 0u);
+  EXPECT_EQ(r.stats().regions, 0u);
   const std::size_t before = up.allocations();
   void* p = r.allocate(100, 16);
   ASSERT_EQ(up.allocations(), before + 1);
@@ -509,7 +512,7 @@ TEST(PoolResource, ReleaseKeepsTheUserBufferAsTheFirstRegion) {
 TEST(PoolResource, DestructorReturnsAllUpstreamMemory) {
   counting_resource up;
   {
-    pool_resource r(growth_options{4096, 2.0, 65536}, &up);
+    pool_resource r(resource_options{4096, 2.0, 65536}, &up);
     for (int i = 0; i < 30; ++i) (void)r.allocate(2000, 32);
     (void)r.allocate(1, 16384);
   }
@@ -558,7 +561,7 @@ TEST(PoolResource, UpstreamBytesStayBoundedUnderChurnUnlikeMonotonic) {
   EXPECT_GT(mono_up.peak_bytes(), std::size_t{16} << 20);
   for (auto [p, n] : live_r) r.deallocate(p, n, 16);
   expect_valid(r);
-  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+  EXPECT_EQ(r.stats().live_slices, 0u);
 }
 
 // ---- standard containers -------------------------------------------------------------
@@ -573,12 +576,28 @@ TEST(PoolResource, StandardContainersWorkOverTheResource) {
     std::pmr::unordered_map<int, int> u(&r);
     std::pmr::list<double> l(&r);
     std::pmr::string s(&r);
+    std::pmr::deque<int> d(&r);
+    std::pmr::forward_list<int> f(&r);
+    std::pmr::set<int> st(&r);
+    std::pmr::unordered_set<int> us(&r);
     for (int i = 0; i < 1000; ++i) {
       m.emplace(i, std::pmr::string(static_cast<std::size_t>(i % 50) + 20, 'x'));
       u[i] = 2 * i;
       l.push_back(i * 0.5);
       s += "abc";
+      (i % 2 == 0 ? d.push_back(i) : d.push_front(i));
+      f.push_front(i);
+      st.insert(999 - i);
+      us.insert(3 * i);
     }
+    EXPECT_EQ(d.front(), 999);
+    EXPECT_EQ(d.back(), 998);
+    EXPECT_EQ(f.front(), 999);
+    EXPECT_EQ(*st.begin(), 0);
+    EXPECT_EQ(st.size(), 1000u);
+    EXPECT_EQ(us.count(2997), 1u);
+    f.remove_if([](int x) { return x % 3 != 0; });
+    EXPECT_EQ(std::distance(f.begin(), f.end()), 334);
     std::pmr::vector<std::pmr::string> nested(&r);
     for (int i = 0; i < 500; ++i) nested.emplace_back(static_cast<std::size_t>(40 + i % 7), 'y');
     EXPECT_EQ(nested.back().get_allocator().resource(), &r);  // uses-allocator construction
@@ -589,12 +608,95 @@ TEST(PoolResource, StandardContainersWorkOverTheResource) {
     EXPECT_EQ(l.back(), 499.5);
     EXPECT_EQ(s.size(), 3000u);
     EXPECT_EQ(nested[3], std::pmr::string(43, 'y'));
-    EXPECT_GT(r.pool().stats().live_slices, 1000u);
+    EXPECT_GT(r.stats().live_slices, 1000u);
     nested.erase(nested.begin(), nested.begin() + 250);
     EXPECT_EQ(nested[0], std::pmr::string(40 + 250 % 7, 'y'));
   }
-  EXPECT_EQ(r.pool().stats().live_slices, 0u);  // everything came back
+  EXPECT_EQ(r.stats().live_slices, 0u);  // everything came back
   expect_valid(r);
+}
+
+// Scoped allocation: every level of a nested container draws from the same resource, and
+// copies made inside the outer container take the outer container's resource.
+TEST(PoolResource, NestedContainersUseTheResourceAtEveryLevel) {
+  pool_resource r;
+  pool_resource other;
+  {
+    using inner = std::pmr::vector<std::pmr::string>;
+    std::pmr::map<std::pmr::string, inner> outer(&r);
+    for (int i = 0; i < 200; ++i) {
+      std::pmr::string key(30 + static_cast<std::size_t>(i % 5), 'k');
+      key += std::to_string(i);
+      auto& v = outer[key];
+      for (int j = 0; j < 10; ++j) v.emplace_back(std::size_t{40}, static_cast<char>('a' + j));
+    }
+    for (const auto& [key, v] : outer) {
+      EXPECT_EQ(key.get_allocator().resource(), &r);
+      EXPECT_EQ(v.get_allocator().resource(), &r);
+      for (const auto& str : v) EXPECT_EQ(str.get_allocator().resource(), &r);
+    }
+    inner foreign(&other);
+    foreign.emplace_back(std::size_t{50}, 'z');
+    auto& copy = outer.begin()->second;
+    copy = foreign;  // assignment keeps the destination's allocator
+    EXPECT_EQ(copy.get_allocator().resource(), &r);
+    EXPECT_EQ(copy[0].get_allocator().resource(), &r);
+    EXPECT_EQ(copy[0], std::pmr::string(50, 'z'));
+    EXPECT_GT(r.stats().live_slices, 2000u);
+  }
+  EXPECT_EQ(r.stats().live_slices, 0u);
+  expect_valid(r);
+}
+
+TEST(PoolResource, PolymorphicAllocatorAllocatesConstructsAndDestroysThroughTheResource) {
+  counting_resource up;
+  pool_resource r(&up);
+  std::pmr::polymorphic_allocator<> alloc(&r);
+  EXPECT_EQ(alloc.resource(), &r);
+  auto* s = alloc.new_object<std::pmr::string>(std::size_t{100}, 'q');  // uses-allocator
+  EXPECT_EQ(s->get_allocator().resource(), &r);
+  EXPECT_EQ(r.stats().live_slices, 2u);  // the string object and its characters
+  alloc.delete_object(s);
+  void* raw = alloc.allocate_bytes(1000, 256);
+  EXPECT_EQ(address(raw) % 256, 0u);
+  alloc.deallocate_bytes(raw, 1000, 256);
+  std::pmr::polymorphic_allocator<double> typed(&r);
+  double* d = typed.allocate(10);
+  EXPECT_EQ(address(d) % alignof(double), 0u);
+  typed.deallocate(d, 10);
+  EXPECT_EQ(r.stats().live_slices, 0u);
+  EXPECT_EQ(up.allocations(), 1u);  // everything fit in the first region
+  expect_valid(r);
+}
+
+// ---- options -------------------------------------------------------------------------
+
+TEST(PoolResource, UnsynchronizedOptionServesOneThreadWithTheSameBehaviour) {
+  counting_resource up;
+  resource_options o{4096, 2.0, 1 << 16};
+  o.thread_safe = false;
+  pool_resource r(o, &up);
+  EXPECT_FALSE(r.options().thread_safe);
+  EXPECT_TRUE(pool_resource().options().thread_safe);  // the default locks
+  std::mt19937 rng(7);
+  std::vector<std::pair<void*, std::size_t>> live;
+  for (int i = 0; i < 20000; ++i) {
+    if (live.size() < 200 && rng() % 2 == 0) {
+      const std::size_t n = 1 + rng() % 3000;
+      live.emplace_back(r.allocate(n, 16), n);
+    } else if (!live.empty()) {
+      const std::size_t k = rng() % live.size();
+      r.deallocate(live[k].first, live[k].second, 16);
+      live[k] = live.back();
+      live.pop_back();
+    }
+  }
+  for (const auto& [p, n] : live) r.deallocate(p, n, 16);
+  EXPECT_EQ(r.stats().live_slices, 0u);
+  expect_valid(r);
+  EXPECT_LE(up.peak_bytes(), std::size_t{2} << 20);  // reuse keeps upstream bounded
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
 }
 
 // ---- misuse --------------------------------------------------------------------------
@@ -605,7 +707,7 @@ TEST(PoolResource, DeallocatingAForeignPointerIsAViolationThatChangesNothing) {
   pool_resource r;
   pool_resource other;
   void* mine = r.allocate(64, 16);
-  const auto before = r.pool().stats();
+  const auto before = r.stats();
   int on_stack = 0;
   r.deallocate(&on_stack, sizeof on_stack, alignof(int));
   EXPECT_EQ(g_violations, 1);
@@ -616,7 +718,7 @@ TEST(PoolResource, DeallocatingAForeignPointerIsAViolationThatChangesNothing) {
   EXPECT_EQ(g_violations, 3);
   r.deallocate(theirs, 64, 8192);  // not a dedicated allocation of this resource
   EXPECT_EQ(g_violations, 4);
-  const auto after = r.pool().stats();
+  const auto after = r.stats();
   EXPECT_EQ(after.live_slices, before.live_slices);
   EXPECT_EQ(after.used_bytes, before.used_bytes);
   r.deallocate(mine, 64, 16);
@@ -628,12 +730,147 @@ TEST(PoolResource, DeallocatingAForeignPointerIsAViolationThatChangesNothing) {
   expect_valid(r);
 }
 
+// BAD_INPUTS row 31: a deallocation that names another size or alignment than the
+// allocation is reported (in every build) and the memory stays allocated.
+TEST(PoolResource, DeallocatingWithAnotherSizeOrAlignmentIsAViolationThatChangesNothing) {
+  recording_violations rec;
+  counting_resource up;
+  pool_resource r(&up);
+  void* p = r.allocate(100, 16);
+  void* big = r.allocate(100, 8192);  // a dedicated upstream allocation
+  const auto before = r.stats();
+  r.deallocate(p, 96, 16);
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
+  r.deallocate(p, 100, 8);
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_NE(g_last_violation.find("alignment differs"), std::string::npos);
+  r.deallocate(big, 64, 8192);
+  EXPECT_EQ(g_violations, 3);
+  r.deallocate(big, 100, 16384);
+  EXPECT_EQ(g_violations, 4);
+  EXPECT_EQ(r.stats().live_slices, before.live_slices);
+  EXPECT_EQ(r.stats().used_bytes, before.used_bytes);
+  EXPECT_EQ(up.mismatches(), 0u);  // nothing wrong reached upstream
+  r.deallocate(p, 100, 16);
+  r.deallocate(big, 100, 8192);
+  EXPECT_EQ(g_violations, 4);
+  EXPECT_EQ(r.stats().live_slices, 0u);
+  expect_valid(r);
+}
+
+// ---- over a pool the user owns -------------------------------------------------------
+
+// A pool over one heap block whose base is aligned to 4 KiB.
+struct user_pool {
+  explicit user_pool(std::size_t size) : size(size) {
+    auto grow = pool.begin_expand(size);
+    EXPECT_TRUE(grow.has_value());
+    EXPECT_TRUE(std::move(*grow).initialize(memory).has_value());
+  }
+  ~user_pool() { ::operator delete(memory, std::align_val_t{4096}); }
+  user_pool(const user_pool&) = delete;
+  user_pool& operator=(const user_pool&) = delete;
+  std::size_t size;
+  void* memory = ::operator new(size, std::align_val_t{4096});
+  bufpool::buffer_pool<> pool;
+};
+
+TEST(PoolResource, OverAUserPoolAllocatesInsideItAndNeverGrowsIt) {
+  user_pool u(1 << 16);
+  pool_resource r(u.pool);
+  EXPECT_EQ(r.upstream_resource(), std::pmr::null_memory_resource());
+  EXPECT_TRUE(r.options().thread_safe);  // as the pool is
+  std::pmr::vector<int> v(&r);
+  for (int i = 0; i < 1000; ++i) v.push_back(i);
+  EXPECT_TRUE(inside(v.data(), v.size() * sizeof(int), u.memory, u.size));
+  EXPECT_EQ(u.pool.stats().live_slices, 1u);
+  EXPECT_EQ(u.pool.stats().regions, 1u);
+  EXPECT_THROW(v.reserve(1 << 20), std::bad_alloc);  // full: no growth, no upstream
+  EXPECT_EQ(v.size(), 1000u);
+  EXPECT_EQ(u.pool.stats().regions, 1u);
+  void* a = r.allocate(10, 1024);
+  EXPECT_EQ(address(a) % 1024, 0u);
+  r.deallocate(a, 10, 1024);
+  v = std::pmr::vector<int>(&r);
+  EXPECT_EQ(u.pool.stats().live_slices, 0u);
+  expect_valid(r);
+}
+
+TEST(PoolResource, OverAUserPoolReleaseGivesBackOnlyWhatTheResourceAllocated) {
+  user_pool u(1 << 16);
+  auto theirs = u.pool.acquire(512);  // the owner's own slice
+  ASSERT_TRUE(theirs.has_value());
+  {
+    pool_resource r(u.pool);
+    for (int i = 0; i < 20; ++i) (void)r.allocate(100, 8);
+    EXPECT_EQ(u.pool.stats().live_slices, 21u);
+    r.release();
+    EXPECT_EQ(u.pool.stats().live_slices, 1u);
+    (void)r.allocate(100, 8);
+    EXPECT_EQ(u.pool.stats().live_slices, 2u);
+  }  // destruction releases too
+  EXPECT_EQ(u.pool.stats().live_slices, 1u);
+  EXPECT_EQ(theirs->size(), 512u);
+}
+
+TEST(PoolResource, OverAUserPoolForeignOrWronglySizedDeallocationIsAViolation) {
+  recording_violations rec;
+  user_pool u(1 << 16);
+  pool_resource a(u.pool);
+  pool_resource b(u.pool);
+  void* from_b = b.allocate(64, 8);
+  a.deallocate(from_b, 64, 8);  // same pool, another resource
+  EXPECT_EQ(g_violations, 1);
+  void* mine = a.allocate(64, 8);
+  a.deallocate(mine, 32, 8);
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
+  EXPECT_EQ(u.pool.stats().live_slices, 2u);
+  a.deallocate(mine, 64, 8);
+  b.deallocate(from_b, 64, 8);
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_EQ(u.pool.stats().live_slices, 0u);
+}
+
+TEST(PoolResource, OverAUserPoolWithALessAlignedRegionBaseIsAViolationThenBadAlloc) {
+  recording_violations rec;
+  alignas(64) static std::byte memory[4096 + 8];
+  bufpool::local_buffer_pool<> pool;
+  auto grow = pool.begin_expand(4096);
+  ASSERT_TRUE(grow.has_value());
+  ASSERT_TRUE(std::move(*grow).initialize(memory + 8).has_value());  // base only 8-aligned
+  pool_resource r(pool);
+  EXPECT_FALSE(r.options().thread_safe);  // a local pool does not lock
+  void* p = r.allocate(64, 8);
+  EXPECT_EQ(g_violations, 0);
+  EXPECT_THROW((void)r.allocate(64, 64), std::bad_alloc);
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_NE(g_last_violation.find("less aligned"), std::string::npos);
+  EXPECT_EQ(pool.stats().live_slices, 1u);  // the refused range went back
+  r.deallocate(p, 64, 8);
+}
+
+TEST(PoolResource, OverAUserPoolWithSixteenBitOffsetsRefusesWhatItCannotAddress) {
+  alignas(4096) static std::byte memory[1 << 15];
+  bufpool::local_buffer_pool<std::uint16_t> pool;
+  auto grow = pool.begin_expand(sizeof memory);
+  ASSERT_TRUE(grow.has_value());
+  ASSERT_TRUE(std::move(*grow).initialize(memory).has_value());
+  pool_resource r(pool);
+  EXPECT_THROW((void)r.allocate(std::size_t{1} << 20, 8), std::bad_alloc);  // never truncated
+  void* p = r.allocate(1000, 16);
+  EXPECT_TRUE(inside(p, 1000, memory, sizeof memory));
+  r.deallocate(p, 1000, 16);
+  EXPECT_EQ(pool.stats().live_slices, 0u);
+}
+
 // ---- threads -------------------------------------------------------------------------
 
 // BAD_INPUTS row 34: backed by the thread-safe pool, so concurrent use is allowed.
 TEST(PoolResource, FourThreadsAllocateAndDeallocateConcurrently) {
   counting_resource up;
-  pool_resource r(growth_options{4096, 2.0, 1 << 18}, &up);
+  pool_resource r(resource_options{4096, 2.0, 1 << 18}, &up);
   std::vector<std::thread> threads;
   std::vector<int> errors(4, 0);
   for (int t = 0; t < 4; ++t) {
@@ -674,11 +911,34 @@ TEST(PoolResource, FourThreadsAllocateAndDeallocateConcurrently) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(errors, std::vector<int>(4, 0));
-  EXPECT_EQ(r.pool().stats().live_slices, 0u);
+  EXPECT_EQ(r.stats().live_slices, 0u);
   expect_valid(r);
   r.release();
   EXPECT_EQ(up.outstanding_bytes(), 0u);
   EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, OverAThreadSafeUserPoolFourThreadsShareOneResource) {
+  user_pool u(std::size_t{1} << 20);
+  pool_resource r(u.pool);
+  std::vector<std::thread> threads;
+  std::vector<int> errors(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&r, &errors, t] {
+      std::pmr::vector<std::pmr::string> strings(&r);
+      for (int i = 0; i < 2000; ++i) {
+        strings.emplace_back(static_cast<std::size_t>(20 + i % 100), static_cast<char>('a' + t));
+        if (i % 3 == 0) strings.erase(strings.begin());
+      }
+      for (const auto& s : strings)
+        if (s.find_first_not_of(static_cast<char>('a' + t)) != std::pmr::string::npos)
+          ++errors[static_cast<std::size_t>(t)];
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors, std::vector<int>(4, 0));
+  EXPECT_EQ(u.pool.stats().live_slices, 0u);
+  expect_valid(r);
 }
 
 }  // namespace

@@ -3,15 +3,19 @@
 module;
 #include <algorithm>
 #include <bit>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <expected>
 #include <limits>
 #include <memory>
 #include <memory_resource>
 #include <mutex>
 #include <new>
 #include <optional>
+#include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 export module bufpool.pmr;
@@ -20,13 +24,18 @@ import bufpool;
 
 export namespace bufpool::pmr {
 
-/// How a pool_resource grows: the first region it asks upstream for, the factor each
-/// following region grows by, and the largest region it asks for (a request larger than
-/// the next region size still gets a region of its own size).
-struct growth_options {
+/// How a pool_resource that owns its pool grows, and whether it locks: the first region
+/// it asks upstream for, the factor each following region grows by, the largest region
+/// it asks for (a request larger than the next region size still gets a region of its
+/// own size), and thread safety.
+struct resource_options {
   std::size_t first_region_size = std::size_t{64} << 10;  ///< Bytes (rounded up to 4 KiB).
   double growth_factor = 2.0;                             ///< >= 1.
   std::size_t max_region_size = std::size_t{64} << 20;    ///< >= first_region_size.
+  /// true: allocate and deallocate may be called from many threads at once (like
+  /// `synchronized_pool_resource`). false: no locking, one thread at a time (like
+  /// `monotonic_buffer_resource` and `unsynchronized_pool_resource`), and faster.
+  bool thread_safe = true;
 
   /// 1 <= first <= max, factor >= 1 (and not NaN).
   [[nodiscard]] constexpr bool valid() const noexcept {
@@ -34,84 +43,77 @@ struct growth_options {
   }
 };
 
-/// A `std::pmr::memory_resource` over a `bufpool::buffer_pool<std::size_t>`: a drop-in
-/// replacement for `std::pmr::monotonic_buffer_resource` (same constructor shapes,
-/// `release()`, `upstream_resource()`) whose `deallocate` makes memory reusable at once.
-///
-/// Growth: when the pool has no room, the resource asks `upstream` for a new region
-/// (geometric growth from the first region size, capped by the maximum; a larger request
-/// gets a region of its own size) and expands the pool with it. Regions from upstream are
-/// aligned to `region_alignment` and their sizes are multiples of it, so a pool offset
-/// aligned to `a <= region_alignment` is an address aligned to `a`. Requests with a larger
-/// alignment get a dedicated upstream allocation, given back by `deallocate`.
-///
-/// Buffer constructors: `(buffer, size)` uses the buffer as the first region whatever its
-/// alignment (alignment is of absolute addresses). `(nullptr, size)` means "no buffer":
-/// `size` is then only the first upstream region size (libc++'s behaviour). `(buffer, 0)`
-/// means no buffer either.
-///
-/// Errors: allocation failure throws `std::bad_alloc`; an exception from upstream
-/// propagates unchanged and leaves the resource as it was. Contract violations (violation
-/// handler): null upstream (the default resource is used if the handler returns), an
-/// alignment that is not a power of two (then `std::bad_alloc`), deallocating a pointer
-/// this resource did not hand out or handed out and already took back (nothing changes).
-///
-/// Threads: allocate and deallocate may be called concurrently (the pool is thread-safe
-/// and growth is serialized); `release()` and destruction must not overlap other calls.
-///
-/// ```
-/// bufpool::pmr::pool_resource arena;  // was: std::pmr::monotonic_buffer_resource arena;
-/// std::pmr::vector<int> v(&arena);
-/// ```
-class pool_resource : public std::pmr::memory_resource {
+/// A pool a pool_resource can be built over without owning it: any `buffer_pool`.
+template <class Pool>
+concept borrowable_pool = requires(Pool& p, const void* q) {
+  typename Pool::mutex_type;
+  p.acquire_raw(std::uint64_t{1}, std::uint64_t{1});
+  { p.release_raw(q, std::uint64_t{1}, std::uint64_t{1}) } -> std::same_as<bool>;
+  { p.stats() } -> std::same_as<pool_stats>;
+};
+
+}  // namespace bufpool::pmr
+
+namespace bufpool::pmr::detail {
+
+using bufpool::detail::expects;
+
+// What pool_resource forwards to: a pool it owns and grows, or a pool the user owns.
+class backend {
  public:
-  using pool_type = buffer_pool<std::size_t>;
+  backend() = default;
+  backend(const backend&) = delete;
+  backend& operator=(const backend&) = delete;
+  virtual ~backend() = default;
+  virtual void* allocate(std::size_t bytes, std::size_t alignment) = 0;  // throws on failure
+  virtual void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept = 0;
+  virtual void release() noexcept = 0;
+  [[nodiscard]] virtual pool_stats stats() const = 0;
+  [[nodiscard]] virtual std::expected<void, std::string> validate() const = 0;
+};
 
-  /// Alignment of every region's base address and granularity of its size. Requests
-  /// aligned to more than this are served by a dedicated upstream allocation.
-  static constexpr std::size_t region_alignment = 4096;
+inline constexpr std::size_t region_alignment = 4096;
 
-  pool_resource() : pool_resource(growth_options{}, std::pmr::get_default_resource()) {}
+// `n` rounded up to a multiple of region_alignment, or nothing on overflow.
+inline std::optional<std::size_t> round_up(std::size_t n) noexcept {
+  if (n > std::numeric_limits<std::size_t>::max() - (region_alignment - 1)) return std::nullopt;
+  return (n + region_alignment - 1) & ~(region_alignment - 1);
+}
 
-  explicit pool_resource(std::pmr::memory_resource* upstream)
-      : pool_resource(growth_options{}, upstream) {}
+// A pool of std::size_t offsets that the resource owns and grows from upstream. `Mutex`
+// locks the pool and the growth state (null_mutex when the resource is not thread-safe).
+template <class Mutex>
+class owning_backend final : public backend {
+ public:
+  using pool_type = buffer_pool<std::size_t, no_extra, no_handle, Mutex>;
 
-  /// `initial_size` is the size of the first region taken from upstream (0 means 1).
-  explicit pool_resource(std::size_t initial_size,
-                         std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
-      : pool_resource(with_first(initial_size), upstream) {}
-
-  /// `buffer` (any alignment) becomes the first region; it is never given to upstream and
-  /// stays the first region after release(). The first region taken from upstream then has
-  /// `size` bytes (rounded up to region_alignment). `(nullptr, size)`: no buffer, `size` is
-  /// only the first upstream region size. `(buffer, 0)`: no buffer.
-  pool_resource(void* buffer, std::size_t size,
-                std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
-      : pool_resource(with_first(size), upstream) {
-    if (buffer != nullptr && size != 0) {
-      buffer_ = static_cast<std::byte*>(buffer);
-      buffer_size_ = size;
-      add_buffer();
-    }
+  owning_backend(const resource_options& growth, std::pmr::memory_resource* upstream,
+                 std::byte* buffer, std::size_t buffer_size)
+      : upstream_(upstream),
+        growth_(growth),
+        next_size_(first_size()),
+        buffer_(buffer),
+        buffer_size_(buffer_size),
+        pool_(std::make_unique<pool_type>(pool_options())) {
+    if (buffer_ != nullptr) add_buffer();
   }
 
-  /// Growth from `options` (invalid options are a contract violation: defaults are used).
-  explicit pool_resource(const growth_options& options,
-                         std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
-      : upstream_(checked_upstream(upstream)),
-        growth_(checked(options)),
-        next_size_(first_size()),
-        pool_(std::make_unique<pool_type>(pool_options())) {}
+  ~owning_backend() override { free_all(); }
 
-  pool_resource(const pool_resource&) = delete;
-  pool_resource& operator=(const pool_resource&) = delete;
+  void* allocate(std::size_t bytes, std::size_t alignment) override {
+    if (alignment > region_alignment) return allocate_dedicated(bytes, alignment);
+    if (auto r = pool_->acquire_raw(bytes, alignment)) return r->pointer;
+    return allocate_growing(bytes, alignment);
+  }
 
-  ~pool_resource() override { free_all(); }
+  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept override {
+    if (alignment > region_alignment)
+      deallocate_dedicated(p, bytes, alignment);
+    else  // foreign pointers and wrong sizes or alignments are reported by the pool
+      pool_->release_raw(static_cast<const void*>(p), bytes, alignment);
+  }
 
-  /// Gives every region and dedicated allocation back to upstream, except the user's
-  /// buffer, which stays the first region; the next region taken from upstream has the
-  /// initial size again (LWG 3120). Every pointer handed out before is invalid afterwards.
-  void release() {
+  void release() noexcept override {
     std::scoped_lock lock(mutex_);
     free_all();
     next_size_ = first_size();
@@ -119,40 +121,9 @@ class pool_resource : public std::pmr::memory_resource {
     if (buffer_ != nullptr) add_buffer();
   }
 
-  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
-
-  /// The growth options in use.
-  [[nodiscard]] const growth_options& options() const noexcept { return growth_; }
-
-  /// The pool behind the resource (for statistics and validation). A misaligned or oddly
-  /// sized user buffer adds up to two permanent slices to its `live_slices`: they hold the
-  /// bytes between the buffer and the region_alignment boundaries around it.
-  [[nodiscard]] const pool_type& pool() const noexcept { return *pool_; }
-
- protected:
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    if (!detail::expects(std::has_single_bit(alignment),
-                         "pool_resource::allocate: the alignment must be a power of two"))
-      throw std::bad_alloc();
-    if (bytes == 0) bytes = 1;  // a unique, non-null pointer
-    if (alignment > region_alignment) return allocate_dedicated(bytes, alignment);
-    if (auto r = pool_->acquire_raw(bytes, alignment)) return r->pointer;
-    return allocate_growing(bytes, alignment);
-  }
-
-  void do_deallocate(void* p, std::size_t, std::size_t alignment) override {
-    if (!detail::expects(std::has_single_bit(alignment),
-                         "pool_resource::deallocate: the alignment must be a power of two"))
-      return;
-    if (alignment > region_alignment) {
-      deallocate_dedicated(p);
-      return;
-    }
-    pool_->release_raw(static_cast<const void*>(p));  // misuse is reported by the pool
-  }
-
-  [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
-    return this == &other;
+  [[nodiscard]] pool_stats stats() const override { return pool_->stats(); }
+  [[nodiscard]] std::expected<void, std::string> validate() const override {
+    return pool_->validate();
   }
 
  private:
@@ -162,40 +133,13 @@ class pool_resource : public std::pmr::memory_resource {
     std::size_t alignment;
   };
 
-  static growth_options with_first(std::size_t first) noexcept {
-    growth_options o;
-    o.first_region_size = first == 0 ? 1 : first;
-    if (o.max_region_size < o.first_region_size) o.max_region_size = o.first_region_size;
-    return o;
-  }
-
-  static std::pmr::memory_resource* checked_upstream(std::pmr::memory_resource* upstream) {
-    return detail::expects(upstream != nullptr, "pool_resource: the upstream must not be null")
-               ? upstream
-               : std::pmr::get_default_resource();
-  }
-
-  static growth_options checked(const growth_options& o) {
-    return detail::expects(o.valid(),
-                           "pool_resource growth options: 1 <= first <= max region size, "
-                           "growth factor >= 1")
-               ? o
-               : growth_options{};
-  }
-
   // Offsets carry the alignment: the pool's own minimum is 1 (pmr asks for what it needs)
   // and it is never asked for more than region_alignment.
-  static pool_type::options_type pool_options() noexcept {
-    pool_type::options_type o;
+  static typename pool_type::options_type pool_options() noexcept {
+    typename pool_type::options_type o;
     o.min_alignment = 1;
     o.max_alignment = region_alignment;
     return o;
-  }
-
-  // `n` rounded up to a multiple of region_alignment, or nothing on overflow.
-  static std::optional<std::size_t> round_up(std::size_t n) noexcept {
-    if (n > std::numeric_limits<std::size_t>::max() - (region_alignment - 1)) return std::nullopt;
-    return (n + region_alignment - 1) & ~(region_alignment - 1);
   }
 
   static constexpr std::size_t largest_region = ~(region_alignment - 1);
@@ -277,14 +221,18 @@ class pool_resource : public std::pmr::memory_resource {
     return p;
   }
 
-  void deallocate_dedicated(void* p) {
+  void deallocate_dedicated(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     block b{};
     {
       std::scoped_lock lock(mutex_);
       const auto it = dedicated_.find(p);
-      if (!detail::expects(it != dedicated_.end(),
-                           "pool_resource::deallocate: the pointer was not allocated here with "
-                           "this alignment (foreign, interior or already deallocated)"))
+      if (!expects(it != dedicated_.end(),
+                   "pool_resource::deallocate: the pointer was not allocated here with this "
+                   "alignment (foreign, interior or already deallocated)"))
+        return;
+      if (!expects(it->second.size == bytes && it->second.alignment == alignment,
+                   "pool_resource::deallocate: the size or alignment differs from the "
+                   "allocation's"))
         return;
       b = it->second;
       dedicated_.erase(it);
@@ -305,16 +253,242 @@ class pool_resource : public std::pmr::memory_resource {
   }
 
   std::pmr::memory_resource* upstream_;
-  growth_options growth_;
+  resource_options growth_;
   std::size_t next_size_;
-  std::byte* buffer_ = nullptr;
-  std::size_t buffer_size_ = 0;
-  std::mutex mutex_;  // growth, blocks_ and dedicated_
+  std::byte* buffer_;
+  std::size_t buffer_size_;
+  Mutex mutex_;  // growth, blocks_ and dedicated_
   std::unique_ptr<pool_type> pool_;
-  std::optional<pool_type::slice> head_pad_;
-  std::optional<pool_type::slice> tail_pad_;
+  std::optional<typename pool_type::slice> head_pad_;
+  std::optional<typename pool_type::slice> tail_pad_;
   std::vector<block> blocks_;
   std::unordered_map<void*, block> dedicated_;
+};
+
+// A pool the user owns and expands. The resource never grows it; it remembers what it
+// handed out so release() can give exactly that back. Locks as the pool does.
+template <class Pool>
+class borrowed_backend final : public backend {
+ public:
+  explicit borrowed_backend(Pool& pool) : pool_(pool) {}
+
+  ~borrowed_backend() override { release(); }
+
+  void* allocate(std::size_t bytes, std::size_t alignment) override {
+    auto r = pool_.acquire_raw(bytes, alignment);
+    if (!r) throw std::bad_alloc();
+    void* p = r->pointer;
+    // Offsets are aligned; addresses are too only if the region's base is.
+    if (!expects(reinterpret_cast<std::uintptr_t>(p) % alignment == 0,
+                 "pool_resource over a user's pool: a region's base address is less aligned "
+                 "than the requested alignment")) {
+      pool_.release_raw(static_cast<const void*>(p), bytes, alignment);
+      throw std::bad_alloc();
+    }
+    try {
+      std::scoped_lock lock(mutex_);
+      live_.emplace(p, bytes);
+    } catch (...) {
+      pool_.release_raw(static_cast<const void*>(p), bytes, alignment);
+      throw;
+    }
+    return p;
+  }
+
+  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept override {
+    std::scoped_lock lock(mutex_);
+    const auto it = live_.find(p);
+    if (!expects(it != live_.end(),
+                 "pool_resource::deallocate: the pointer was not allocated by this resource "
+                 "(foreign, interior or already deallocated)"))
+      return;
+    // A wrong size or alignment is reported by the pool, and nothing changes.
+    if (pool_.release_raw(static_cast<const void*>(p), bytes, alignment)) live_.erase(it);
+  }
+
+  void release() noexcept override {
+    std::scoped_lock lock(mutex_);
+    for (const auto& [p, bytes] : live_) pool_.release_raw(static_cast<const void*>(p));
+    live_.clear();
+  }
+
+  [[nodiscard]] pool_stats stats() const override { return pool_.stats(); }
+  [[nodiscard]] std::expected<void, std::string> validate() const override {
+    return pool_.validate();
+  }
+
+ private:
+  Pool& pool_;
+  mutable typename Pool::mutex_type mutex_;  // live_
+  std::unordered_map<void*, std::size_t> live_;
+};
+
+}  // namespace bufpool::pmr::detail
+
+export namespace bufpool::pmr {
+
+/// A `std::pmr::memory_resource` over a bufpool pool: a drop-in replacement for
+/// `std::pmr::monotonic_buffer_resource` and the pool resources (same constructor shapes,
+/// `release()`, `upstream_resource()`) whose `deallocate` makes memory reusable at once.
+///
+/// **Owning** (every constructor but the last): the resource owns a
+/// `buffer_pool<std::size_t>` and grows it. When the pool has no room, the resource asks
+/// `upstream` for a new region (geometric growth from the first region size, capped by
+/// the maximum; a larger request gets a region of its own size) and expands the pool with
+/// it. Regions from upstream are aligned to `region_alignment` and their sizes are
+/// multiples of it, so a pool offset aligned to `a <= region_alignment` is an address
+/// aligned to `a`. Requests with a larger alignment get a dedicated upstream allocation,
+/// given back by `deallocate`.
+///
+/// **Over a user's pool** (`pool_resource(pool)`): the resource allocates raw ranges from
+/// a pool the user owns and expands (shared memory, device memory, ...). It never grows
+/// the pool and never calls an upstream (`upstream_resource()` is the null resource): a
+/// full pool throws `std::bad_alloc`. The pool's regions must start at addresses aligned
+/// at least as much as the alignments requested (a violation otherwise). `release()`
+/// gives back exactly what this resource allocated; so does destruction. The pool must
+/// outlive the resource. Thread safety follows the pool: a `buffer_pool` is thread-safe, a
+/// `local_buffer_pool` is not.
+///
+/// Buffer constructors: `(buffer, size)` uses the buffer as the first region whatever its
+/// alignment (alignment is of absolute addresses). `(nullptr, size)` means "no buffer":
+/// `size` is then only the first upstream region size (libc++'s behaviour). `(buffer, 0)`
+/// means no buffer either.
+///
+/// Errors: allocation failure throws `std::bad_alloc`; an exception from upstream
+/// propagates unchanged and leaves the resource as it was. Contract violations (violation
+/// handler; checked in every build, they cost a lookup the deallocation does anyway):
+/// null upstream (the default resource is used if the handler returns), an alignment that
+/// is not a power of two (then `std::bad_alloc`), deallocating a pointer this resource did
+/// not hand out or already took back, or with a size or alignment other than the
+/// allocation's (nothing changes: the memory stays allocated).
+///
+/// Threads: with `resource_options::thread_safe` (the default), allocate and deallocate may
+/// be called concurrently; `release()` and destruction must not overlap other calls.
+///
+/// ```
+/// bufpool::pmr::pool_resource arena;  // was: std::pmr::monotonic_buffer_resource arena;
+/// std::pmr::vector<int> v(&arena);
+/// ```
+class pool_resource : public std::pmr::memory_resource {
+ public:
+  /// Alignment of every upstream region's base address and granularity of its size.
+  /// Requests aligned to more than this are served by a dedicated upstream allocation.
+  static constexpr std::size_t region_alignment = detail::region_alignment;
+
+  pool_resource() : pool_resource(resource_options{}, std::pmr::get_default_resource()) {}
+
+  explicit pool_resource(std::pmr::memory_resource* upstream)
+      : pool_resource(resource_options{}, upstream) {}
+
+  /// `initial_size` is the size of the first region taken from upstream (0 means 1).
+  explicit pool_resource(std::size_t initial_size,
+                         std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
+      : pool_resource(with_first(initial_size), upstream) {}
+
+  /// `buffer` (any alignment) becomes the first region; it is never given to upstream and
+  /// stays the first region after release(). The first region taken from upstream then has
+  /// `size` bytes (rounded up to region_alignment). `(nullptr, size)`: no buffer, `size` is
+  /// only the first upstream region size. `(buffer, 0)`: no buffer.
+  pool_resource(void* buffer, std::size_t size,
+                std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
+      : pool_resource(with_first(size), upstream, buffer, size) {}
+
+  /// Growth and locking from `options` (invalid growth options are a contract violation:
+  /// the default growth is used).
+  explicit pool_resource(const resource_options& options,
+                         std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
+      : pool_resource(options, upstream, nullptr, 0) {}
+
+  /// Over a pool the user owns (see the class notes): never grows it, never calls upstream.
+  template <borrowable_pool Pool>
+  explicit pool_resource(Pool& pool)
+      : upstream_(std::pmr::null_memory_resource()),
+        options_{0, 1.0, 0, !std::same_as<typename Pool::mutex_type, bufpool::null_mutex>},
+        backend_(std::make_unique<detail::borrowed_backend<Pool>>(pool)) {}
+
+  pool_resource(const pool_resource&) = delete;
+  pool_resource& operator=(const pool_resource&) = delete;
+  ~pool_resource() override = default;
+
+  /// Owning: gives every region and dedicated allocation back to upstream, except the
+  /// user's buffer, which stays the first region; the next region taken from upstream has
+  /// the initial size again (LWG 3120). Over a user's pool: gives back every range this
+  /// resource allocated. Every pointer handed out before is invalid afterwards.
+  void release() { backend_->release(); }
+
+  /// The upstream resource; the null resource for a resource over a user's pool.
+  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
+
+  /// The options in use (over a user's pool: zero growth, and thread_safe as the pool is).
+  [[nodiscard]] const resource_options& options() const noexcept { return options_; }
+
+  /// Statistics of the pool behind the resource. An owning resource with a misaligned or
+  /// oddly sized user buffer counts up to two permanent slices in `live_slices`: they hold
+  /// the bytes between the buffer and the region_alignment boundaries around it.
+  [[nodiscard]] pool_stats stats() const { return backend_->stats(); }
+
+  /// Checks the pool behind the resource (buffer_pool::validate()).
+  [[nodiscard]] std::expected<void, std::string> validate() const { return backend_->validate(); }
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (!bufpool::detail::expects(std::has_single_bit(alignment),
+                                  "pool_resource::allocate: the alignment must be a power of two"))
+      throw std::bad_alloc();
+    return backend_->allocate(bytes == 0 ? 1 : bytes, alignment);  // 0: a unique pointer
+  }
+
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    if (!bufpool::detail::expects(
+            std::has_single_bit(alignment),
+            "pool_resource::deallocate: the alignment must be a power of two"))
+      return;
+    backend_->deallocate(p, bytes == 0 ? 1 : bytes, alignment);
+  }
+
+  [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+
+ private:
+  pool_resource(const resource_options& options, std::pmr::memory_resource* upstream, void* buffer,
+                std::size_t size)
+      : upstream_(checked_upstream(upstream)), options_(checked(options)) {
+    auto* b = buffer != nullptr && size != 0 ? static_cast<std::byte*>(buffer) : nullptr;
+    if (options_.thread_safe)
+      backend_ = std::make_unique<detail::owning_backend<std::mutex>>(options_, upstream_, b, size);
+    else
+      backend_ = std::make_unique<detail::owning_backend<bufpool::null_mutex>>(options_, upstream_,
+                                                                               b, size);
+  }
+
+  static resource_options with_first(std::size_t first) noexcept {
+    resource_options o;
+    o.first_region_size = first == 0 ? 1 : first;
+    if (o.max_region_size < o.first_region_size) o.max_region_size = o.first_region_size;
+    return o;
+  }
+
+  static std::pmr::memory_resource* checked_upstream(std::pmr::memory_resource* upstream) {
+    return bufpool::detail::expects(upstream != nullptr,
+                                    "pool_resource: the upstream must not be null")
+               ? upstream
+               : std::pmr::get_default_resource();
+  }
+
+  static resource_options checked(const resource_options& o) {
+    if (bufpool::detail::expects(o.valid(),
+                                 "pool_resource growth options: 1 <= first <= max region size, "
+                                 "growth factor >= 1"))
+      return o;
+    resource_options fallback;
+    fallback.thread_safe = o.thread_safe;
+    return fallback;
+  }
+
+  std::pmr::memory_resource* upstream_;
+  resource_options options_;
+  std::unique_ptr<detail::backend> backend_;
 };
 
 }  // namespace bufpool::pmr
