@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: MIT
+// bufpool.boost — a Boost.Container allocator (with in-place growth) and a
+// boost::container::pmr::memory_resource over bufpool pools.
+module;
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <expected>
+#include <limits>
+#include <memory_resource>
+#include <mutex>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+
+#include <boost/container/detail/allocation_type.hpp>
+#include <boost/container/detail/multiallocation_chain.hpp>
+#include <boost/container/detail/version_type.hpp>
+#include <boost/container/pmr/global_resource.hpp>
+#include <boost/container/pmr/memory_resource.hpp>
+#include <boost/container/throw_exception.hpp>
+export module bufpool.boost;
+
+import bufpool;
+import bufpool.pmr;
+
+namespace bufpool::container::detail {
+
+// Boost's allocation_command bits. Boost declares them with internal linkage, which the
+// allocator template (instantiated in importers) must not name: mirrored and checked here.
+inline constexpr unsigned allocate_new = 0x01;
+inline constexpr unsigned expand_fwd = 0x02;
+inline constexpr unsigned expand_bwd = 0x04;
+inline constexpr unsigned shrink_in_place = 0x08;
+inline constexpr unsigned nothrow_allocation = 0x10;
+inline constexpr unsigned zero_memory = 0x20;
+inline constexpr unsigned try_shrink_in_place = 0x40;
+static_assert(allocate_new == boost::container::allocate_new &&
+              expand_fwd == boost::container::expand_fwd &&
+              expand_bwd == boost::container::expand_bwd &&
+              shrink_in_place == boost::container::shrink_in_place &&
+              nothrow_allocation == boost::container::nothrow_allocation &&
+              zero_memory == boost::container::zero_memory &&
+              try_shrink_in_place == boost::container::try_shrink_in_place);
+
+}  // namespace bufpool::container::detail
+
+export namespace bufpool::container {
+
+/// A stateful allocator of `T` over a `Pool` the user owns (any `buffer_pool`): a valid
+/// std allocator and a Boost.Container version-2 allocator.
+///
+/// - Each allocation is a raw range of the pool aligned to `alignof(T)`; the pool does not
+///   grow by itself, so a full pool makes `allocate` throw `std::bad_alloc` (in builds
+///   without exceptions, Boost's hook `boost::container::throw_bad_alloc` is called). The
+///   pool is unchanged by a failed call. `max_size()` is what the pool's offset integer and
+///   options allow; a count above it (or whose byte size overflows) is `std::bad_alloc`.
+/// - `allocation_command` (Boost's extended interface): `expand_fwd` grows the block in
+///   place when the range after it is free (so `boost::container::vector` grows without
+///   moving its elements), `shrink_in_place` gives a block's tail back, `allocate_new`
+///   allocates, `nothrow_allocation` returns null instead of throwing, `zero_memory` zeroes
+///   a new block. `expand_bwd` is never granted (the engine keeps a block's offset), so
+///   Boost falls back to forward expansion or a new block. `size(p)` is the block's size.
+/// - Copies (and rebinds) compare equal iff they use the same pool. Every propagation
+///   trait is true: a container that takes another's contents by assignment, move or swap
+///   takes its allocator too, so memory always goes back to the pool it came from.
+/// - Misuse is a contract violation that changes nothing: deallocating a pointer that is
+///   not a live block of this allocator's pool (another pool, twice, interior), or with
+///   another count than allocated.
+///
+/// ```
+/// bufpool::buffer_pool<> pool;  // expanded with some memory
+/// boost::container::vector<int, bufpool::container::allocator<int>> v(&pool);
+/// ```
+template <class T, class Pool = buffer_pool<>>
+class allocator {
+  static_assert(!std::is_const_v<T> && !std::is_reference_v<T>, "allocate objects");
+
+ public:
+  using value_type = T;
+  using pointer = T*;
+  using const_pointer = const T*;
+  using size_type = std::size_t;
+  using difference_type = std::ptrdiff_t;
+  using pool_type = Pool;
+  using propagate_on_container_copy_assignment = std::true_type;
+  using propagate_on_container_move_assignment = std::true_type;
+  using propagate_on_container_swap = std::true_type;
+  using is_always_equal = std::false_type;
+  /// Boost.Container's marker for the extended (version 2) interface.
+  using version = boost::container::dtl::version_type<allocator, 2>;
+  using multiallocation_chain = boost::container::dtl::transform_multiallocation_chain<
+      boost::container::dtl::basic_multiallocation_chain<void*>, T>;
+
+  template <class U>
+  struct rebind {
+    using other = allocator<U, Pool>;
+  };
+
+  /// An allocator over `pool` (which must outlive every container using it).
+  allocator(Pool* pool) noexcept : pool_(pool) {}   // NOLINT(google-explicit-constructor)
+  allocator(Pool& pool) noexcept : pool_(&pool) {}  // NOLINT(google-explicit-constructor)
+  template <class U>
+  allocator(const allocator<U, Pool>& other) noexcept  // NOLINT(google-explicit-constructor)
+      : pool_(other.pool()) {}
+
+  // Not trivial on purpose: Boost.Container takes a trivially destructible allocator as a
+  // sign that a moved-from container owns nothing (has_trivial_destructor_after_move) and
+  // skips destroying it, but a moved-from boost::container::string may still own a block.
+  ~allocator() {}  // NOLINT(modernize-use-equals-default)
+  allocator(const allocator&) noexcept = default;
+  allocator& operator=(const allocator&) noexcept = default;
+
+  [[nodiscard]] Pool* pool() const noexcept { return pool_; }
+
+  [[nodiscard]] size_type max_size() const noexcept {
+    const std::uint64_t bytes =
+        std::min<std::uint64_t>(pool_->options().max_size, std::numeric_limits<Int>::max());
+    return static_cast<size_type>(
+        std::min<std::uint64_t>(bytes / sizeof(T), std::numeric_limits<size_type>::max()));
+  }
+
+  /// `n` objects' worth of memory. Throws std::bad_alloc when `n` is 0 or above max_size()
+  /// or the pool has no room.
+  [[nodiscard]] T* allocate(size_type n) {
+    T* p = try_allocate(n, false);
+    if (p == nullptr) throw_bad_alloc();
+    return p;
+  }
+
+  void deallocate(T* p, size_type n) noexcept {
+    if (p == nullptr) return;
+    pool_->release_raw(static_cast<const void*>(p), bytes_of(n), alignof(T));
+  }
+
+  // ---- Boost.Container version 2 ------------------------------------------------------
+
+  [[nodiscard]] T* allocation_command(unsigned command, size_type limit_size,
+                                      size_type& prefer_in_recvd_out_size, T*& reuse) {
+    const size_type preferred = std::max(prefer_in_recvd_out_size, limit_size);
+    T* result = nullptr;
+    if ((command & (detail::shrink_in_place | detail::try_shrink_in_place)) != 0) {
+      result = shrink(command, limit_size, prefer_in_recvd_out_size, reuse);
+    } else {
+      if ((command & detail::expand_fwd) != 0 && reuse != nullptr)
+        result = expand(limit_size, preferred, prefer_in_recvd_out_size, reuse);
+      if (result == nullptr && (command & detail::allocate_new) != 0) {
+        result = allocate_new(command, limit_size, preferred, prefer_in_recvd_out_size);
+        if (result != nullptr) reuse = nullptr;
+      }
+      if (result == nullptr) reuse = nullptr;
+    }
+    // Only a failed allocation throws; a refused expansion or shrink is an answer.
+    if (result == nullptr && (command & detail::allocate_new) != 0 &&
+        (command & detail::nothrow_allocation) == 0)
+      throw_bad_alloc();
+    return result;
+  }
+
+  /// The number of objects the block at `p` holds (0 if `p` is not a live block).
+  [[nodiscard]] size_type size(const T* p) const noexcept {
+    const auto r = pool_->raw_at(p);
+    return r ? static_cast<size_type>(r->size / sizeof(T)) : 0;
+  }
+
+  [[nodiscard]] T* allocate_one() { return allocate(1); }
+  void deallocate_one(T* p) noexcept { deallocate(p, 1); }
+
+  /// `n` blocks of one object each, pushed onto `chain`; all or nothing.
+  void allocate_individual(std::size_t n, multiallocation_chain& chain) {
+    multiallocation_chain got;
+    try {
+      for (std::size_t i = 0; i < n; ++i) got.push_front(allocate_one());
+    } catch (...) {
+      deallocate_individual(got);
+      throw;
+    }
+    while (!got.empty()) chain.push_front(got.pop_front());
+  }
+
+  void deallocate_individual(multiallocation_chain& chain) noexcept {
+    while (!chain.empty()) deallocate_one(chain.pop_front());
+  }
+
+  friend bool operator==(const allocator& a, const allocator& b) noexcept {
+    return a.pool_ == b.pool_;
+  }
+  template <class U>
+  friend bool operator==(const allocator& a, const allocator<U, Pool>& b) noexcept {
+    return a.pool_ == b.pool();
+  }
+
+ private:
+  using Int = typename Pool::integer;
+
+  // std::bad_alloc, as the allocator requirements ask (Boost 1.83's own throw_bad_alloc
+  // throws boost::container::bad_alloc, which is not one, unless
+  // BOOST_CONTAINER_USE_STD_EXCEPTIONS); without exceptions, Boost's hook decides.
+  [[noreturn]] static void throw_bad_alloc() {
+#ifdef BOOST_NO_EXCEPTIONS
+    boost::container::throw_bad_alloc();
+#else
+    throw std::bad_alloc();
+#endif
+  }
+
+  // Bytes of n objects; n <= max_size() keeps it representable.
+  static std::uint64_t bytes_of(size_type n) noexcept {
+    return static_cast<std::uint64_t>(n) * sizeof(T);
+  }
+
+  T* try_allocate(size_type n, bool zero) {
+    if (n == 0 || n > max_size()) return nullptr;
+    auto r = pool_->acquire_raw(bytes_of(n), alignof(T));
+    if (!r) return nullptr;
+    if (zero) std::memset(r->pointer, 0, static_cast<std::size_t>(bytes_of(n)));
+    return reinterpret_cast<T*>(r->pointer);
+  }
+
+  T* allocate_new(unsigned command, size_type limit, size_type preferred, size_type& received) {
+    const bool zero = (command & detail::zero_memory) != 0;
+    for (const size_type n : {preferred, limit}) {
+      if (T* p = try_allocate(n, zero)) {
+        received = n;
+        return p;
+      }
+    }
+    return nullptr;
+  }
+
+  // Grows `reuse` in place to `preferred` objects, else to `limit`.
+  T* expand(size_type limit, size_type preferred, size_type& received, T* reuse) {
+    const auto block = pool_->raw_at(reuse);
+    if (!bufpool::detail::expects(block.has_value(),
+                                  "allocator::allocation_command: the block to expand is not "
+                                  "a live block of this allocator's pool"))
+      return nullptr;
+    const size_type current = static_cast<size_type>(block->size / sizeof(T));
+    if (limit <= current) {  // already large enough
+      received = current;
+      return reuse;
+    }
+    for (const size_type n : {preferred, limit}) {
+      if (n > max_size()) continue;
+      if (pool_->resize_raw(static_cast<const void*>(reuse), bytes_of(n))) {
+        received = n;
+        return reuse;
+      }
+    }
+    return nullptr;
+  }
+
+  // Shrinks `reuse` in place to `received` objects (at most `limit`); try_shrink_in_place
+  // only reports whether it could.
+  T* shrink(unsigned command, size_type limit, size_type& received, T* reuse) {
+    if (reuse == nullptr || received == 0) return nullptr;
+    const auto block = pool_->raw_at(reuse);
+    if (!bufpool::detail::expects(block.has_value(),
+                                  "allocator::allocation_command: the block to shrink is not a "
+                                  "live block of this allocator's pool"))
+      return nullptr;
+    const size_type current = static_cast<size_type>(block->size / sizeof(T));
+    if (received > limit || received > current) return nullptr;
+    if ((command & detail::try_shrink_in_place) != 0) return reuse;
+    if (!pool_->resize_raw(static_cast<const void*>(reuse), bytes_of(received))) return nullptr;
+    return reuse;
+  }
+
+  Pool* pool_;
+};
+
+/// A `boost::container::pmr::memory_resource` with the behaviour of
+/// `bufpool::pmr::pool_resource` (same constructors, growth, options, release(),
+/// misuse checks; see there), so the `boost::container::pmr` container aliases live in a
+/// pool. The upstream is a Boost memory resource.
+class pool_resource : public boost::container::pmr::memory_resource {
+ public:
+  using upstream_type = boost::container::pmr::memory_resource;
+  using options_type = bufpool::pmr::resource_options;
+  static constexpr std::size_t region_alignment = bufpool::pmr::pool_resource::region_alignment;
+
+  pool_resource() : pool_resource(boost::container::pmr::get_default_resource()) {}
+  explicit pool_resource(upstream_type* upstream) : bridge_(checked(upstream)), inner_(&bridge_) {}
+  explicit pool_resource(std::size_t initial_size,
+                         upstream_type* upstream = boost::container::pmr::get_default_resource())
+      : bridge_(checked(upstream)), inner_(initial_size, &bridge_) {}
+  pool_resource(void* buffer, std::size_t size,
+                upstream_type* upstream = boost::container::pmr::get_default_resource())
+      : bridge_(checked(upstream)), inner_(buffer, size, &bridge_) {}
+  explicit pool_resource(const options_type& options,
+                         upstream_type* upstream = boost::container::pmr::get_default_resource())
+      : bridge_(checked(upstream)), inner_(options, &bridge_) {}
+  /// Over a pool the user owns: never grows it; upstream_resource() is Boost's null
+  /// resource.
+  template <bufpool::pmr::borrowable_pool Pool>
+  explicit pool_resource(Pool& pool)
+      : bridge_(boost::container::pmr::null_memory_resource()), inner_(pool) {}
+
+  pool_resource(const pool_resource&) = delete;
+  pool_resource& operator=(const pool_resource&) = delete;
+  ~pool_resource() override = default;
+
+  void release() { inner_.release(); }
+  [[nodiscard]] upstream_type* upstream_resource() const noexcept { return bridge_.upstream(); }
+  [[nodiscard]] const options_type& options() const noexcept { return inner_.options(); }
+  [[nodiscard]] pool_stats stats() const { return inner_.stats(); }
+  [[nodiscard]] std::expected<void, std::string> validate() const { return inner_.validate(); }
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    return inner_.allocate(bytes, alignment);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    inner_.deallocate(p, bytes, alignment);
+  }
+  [[nodiscard]] bool do_is_equal(const upstream_type& other) const noexcept override {
+    return this == &other;
+  }
+
+ private:
+  // Lets the std::pmr resource take its regions from a Boost upstream. Boost 1.83's
+  // new_delete_resource (the default resource) ignores alignment, while a std::pmr
+  // resource must return aligned memory: a misaligned block is replaced by a larger one
+  // and an aligned pointer inside it, remembered out of band. Calls may come from several
+  // threads (dedicated blocks are freed outside the resource's lock).
+  class boost_upstream final : public std::pmr::memory_resource {
+   public:
+    explicit boost_upstream(upstream_type* upstream) noexcept : upstream_(upstream) {}
+    [[nodiscard]] upstream_type* upstream() const noexcept { return upstream_; }
+
+   private:
+    struct padded_block {
+      void* memory;
+      std::size_t size;
+    };
+
+    void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+      if (!misaligns_.load(std::memory_order_relaxed)) {
+        void* p = upstream_->allocate(bytes, alignment);
+        if (reinterpret_cast<std::uintptr_t>(p) % alignment == 0) return p;
+        upstream_->deallocate(p, bytes, alignment);
+        misaligns_.store(true, std::memory_order_relaxed);
+      }
+      if (bytes > std::numeric_limits<std::size_t>::max() - alignment) throw std::bad_alloc();
+      const std::size_t size = bytes + alignment;
+      void* memory = upstream_->allocate(size, alignment);
+      const auto address = reinterpret_cast<std::uintptr_t>(memory);
+      void* aligned = static_cast<std::byte*>(memory) + (alignment - address % alignment);
+      try {
+        std::scoped_lock lock(mutex_);
+        padded_.emplace(aligned, padded_block{memory, size});
+      } catch (...) {
+        upstream_->deallocate(memory, size, alignment);
+        throw;
+      }
+      return aligned;
+    }
+
+    void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+      padded_block b{p, bytes};
+      {
+        std::scoped_lock lock(mutex_);
+        if (const auto it = padded_.find(p); it != padded_.end()) {
+          b = it->second;
+          padded_.erase(it);
+        }
+      }
+      upstream_->deallocate(b.memory, b.size, alignment);
+    }
+
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+      return this == &o;
+    }
+
+    upstream_type* upstream_;
+    std::atomic<bool> misaligns_{false};
+    std::mutex mutex_;
+    std::unordered_map<void*, padded_block> padded_;
+  };
+
+  static upstream_type* checked(upstream_type* upstream) {
+    return bufpool::detail::expects(upstream != nullptr,
+                                    "pool_resource: the upstream must not be null")
+               ? upstream
+               : boost::container::pmr::get_default_resource();
+  }
+
+  boost_upstream bridge_;
+  bufpool::pmr::pool_resource inner_;
+};
+
+}  // namespace bufpool::container
