@@ -321,6 +321,21 @@ TEST(PoolResource, ZeroSizedBufferIsNoBuffer) {
   r.deallocate(p, 1, 1);
 }
 
+// The pool's granule is 8 bytes: a buffer that holds no whole aligned granule is not used.
+TEST(PoolResource, BufferWithoutAWholeGranuleIsNotUsed) {
+  counting_resource up;
+  alignas(16) std::byte buffer[16];
+  pool_resource r(buffer + 1, 9, &up);  // [1, 10): no 8-aligned 8 bytes inside
+  void* p = r.allocate(1, 1);
+  EXPECT_FALSE(inside(p, 1, buffer, sizeof buffer));
+  EXPECT_EQ(up.allocations(), 1u);
+  r.deallocate(p, 1, 1);
+  pool_resource s(buffer + 1, 15, &up);  // [1, 16) holds [8, 16)
+  void* q = s.allocate(8, 8);
+  EXPECT_EQ(q, static_cast<void*>(buffer + 8));
+  s.deallocate(q, 8, 8);
+}
+
 // BAD_INPUTS row 29: a misaligned buffer gives addresses aligned in absolute terms, and
 // nothing outside the buffer.
 TEST(PoolResource, MisalignedBufferGivesAbsolutelyAlignedAddressesInsideIt) {
