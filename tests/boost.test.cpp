@@ -36,6 +36,8 @@ import bufpool;
 import bufpool.pmr;
 import bufpool.boost;
 
+#include "violations.hpp"
+
 namespace {
 
 namespace bc = boost::container;
@@ -71,22 +73,9 @@ struct arena {
   pool32 pool;
 };
 
-int g_violations = 0;
-std::string g_last_violation;
-void record_violation(const bufpool::contract_violation& v) {
-  ++g_violations;
-  g_last_violation = v.rule;
-}
-struct recording_violations {
-  recording_violations() : old(bufpool::set_violation_handler(&record_violation)) {
-    g_violations = 0;
-    g_last_violation.clear();
-  }
-  ~recording_violations() { bufpool::set_violation_handler(old); }
-  recording_violations(const recording_violations&) = delete;
-  recording_violations& operator=(const recording_violations&) = delete;
-  bufpool::violation_handler old;
-};
+using bufpool_test::g_last_violation;
+using bufpool_test::g_violations;
+using bufpool_test::recording_violations;
 
 // Counts copies and moves, so a test can prove that growth moved nothing.
 struct counted {

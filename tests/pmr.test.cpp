@@ -27,6 +27,8 @@
 import bufpool;
 import bufpool.pmr;
 
+#include "violations.hpp"
+
 namespace {
 
 using bufpool::pmr::pool_resource;
@@ -125,24 +127,9 @@ class counting_resource final : public std::pmr::memory_resource {
   bool custom_ = true;
 };
 
-int g_violations = 0;
-std::string g_last_violation;
-void record_violation(const bufpool::contract_violation& v) {
-  ++g_violations;
-  g_last_violation = v.rule;
-}
-
-// Installs the recording handler for one scope.
-struct recording_violations {
-  recording_violations() : old(bufpool::set_violation_handler(&record_violation)) {
-    g_violations = 0;
-    g_last_violation.clear();
-  }
-  ~recording_violations() { bufpool::set_violation_handler(old); }
-  recording_violations(const recording_violations&) = delete;
-  recording_violations& operator=(const recording_violations&) = delete;
-  bufpool::violation_handler old;
-};
+using bufpool_test::g_last_violation;
+using bufpool_test::g_violations;
+using bufpool_test::recording_violations;
 
 std::uintptr_t address(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p);

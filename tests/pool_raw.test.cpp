@@ -11,6 +11,8 @@
 #include <vector>
 import bufpool;
 
+#include "violations.hpp"
+
 namespace {
 
 using pool32 = bufpool::buffer_pool<>;
@@ -26,24 +28,9 @@ void expect_valid(const pool32& pool) {
   EXPECT_TRUE(v.has_value()) << v.error();
 }
 
-int g_violations = 0;
-std::string g_last_violation;
-void record_violation(const bufpool::contract_violation& v) {
-  ++g_violations;
-  g_last_violation = v.rule;
-}
-
-// Installs the recording handler for one scope.
-struct recording_violations {
-  recording_violations() : old(bufpool::set_violation_handler(&record_violation)) {
-    g_violations = 0;
-    g_last_violation.clear();
-  }
-  ~recording_violations() { bufpool::set_violation_handler(old); }
-  recording_violations(const recording_violations&) = delete;
-  recording_violations& operator=(const recording_violations&) = delete;
-  bufpool::violation_handler old;
-};
+using bufpool_test::g_last_violation;
+using bufpool_test::g_violations;
+using bufpool_test::recording_violations;
 
 TEST(RawRange, AcquireAndReleaseByOffsetRestoresThePool) {
   std::vector<std::byte> memory(1 << 16);
