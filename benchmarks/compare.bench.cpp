@@ -15,6 +15,12 @@
 // operation where the workload says so), peak_bytes (bytes taken from the system or the
 // upstream at the peak, beyond what the process held before the workload; 0 = unknown),
 // live_bytes (peak bytes the workload held), utilization (F only).
+//
+// Sizes (full / --quick): W1 10M / 300k pairs; W2 4M / 100k; W3, W3c 1M / 100k objects;
+// W4 1M / 100k pairs; W5 400k / 50k pairs after building the live set; W6 500k / 50k pairs
+// per thread; W7 4M / 1M push_backs, maps of 100k / 20k keys then 400k / 50k erase+insert
+// steps; F runs until the first failed allocation. The full run takes about 16 minutes on
+// 2 cores today, most of it in bufpool's own rows.
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -644,8 +650,8 @@ void threads_workload(benchmark::State& state, const contestant_info& info, bool
   if (shared && !info.thread_safe) return skip(state, "not thread-safe: cannot be shared");
   if (!info.reuses) return skip(state, "never reuses memory: churn would grow without bound");
   static const churn_trace traces[2] = {
-      make_churn(seed + 61, 10'000, scaled(2'000'000, 50'000), 16, 65536, true, false),
-      make_churn(seed + 62, 10'000, scaled(2'000'000, 50'000), 16, 65536, true, false)};
+      make_churn(seed + 61, 10'000, scaled(500'000, 50'000), 16, 65536, true, false),
+      make_churn(seed + 62, 10'000, scaled(500'000, 50'000), 16, 65536, true, false)};
   (void)malloc_baseline();
   for (auto _ : state) {
     std::unique_ptr<contestant> one = shared ? info.make(0) : nullptr;
@@ -718,7 +724,7 @@ result map_churn(Map& m, std::size_t live, std::size_t steps) {
 template <class MakeMap>
 void map_workload(benchmark::State& state, const contestant_info& info, MakeMap make_map) {
   const std::size_t live = scaled(100'000, 20'000);
-  const std::size_t steps = scaled(1'000'000, 50'000);
+  const std::size_t steps = scaled(400'000, 50'000);
   for (auto _ : state) {
     auto c = info.make(info.uses_buffer ? (live + steps) * 128 : 0);
     result r;
@@ -799,14 +805,14 @@ void register_all() {
     reg("W3c",
         [](benchmark::State& s, const contestant_info& i) { arena_workload(s, i, true, true); });
     reg("W4", [](benchmark::State& s, const contestant_info& i) {
-      churn_workload(s, i, 10'000, scaled(2'000'000, 100'000), 64, 16384, true, true, seed + 4);
+      churn_workload(s, i, 10'000, scaled(1'000'000, 100'000), 64, 16384, true, true, seed + 4);
     });
     const std::pair<const char*, std::size_t> sizes[] = {
         {"W5_1k", 1'000}, {"W5_10k", 10'000}, {"W5_100k", 100'000}, {"W5_1M", 1'000'000}};
     for (const auto& [name, live] : sizes) {
       const std::size_t n = live;
       reg(name, [n](benchmark::State& s, const contestant_info& i) {
-        churn_workload(s, i, n, scaled(1'000'000, 50'000), 16, 4096, true, false, seed + 50 + n);
+        churn_workload(s, i, n, scaled(400'000, 50'000), 16, 4096, true, false, seed + 50 + n);
       });
     }
     reg("W6_per_thread",
@@ -844,7 +850,7 @@ void register_all() {
       [](benchmark::State& state) {
         using pool_t = bufpool::local_buffer_pool<std::size_t>;
         const std::size_t live = scaled(100'000, 20'000);
-        const std::size_t steps = scaled(1'000'000, 50'000);
+        const std::size_t steps = scaled(400'000, 50'000);
         for (auto _ : state) {
           counting_std_upstream up;
           // Room for the live nodes (48 bytes each) with slack; the allocator does not grow it.
