@@ -36,43 +36,19 @@ import bufpool;
 import bufpool.pmr;
 import bufpool.boost;
 
+#include "arena.hpp"
 #include "violations.hpp"
 
 namespace {
 
 namespace bc = boost::container;
 using bufpool::container::allocator;
-using pool32 = bufpool::buffer_pool<>;
 
 template <class T>
 using pool_vector = bc::vector<T, allocator<T>>;
 using pool_string = bc::basic_string<char, std::char_traits<char>, allocator<char>>;
 
-// A thread-safe pool over one 4 KiB-aligned heap block.
-struct arena {
-  explicit arena(std::size_t size) : size(size) {
-    auto grow = pool.begin_expand(size);
-    EXPECT_TRUE(grow.has_value());
-    EXPECT_TRUE(std::move(*grow).initialize(memory).has_value());
-  }
-  ~arena() { ::operator delete(memory, std::align_val_t{4096}); }
-  arena(const arena&) = delete;
-  arena& operator=(const arena&) = delete;
-  bool holds(const void* p) const {
-    const auto* b = static_cast<const std::byte*>(p);
-    const auto* m = static_cast<const std::byte*>(memory);
-    return b >= m && b < m + size;
-  }
-  void expect_empty_and_valid() const {
-    EXPECT_EQ(pool.stats().live_slices, 0u);
-    const auto v = pool.validate();
-    EXPECT_TRUE(v.has_value()) << v.error();
-  }
-  std::size_t size;
-  void* memory = ::operator new(size, std::align_val_t{4096});
-  pool32 pool;
-};
-
+using bufpool_test::arena;
 using bufpool_test::g_last_violation;
 using bufpool_test::g_violations;
 using bufpool_test::recording_violations;

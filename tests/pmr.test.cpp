@@ -27,6 +27,7 @@
 import bufpool;
 import bufpool.pmr;
 
+#include "arena.hpp"
 #include "violations.hpp"
 
 namespace {
@@ -763,20 +764,7 @@ TEST(PoolResource, DeallocatingWithAnotherSizeOrAlignmentIsAViolationThatChanges
 
 // ---- over a pool the user owns -------------------------------------------------------
 
-// A pool over one heap block whose base is aligned to 4 KiB.
-struct user_pool {
-  explicit user_pool(std::size_t size) : size(size) {
-    auto grow = pool.begin_expand(size);
-    EXPECT_TRUE(grow.has_value());
-    EXPECT_TRUE(std::move(*grow).initialize(memory).has_value());
-  }
-  ~user_pool() { ::operator delete(memory, std::align_val_t{4096}); }
-  user_pool(const user_pool&) = delete;
-  user_pool& operator=(const user_pool&) = delete;
-  std::size_t size;
-  void* memory = ::operator new(size, std::align_val_t{4096});
-  bufpool::buffer_pool<> pool;
-};
+using user_pool = bufpool_test::arena;
 
 TEST(PoolResource, OverAUserPoolAllocatesInsideItAndNeverGrowsIt) {
   user_pool u(1 << 16);
