@@ -424,27 +424,17 @@ class buffer_pool {
   /// O(log n).
   [[nodiscard]] std::expected<Int, errc> resize_raw(std::uint64_t offset, std::uint64_t size) {
     std::scoped_lock lock(mutex_);
-    detail::raw_entry* entry = raw_.find(offset);
-    if (!detail::expects(entry != nullptr,
-                         "resize_raw: the offset does not start a live raw range of this pool"))
-      return std::unexpected(errc::invalid_argument);
-    auto capacity = engine_.resize(entry->node, size);
-    if (!capacity) return std::unexpected(capacity.error());
-    entry->size = size;
-    return static_cast<Int>(*capacity);
+    return resize_raw_locked(offset, size);
   }
 
   /// As resize_raw(offset, size), for the raw range whose memory starts at `pointer`.
   [[nodiscard]] std::expected<Int, errc> resize_raw(const void* pointer, std::uint64_t size) {
-    std::optional<std::uint64_t> offset;
-    {
-      std::scoped_lock lock(mutex_);
-      offset = offset_of(pointer);
-    }
+    std::scoped_lock lock(mutex_);  // one lock for the lookup and the resize
+    const auto offset = offset_of(pointer);
     if (!detail::expects(offset.has_value(),
                          "resize_raw: the pointer is in none of this pool's regions"))
       return std::unexpected(errc::invalid_argument);
-    return resize_raw(*offset, size);
+    return resize_raw_locked(*offset, size);
   }
 
   /// Retries the guards of slices destroyed while guarded; ranges whose guard releases
@@ -609,9 +599,23 @@ class buffer_pool {
 
   std::expected<Int, errc> resize(std::uint32_t node, std::uint64_t size) {
     std::scoped_lock lock(mutex_);
+    return resize_locked(node, size);
+  }
+
+  std::expected<Int, errc> resize_locked(std::uint32_t node, std::uint64_t size) {
     auto capacity = engine_.resize(node, size);
     if (!capacity) return std::unexpected(capacity.error());
     return static_cast<Int>(*capacity);
+  }
+
+  std::expected<Int, errc> resize_raw_locked(std::uint64_t offset, std::uint64_t size) {
+    detail::raw_entry* entry = raw_.find(offset);
+    if (!detail::expects(entry != nullptr,
+                         "resize_raw: the offset does not start a live raw range of this pool"))
+      return std::unexpected(errc::invalid_argument);
+    auto capacity = resize_locked(entry->node, size);
+    if (capacity) entry->size = size;
+    return capacity;
   }
 
   void release(std::uint32_t node) noexcept {
