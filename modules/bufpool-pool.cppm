@@ -18,6 +18,19 @@ module;
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+// AddressSanitizer builds poison the free ranges of host-memory regions (see poison_*).
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUFPOOL_ASAN 1
+#endif
+#endif
+#if !defined(BUFPOOL_ASAN) && defined(__SANITIZE_ADDRESS__)
+#define BUFPOOL_ASAN 1
+#endif
+#ifdef BUFPOOL_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 export module bufpool:pool;
 
 import :contracts;
@@ -77,6 +90,14 @@ struct null_mutex {
 };
 
 /// How a slice refers to its pool.
+/// What a region's memory is, for AddressSanitizer builds: the pool poisons the free ranges
+/// of host memory (a use after reclaim, or an overflow into a free neighbour, is reported)
+/// and never touches the shadow of opaque memory.
+enum class region_memory : std::uint8_t {
+  host,    ///< Ordinary memory of this process (the default).
+  opaque,  ///< Device, shared or borrowed memory that the pool must leave alone.
+};
+
 enum class pool_ref : std::uint8_t {
   none,      ///< An empty (moved-from) slice.
   borrowed,  ///< A plain pointer: the pool must outlive the slice (checked at destruction).
@@ -160,6 +181,10 @@ struct region_info {
   Int size;
   std::byte* base;
   [[no_unique_address]] Extra extra;
+  // The addresses [host_begin, host_end) are ordinary host memory the pool may poison in
+  // AddressSanitizer builds; the rest of the region is never poisoned.
+  std::uintptr_t host_begin = 0;
+  std::uintptr_t host_end = 0;
 };
 
 // A guard the pool keeps for a slice destroyed while guarded.
@@ -286,6 +311,7 @@ class buffer_pool {
                     "expansion handles must not outlive their pool: pool destroyed while an "
                     "expansion is pending");
     if (closed_) return;
+    unpoison_all();
     if (const std::size_t g = guarded_.load(); g != 0) {
       const std::string msg = "pool destroyed while " + std::to_string(g) +
                               " slice(s) are guarded: its regions are not closed (memory kept)";
@@ -455,7 +481,7 @@ class buffer_pool {
         keep.push_back(std::move(p));
     }
     std::scoped_lock lock(mutex_);
-    for (const std::uint32_t n : done) engine_.release(n);
+    for (const std::uint32_t n : done) release_locked(n);
     for (auto& p : keep) parked_.push_back(std::move(p));
     parked_count_.store(parked_.size(), std::memory_order_relaxed);
     guarded_.fetch_sub(done.size());
@@ -532,6 +558,7 @@ class buffer_pool {
     const std::size_t guarded = guarded_.load();
     if (live != 0 || guarded != 0) return std::unexpected(close_error{errc::in_use, live, guarded});
     closed_ = true;
+    unpoison_all();
     closed_pool<Int, Extra, Handle> out{std::move(handle_), make_entries()};
     handle_.reset();
     return out;
@@ -587,8 +614,10 @@ class buffer_pool {
               throw;
             }
           }
+          const auto* region = regions_[a->region].get();
+          shade(*region, a->offset, a->capacity, false);
           return range{a->node, static_cast<Int>(a->offset), static_cast<Int>(size),
-                       static_cast<Int>(a->capacity), regions_[a->region].get()};
+                       static_cast<Int>(a->capacity), region};
         }
         if (a.error() != errc::out_of_memory || attempt != 0 || parked_.empty())
           return std::unexpected(a.error());
@@ -603,8 +632,14 @@ class buffer_pool {
   }
 
   std::expected<Int, errc> resize_locked(std::uint32_t node, std::uint64_t size) {
+    const std::uint64_t before = engine_.node_size(node);
     auto capacity = engine_.resize(node, size);
     if (!capacity) return std::unexpected(capacity.error());
+    const std::uint64_t start = engine_.node_offset(node);
+    if (*capacity > before)
+      shade(region_of(start), start + before, *capacity - before, false);
+    else if (*capacity < before)
+      shade(region_of(start), start + *capacity, before - *capacity, true);
     return static_cast<Int>(*capacity);
   }
 
@@ -620,7 +655,41 @@ class buffer_pool {
 
   void release(std::uint32_t node) noexcept {
     std::scoped_lock lock(mutex_);
-    detail::expects(engine_.release(node), "a slice is given back once: double release");
+    if (detail::expects(engine_.is_live(node), "a slice is given back once: double release"))
+      release_locked(node);
+  }
+
+  // Gives a live range back to the engine, poisoning it first (lock held).
+  void release_locked(std::uint32_t node) noexcept {
+    const std::uint64_t start = engine_.node_offset(node);
+    shade(region_of(start), start, engine_.node_size(node), true);
+    engine_.release(node);
+  }
+
+  const detail::region_info<Int, Extra>& region_of(std::uint64_t offset) const noexcept {
+    return *regions_[engine_.region_of(offset)];
+  }
+
+  // AddressSanitizer builds: makes [offset, offset + size) of `r` unaddressable (`poison`)
+  // or addressable again, limited to the region's host memory. Nothing in other builds.
+  static void shade([[maybe_unused]] const detail::region_info<Int, Extra>& r,
+                    [[maybe_unused]] std::uint64_t offset, [[maybe_unused]] std::uint64_t size,
+                    [[maybe_unused]] bool poison) noexcept {
+#ifdef BUFPOOL_ASAN
+    const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(r.base) + (offset - r.offset);
+    const std::uintptr_t begin = std::max(at, r.host_begin);
+    const std::uintptr_t end = std::min(at + size, r.host_end);
+    if (begin >= end) return;
+    if (poison)
+      __asan_poison_memory_region(reinterpret_cast<const void*>(begin), end - begin);
+    else
+      __asan_unpoison_memory_region(reinterpret_cast<const void*>(begin), end - begin);
+#endif
+  }
+
+  // Makes every region addressable again before its memory goes back to its owner.
+  void unpoison_all() const noexcept {
+    for (const auto& r : regions_) shade(*r, r->offset, r->size, false);
   }
 
   struct raw_request {
@@ -654,7 +723,7 @@ class buffer_pool {
     }
     const std::uint32_t node = entry->node;
     raw_.erase(offset);
-    engine_.release(node);
+    release_locked(node);
     return true;
   }
 
@@ -679,7 +748,8 @@ class buffer_pool {
   }
 
   std::expected<std::uint32_t, errc> publish(Int offset, Int size, std::byte* base,
-                                             const Extra& extra) {
+                                             const Extra& extra, std::uintptr_t host_begin,
+                                             std::uintptr_t host_end) {
     std::scoped_lock lock(mutex_);
     if (closed_) {
       engine_.cancel(offset, size);
@@ -693,13 +763,15 @@ class buffer_pool {
       }
     }
     regions_.push_back(std::make_unique<detail::region_info<Int, Extra>>(
-        detail::region_info<Int, Extra>{offset, size, base, extra}));
+        detail::region_info<Int, Extra>{offset, size, base, extra, host_begin, host_end}));
     const auto address = reinterpret_cast<std::uintptr_t>(base);
     by_address_.insert(
         std::upper_bound(by_address_.begin(), by_address_.end(), address,
                          [](std::uintptr_t a, const auto& r) { return a < r.first; }),
         {address, static_cast<std::uint32_t>(regions_.size() - 1)});
-    return engine_.publish(offset, size);
+    const std::uint32_t id = engine_.publish(offset, size);
+    shade(*regions_.back(), offset, size, true);  // the whole region is free
+    return id;
   }
 
   void cancel(Int offset, Int size) noexcept {
@@ -760,9 +832,32 @@ class expansion_handle {
 
   /// Publishes the range as a region backed by `base` (non-null, size() bytes, not
   /// overlapping another region) with the user's `extra`. Returns the region id.
+  /// `memory` says whether AddressSanitizer builds may poison the region's free ranges.
   /// Errors: invalid_argument (null or overlapping memory: also a contract violation),
   /// pool_closed (the memory was not adopted; the reservation is gone).
-  std::expected<std::uint32_t, errc> initialize(void* base, extra_type extra = {}) && {
+  std::expected<std::uint32_t, errc> initialize(void* base, extra_type extra = {},
+                                                region_memory memory = region_memory::host) && {
+    const auto address = reinterpret_cast<std::uintptr_t>(base);
+    const std::uintptr_t end = memory == region_memory::host ? address + size_ : address;
+    return std::move(*this).publish(base, std::move(extra), address, end);
+  }
+
+  /// As initialize(base, extra), where only the bytes of `host` (inside the region) are
+  /// host memory that AddressSanitizer builds may poison: for a region that starts or ends
+  /// in memory that is not the caller's (kept unused by slices that cover it).
+  std::expected<std::uint32_t, errc> initialize(void* base, extra_type extra,
+                                                std::span<std::byte> host) && {
+    const auto begin = reinterpret_cast<std::uintptr_t>(host.data());
+    return std::move(*this).publish(base, std::move(extra), begin, begin + host.size());
+  }
+
+ private:
+  friend Pool;
+  expansion_handle(Pool* pool, integer offset, integer size) noexcept
+      : pool_(pool), offset_(offset), size_(size) {}
+  std::expected<std::uint32_t, errc> publish(void* base, extra_type&& extra,
+                                             std::uintptr_t host_begin,
+                                             std::uintptr_t host_end) && {
     Pool* pool = std::exchange(pool_, nullptr);
     if (!detail::expects(pool != nullptr, "an expansion handle is initialized once"))
       return std::unexpected(errc::invalid_argument);
@@ -770,13 +865,10 @@ class expansion_handle {
       pool->cancel(offset_, size_);
       return std::unexpected(errc::invalid_argument);
     }
-    return pool->publish(offset_, size_, static_cast<std::byte*>(base), extra);
+    return pool->publish(offset_, size_, static_cast<std::byte*>(base), extra, host_begin,
+                         host_end);
   }
 
- private:
-  friend Pool;
-  expansion_handle(Pool* pool, integer offset, integer size) noexcept
-      : pool_(pool), offset_(offset), size_(size) {}
   void cancel() noexcept {
     if (pool_ != nullptr) std::exchange(pool_, nullptr)->cancel(offset_, size_);
   }

@@ -13,6 +13,7 @@ module;
 #include <mutex>
 #include <new>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -176,7 +177,10 @@ class owning_backend final : public backend {
     const std::size_t offset = grow->offset();
     // The region starts before the buffer: form that address without pointer arithmetic
     // outside the buffer (the pool never dereferences it; the pad slices keep it unused).
-    if (!std::move(*grow).initialize(reinterpret_cast<void*>(address - head))) return;
+    // Only the buffer's own bytes may be poisoned in AddressSanitizer builds.
+    if (!std::move(*grow).initialize(reinterpret_cast<void*>(address - head), {},
+                                     std::span<std::byte>(buffer_, buffer_size_)))
+      return;
     if (begin != 0) head_pad_ = pool_->acquire(begin, 1, fixed(offset)).value();
     if (end != *total) tail_pad_ = pool_->acquire(*total - end, 1, fixed(offset + end)).value();
   }

@@ -15,7 +15,6 @@ struct arena {
     EXPECT_TRUE(grow.has_value());
     EXPECT_TRUE(std::move(*grow).initialize(memory).has_value());
   }
-  ~arena() { ::operator delete(memory, std::align_val_t{4096}); }
   arena(const arena&) = delete;
   arena& operator=(const arena&) = delete;
 
@@ -31,8 +30,15 @@ struct arena {
     EXPECT_TRUE(v.has_value()) << v.error();
   }
 
+  // Frees the block after the pool is gone (members are destroyed in reverse order).
+  struct block_owner {
+    void* block;
+    ~block_owner() { ::operator delete(block, std::align_val_t{4096}); }
+  };
+
   std::size_t size;
   void* memory = ::operator new(size, std::align_val_t{4096});
+  block_owner owner{memory};
   bufpool::buffer_pool<> pool;
 };
 
