@@ -111,7 +111,7 @@ TEST(BoostAllocator, WorksWithStdContainers) {
 }
 
 // BAD_INPUTS row 35: too many objects is bad_alloc, never a truncated block.
-TEST(BoostAllocator, CountAboveMaxSizeOrOverflowingThrowsBadAllocAndChangesNothing) {
+TEST(BoostAllocator, Row35CountAboveMaxSizeOrOverflowingThrowsBadAllocAndChangesNothing) {
   arena a(1 << 16);
   allocator<std::uint64_t> al(a.pool);
   EXPECT_EQ(al.max_size(), std::size_t{UINT32_MAX} / 8);  // 32-bit offsets
@@ -127,7 +127,7 @@ TEST(BoostAllocator, CountAboveMaxSizeOrOverflowingThrowsBadAllocAndChangesNothi
 }
 
 // BAD_INPUTS row 36: a block given back through an allocator of another pool is reported.
-TEST(BoostAllocator, DeallocatingThroughAnAllocatorOfAnotherPoolIsAViolation) {
+TEST(BoostAllocator, Row36DeallocatingThroughAnAllocatorOfAnotherPoolIsAViolation) {
   recording_violations rec;
   arena a(4096);
   arena b(4096);

@@ -269,7 +269,7 @@ TEST(PoolResource, InvalidGrowthOptionsAreAContractViolationAndDefaultsAreUsed) 
 }
 
 // BAD_INPUTS row 29: null upstream is detected at construction.
-TEST(PoolResource, NullUpstreamIsAContractViolationAtConstruction) {
+TEST(PoolResource, Row29NullUpstreamIsAContractViolationAtConstruction) {
   recording_violations rec;
   pool_resource r(static_cast<std::pmr::memory_resource*>(nullptr));
   EXPECT_EQ(g_violations, 1);
@@ -283,7 +283,7 @@ TEST(PoolResource, NullUpstreamIsAContractViolationAtConstruction) {
 }
 
 // BAD_INPUTS row 28: (nullptr, size) is "no buffer, first upstream region of `size`".
-TEST(PoolResource, NullBufferWithSizeIsAFirstRegionSizeHint) {
+TEST(PoolResource, Row28NullBufferWithSizeIsAFirstRegionSizeHint) {
   counting_resource up;
   pool_resource r(nullptr, 10000, &up);
   void* p = r.allocate(10);
@@ -299,7 +299,7 @@ TEST(PoolResource, NullBufferWithSizeIsAFirstRegionSizeHint) {
 }
 
 // BAD_INPUTS row 29: a zero-sized buffer is no buffer.
-TEST(PoolResource, ZeroSizedBufferIsNoBuffer) {
+TEST(PoolResource, Row29ZeroSizedBufferIsNoBuffer) {
   counting_resource up;
   std::byte buffer[64];
   pool_resource r(buffer, 0, &up);
@@ -326,7 +326,7 @@ TEST(PoolResource, BufferWithoutAWholeGranuleIsNotUsed) {
 
 // BAD_INPUTS row 29: a misaligned buffer gives addresses aligned in absolute terms, and
 // nothing outside the buffer.
-TEST(PoolResource, MisalignedBufferGivesAbsolutelyAlignedAddressesInsideIt) {
+TEST(PoolResource, Row29MisalignedBufferGivesAbsolutelyAlignedAddressesInsideIt) {
   counting_resource up;
   alignas(4096) static std::byte storage[4096 + 1200];
   for (const std::size_t skew : {std::size_t{1}, std::size_t{3}, std::size_t{4095}}) {
@@ -355,7 +355,7 @@ TEST(PoolResource, MisalignedBufferGivesAbsolutelyAlignedAddressesInsideIt) {
 
 // ---- upstream exceptions -------------------------------------------------------------
 
-TEST(PoolResource, UpstreamExceptionPropagatesUnchangedAndTheResourceStaysUsable) {
+TEST(PoolResource, Row32UpstreamExceptionPropagatesUnchangedAndTheResourceStaysUsable) {
   counting_resource up;
   pool_resource r(resource_options{4096, 2.0, 4096}, &up);
   void* first = r.allocate(4096, 16);  // fills the first region
@@ -391,7 +391,7 @@ TEST(PoolResource, ExhaustedUpstreamGivesBadAlloc) {
   EXPECT_NO_THROW(r.deallocate(r.allocate(200), 200));  // reusable at once
 }
 
-TEST(PoolResource, HugeRequestGivesBadAllocNotATruncatedRange) {
+TEST(PoolResource, Row04HugeRequestGivesBadAllocNotATruncatedRange) {
   counting_resource up;
   pool_resource r(&up);
   EXPECT_THROW((void)r.allocate(std::numeric_limits<std::size_t>::max() - 10, 16), std::bad_alloc);
@@ -434,7 +434,7 @@ TEST(PoolResource, AlignmentAboveRegionAlignmentUsesADedicatedUpstreamAllocation
   EXPECT_EQ(up.mismatches(), 0u);
 }
 
-TEST(PoolResource, AllocateZeroReturnsUniqueNonNullPointers) {
+TEST(PoolResource, Row01AllocateZeroReturnsUniqueNonNullPointers) {
   pool_resource r;
   std::set<void*> seen;
   std::vector<std::pair<void*, std::size_t>> got;
@@ -452,7 +452,7 @@ TEST(PoolResource, AllocateZeroReturnsUniqueNonNullPointers) {
 }
 
 // BAD_INPUTS row 2: the standard's precondition; bad_alloc if the handler returns.
-TEST(PoolResource, NonPowerOfTwoAlignmentIsAViolationThenBadAlloc) {
+TEST(PoolResource, Row02NonPowerOfTwoAlignmentIsAViolationThenBadAlloc) {
   recording_violations rec;
   pool_resource r;
   int expected = 0;
@@ -496,7 +496,7 @@ TEST(PoolResource, ReleaseReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
   expect_valid(r);
 }
 
-TEST(PoolResource, ReleaseKeepsTheUserBufferAsTheFirstRegion) {
+TEST(PoolResource, Row33ReleaseKeepsTheUserBufferAndResetsGrowth) {
   counting_resource up;
   std::byte buffer[2000];
   pool_resource r(buffer + 1, 1500, &up);
@@ -705,7 +705,7 @@ TEST(PoolResource, UnsynchronizedOptionServesOneThreadWithTheSameBehaviour) {
 // ---- misuse --------------------------------------------------------------------------
 
 // BAD_INPUTS row 30: foreign, interior and double deallocation are reported, never corrupt.
-TEST(PoolResource, DeallocatingAForeignPointerIsAViolationThatChangesNothing) {
+TEST(PoolResource, Row30DeallocatingAForeignOrInteriorPointerIsAViolationThatChangesNothing) {
   recording_violations rec;
   pool_resource r;
   pool_resource other;
@@ -735,7 +735,7 @@ TEST(PoolResource, DeallocatingAForeignPointerIsAViolationThatChangesNothing) {
 
 // BAD_INPUTS row 31: a deallocation that names another size or alignment than the
 // allocation is reported (in every build) and the memory stays allocated.
-TEST(PoolResource, DeallocatingWithAnotherSizeOrAlignmentIsAViolationThatChangesNothing) {
+TEST(PoolResource, Row31DeallocatingWithAnotherSizeOrAlignmentIsAViolationThatChangesNothing) {
   recording_violations rec;
   counting_resource up;
   pool_resource r(&up);
@@ -804,7 +804,7 @@ TEST(PoolResource, OverAUserPoolReleaseGivesBackOnlyWhatTheResourceAllocated) {
   EXPECT_EQ(theirs->size(), 512u);
 }
 
-TEST(PoolResource, OverAUserPoolForeignOrWronglySizedDeallocationIsAViolation) {
+TEST(PoolResource, Row30Row31OverAUserPoolForeignOrWronglySizedDeallocationIsAViolation) {
   recording_violations rec;
   user_pool u(1 << 16);
   pool_resource a(u.pool);
@@ -858,7 +858,7 @@ TEST(PoolResource, OverAUserPoolWithSixteenBitOffsetsRefusesWhatItCannotAddress)
 // ---- threads -------------------------------------------------------------------------
 
 // BAD_INPUTS row 34: backed by the thread-safe pool, so concurrent use is allowed.
-TEST(PoolResource, FourThreadsAllocateAndDeallocateConcurrently) {
+TEST(PoolResource, Row34ThreadSafeResourceServesFourThreadsConcurrently) {
   counting_resource up;
   pool_resource r(resource_options{4096, 2.0, 1 << 18}, &up);
   std::vector<std::thread> threads;

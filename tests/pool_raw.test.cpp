@@ -99,7 +99,7 @@ TEST(RawRange, CountsAsLiveSoTryCloseRefuses) {
   EXPECT_TRUE(pool.try_close().has_value());
 }
 
-TEST(RawRange, DoubleReleaseIsAViolationAndChangesNothing) {
+TEST(RawRange, Row12DoubleReleaseIsAViolationAndChangesNothing) {
   std::vector<std::byte> memory(4096);
   pool32 pool;
   add_region(pool, memory);
@@ -130,7 +130,7 @@ TEST(RawRange, ASlicesRangeCannotBeReleasedRaw) {
   expect_valid(pool);
 }
 
-TEST(RawRange, InteriorPointerIsAViolation) {
+TEST(RawRange, Row37InteriorPointerIsAViolation) {
   std::vector<std::byte> memory(4096);
   pool32 pool;
   add_region(pool, memory);
@@ -208,7 +208,7 @@ TEST(RawRange, ResizeGrowsAndShrinksInPlaceAndUpdatesTheRecordedSize) {
   expect_valid(pool);
 }
 
-TEST(RawRange, PointerOfAnotherPoolIsAViolation) {
+TEST(RawRange, Row13PointerOfAnotherPoolIsAViolation) {
   std::vector<std::byte> ma(4096);
   std::vector<std::byte> mb(4096);
   pool32 a;
@@ -261,7 +261,7 @@ TEST(RawRange, ManyRangesReleasedInRandomOrderLeaveThePoolAsItWas) {
   expect_valid(pool);
 }
 
-TEST(RawRangeDeathTest, DoubleReleaseAbortsWithTheRule) {
+TEST(RawRangeDeathTest, Row12DoubleReleaseAbortsWithTheRule) {
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   EXPECT_DEATH(
       {
