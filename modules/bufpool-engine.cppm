@@ -94,7 +94,7 @@ class engine {
   /// left by cancelled reservations when the end is exhausted. The span is pending.
   [[nodiscard]] std::expected<offset_t, errc> reserve(offset_t size);
   /// Gives a pending span back (it becomes a gap, or shrinks the used space).
-  void cancel(offset_t offset, offset_t size);
+  void cancel(offset_t offset, offset_t size) noexcept;
   /// Turns a pending span into a region with one free range; returns the region id.
   std::uint32_t publish(offset_t offset, offset_t size);
 
@@ -111,6 +111,10 @@ class engine {
   /// invalid_argument (not a live node), invalid_size, too_large, out_of_memory (the next
   /// range is not free or too small). O(log n).
   [[nodiscard]] std::expected<offset_t, errc> resize(std::uint32_t node, offset_t size);
+
+  /// Allocates room ahead for `nodes` more range records (an allocation takes at most two,
+  /// a region or a resize one), so that the calls using them cannot throw.
+  void reserve_nodes(std::size_t nodes);
 
   /// Offset and capacity of a live node (no check beyond bounds; for the pool's slices).
   [[nodiscard]] offset_t node_offset(std::uint32_t node) const noexcept;
@@ -182,6 +186,11 @@ class engine {
   std::map<offset_t, offset_t> gaps_;                  // offset -> size, cancelled reservations
   std::set<std::pair<offset_t, offset_t>> gap_sizes_;  // (size, offset) of the same gaps
   offset_t pending_bytes_ = 0;
+  std::size_t pending_spans_ = 0;
+  // At least one spare node per index and pending span, so cancel() never allocates.
+  std::vector<std::map<offset_t, offset_t>::node_type> spare_gaps_;
+  std::vector<std::set<std::pair<offset_t, offset_t>>::node_type> spare_gap_sizes_;
+  void keep_spare_gap_nodes();
 
   offset_t used_bytes_ = 0;
   offset_t free_bytes_ = 0;

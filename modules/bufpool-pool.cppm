@@ -219,6 +219,8 @@ struct raw_entry {
 class offset_map {
  public:
   void insert(std::uint64_t key, const raw_entry& value);
+  /// Room for `n` more entries, so that inserting them cannot throw.
+  void reserve(std::size_t n);
   [[nodiscard]] const raw_entry* find(std::uint64_t key) const noexcept;  // null if absent
   [[nodiscard]] raw_entry* find(std::uint64_t key) noexcept {
     return const_cast<raw_entry*>(std::as_const(*this).find(key));
@@ -463,29 +465,58 @@ class buffer_pool {
     return resize_raw_locked(*offset, size);
   }
 
+  /// Allocates the pool's own records ahead, for `ranges` more acquisitions (slices or raw
+  /// ranges, or regions), so that those calls cannot fail with std::bad_alloc: for paths
+  /// that must not allocate, and for adapters that must not fail after growing the pool.
+  /// Releases never allocate. Strong guarantee.
+  void reserve_metadata(std::size_t ranges) {
+    std::scoped_lock lock(mutex_);
+    engine_.reserve_nodes(2 * ranges);
+    raw_.reserve(ranges);
+  }
+
   /// Retries the guards of slices destroyed while guarded; ranges whose guard releases
   /// become free. Guards are asked without the pool's lock held. Returns how many ranges
   /// were freed. Also run by acquire() when it would otherwise fail for lack of space.
+  ///
+  /// One collect() runs at a time: a call made while another is asking guards (from
+  /// another thread, or from a guard's try_release()) returns 0. Out of memory, nothing
+  /// changes and std::bad_alloc propagates.
   std::size_t collect() {
-    std::vector<detail::parked_range> batch;
+    // The parked entries stay in parked_ while their guards are asked (park() only
+    // appends, and only the one running collect() removes), so nothing is lost if
+    // allocating, or a guard, throws.
+    std::vector<detail::parked_guard*> asked;
     {
       std::scoped_lock lock(mutex_);
-      batch.swap(parked_);
+      if (collecting_ || parked_.empty()) return 0;
+      asked.reserve(parked_.size());
+      for (const auto& p : parked_) asked.push_back(p.guard.get());
+      collecting_ = true;
     }
-    std::vector<std::uint32_t> done;
-    std::vector<detail::parked_range> keep;
-    for (auto& p : batch) {
-      if (p.guard->try_release())
-        done.push_back(p.node);
-      else
-        keep.push_back(std::move(p));
+    std::vector<bool> released;
+    try {
+      released.reserve(asked.size());
+      for (detail::parked_guard* g : asked) released.push_back(g->try_release());
+    } catch (...) {
+      std::scoped_lock lock(mutex_);
+      collecting_ = false;
+      throw;
     }
     std::scoped_lock lock(mutex_);
-    for (const std::uint32_t n : done) release_locked(n);
-    for (auto& p : keep) parked_.push_back(std::move(p));
+    collecting_ = false;
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < parked_.size(); ++i) {
+      if (i < released.size() && released[i])
+        release_locked(parked_[i].node);
+      else if (kept++ != i)
+        parked_[kept - 1] = std::move(parked_[i]);
+    }
+    const std::size_t freed = parked_.size() - kept;
+    parked_.erase(parked_.begin() + static_cast<std::ptrdiff_t>(kept), parked_.end());
     parked_count_.store(parked_.size(), std::memory_order_relaxed);
-    guarded_.fetch_sub(done.size());
-    return done.size();
+    guarded_.fetch_sub(freed);
+    return freed;
   }
 
   /// Slices that carry a guard, parked ones included. O(1).
@@ -739,12 +770,20 @@ class buffer_pool {
     return std::uint64_t{region.offset} + delta;
   }
 
+  // Keeps a guarded range until collect() finds its guard released. Out of memory, the
+  // range is never reused instead (its I/O may be in flight): it stays live and guarded.
   template <class G>
-  void park(std::uint32_t node, G&& guard) {
-    auto p = std::make_unique<detail::parked_guard_of<G>>(std::move(guard));
-    std::scoped_lock lock(mutex_);
-    parked_.push_back({node, std::move(p)});
-    parked_count_.store(parked_.size(), std::memory_order_relaxed);
+  void park(std::uint32_t node, G&& guard) noexcept {
+    try {
+      auto p = std::make_unique<detail::parked_guard_of<G>>(std::move(guard));
+      std::scoped_lock lock(mutex_);
+      parked_.push_back({node, std::move(p)});
+      parked_count_.store(parked_.size(), std::memory_order_relaxed);
+    } catch (...) {
+      detail::report_diagnostic(
+          "out of memory while parking a slice destroyed with its guard held: its range is "
+          "kept (never reused) and its guard is dropped");
+    }
   }
 
   std::expected<std::uint32_t, errc> publish(Int offset, Int size, std::byte* base,
@@ -762,14 +801,18 @@ class buffer_pool {
         return std::unexpected(errc::invalid_argument);
       }
     }
-    regions_.push_back(std::make_unique<detail::region_info<Int, Extra>>(
-        detail::region_info<Int, Extra>{offset, size, base, extra, host_begin, host_end}));
+    // Every allocation first, so that running out of memory changes nothing.
+    auto info = std::make_unique<detail::region_info<Int, Extra>>(
+        detail::region_info<Int, Extra>{offset, size, base, extra, host_begin, host_end});
+    regions_.reserve(regions_.size() + 1);
+    by_address_.reserve(by_address_.size() + 1);
+    const std::uint32_t id = engine_.publish(offset, size);
+    regions_.push_back(std::move(info));
     const auto address = reinterpret_cast<std::uintptr_t>(base);
     by_address_.insert(
         std::upper_bound(by_address_.begin(), by_address_.end(), address,
                          [](std::uintptr_t a, const auto& r) { return a < r.first; }),
-        {address, static_cast<std::uint32_t>(regions_.size() - 1)});
-    const std::uint32_t id = engine_.publish(offset, size);
+        {address, id});
     shade(*regions_.back(), offset, size, true);  // the whole region is free
     return id;
   }
@@ -795,6 +838,7 @@ class buffer_pool {
   std::vector<detail::parked_range> parked_;
   std::optional<Handle> handle_;
   bool closed_ = false;
+  bool collecting_ = false;  // a collect() is asking guards
   std::atomic<std::size_t> guarded_{0};
   std::atomic<std::size_t> borrowed_{0};
   std::atomic<std::size_t> parked_count_{0};
@@ -858,15 +902,17 @@ class expansion_handle {
   std::expected<std::uint32_t, errc> publish(void* base, extra_type&& extra,
                                              std::uintptr_t host_begin,
                                              std::uintptr_t host_end) && {
-    Pool* pool = std::exchange(pool_, nullptr);
-    if (!detail::expects(pool != nullptr, "an expansion handle is initialized once"))
+    if (!detail::expects(pool_ != nullptr, "an expansion handle is initialized once"))
       return std::unexpected(errc::invalid_argument);
     if (!detail::expects(base != nullptr, "a region's memory must not be null")) {
-      pool->cancel(offset_, size_);
+      cancel();
       return std::unexpected(errc::invalid_argument);
     }
-    return pool->publish(offset_, size_, static_cast<std::byte*>(base), extra, host_begin,
-                         host_end);
+    // If publishing throws (out of memory), the handle still holds the reservation.
+    auto id =
+        pool_->publish(offset_, size_, static_cast<std::byte*>(base), extra, host_begin, host_end);
+    pool_ = nullptr;  // published, or cancelled by publish()
+    return id;
   }
 
   void cancel() noexcept {

@@ -8,8 +8,10 @@ module;
 #include <cstdint>
 #include <cstring>
 #include <expected>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,6 +40,12 @@ constexpr offset_t pad_to(offset_t offset, offset_t alignment) noexcept {
 // Last offset of a non-empty range; never overflows where offset + size would.
 constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
   return offset + (size - 1);
+}
+
+// Room for one more element, growing geometrically, so a later push never allocates.
+template <class V>
+void room_for_one(V& v) {
+  if (v.size() == v.capacity()) v.reserve(std::max<std::size_t>(8, 2 * v.capacity()));
 }
 
 }  // namespace
@@ -495,6 +503,16 @@ engine& engine::operator=(engine&&) noexcept = default;
 // ---------------------------------------------------------------------------------------
 // Nodes: an index-linked free list, so steady state allocates nothing.
 
+void engine::reserve_nodes(std::size_t nodes) {
+  const std::size_t want = nodes_.size() + nodes;
+  if (reserved_ < want) {
+    sizes_->reserve(2 * want);
+    offsets_->reserve(2 * want);
+    reserved_ = 2 * want;
+  }
+  if (nodes_.capacity() < want) nodes_.reserve(std::max(want, 2 * nodes_.capacity()));
+}
+
 std::uint32_t engine::new_node() {
   if (free_nodes_ != no_index) {
     const std::uint32_t n = free_nodes_;
@@ -502,14 +520,15 @@ std::uint32_t engine::new_node() {
     nodes_[n] = node{};
     return n;
   }
-  nodes_.emplace_back();
   // Free ranges never outnumber nodes: with this much room reserved in the indexes,
-  // release() (which may add a free range) never allocates.
-  if (reserved_ < nodes_.size()) {
-    reserved_ = 2 * nodes_.size();
-    sizes_->reserve(reserved_);
-    offsets_->reserve(reserved_);
+  // release() (which may add a free range) never allocates. Room first, so a failed
+  // allocation changes nothing.
+  if (const std::size_t want = nodes_.size() + 1; reserved_ < want) {
+    sizes_->reserve(2 * want);
+    offsets_->reserve(2 * want);
+    reserved_ = 2 * want;
   }
+  nodes_.emplace_back();
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
@@ -595,8 +614,25 @@ void engine::unlink(std::uint32_t m) noexcept {
 // ---------------------------------------------------------------------------------------
 // Offset space: reservations, cancellations, regions.
 
+// Every pending span may become a gap when it is cancelled, and cancel() cannot fail: the
+// nodes the gap indexes will need are allocated here, kept as spare node handles.
+void engine::keep_spare_gap_nodes() {
+  const std::size_t want = pending_spans_ + 1;
+  spare_gaps_.reserve(want);
+  spare_gap_sizes_.reserve(want);
+  if (spare_gaps_.size() < want) {
+    std::map<offset_t, offset_t> one{{0, 0}};
+    spare_gaps_.push_back(one.extract(one.begin()));
+  }
+  if (spare_gap_sizes_.size() < want) {
+    std::set<std::pair<offset_t, offset_t>> one{{0, 0}};
+    spare_gap_sizes_.push_back(one.extract(one.begin()));
+  }
+}
+
 std::expected<offset_t, errc> engine::reserve(offset_t size) {
   if (size == 0) return std::unexpected(errc::invalid_size);
+  keep_spare_gap_nodes();  // may throw: nothing changed
   // At the end of the used space?
   if (!space_full_ && size - 1 <= limits_.last_offset - frontier_) {
     const offset_t offset = frontier_;
@@ -605,24 +641,30 @@ std::expected<offset_t, errc> engine::reserve(offset_t size) {
     else
       frontier_ += size;
     pending_bytes_ += size;
+    ++pending_spans_;
     return offset;
   }
   // End exhausted: the smallest gap left by a cancelled reservation that fits.
   const auto it = gap_sizes_.lower_bound({size, 0});
   if (it == gap_sizes_.end()) return std::unexpected(errc::out_of_offset_space);
   const auto [gap_size, gap_offset] = *it;
-  gap_sizes_.erase(it);
-  gaps_.erase(gap_offset);
-  if (gap_size > size) {
-    gaps_.emplace(gap_offset + size, gap_size - size);
-    gap_sizes_.emplace(gap_size - size, gap_offset + size);
+  auto by_size = gap_sizes_.extract(it);
+  auto by_offset = gaps_.extract(gap_offset);
+  if (gap_size > size) {  // the rest stays a gap: the same nodes, re-keyed (no allocation)
+    by_size.value() = {gap_size - size, gap_offset + size};
+    by_offset.key() = gap_offset + size;
+    by_offset.mapped() = gap_size - size;
+    gap_sizes_.insert(std::move(by_size));
+    gaps_.insert(std::move(by_offset));
   }
   pending_bytes_ += size;
+  ++pending_spans_;
   return gap_offset;
 }
 
-void engine::cancel(offset_t offset, offset_t size) {
+void engine::cancel(offset_t offset, offset_t size) noexcept {
   pending_bytes_ -= size;
+  --pending_spans_;
   // Merge with the gaps on either side.
   auto next = gaps_.lower_bound(offset);
   if (next != gaps_.begin()) {
@@ -649,14 +691,26 @@ void engine::cancel(offset_t offset, offset_t size) {
     space_full_ = false;
     return;
   }
-  gaps_.emplace(offset, size);
-  gap_sizes_.emplace(size, offset);
+  auto by_offset = std::move(spare_gaps_.back());  // kept by reserve(): no allocation
+  spare_gaps_.pop_back();
+  auto by_size = std::move(spare_gap_sizes_.back());
+  spare_gap_sizes_.pop_back();
+  by_offset.key() = offset;
+  by_offset.mapped() = size;
+  by_size.value() = {size, offset};
+  gaps_.insert(std::move(by_offset));
+  gap_sizes_.insert(std::move(by_size));
 }
 
 std::uint32_t engine::publish(offset_t offset, offset_t size) {
-  pending_bytes_ -= size;
-  const auto id = static_cast<std::uint32_t>(regions_.size());
+  room_for_one(regions_);  // every allocation first: a failure changes nothing
+  room_for_one(region_index_);
   const std::uint32_t n = new_node();
+  pending_bytes_ -= size;
+  --pending_spans_;
+  if (spare_gaps_.size() > pending_spans_ + 1) spare_gaps_.pop_back();
+  if (spare_gap_sizes_.size() > pending_spans_ + 1) spare_gap_sizes_.pop_back();
+  const auto id = static_cast<std::uint32_t>(regions_.size());
   regions_.push_back(region_rec{offset, size, n, 0, 0, 0, 0});
   const auto pos = std::ranges::lower_bound(region_index_, std::pair{offset, std::uint32_t{0}});
   region_index_.insert(pos, {offset, id});
@@ -733,10 +787,18 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
     remove_free(n);
   } else if (tail != 0) {  // n keeps the tail; padding (if any) gets a node of its own
     used = new_node();
+    std::uint32_t p = no_index;
+    if (pad != 0) {
+      try {  // both nodes before any change: a failed allocation changes nothing
+        p = new_node();
+      } catch (...) {
+        free_node(used);
+        throw;
+      }
+    }
     link_before(used, n);
     resize_free(n, start + capacity, tail);
-    if (pad != 0) {
-      const std::uint32_t p = new_node();
+    if (p != no_index) {
       link_before(p, used);
       nodes_[p].offset = from;
       nodes_[p].size = pad;

@@ -26,6 +26,10 @@ void offset_map::grow() {
     if (c.value.node != no_index) insert(c.key, c.value);
 }
 
+void offset_map::reserve(std::size_t n) {
+  while (2 * (count_ + n) > cells_.size()) grow();
+}
+
 void offset_map::insert(std::uint64_t key, const raw_entry& value) {
   if (2 * (count_ + 1) > cells_.size()) grow();  // keep the load at most one half
   std::size_t i = home(key);

@@ -203,9 +203,18 @@ class owning_backend final : public backend {
   // it to the pool. Strong guarantee: on any failure nothing changed.
   void grow(std::size_t size) {
     blocks_.reserve(blocks_.size() + 1);
+    // The region and the acquisition that follows in it allocate nothing after this.
+    pool_->reserve_metadata(2);
     void* memory = upstream_->allocate(size, region_alignment);  // may throw: propagates
-    auto expansion = pool_->begin_expand(size);
-    if (!expansion || !std::move(*expansion).initialize(memory)) {
+    bool added = false;
+    try {
+      auto expansion = pool_->begin_expand(size);
+      added = expansion && std::move(*expansion).initialize(memory);
+    } catch (...) {  // out of memory for the pool's own records
+      upstream_->deallocate(memory, size, region_alignment);
+      throw;
+    }
+    if (!added) {
       upstream_->deallocate(memory, size, region_alignment);
       throw std::bad_alloc();
     }

@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: MIT
+// Fault injection: every memory allocation an operation makes is failed in turn (this test
+// executable replaces the global operator new), and the region provider of the pmr
+// resource fails at chosen calls. A failed call must leave the pool exactly as it was
+// (statistics, ranges and validate()), report the failure to the caller, and leak nothing.
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <expected>
+#include <functional>
+#include <memory_resource>
+#include <new>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+import bufpool;
+import bufpool.pmr;
+
+// ---- failing allocations -----------------------------------------------------------------
+
+namespace {
+// The number of allocations on this thread that still succeed; negative: no failure armed.
+thread_local long g_allocations_left = -1;
+thread_local bool g_failed = false;
+
+void* allocate_or_fail(std::size_t n, std::size_t alignment) {
+  if (g_allocations_left == 0) {
+    g_allocations_left = -1;
+    g_failed = true;
+    throw std::bad_alloc();
+  }
+  if (g_allocations_left > 0) --g_allocations_left;
+  if (n == 0) n = 1;
+  void* p = alignment <= alignof(std::max_align_t)
+                ? std::malloc(n)
+                : std::aligned_alloc(alignment, (n + alignment - 1) / alignment * alignment);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+  return allocate_or_fail(n, 1);
+}
+void* operator new[](std::size_t n) {
+  return allocate_or_fail(n, 1);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  return allocate_or_fail(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  return allocate_or_fail(n, static_cast<std::size_t>(a));
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return allocate_or_fail(n, 1);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return allocate_or_fail(n, 1);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+
+namespace {
+
+using pool32 = bufpool::buffer_pool<>;
+
+// Everything observable about a pool: totals and every range of every region.
+struct snapshot {
+  bufpool::pool_stats stats;
+  std::vector<std::vector<bufpool::range_view>> ranges;
+};
+
+snapshot take(const pool32& pool) {
+  snapshot s{pool.stats(), {}};
+  for (std::size_t r = 0; r < s.stats.regions; ++r) s.ranges.push_back(pool.region_ranges(r));
+  return s;
+}
+
+std::string describe(const bufpool::pool_stats& s) {
+  return "used " + std::to_string(s.used_bytes) + ", free " + std::to_string(s.free_bytes) +
+         ", pending " + std::to_string(s.pending_bytes) + ", free ranges " +
+         std::to_string(s.free_ranges) + ", live " + std::to_string(s.live_slices) + ", guarded " +
+         std::to_string(s.guarded_slices) + ", parked " + std::to_string(s.parked_slices) +
+         ", regions " + std::to_string(s.regions);
+}
+
+bool same(const snapshot& a, const snapshot& b) {
+  const auto& x = a.stats;
+  const auto& y = b.stats;
+  if (x.used_bytes != y.used_bytes || x.free_bytes != y.free_bytes ||
+      x.pending_bytes != y.pending_bytes || x.largest_free != y.largest_free ||
+      x.free_ranges != y.free_ranges || x.live_slices != y.live_slices ||
+      x.guarded_slices != y.guarded_slices || x.parked_slices != y.parked_slices ||
+      x.regions != y.regions || a.ranges.size() != b.ranges.size())
+    return false;
+  for (std::size_t r = 0; r < a.ranges.size(); ++r) {
+    if (a.ranges[r].size() != b.ranges[r].size()) return false;
+    for (std::size_t i = 0; i < a.ranges[r].size(); ++i) {
+      const auto& p = a.ranges[r][i];
+      const auto& q = b.ranges[r][i];
+      if (p.offset != q.offset || p.size != q.size || p.used != q.used) return false;
+    }
+  }
+  return true;
+}
+
+// Runs `op` with its 1st, 2nd, ... allocation failing until it completes without reaching
+// the failing allocation. Every failed attempt must throw std::bad_alloc out of `op` (or
+// not, for a noexcept operation that copes) and leave the pool as it was. Returns how many
+// allocation points were failed.
+int fail_each_allocation(const pool32& pool, const char* what, const std::function<void()>& op,
+                         bool failure_throws = true) {
+  for (int k = 0;; ++k) {
+    const snapshot before = take(pool);
+    g_failed = false;
+    g_allocations_left = k;
+    bool threw = false;
+    try {
+      op();
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    }
+    g_allocations_left = -1;
+    if (!g_failed) {  // the operation made fewer than k + 1 allocations: it has completed
+      EXPECT_FALSE(threw) << what;
+      return k;
+    }
+    EXPECT_EQ(threw, failure_throws) << what << ": allocation " << k << " failed";
+    const snapshot after = take(pool);
+    EXPECT_TRUE(same(before, after)) << what << ": allocation " << k << " failed and the pool"
+                                     << " changed\n  before: " << describe(before.stats)
+                                     << "\n  after:  " << describe(after.stats);
+    const auto v = pool.validate();
+    EXPECT_TRUE(v.has_value()) << what << ": allocation " << k << ": " << v.error();
+    if (::testing::Test::HasFailure()) return k;
+  }
+}
+
+int g_diagnostics = 0;
+void count_diagnostic(const char*) {
+  ++g_diagnostics;
+}
+
+struct flag_guard {
+  const bool* done;
+  bool try_release() const { return *done; }
+};
+
+TEST(FaultInjection, EveryFailedAllocationInAPoolOperationLeavesThePoolUnchanged) {
+  struct counting_diagnostics {  // outlives the pool: its destruction reports too
+    bufpool::diagnostic_handler old = bufpool::set_diagnostic_handler(&count_diagnostic);
+    ~counting_diagnostics() { bufpool::set_diagnostic_handler(old); }
+  } diagnostics;
+  std::vector<std::vector<std::byte>> memory(6, std::vector<std::byte>(1 << 16));
+  pool32 pool;
+  std::vector<pool32::slice_type<flag_guard>> slices;
+  std::vector<bufpool::raw_range<std::uint32_t>> raws;
+  slices.reserve(1000);  // the test's own bookkeeping must not allocate inside an operation
+  raws.reserve(1000);
+  std::size_t next_region = 0;
+  int points = 0;
+  auto expand = [&] {
+    auto grow = pool.begin_expand(memory[next_region].size());
+    if (!grow) throw std::bad_alloc();  // never: the offset space is large
+    if (!std::move(*grow).initialize(memory[next_region].data())) FAIL();
+    ++next_region;
+  };
+  points += fail_each_allocation(pool, "expand", expand);
+  points += fail_each_allocation(pool, "expand", expand);
+  // Enough ranges that the engine's indexes and node arrays grow while the test runs.
+  for (int i = 0; i < 600; ++i) {
+    points += fail_each_allocation(pool, "acquire", [&] {
+      auto s = pool.acquire<flag_guard>(16 + static_cast<std::uint64_t>(i % 7) * 40, 16);
+      if (s) slices.push_back(std::move(*s));
+    });
+    if (i % 3 == 0)
+      points += fail_each_allocation(pool, "acquire_raw", [&] {
+        auto r = pool.acquire_raw(24, 8);
+        if (r) raws.push_back(*r);
+      });
+    if (i % 50 == 0 && next_region < memory.size())
+      points += fail_each_allocation(pool, "expand", expand);
+  }
+  points += fail_each_allocation(pool, "cancelled expansion", [&] {
+    auto a = pool.begin_expand(4096);
+    auto b = pool.begin_expand(4096);
+    if (!a || !b) throw std::bad_alloc();  // never: the offset space is large
+    {
+      auto first = std::move(*a);
+    }  // a gap below b, which then joins it
+  });
+  // Guarded slices destroyed while their I/O runs are parked; collect() frees them later.
+  // Out of memory, destruction (noexcept) keeps the range for good instead: still live
+  // and guarded, never reused, reported once.
+  bool done = false;
+  std::size_t kept_for_good = 0;
+  for (std::size_t i = 0; i < slices.size(); i += 4) {
+    ASSERT_TRUE(slices[i].guard(flag_guard{&done}).has_value());
+    if (i % 64 == 0) {
+      points += fail_each_allocation(pool, "park without memory", [&] { slices[i] = {}; }, false);
+      ++kept_for_good;
+    } else {
+      slices[i] = {};  // parked
+    }
+  }
+  EXPECT_EQ(g_diagnostics, static_cast<int>(kept_for_good));
+  done = true;
+  points += fail_each_allocation(pool, "collect", [&] { pool.collect(); });
+  for (std::size_t i = 1; i < slices.size(); i += 2)
+    points += fail_each_allocation(pool, "resize", [&] { (void)slices[i].try_resize(200); });
+  for (auto& s : slices)
+    points += fail_each_allocation(pool, "reclaim", [&] { (void)std::move(s).reclaim(); });
+  for (const auto& r : raws)
+    points += fail_each_allocation(pool, "release_raw",
+                                   [&] { pool.release_raw(std::uint64_t{r.offset}); });
+  EXPECT_GT(points, 0);
+  const bufpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.live_slices, kept_for_good);
+  EXPECT_EQ(s.guarded_slices, kept_for_good);
+  EXPECT_EQ(s.parked_slices, 0u);
+  RecordProperty("failed_allocations", std::to_string(points));
+}
+
+// ---- the pmr resource's region provider ---------------------------------------------------
+
+// An upstream that counts what it gives out and fails the calls it is told to.
+class failing_upstream : public std::pmr::memory_resource {
+ public:
+  std::vector<long> fail_calls;  // 0-based indexes of allocate calls that throw
+  long calls = 0;
+  std::size_t outstanding = 0;
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    const long call = calls++;
+    for (const long f : fail_calls)
+      if (f == call) throw std::bad_alloc();
+    void* p = std::pmr::new_delete_resource()->allocate(bytes, alignment);
+    outstanding += bytes;
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    outstanding -= bytes;
+    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
+
+bool same_totals(const bufpool::pool_stats& x, const bufpool::pool_stats& y) {
+  return x.used_bytes == y.used_bytes && x.free_bytes == y.free_bytes &&
+         x.live_slices == y.live_slices && x.regions == y.regions && x.free_ranges == y.free_ranges;
+}
+
+TEST(FaultInjection, PmrRegionProviderFailingAtEachGrowthLeavesTheResourceUnchanged) {
+  for (long fail_at = 0; fail_at < 8; ++fail_at) {
+    failing_upstream up;
+    up.fail_calls = {fail_at};
+    {
+      bufpool::pmr::pool_resource r(bufpool::pmr::resource_options{4096, 2.0, 1 << 16}, &up);
+      std::vector<std::pair<void*, std::size_t>> live;
+      int failures = 0;
+      for (int i = 0; i < 400; ++i) {
+        const std::size_t n = 64 + static_cast<std::size_t>(i % 13) * 100;
+        const bufpool::pool_stats before = r.stats();
+        const std::size_t held = up.outstanding;
+        try {
+          live.emplace_back(r.allocate(n, 16), n);
+        } catch (const std::bad_alloc&) {
+          ++failures;
+          EXPECT_TRUE(same_totals(before, r.stats())) << "fail_at " << fail_at << ", i " << i;
+          EXPECT_EQ(up.outstanding, held);
+          const auto v = r.validate();
+          EXPECT_TRUE(v.has_value()) << v.error();
+        }
+      }
+      EXPECT_EQ(failures, 1) << "fail_at " << fail_at;  // the next attempt grows again
+      for (const auto& [p, n] : live) r.deallocate(p, n, 16);
+      EXPECT_EQ(r.stats().live_slices, 0u);
+    }
+    EXPECT_EQ(up.outstanding, 0u) << "fail_at " << fail_at;  // nothing leaked
+  }
+}
+
+TEST(FaultInjection, PmrMetadataAllocationFailuresLeaveTheResourceUnchanged) {
+  failing_upstream up;
+  bufpool::pmr::pool_resource r(bufpool::pmr::resource_options{4096, 2.0, 1 << 16}, &up);
+  struct block {
+    void* p;
+    std::size_t size;
+    std::size_t alignment;
+  };
+  std::vector<block> live;
+  live.reserve(1000);
+  int points = 0;
+  for (int i = 0; i < 300; ++i) {
+    // Sizes and alignments that use regions, grow the pool and take dedicated blocks.
+    const std::size_t n = 64 + static_cast<std::size_t>(i % 11) * 300;
+    const std::size_t align = i % 10 == 0 ? 8192 : 16;
+    for (int k = 0;; ++k) {
+      const bufpool::pool_stats before = r.stats();
+      const std::size_t held = up.outstanding;
+      g_failed = false;
+      g_allocations_left = k;
+      void* p = nullptr;
+      try {
+        p = r.allocate(n, align);
+      } catch (const std::bad_alloc&) {
+      }
+      g_allocations_left = -1;
+      if (!g_failed) {
+        ASSERT_NE(p, nullptr);
+        live.push_back({p, n, align});
+        break;
+      }
+      ++points;
+      ASSERT_EQ(p, nullptr) << "allocation " << k << " failed but allocate() succeeded";
+      EXPECT_TRUE(same_totals(before, r.stats())) << "i " << i << ", allocation " << k;
+      EXPECT_EQ(up.outstanding, held) << "i " << i << ", allocation " << k;
+      const auto v = r.validate();
+      ASSERT_TRUE(v.has_value()) << v.error();
+    }
+  }
+  for (const block& b : live) r.deallocate(b.p, b.size, b.alignment);
+  EXPECT_EQ(r.stats().live_slices, 0u);
+  r.release();
+  EXPECT_EQ(up.outstanding, 0u);
+  EXPECT_GT(points, 0);
+}
+
+}  // namespace
