@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // bufpool:contracts — contract checks for misuse that cannot be reported as a value.
 module;
+#include <cstdint>
 #include <source_location>
 export module bufpool:contracts;
 
@@ -36,6 +37,13 @@ void report_violation(const char* rule,
 
 /// Sends one line to the diagnostic handler.
 void report_diagnostic(const char* message) noexcept;
+
+/// Checked builds keep a registry of live pools, so that a borrowed slice that outlives
+/// its pool (a contract violation, already reported) notices instead of touching freed
+/// memory. register_pool returns an id that is never reused.
+std::uint64_t register_pool(const void* pool);
+void unregister_pool(const void* pool) noexcept;
+bool pool_registered(const void* pool, std::uint64_t id) noexcept;
 
 /// Checks a precondition; returns `ok` so callers can skip the operation if a handler returns.
 inline bool expects(bool ok, const char* rule,

@@ -31,6 +31,13 @@ module;
 #ifdef BUFPOOL_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
+// Checked builds: debug builds, or any build with BUFPOOL_CHECKED defined (the CMake
+// option of the same name; the asan preset turns it on).
+#if !defined(NDEBUG) || defined(BUFPOOL_CHECKED)
+#define BUFPOOL_CHECKED_BUILD 1
+#else
+#define BUFPOOL_CHECKED_BUILD 0
+#endif
 export module bufpool:pool;
 
 import :contracts;
@@ -39,6 +46,11 @@ import :errors;
 import :options;
 
 export namespace bufpool {
+
+/// True in checked builds (debug, or BUFPOOL_CHECKED): besides the contract checks every
+/// build makes, a borrowed slice that outlives its pool finds out (pool_is_alive() false,
+/// pool_gone errors, destruction does nothing) instead of touching freed memory.
+inline constexpr bool checked_build = BUFPOOL_CHECKED_BUILD != 0;
 
 /// The default `extra` of a region: nothing, and it takes no space.
 struct no_extra {
@@ -293,7 +305,9 @@ class buffer_pool {
 
   /// A pool with the given options; invalid options are a contract violation.
   explicit buffer_pool(const options_type& options)
-      : options_(checked(options)), engine_(limits_of(options_)) {}
+      : options_(checked(options)), engine_(limits_of(options_)) {
+    if constexpr (checked_build) checked_id_ = detail::register_pool(this);
+  }
 
   /// A pool that owns `handle`, which frees the regions when the pool is destroyed.
   buffer_pool(const options_type& options, Handle handle) : buffer_pool(options) {
@@ -304,6 +318,7 @@ class buffer_pool {
   buffer_pool& operator=(const buffer_pool&) = delete;
 
   ~buffer_pool() {
+    if constexpr (checked_build) detail::unregister_pool(this);
     if (const std::size_t n = borrowed_.load(); n != 0) {
       const std::string rule = "borrowed slices outlive their pool: pool destroyed while " +
                                std::to_string(n) + " borrowed slice(s) are alive";
@@ -842,6 +857,7 @@ class buffer_pool {
   std::atomic<std::size_t> guarded_{0};
   std::atomic<std::size_t> borrowed_{0};
   std::atomic<std::size_t> parked_count_{0};
+  std::uint64_t checked_id_ = 0;  // checked builds: this pool's id in the registry
 };
 
 /// A pool for one thread at a time: no locking.
@@ -977,7 +993,10 @@ class basic_slice {
 
   /// False only for a weak slice whose pool has been destroyed.
   [[nodiscard]] bool pool_is_alive() const noexcept {
-    return ref_ != pool_ref::weak || !weak_.expired();
+    if (ref_ == pool_ref::weak) return !weak_.expired();
+    if constexpr (checked_build)
+      if (ref_ == pool_ref::borrowed) return detail::pool_registered(pool_, pool_id_);
+    return true;
   }
 
   /// Mutable bytes (empty for an empty slice). Errors: access_denied while guarded (either
@@ -1109,7 +1128,8 @@ class basic_slice {
         node_(r.node),
         offset_(r.offset),
         size_(r.size),
-        capacity_(r.capacity) {
+        capacity_(r.capacity),
+        pool_id_(pool->checked_id_) {
     if (ref == pool_ref::shared) strong_ = owner;
     if (ref == pool_ref::weak) weak_ = owner;
   }
@@ -1125,7 +1145,8 @@ class basic_slice {
 
   pool_lock lock_pool() const noexcept {
     switch (ref_) {
-      case pool_ref::borrowed:
+      case pool_ref::borrowed:  // checked builds: nullptr once the pool is gone
+        return {pool_is_alive() ? pool_ : nullptr, nullptr};
       case pool_ref::shared:
         return {pool_, nullptr};
       case pool_ref::weak: {
@@ -1159,6 +1180,7 @@ class basic_slice {
     offset_ = std::exchange(o.offset_, 0);
     size_ = std::exchange(o.size_, 0);
     capacity_ = std::exchange(o.capacity_, 0);
+    pool_id_ = std::exchange(o.pool_id_, 0);
   }
 
   void take(basic_slice& o) noexcept {
@@ -1205,6 +1227,7 @@ class basic_slice {
   integer offset_ = 0;
   integer size_ = 0;
   integer capacity_ = 0;
+  std::uint64_t pool_id_ = 0;  // checked builds: the pool's registry id
   std::optional<Guard> guard_;
 };
 

@@ -2,9 +2,12 @@
 // Implementation of the violation and diagnostic handlers.
 module;
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <source_location>
+#include <unordered_map>
 module bufpool;
 
 namespace bufpool {
@@ -42,6 +45,39 @@ void report_violation(const char* rule, std::source_location where) noexcept {
 
 void report_diagnostic(const char* message) noexcept {
   g_diagnostic.load()(message);
+}
+
+namespace {
+struct pool_registry {
+  std::mutex lock;
+  std::unordered_map<const void*, std::uint64_t> live;
+  std::uint64_t next_id = 1;
+};
+pool_registry& registry() {
+  static pool_registry r;  // constructed on first use, never destroyed before its users
+  return r;
+}
+}  // namespace
+
+std::uint64_t register_pool(const void* pool) {
+  pool_registry& r = registry();
+  std::scoped_lock l(r.lock);
+  const std::uint64_t id = r.next_id++;
+  r.live[pool] = id;
+  return id;
+}
+
+void unregister_pool(const void* pool) noexcept {
+  pool_registry& r = registry();
+  std::scoped_lock l(r.lock);
+  r.live.erase(pool);
+}
+
+bool pool_registered(const void* pool, std::uint64_t id) noexcept {
+  pool_registry& r = registry();
+  std::scoped_lock l(r.lock);
+  const auto it = r.live.find(pool);
+  return it != r.live.end() && it->second == id;
 }
 
 }  // namespace detail

@@ -16,8 +16,12 @@
 #include <vector>
 import bufpool;
 
+#include "violations.hpp"
+
 namespace {
 
+using bufpool_test::g_violations;
+using bufpool_test::recording_violations;
 using pool32 = bufpool::buffer_pool<>;
 using pool16 = bufpool::buffer_pool<std::uint16_t>;
 
@@ -410,6 +414,30 @@ TEST(BadInputDeathTest, Row17PoolDestroyedWithLiveSlicesIsDetectedWithTheCount) 
         pool.reset();
       },
       "borrowed slices outlive their pool.*2 borrowed slice");
+}
+
+TEST(BadInput, Row17InCheckedBuildsASliceOutlivingItsPoolIsHarmless) {
+  if (!bufpool::checked_build) GTEST_SKIP() << "needs a checked build (debug or BUFPOOL_CHECKED)";
+  recording_violations rec;
+  std::vector<std::byte> memory(4096);
+  auto pool = std::make_unique<pool32>();
+  add_region(*pool, memory);
+  auto s = pool->acquire(16);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_TRUE(s->pool_is_alive());
+  pool.reset();  // reported; the handler returns
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_FALSE(s->pool_is_alive());
+  auto bytes = s->try_bytes();
+  ASSERT_FALSE(bytes.has_value());
+  EXPECT_EQ(bytes.error(), bufpool::errc::pool_gone);
+  // A new pool may take the old one's address: the slice must not mistake it for its own.
+  auto next = std::make_unique<pool32>();
+  add_region(*next, memory);
+  EXPECT_FALSE(s->pool_is_alive());
+  s = std::unexpected(bufpool::errc::pool_gone);  // destroys the slice: touches nothing
+  EXPECT_EQ(next->stats().live_slices, 0u);
+  EXPECT_EQ(g_violations, 1);
 }
 
 TEST(BadInput, Row18ReclaimOfAGuardedSliceIsInUseAndDestructionDefersIt) {
