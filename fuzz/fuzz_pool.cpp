@@ -1,0 +1,1965 @@
+// SPDX-License-Identifier: MIT
+// Differential libFuzzer target: bufpool::buffer_pool<> and bufpool::pmr::pool_resource
+// driven by the input bytes and checked after every operation against a simple model.
+//
+// The model is deliberately naive: a list of initialized regions, a map of pending
+// reservations and a map of live ranges (slices, raw ranges and parked ranges with their
+// capacities). Free space is whatever regions hold outside live ranges, so "full
+// coalescing" and "exact best fit" are checked against the gaps of that map. Any
+// discrepancy prints which check failed, the operation index and the values, then aborts so
+// that libFuzzer records the input.
+//
+// Input: byte 0 chooses the pool options and whether the pool starts with a region; every
+// following operation starts with an opcode byte (see `step`) and reads its arguments from
+// the bytes after it. The reader returns 0 once the input is exhausted. fuzz/make-corpus.py
+// writes the seed corpus in this encoding: keep the two in step.
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <expected>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory>
+#include <memory_resource>
+#include <new>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+import bufpool;
+import bufpool.pmr;
+
+namespace {
+
+using u64 = std::uint64_t;
+using pool_t = bufpool::buffer_pool<>;
+using options_t = pool_t::options_type;
+using bufpool::errc;
+
+// ---- Bounds on the work per input -------------------------------------------------------
+
+constexpr u64 offset_max = std::numeric_limits<std::uint32_t>::max();
+constexpr std::size_t max_ops = 2000;
+constexpr std::size_t max_regions = 8;
+constexpr u64 max_region_size = u64{1} << 20;
+constexpr u64 region_budget = u64{4} << 20;  // bytes of region memory per input
+constexpr std::size_t max_slices = 96;
+constexpr std::size_t max_raws = 96;
+constexpr std::size_t max_pending = 4;
+constexpr std::size_t max_pmr_blocks = 128;
+constexpr std::size_t full_check_every = 16;
+constexpr u64 upstream_budget = u64{4} << 20;  // bytes the pmr upstream hands out at once
+constexpr std::size_t flag_count = 4;          // shared "I/O done" flags the guards read
+// Cookies cover a slice's first and last cookie_window bytes (all of a smaller slice).
+constexpr u64 cookie_window = u64{16} << 10;
+
+// ---- Reporting --------------------------------------------------------------------------
+
+std::size_t g_op = 0;
+const char* g_op_name = "setup";
+
+[[noreturn]] void fail(const char* check, const std::string& details) {
+  std::fprintf(stderr, "\nbufpool_fuzz: CHECK FAILED: %s\n  at op #%zu (%s)\n  %s\n", check, g_op,
+               g_op_name, details.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// Formats the details of a failed check; kept out of line so that expect() stays cheap.
+template <class... Details>
+[[noreturn, gnu::noinline, gnu::cold]] void fail_with(const char* check,
+                                                      const Details&... details) {
+  std::ostringstream os;
+  ((os << details), ...);
+  fail(check, os.str());
+}
+
+template <class... Details>
+inline void expect(bool ok, const char* check, const Details&... details) {
+  if (!ok) [[unlikely]]
+    fail_with(check, details...);
+}
+
+constexpr std::uint32_t bit(errc e) noexcept {
+  return std::uint32_t{1} << static_cast<unsigned>(e);
+}
+
+// Printable views for failure messages; built only when a message is.
+struct error_set {
+  std::uint32_t mask;
+};
+
+std::ostream& operator<<(std::ostream& os, error_set s) {
+  os << "{";
+  const char* sep = "";
+  for (unsigned e = 1; e < 32; ++e)
+    if (((s.mask >> e) & 1u) != 0) {
+      os << sep << bufpool::to_string(static_cast<errc>(e));
+      sep = ",";
+    }
+  return os << "}";
+}
+
+struct shown_outcome {
+  bool ok;
+  errc error;
+};
+
+std::ostream& operator<<(std::ostream& os, shown_outcome o) {
+  return o.ok ? os << "success" : os << "error " << bufpool::to_string(o.error);
+}
+
+template <class T>
+shown_outcome outcome(const std::expected<T, errc>& r) {
+  return {r.has_value(), r ? errc{} : r.error()};
+}
+
+// ---- Contract violations ----------------------------------------------------------------
+
+bool g_misuse_expected = false;
+int g_violations = 0;
+std::string g_last_rule;
+
+void on_violation(const bufpool::contract_violation& v) {
+  if (!g_misuse_expected) fail("unexpected contract violation", v.rule);
+  ++g_violations;
+  g_last_rule = v.rule;
+}
+
+void on_diagnostic(const char* message) {
+  fail("unexpected diagnostic", message);
+}
+
+// A deliberate misuse: the violation is recorded instead of aborting, and must be reported.
+class deliberate_misuse {
+ public:
+  explicit deliberate_misuse(const char* what) : what_(what) {
+    g_misuse_expected = true;
+    g_violations = 0;
+  }
+  ~deliberate_misuse() { g_misuse_expected = false; }
+  deliberate_misuse(const deliberate_misuse&) = delete;
+  deliberate_misuse& operator=(const deliberate_misuse&) = delete;
+  void expect_reported() const {
+    expect(g_violations >= 1, "misuse is reported as a contract violation", what_);
+  }
+
+ private:
+  const char* what_;
+};
+
+// ---- Input ------------------------------------------------------------------------------
+
+class byte_reader {
+ public:
+  byte_reader(const std::uint8_t* data, std::size_t size) noexcept : data_(data), size_(size) {}
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  std::uint8_t u8() noexcept {
+    if (size_ == 0) return 0;
+    --size_;
+    return *data_++;
+  }
+  std::uint16_t u16() noexcept {
+    const unsigned lo = u8();
+    const unsigned hi = u8();
+    return static_cast<std::uint16_t>(lo | (hi << 8));
+  }
+  std::uint32_t u32() noexcept {
+    const std::uint32_t lo = u16();
+    const std::uint32_t hi = u16();
+    return lo | (hi << 16);
+  }
+
+ private:
+  const std::uint8_t* data_;
+  std::size_t size_;
+};
+
+// ---- Cookies ----------------------------------------------------------------------------
+
+// The cookie loops are not coverage-instrumented (nor inlined into code that is): they run
+// over every byte of a block, and their branches say nothing about the library.
+[[clang::no_sanitize("coverage")]] inline std::byte cookie_at(u64 id, u64 i) noexcept {
+  return static_cast<std::byte>((id * 151 + i * 7 + (i >> 8) + 1) & 0xFF);
+}
+
+// The cookie of a block of n bytes covers [0, head) and [tail, n).
+struct cookie_extent {
+  u64 head;
+  u64 tail;
+};
+
+constexpr cookie_extent cookie_extent_of(u64 n) noexcept {
+  return n <= 2 * cookie_window ? cookie_extent{n, n}
+                                : cookie_extent{cookie_window, n - cookie_window};
+}
+
+[[clang::no_sanitize("coverage"), gnu::noinline]] void fill_cookie(std::byte* p, u64 n, u64 id) {
+  const cookie_extent e = cookie_extent_of(n);
+  for (u64 i = 0; i < e.head; ++i) p[i] = cookie_at(id, i);
+  for (u64 i = e.tail; i < n; ++i) p[i] = cookie_at(id, i);
+}
+
+// The first index below n where a block of `size` bytes lost its cookie, or size.
+[[clang::no_sanitize("coverage"), gnu::noinline]] u64 cookie_damage(const std::byte* p, u64 size,
+                                                                    u64 n, u64 id) {
+  const cookie_extent e = cookie_extent_of(size);
+  const u64 head = std::min(e.head, n);
+  for (u64 i = 0; i < head; ++i)
+    if (p[i] != cookie_at(id, i)) return i;
+  for (u64 i = e.tail; i < std::min(size, n); ++i)
+    if (p[i] != cookie_at(id, i)) return i;
+  return size;
+}
+
+// Checks the cookie of the first `n` bytes of a block of `size` bytes.
+void verify_cookie(const std::byte* p, u64 size, u64 n, u64 id, const char* what) {
+  const u64 bad = cookie_damage(p, size, n, id);
+  expect(bad == size, "data written into a block is intact", what, ": block id ", id, " byte ", bad,
+         " of ", size, " changed");
+}
+
+// ---- Guards -----------------------------------------------------------------------------
+
+struct test_guard {
+  std::shared_ptr<bool> done;
+  int flag = 0;
+  bool try_release() const { return *done; }
+};
+static_assert(bufpool::slice_guard<test_guard>);
+
+using slice_t = pool_t::slice_type<test_guard>;
+
+// ---- The model --------------------------------------------------------------------------
+
+enum class range_kind : std::uint8_t { slice, raw, parked };
+
+struct model_range {
+  u64 capacity;
+  range_kind kind;
+  int flag;  // index of the guard's flag, -1 if unguarded
+};
+
+struct model_region {
+  u64 offset;
+  u64 size;
+  std::byte* base;
+  [[nodiscard]] u64 end() const noexcept { return offset + size; }
+};
+
+struct span_of {
+  u64 offset;
+  u64 size;
+};
+
+class pool_model {
+ public:
+  std::vector<model_region> regions;  // in publication order: index = region id
+  std::map<u64, u64> pending;         // offset -> size of reservations not yet initialized
+  std::map<u64, model_range> live;    // offset -> live range (slices, raw and parked ranges)
+
+  [[nodiscard]] const model_region* region_containing(u64 offset) const noexcept {
+    for (const auto& r : regions)
+      if (offset >= r.offset && offset - r.offset < r.size) return &r;
+    return nullptr;
+  }
+
+  [[nodiscard]] bool inside_one_region(u64 offset, u64 len) const noexcept {
+    const model_region* r = region_containing(offset);
+    return r != nullptr && len <= r->end() - offset;
+  }
+
+  [[nodiscard]] bool overlaps_live(u64 offset, u64 len) const {
+    auto next = live.lower_bound(offset);
+    if (next != live.end() && next->first - offset < len) return true;
+    if (next == live.begin()) return false;
+    const auto prev = std::prev(next);
+    return prev->first + prev->second.capacity > offset;
+  }
+
+  // The free gap that holds [offset, offset + len), if [offset, offset + len) is free.
+  [[nodiscard]] std::optional<span_of> gap_holding(u64 offset, u64 len) const {
+    const model_region* r = region_containing(offset);
+    if (r == nullptr || len > r->end() - offset) return std::nullopt;
+    auto next = live.lower_bound(offset);
+    const u64 gap_end = next != live.end() && next->first < r->end() ? next->first : r->end();
+    if (gap_end - offset < len || gap_end < offset) return std::nullopt;
+    u64 gap_start = r->offset;
+    if (next != live.begin()) {
+      const auto prev = std::prev(next);
+      const u64 prev_end = prev->first + prev->second.capacity;
+      if (prev->first >= r->offset) {
+        if (prev_end > offset) return std::nullopt;
+        gap_start = prev_end;
+      }
+    }
+    return span_of{gap_start, gap_end - gap_start};
+  }
+
+  // Free bytes right after the live range at `offset`, in its region.
+  [[nodiscard]] u64 room_after(u64 offset) const {
+    const auto at = live.find(offset);
+    const u64 end = offset + at->second.capacity;
+    const model_region* r = region_containing(offset);
+    const auto next = std::next(at);
+    const u64 limit = next != live.end() && next->first < r->end() ? next->first : r->end();
+    return limit - end;
+  }
+
+  // f(offset, size, used) for every range of region r in offset order.
+  template <class F>
+  void for_each_range_in(const model_region& r, F&& f) const {
+    u64 at = r.offset;
+    for (auto it = live.lower_bound(r.offset); it != live.end() && it->first < r.end(); ++it) {
+      if (it->first > at) f(at, it->first - at, false);
+      f(it->first, it->second.capacity, true);
+      at = it->first + it->second.capacity;
+    }
+    if (at < r.end()) f(at, r.end() - at, false);
+  }
+
+  template <class F>
+  void for_each_gap(F&& f) const {
+    for (const auto& r : regions)
+      for_each_range_in(r, [&](u64 offset, u64 size, bool used) {
+        if (!used) f(offset, size);
+      });
+  }
+
+  // The size of the smallest free gap that holds `len` bytes at a multiple of `align`.
+  [[nodiscard]] std::optional<u64> best_fit(u64 len, u64 align) const {
+    std::optional<u64> best;
+    for_each_gap([&](u64 offset, u64 size) {
+      const u64 pad = (u64{0} - offset) & (align - 1);
+      if (pad < size && size - pad >= len && (!best || size < *best)) best = size;
+    });
+    return best;
+  }
+
+  [[nodiscard]] std::size_t parked() const {
+    std::size_t n = 0;
+    for (const auto& [offset, r] : live) n += r.kind == range_kind::parked ? 1 : 0;
+    return n;
+  }
+
+  template <class Flags>
+  [[nodiscard]] std::size_t releasable_parked(const Flags& flags) const {
+    std::size_t n = 0;
+    for (const auto& [offset, r] : live)
+      n += r.kind == range_kind::parked && *flags[static_cast<std::size_t>(r.flag)] ? 1 : 0;
+    return n;
+  }
+
+  // The pool's collect(): parked ranges whose guard releases become free.
+  template <class Flags>
+  std::size_t collect(const Flags& flags) {
+    std::size_t n = 0;
+    for (auto it = live.begin(); it != live.end();) {
+      if (it->second.kind == range_kind::parked &&
+          *flags[static_cast<std::size_t>(it->second.flag)]) {
+        it = live.erase(it);
+        ++n;
+      } else {
+        ++it;
+      }
+    }
+    return n;
+  }
+
+  // What happens to a slice's range when the slice is destroyed.
+  template <class Flags>
+  void destroyed(u64 offset, const Flags& flags) {
+    auto it = live.find(offset);
+    expect(it != live.end() && it->second.kind == range_kind::slice, "model: destroyed slice known",
+           "offset ", offset);
+    if (it->second.flag >= 0 && !*flags[static_cast<std::size_t>(it->second.flag)])
+      it->second.kind = range_kind::parked;
+    else
+      live.erase(it);
+  }
+
+  // ---- Offset space: regions and pending reservations.
+
+  [[nodiscard]] std::vector<span_of> spans() const {
+    std::vector<span_of> out;
+    for (const auto& r : regions) out.push_back({r.offset, r.size});
+    for (const auto& [offset, size] : pending) out.push_back({offset, size});
+    std::ranges::sort(out, {}, &span_of::offset);
+    return out;
+  }
+
+  // One past the highest offset handed out (regions and pending): the end of the used space.
+  [[nodiscard]] u64 frontier() const {
+    u64 f = 0;
+    for (const auto& s : spans()) f = std::max(f, s.offset + s.size);
+    return f;
+  }
+
+  // Holes between regions and reservations below the frontier (cancelled reservations).
+  [[nodiscard]] std::vector<span_of> holes() const {
+    std::vector<span_of> out;
+    u64 at = 0;
+    for (const auto& s : spans()) {
+      if (s.offset > at) out.push_back({at, s.offset - at});
+      at = s.offset + s.size;
+    }
+    return out;
+  }
+
+  [[nodiscard]] bufpool::pool_stats stats() const {
+    bufpool::pool_stats s;
+    u64 total = 0;
+    for (const auto& r : regions) {
+      total += r.size;
+      for_each_range_in(r, [&](u64, u64 size, bool used) {
+        if (used) return;
+        ++s.free_ranges;
+        s.largest_free = std::max<u64>(s.largest_free, size);
+      });
+    }
+    for (const auto& [offset, r] : live) {
+      s.used_bytes += r.capacity;
+      ++s.live_slices;
+      if (r.flag >= 0) ++s.guarded_slices;
+      if (r.kind == range_kind::parked) ++s.parked_slices;
+    }
+    s.free_bytes = total - s.used_bytes;
+    for (const auto& [offset, size] : pending) s.pending_bytes += size;
+    s.regions = regions.size();
+    return s;
+  }
+};
+
+void expect_stats(const bufpool::pool_stats& got, const bufpool::pool_stats& want,
+                  const char* check) {
+  const bool same = got.used_bytes == want.used_bytes && got.free_bytes == want.free_bytes &&
+                    got.pending_bytes == want.pending_bytes &&
+                    got.largest_free == want.largest_free && got.free_ranges == want.free_ranges &&
+                    got.live_slices == want.live_slices &&
+                    got.guarded_slices == want.guarded_slices &&
+                    got.parked_slices == want.parked_slices && got.regions == want.regions;
+  if (same) return;
+  std::ostringstream os;
+  auto row = [&](const char* name, u64 g, u64 w) {
+    os << "\n    " << name << ": got " << g << ", expected " << w << (g != w ? "   <--" : "");
+  };
+  row("used_bytes", got.used_bytes, want.used_bytes);
+  row("free_bytes", got.free_bytes, want.free_bytes);
+  row("pending_bytes", got.pending_bytes, want.pending_bytes);
+  row("largest_free", got.largest_free, want.largest_free);
+  row("free_ranges", got.free_ranges, want.free_ranges);
+  row("live_slices", got.live_slices, want.live_slices);
+  row("guarded_slices", got.guarded_slices, want.guarded_slices);
+  row("parked_slices", got.parked_slices, want.parked_slices);
+  row("regions", got.regions, want.regions);
+  fail(check, os.str());
+}
+
+// ---- A counting upstream for the pmr resource -------------------------------------------
+
+struct upstream_refused {};  // thrown beyond the budget; must propagate unchanged
+
+class counting_upstream final : public std::pmr::memory_resource {
+ public:
+  struct snapshot {
+    u64 outstanding;
+    std::size_t allocations;
+    std::size_t refusals;
+  };
+
+  counting_upstream() = default;
+  counting_upstream(const counting_upstream&) = delete;
+  counting_upstream& operator=(const counting_upstream&) = delete;
+  ~counting_upstream() override {
+    for (const auto& [address, b] : live_)
+      ::operator delete(reinterpret_cast<void*>(address), std::align_val_t{b.alignment});
+  }
+
+  [[nodiscard]] snapshot now() const noexcept { return {outstanding_, allocations_, refusals_}; }
+  [[nodiscard]] u64 outstanding() const noexcept { return outstanding_; }
+  [[nodiscard]] std::size_t blocks() const noexcept { return live_.size(); }
+
+  // Whether [p, p + n) lies inside one live upstream allocation.
+  [[nodiscard]] bool contains(const void* p, u64 n) const {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    auto it = live_.upper_bound(a);
+    if (it == live_.begin()) return false;
+    --it;
+    return a - it->first < it->second.bytes && n <= it->second.bytes - (a - it->first);
+  }
+
+ private:
+  struct block {
+    std::size_t bytes;
+    std::size_t alignment;
+  };
+
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (bytes > upstream_budget - outstanding_) {
+      ++refusals_;
+      throw upstream_refused{};
+    }
+    void* p = ::operator new(bytes, std::align_val_t{alignment});
+    live_.emplace(reinterpret_cast<std::uintptr_t>(p), block{bytes, alignment});
+    outstanding_ += bytes;
+    ++allocations_;
+    return p;
+  }
+
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    const auto it = live_.find(reinterpret_cast<std::uintptr_t>(p));
+    expect(it != live_.end() && it->second.bytes == bytes && it->second.alignment == alignment,
+           "upstream: deallocate matches a live allocation", "pointer ", p, " bytes ", bytes,
+           " alignment ", alignment);
+    live_.erase(it);
+    outstanding_ -= bytes;
+    ::operator delete(p, std::align_val_t{alignment});
+  }
+
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+
+  std::map<std::uintptr_t, block> live_;
+  u64 outstanding_ = 0;
+  std::size_t allocations_ = 0;
+  std::size_t refusals_ = 0;
+};
+
+// ---- The session: one input ---------------------------------------------------------------
+
+struct region_memory_deleter {
+  void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t{4096}); }
+};
+
+struct request {
+  u64 size;
+  u64 alignment;
+  bufpool::strategy how;
+  bufpool::pool_ref ref;
+};
+
+// Where an acquisition landed, for slices and raw ranges alike.
+struct placed {
+  u64 offset;
+  u64 capacity;
+  std::byte* pointer;
+};
+
+struct slice_rec {
+  slice_t slice;
+  u64 id;
+  u64 size;
+  u64 offset;
+  int flag = -1;  // guard flag, -1 if unguarded
+  bool exclusive = true;
+};
+
+struct raw_rec {
+  bufpool::raw_range<std::uint32_t> range;
+  u64 size;
+  u64 alignment;
+  u64 id;
+};
+
+struct pending_rec {
+  std::optional<pool_t::expansion> handle;
+  u64 offset;
+  u64 size;
+};
+
+struct pmr_block {
+  std::byte* pointer;
+  std::size_t bytes;
+  std::size_t alignment;
+  u64 id;
+  [[nodiscard]] bool dedicated() const noexcept {
+    return alignment > bufpool::pmr::pool_resource::region_alignment;
+  }
+};
+
+options_t options_for(unsigned set) {
+  options_t o;
+  switch (set % 8) {
+    case 1:
+      o.min_alignment = 1;
+      break;
+    case 2:
+      o.min_alignment = 64;
+      break;
+    case 3:
+      o.max_size = 4096;
+      break;
+    case 4:
+      o.min_size = 100;
+      o.min_alignment = 8;
+      o.max_alignment = 4096;
+      break;
+    case 5:
+      o.min_alignment = 1;
+      o.max_size = 300;
+      o.max_alignment = std::uint32_t{1} << 20;
+      break;
+    case 6:
+      o.min_alignment = 4096;
+      break;
+    default:
+      break;
+  }
+  return o;
+}
+
+int g_foreign_object = 0;  // an address no pool or resource owns
+
+class session {
+ public:
+  explicit session(byte_reader& in) : in_(in) {
+    for (auto& f : flags_) f = std::make_shared<bool>(false);
+    const std::uint8_t config = in_.u8();
+    options_ = options_for(config & 7u);
+    pool_ = std::make_shared<pool_t>(options_);
+    expect(pool_->options().min_alignment == options_.min_alignment, "options are kept");
+    if ((config & 0x80u) == 0) {  // start with one region, so most inputs can acquire
+      const u64 size = 256 + u64{in_.u16()};
+      begin_expand(size);
+      initialize(pending_.size() - 1, 0);
+    }
+  }
+
+  void run() {
+    for (std::size_t n = 0; n < max_ops && !in_.empty(); ++n) {
+      g_op = n;
+      step(in_.u8());
+      check_counts();
+      if (n % full_check_every == full_check_every - 1) full_check();
+    }
+    g_op_name = "teardown";
+    teardown();
+  }
+
+ private:
+  // ---- Argument decoding.
+
+  // An index below n (0 if n is 0); always reads one byte, so the input's layout does not
+  // depend on the state.
+  std::size_t pick(std::size_t n) {
+    const std::size_t k = in_.u8();
+    return n == 0 ? 0 : k % n;
+  }
+
+  u64 size_arg() {
+    const std::uint8_t k = in_.u8();
+    if (k < 128) return 1 + u64{in_.u8()};
+    if (k < 176) return 1 + u64{in_.u16()} % 4096;
+    if (k < 200) return 1 + u64{in_.u32()} % (u64{1} << 20);
+    if (k < 216) return 0;
+    const std::array<u64, 5> huge{offset_max, offset_max + 1, u64{1} << 31, ~u64{0},
+                                  (u64{1} << 32) + in_.u16()};
+    return huge[k % huge.size()];
+  }
+
+  u64 alignment_arg() {
+    const std::uint8_t k = in_.u8();
+    if (k < 200) return u64{1} << (k % 14);
+    if (k < 216) {
+      const std::array<u64, 8> invalid{0, 3, 6, 24, 48, 100, 4097, ~u64{0}};
+      return invalid[k % invalid.size()];
+    }
+    if (k < 240) return u64{1} << (14 + k % 18);
+    return u64{1} << (32 + k % 32);
+  }
+
+  // The alignment a fixed offset is rounded to: the request's, raised to the minimum.
+  [[nodiscard]] u64 effective_alignment(u64 alignment) const noexcept {
+    return std::max<u64>(alignment, options_.min_alignment);
+  }
+
+  u64 fixed_offset(u64 alignment) {
+    const std::uint8_t sel = in_.u8();
+    const std::size_t which = in_.u8();
+    u64 offset = 0;
+    auto nth_live = [&]() {
+      return std::next(model_.live.begin(),
+                       static_cast<std::ptrdiff_t>(which % model_.live.size()));
+    };
+    switch (sel % 8) {
+      case 0:  // the end of a live range: free if the next range is
+        if (!model_.live.empty()) {
+          const auto it = nth_live();
+          offset = it->first + it->second.capacity;
+        }
+        break;
+      case 1:  // the start of a live range: occupied
+        if (!model_.live.empty()) offset = nth_live()->first;
+        break;
+      case 2: {  // somewhere in a region
+        const u64 delta = in_.u16();
+        if (!model_.regions.empty())
+          offset = model_.regions[which % model_.regions.size()].offset + delta;
+        break;
+      }
+      case 3: {  // the start of a free gap
+        std::vector<u64> gaps;
+        model_.for_each_gap([&](u64 o, u64) { gaps.push_back(o); });
+        if (!gaps.empty()) offset = gaps[which % gaps.size()];
+        break;
+      }
+      case 4:  // a pending reservation: never allocatable
+        if (!model_.pending.empty())
+          offset = std::next(model_.pending.begin(),
+                             static_cast<std::ptrdiff_t>(which % model_.pending.size()))
+                       ->first;
+        break;
+      case 5:
+        offset = in_.u32();
+        break;
+      case 6:  // near the top of the offset space
+        offset = offset_max - which;
+        break;
+      default:  // beyond the offset integer
+        offset = (u64{in_.u32()} << 32) | which;
+        break;
+    }
+    const u64 a = effective_alignment(alignment);
+    if ((sel & 0x10u) != 0 && std::has_single_bit(a) && a <= (u64{1} << 40))
+      offset = (offset + a - 1) & ~(a - 1);
+    if ((sel & 0x20u) != 0) offset += in_.u8();
+    return offset;
+  }
+
+  request request_arg() {
+    request q{};
+    q.size = size_arg();
+    q.alignment = alignment_arg();
+    const std::uint8_t s = in_.u8();
+    switch (s % 8) {
+      case 4:
+      case 5:
+        q.how = bufpool::greedy;
+        break;
+      case 6:
+      case 7:
+        q.how = bufpool::fixed(fixed_offset(q.alignment));
+        break;
+      default:
+        q.how = bufpool::optimal;
+        break;
+    }
+    switch ((s >> 3) & 3u) {
+      case 2:
+        q.ref = bufpool::pool_ref::shared;
+        break;
+      case 3:
+        q.ref = bufpool::pool_ref::weak;
+        break;
+      default:
+        q.ref = bufpool::pool_ref::borrowed;
+        break;
+    }
+    return q;
+  }
+
+  // ---- Dispatch.
+
+  void step(std::uint8_t op) {
+    switch (op % 32) {
+      case 0:
+      case 1:
+      case 2:
+      case 3:
+      case 31:
+        g_op_name = "acquire";
+        return op_acquire(false);
+      case 4:
+      case 5:
+        g_op_name = "acquire_raw";
+        return op_acquire(true);
+      case 6:
+        g_op_name = "release_raw(offset)";
+        return op_release_raw(false);
+      case 7:
+        g_op_name = "release_raw(pointer)";
+        return op_release_raw(true);
+      case 8:
+        g_op_name = "reclaim";
+        return op_reclaim();
+      case 9:
+        g_op_name = "destroy slice";
+        return op_destroy();
+      case 10:
+        g_op_name = "try_resize";
+        return op_try_resize();
+      case 11:
+        g_op_name = "guard";
+        return op_guard();
+      case 12:
+        g_op_name = "try_unguard";
+        return op_try_unguard();
+      case 13:
+        g_op_name = "unguard_unchecked";
+        return op_unguard_unchecked();
+      case 14:
+        g_op_name = "set guard flag";
+        return op_set_flag();
+      case 15:
+        g_op_name = "collect";
+        return op_collect();
+      case 16:
+        g_op_name = "begin_expand";
+        return op_begin_expand();
+      case 17:
+        g_op_name = "initialize";
+        return op_initialize();
+      case 18:
+        g_op_name = "abandon expansion";
+        return op_abandon();
+      case 19:
+        g_op_name = "raw misuse";
+        return op_raw_misuse();
+      case 20:
+        g_op_name = "move slice";
+        return op_move();
+      case 21:
+        g_op_name = "resize_raw";
+        return op_resize_raw();
+      case 22:
+        g_op_name = "initialize misuse";
+        return op_initialize_misuse();
+      case 23:
+        g_op_name = "slice data access";
+        return op_access();
+      case 24:
+      case 25:
+      case 26:
+        g_op_name = "pmr allocate";
+        return op_pmr_allocate();
+      case 27:
+        g_op_name = "pmr deallocate";
+        return op_pmr_deallocate();
+      case 28:
+        g_op_name = "pmr deallocate misuse";
+        return op_pmr_misuse();
+      case 29:
+        g_op_name = "pmr release";
+        return op_pmr_release();
+      default:
+        g_op_name = "full check";
+        return full_check();
+    }
+  }
+
+  // ---- Acquisition, checked against the model.
+
+  // Errors the request itself causes, whatever the pool holds.
+  [[nodiscard]] std::uint32_t request_errors(u64 size, u64 alignment) const {
+    std::uint32_t e = 0;
+    if (size == 0) e |= bit(errc::invalid_size);
+    if (!std::has_single_bit(alignment)) e |= bit(errc::invalid_alignment);
+    if (alignment > options_.max_alignment) e |= bit(errc::alignment_too_big);
+    if (size > options_.max_size) e |= bit(errc::too_large);
+    return e;
+  }
+
+  [[nodiscard]] std::uint32_t fixed_errors(u64 at, u64 len, u64 align) const {
+    std::uint32_t e = 0;
+    if (at % align != 0) e |= bit(errc::invalid_argument);
+    const bool overflow = at > offset_max || len - 1 > offset_max - at;
+    if (overflow) return e | bit(errc::arithmetic_overflow);
+    if (!model_.inside_one_region(at, len)) e |= bit(errc::out_of_range);
+    if (model_.overlaps_live(at, len)) e |= bit(errc::occupied);
+    return e;
+  }
+
+  // Checks an acquisition's outcome against the model and records it there. Returns
+  // whether it succeeded.
+  bool settle_acquire(const request& q, const std::expected<placed, errc>& got, bool raw) {
+    if (const std::uint32_t errs = request_errors(q.size, q.alignment); errs != 0) {
+      expect(!got && (errs & bit(got.error())) != 0,
+             "an invalid request fails with a matching error", "size ", q.size, " alignment ",
+             q.alignment, ": got ", outcome(got), ", expected one of ", error_set{errs});
+      return false;
+    }
+    const u64 align = effective_alignment(q.alignment);
+    const u64 len = std::max<u64>(q.size, options_.min_size);
+    std::optional<u64> best;
+    switch (q.how.kind) {
+      case bufpool::strategy_kind::fixed: {
+        const std::uint32_t errs = fixed_errors(q.how.offset, len, align);
+        if (errs != 0) {
+          expect(!got && (errs & bit(got.error())) != 0,
+                 "fixed(off) fails exactly when the model says so, with a matching error", "fixed(",
+                 q.how.offset, ") size ", q.size, " alignment ", q.alignment, ": got ",
+                 outcome(got), ", expected one of ", error_set{errs});
+          return false;
+        }
+        expect(got.has_value(), "fixed(off) succeeds when the range is free, aligned, in a region",
+               "fixed(", q.how.offset, ") size ", q.size, " alignment ", q.alignment, ": got ",
+               outcome(got));
+        expect(got->offset == q.how.offset, "fixed(off) places the slice exactly at off",
+               "got offset ", got->offset, ", asked ", q.how.offset);
+        break;
+      }
+      case bufpool::strategy_kind::optimal: {
+        best = model_.best_fit(len, align);
+        // acquire() collects parked ranges when it would otherwise run out of space.
+        if (!best && model_.parked() > 0) {
+          model_.collect(flags_);
+          best = model_.best_fit(len, align);
+        }
+        if (!best) {
+          expect(!got && got.error() == errc::out_of_memory,
+                 "optimal fails with out_of_memory when no free gap holds the request", "size ",
+                 q.size, " alignment ", q.alignment, ": got ", outcome(got));
+          return false;
+        }
+        expect(got.has_value(),
+               "optimal never reports out_of_memory while a free gap holds the aligned request",
+               "size ", q.size, " (len ", len, ") alignment ", align, ": got ", outcome(got),
+               "; the smallest fitting gap has ", *best, " bytes");
+        break;
+      }
+      case bufpool::strategy_kind::greedy: {
+        // Whether acquire() collected is not decided by the model (greedy may fail its first
+        // attempt while a gap fits): observe it, and check it is all-or-nothing.
+        const std::size_t parked = model_.parked();
+        const std::size_t releasable = model_.releasable_parked(flags_);
+        const std::size_t now = pool_->stats().parked_slices;
+        if (!got) {
+          expect(got.error() == errc::out_of_memory, "greedy fails only for lack of space", "got ",
+                 outcome(got));
+          if (parked > 0) model_.collect(flags_);
+          return false;
+        }
+        if (releasable > 0 && now == parked - releasable)
+          model_.collect(flags_);
+        else
+          expect(now == parked, "acquire collects all releasable parked ranges or none",
+                 "parked before ", parked, ", releasable ", releasable, ", parked now ", now);
+        break;
+      }
+    }
+    check_placement(q, *got, len, align, raw);
+    if (best) {
+      const auto gap = model_.gap_holding(got->offset, got->capacity);
+      expect(gap->size == *best, "optimal takes the smallest free gap that holds the request",
+             "took a gap of ", gap->size, " bytes at ", gap->offset, ", smallest fitting ", *best);
+    }
+    model_.live.emplace(got->offset,
+                        model_range{got->capacity, raw ? range_kind::raw : range_kind::slice, -1});
+    return true;
+  }
+
+  void check_placement(const request& q, const placed& p, u64 len, u64 align, bool raw) const {
+    const u64 g = options_.min_alignment;
+    expect(p.offset % align == 0, "offset is a multiple of the alignment (raised to the minimum)",
+           "offset ", p.offset, " alignment ", align);
+    const model_region* r = model_.region_containing(p.offset);
+    expect(r != nullptr, "a range lies inside an initialized region", "offset ", p.offset);
+    expect(p.capacity <= r->end() - p.offset, "a range does not cross its region's end", "offset ",
+           p.offset, " capacity ", p.capacity, " region [", r->offset, ", ", r->end(), ")");
+    expect(p.capacity >= len, "capacity >= size (raised to min_size)", "capacity ", p.capacity,
+           " size ", q.size, " len ", len);
+    expect(p.capacity % g == 0 || p.offset + p.capacity == r->end(),
+           "capacity is a multiple of min_alignment except at a region's end", "offset ", p.offset,
+           " capacity ", p.capacity);
+    expect(p.pointer == r->base + (p.offset - r->offset),
+           "pointer = region base + (offset - region offset)", "offset ", p.offset, " pointer ",
+           static_cast<const void*>(p.pointer), " region base ", static_cast<const void*>(r->base),
+           " region offset ", r->offset);
+    expect(model_.gap_holding(p.offset, p.capacity).has_value(),
+           "a new range lies in free space: no overlap with live, guarded or parked ranges",
+           "offset ", p.offset, " capacity ", p.capacity, raw ? " (raw)" : " (slice)");
+  }
+
+  void op_acquire(bool raw) {
+    const request q = request_arg();
+    if (raw ? raws_.size() >= max_raws : slices_.size() >= max_slices) return;
+    if (raw) {
+      auto r = pool_->acquire_raw(q.size, q.alignment, q.how);
+      std::expected<placed, errc> got = std::unexpected(errc::invalid_argument);
+      if (r) {
+        got = placed{r->offset, r->capacity, r->pointer};
+        expect(r->size == q.size, "raw size is the size requested", r->size, " vs ", q.size);
+      } else {
+        got = std::unexpected(r.error());
+      }
+      if (!settle_acquire(q, got, true)) return;
+      const u64 id = next_id_++;
+      fill_cookie(r->pointer, q.size, id);
+      raws_.push_back({*r, q.size, q.alignment, id});
+      return;
+    }
+    std::expected<slice_t, errc> s = std::unexpected(errc::invalid_argument);
+    switch (q.ref) {
+      case bufpool::pool_ref::shared:
+        s = pool_t::acquire_shared<test_guard>(pool_, q.size, q.alignment, q.how);
+        break;
+      case bufpool::pool_ref::weak:
+        s = pool_t::acquire_weak<test_guard>(pool_, q.size, q.alignment, q.how);
+        break;
+      default:
+        s = pool_->acquire<test_guard>(q.size, q.alignment, q.how);
+        break;
+    }
+    std::expected<placed, errc> got = std::unexpected(errc::invalid_argument);
+    if (s) {
+      auto bytes = s->try_bytes();
+      expect(bytes.has_value() && bytes->size() == q.size, "a new slice's bytes are accessible",
+             "size ", q.size);
+      got = placed{s->offset(), s->capacity(), bytes->data()};
+    } else {
+      got = std::unexpected(s.error());
+    }
+    if (!settle_acquire(q, got, false)) return;
+    const model_region* r = model_.region_containing(s->offset());
+    expect(s->region_offset() == r->offset && s->region_size() == r->size,
+           "a slice reports its region", "slice region [", s->region_offset(), ", +",
+           s->region_size(), "), model [", r->offset, ", +", r->size, ")");
+    expect(s->size() == q.size && s->reference_kind() == q.ref && !s->is_guarded() &&
+               s->pool_is_alive(),
+           "a new slice has the size and reference asked for", "size ", s->size());
+    const u64 id = next_id_++;
+    fill_cookie(s->data(), q.size, id);
+    slices_.push_back({std::move(*s), id, q.size, got->offset});
+  }
+
+  // ---- Raw ranges.
+
+  void verify_raw(const raw_rec& r, const char* what) const {
+    verify_cookie(r.range.pointer, r.size, r.size, r.id, what);
+  }
+
+  void forget_raw(std::size_t i) {
+    const auto it = model_.live.find(raws_[i].range.offset);
+    expect(it != model_.live.end() && it->second.kind == range_kind::raw, "model: raw range known");
+    model_.live.erase(it);
+    raws_[i] = std::move(raws_.back());
+    raws_.pop_back();
+  }
+
+  void op_release_raw(bool by_pointer) {
+    const std::size_t i = pick(raws_.size());
+    const bool checked = (in_.u8() & 1u) != 0;
+    if (raws_.empty()) return;
+    const raw_rec& r = raws_[i];
+    verify_raw(r, "release_raw");
+    bool ok = false;
+    if (by_pointer)
+      ok = checked
+               ? pool_->release_raw(static_cast<const void*>(r.range.pointer), r.size, r.alignment)
+               : pool_->release_raw(static_cast<const void*>(r.range.pointer));
+    else
+      ok = checked ? pool_->release_raw(u64{r.range.offset}, r.size, r.alignment)
+                   : pool_->release_raw(u64{r.range.offset});
+    expect(ok, "release_raw of a live raw range succeeds", "offset ", r.range.offset);
+    forget_raw(i);
+  }
+
+  void op_resize_raw() {
+    const std::size_t i = pick(raws_.size());
+    const u64 size = size_arg();
+    const bool by_pointer = (in_.u8() & 1u) != 0;
+    if (raws_.empty()) return;
+    raw_rec& r = raws_[i];
+    verify_raw(r, "resize_raw");
+    const u64 offset = r.range.offset;
+    const u64 capacity = model_.live.at(offset).capacity;
+    const auto got = by_pointer ? pool_->resize_raw(static_cast<const void*>(r.range.pointer), size)
+                                : pool_->resize_raw(offset, size);
+    if (!check_resize(offset, capacity, size,
+                      got.has_value() ? std::optional<u64>(*got) : std::nullopt,
+                      got ? errc{} : got.error(), false))
+      return;
+    verify_cookie(r.range.pointer, r.size, std::min(r.size, size), r.id, "resize_raw keeps data");
+    r.size = size;
+    r.range.capacity = *got;
+    fill_cookie(r.range.pointer, size, r.id);
+    const auto at = pool_->raw_at(r.range.pointer);
+    expect(at && at->offset == offset && at->size == size && at->capacity == *got,
+           "raw_at reports a resized range", "offset ", offset);
+  }
+
+  // Checks a resize against the model (errors: nothing changed; success: the new capacity
+  // is within the range and the free room after it) and records it. Returns success.
+  bool check_resize(u64 offset, u64 capacity, u64 size, std::optional<u64> got, errc error,
+                    bool guarded) {
+    std::uint32_t errs = 0;
+    if (guarded) {
+      errs = bit(errc::in_use);
+    } else {
+      if (size == 0) errs |= bit(errc::invalid_size);
+      if (size > options_.max_size) errs |= bit(errc::too_large);
+    }
+    const u64 len = std::max<u64>(size, options_.min_size);
+    const u64 room = capacity + model_.room_after(offset);
+    if (errs == 0 && len > room) errs = bit(errc::out_of_memory);
+    if (errs != 0) {
+      expect(!got && (errs & bit(error)) != 0, "resize fails exactly as the model says", "offset ",
+             offset, " capacity ", capacity, " room ", room, " to size ", size, ": got ",
+             shown_outcome{got.has_value(), error}, ", expected one of ", error_set{errs});
+      return false;
+    }
+    expect(got.has_value(), "resize succeeds when the room after the range holds it", "offset ",
+           offset, " capacity ", capacity, " room ", room, " to size ", size, ": got ",
+           got ? "success" : bufpool::to_string(error));
+    const model_region* r = model_.region_containing(offset);
+    expect(*got >= len && *got <= room, "a resized capacity holds the size and stays in the room",
+           "new capacity ", *got, " len ", len, " room ", room);
+    expect(*got % options_.min_alignment == 0 || offset + *got == r->end(),
+           "a resized capacity is a multiple of min_alignment except at a region's end",
+           "new capacity ", *got);
+    model_.live.at(offset).capacity = *got;
+    return true;
+  }
+
+  // ---- Slices.
+
+  [[nodiscard]] bool accessible(const slice_rec& s) const { return s.flag < 0 || !s.exclusive; }
+
+  void verify_slice(const slice_rec& s, const char* what) const {
+    if (!accessible(s)) return;  // exclusively guarded: no data access
+    auto bytes = s.slice.try_cbytes();
+    expect(bytes.has_value() && bytes->size() == s.size, "a slice's bytes are readable", what);
+    verify_cookie(bytes->data(), s.size, s.size, s.id, what);
+  }
+
+  void remove_slice_rec(std::size_t i) {
+    slices_[i] = std::move(slices_.back());
+    slices_.pop_back();
+  }
+
+  void op_reclaim() {
+    const std::size_t i = pick(slices_.size());
+    if (slices_.empty()) return;
+    slice_rec& s = slices_[i];
+    verify_slice(s, "reclaim");
+    auto r = std::move(s.slice).reclaim();
+    if (s.flag >= 0) {
+      expect(!r && r.error().code == errc::in_use, "reclaim of a guarded slice fails with in_use");
+      s.slice = std::move(r.error().slice);
+      expect(s.slice.offset() == s.offset && s.slice.is_guarded(),
+             "a failed reclaim hands the slice back intact", "offset ", s.slice.offset());
+      return;
+    }
+    expect(r.has_value() && !s.slice, "reclaim of an unguarded slice succeeds");
+    model_.live.erase(s.offset);
+    remove_slice_rec(i);
+  }
+
+  void op_destroy() {
+    const std::size_t i = pick(slices_.size());
+    if (slices_.empty()) return;
+    verify_slice(slices_[i], "destroy");
+    {
+      slice_t dying = std::move(slices_[i].slice);
+    }
+    model_.destroyed(slices_[i].offset, flags_);
+    remove_slice_rec(i);
+  }
+
+  void op_try_resize() {
+    const std::size_t i = pick(slices_.size());
+    const u64 size = size_arg();
+    if (slices_.empty()) return;
+    slice_rec& s = slices_[i];
+    verify_slice(s, "try_resize");
+    const u64 capacity = s.slice.capacity();
+    auto got = s.slice.try_resize(size);
+    if (!check_resize(s.offset, capacity, size,
+                      got ? std::optional<u64>(s.slice.capacity()) : std::nullopt,
+                      got ? errc{} : got.error(), s.flag >= 0)) {
+      expect(s.slice.size() == s.size && s.slice.capacity() == capacity,
+             "a failed resize changes nothing");
+      return;
+    }
+    expect(s.slice.offset() == s.offset && s.slice.size() == size, "a resize keeps the offset");
+    auto bytes = s.slice.try_bytes();
+    expect(bytes.has_value() && bytes->size() == size, "a resized slice's bytes are accessible");
+    verify_cookie(bytes->data(), s.size, std::min(s.size, size), s.id, "try_resize keeps data");
+    s.size = size;
+    fill_cookie(bytes->data(), size, s.id);
+  }
+
+  void op_guard() {
+    const std::size_t i = pick(slices_.size());
+    const std::uint8_t how = in_.u8();
+    if (slices_.empty()) return;
+    slice_rec& s = slices_[i];
+    const int flag = static_cast<int>(how % flag_count);
+    const auto mode =
+        (how & 0x10u) != 0 ? bufpool::guard_mode::shared : bufpool::guard_mode::exclusive;
+    test_guard g{flags_[static_cast<std::size_t>(flag)], flag};
+    auto returned_intact = [&](const test_guard& back) {
+      return back.flag == flag && back.done == flags_[static_cast<std::size_t>(flag)];
+    };
+    if ((how & 0x20u) != 0) {  // the by-value form
+      auto r = std::move(s.slice).with_guard(std::move(g), mode);
+      if (s.flag >= 0) {
+        expect(!r && r.error().code == errc::already_guarded && returned_intact(r.error().guard),
+               "with_guard on a guarded slice fails and returns the slice and guard");
+        s.slice = std::move(r.error().slice);
+        expect(s.slice.offset() == s.offset, "with_guard hands the slice back intact");
+        return;
+      }
+      expect(r.has_value(), "with_guard on an unguarded slice succeeds");
+      s.slice = std::move(*r);
+    } else {
+      auto r = s.slice.guard(std::move(g), mode);
+      if (s.flag >= 0) {
+        expect(!r && r.error().code == errc::already_guarded && returned_intact(r.error().guard),
+               "a second guard is refused and handed back");
+        return;
+      }
+      expect(r.has_value(), "guarding an unguarded slice succeeds");
+    }
+    expect(s.slice.is_guarded() && s.slice.mode() == mode, "a guarded slice reports its guard");
+    s.flag = flag;
+    s.exclusive = mode == bufpool::guard_mode::exclusive;
+    model_.live.at(s.offset).flag = flag;
+  }
+
+  void unguarded(slice_rec& s) {
+    s.flag = -1;
+    model_.live.at(s.offset).flag = -1;
+  }
+
+  void op_try_unguard() {
+    const std::size_t i = pick(slices_.size());
+    if (slices_.empty()) return;
+    slice_rec& s = slices_[i];
+    auto r = s.slice.try_unguard();
+    if (s.flag < 0) {
+      expect(!r && r.error() == errc::not_guarded,
+             "try_unguard of an unguarded slice: not_guarded");
+      return;
+    }
+    if (!*flags_[static_cast<std::size_t>(s.flag)]) {
+      expect(!r && r.error() == errc::in_use, "try_unguard while the guard holds: in_use");
+      expect(s.slice.is_guarded(), "a refused unguard keeps the guard");
+      return;
+    }
+    expect(r.has_value() && r->flag == s.flag, "try_unguard returns a released guard");
+    expect(!s.slice.is_guarded(), "an unguarded slice has no guard");
+    unguarded(s);
+  }
+
+  void op_unguard_unchecked() {
+    const std::size_t i = pick(slices_.size());
+    if (slices_.empty()) return;
+    slice_rec& s = slices_[i];
+    auto r = s.slice.unguard_unchecked();
+    if (s.flag < 0) {
+      expect(!r.has_value(), "unguard_unchecked of an unguarded slice returns nothing");
+      return;
+    }
+    expect(r.has_value() && r->flag == s.flag && !s.slice.is_guarded(),
+           "unguard_unchecked returns the guard, whatever it says");
+    unguarded(s);
+  }
+
+  void op_set_flag() {
+    const std::uint8_t v = in_.u8();
+    *flags_[v % flag_count] = (v & 0x80u) == 0;  // mostly "done"
+  }
+
+  void op_collect() {
+    const std::size_t want = model_.collect(flags_);
+    const std::size_t got = pool_->collect();
+    expect(got == want, "collect frees exactly the parked ranges whose guard releases", "got ", got,
+           ", expected ", want);
+  }
+
+  void op_move() {
+    const std::size_t i = pick(slices_.size());
+    const std::size_t j = pick(slices_.size());
+    const bool assign = (in_.u8() & 1u) != 0;
+    if (slices_.empty()) return;
+    slice_rec& s = slices_[i];
+    if (i == j || !assign) {  // move out and back, and poke the moved-from slice
+      slice_t moved = std::move(s.slice);
+      expect(!s.slice && s.slice.size() == 0 && s.slice.data() == nullptr &&
+                 s.slice.reference_kind() == bufpool::pool_ref::none,
+             "a moved-from slice is empty");
+      expect(moved.offset() == s.offset && moved.is_guarded() == (s.flag >= 0),
+             "a moved slice keeps its range and guard");
+      auto resized = s.slice.try_resize(64);
+      expect(!resized && resized.error() == errc::invalid_argument,
+             "try_resize of an empty slice: invalid_argument");
+      expect(std::move(s.slice).reclaim().has_value(), "reclaim of an empty slice does nothing");
+      s.slice = std::move(moved);
+      return;
+    }
+    // Move-assign over another live slice: the target's range is given back (or parked).
+    slice_rec& t = slices_[j];
+    verify_slice(t, "move-assign target");
+    t.slice = std::move(s.slice);
+    model_.destroyed(t.offset, flags_);
+    t.id = s.id;
+    t.size = s.size;
+    t.offset = s.offset;
+    t.flag = s.flag;
+    t.exclusive = s.exclusive;
+    expect(t.slice.offset() == t.offset && !s.slice, "move assignment transfers the range");
+    remove_slice_rec(i);
+  }
+
+  void op_access() {
+    const std::size_t i = pick(slices_.size());
+    if (slices_.empty()) return;
+    slice_rec& s = slices_[i];
+    auto w = s.slice.try_bytes();
+    auto r = s.slice.try_cbytes();
+    if (s.flag < 0) {
+      expect(w && r && w->size() == s.size && r->data() == w->data(),
+             "an unguarded slice allows data access");
+      verify_cookie(r->data(), s.size, s.size, s.id, "data access");
+      return;
+    }
+    expect(!w && w.error() == errc::access_denied, "no write access while guarded");
+    if (s.exclusive)
+      expect(!r && r.error() == errc::access_denied, "no access while exclusively guarded");
+    else
+      expect(r && r->size() == s.size, "read access while guarded in shared mode");
+    deliberate_misuse m("bytes() of a guarded slice");
+    const auto b = s.slice.bytes();
+    m.expect_reported();
+    expect(b.empty(), "bytes() of a guarded slice is empty");
+  }
+
+  // ---- Expansion.
+
+  u64 expand_size_arg() {
+    const std::uint8_t k = in_.u8();
+    const u64 left = (offset_max + 1) - model_.frontier();  // offsets left at the end
+    if (k < 96) return 1 + u64{in_.u16()} % 16384;
+    if (k < 160) return 4096 * (1 + u64{in_.u8()} % 64);
+    if (k < 192) return 1 + u64{in_.u32()} % max_region_size;
+    if (k < 204) return 0;
+    if (k < 224) {  // up to the end of the offset space, or just short of it
+      const u64 d = in_.u16();
+      return left > d ? left - d : std::max<u64>(left, 1);
+    }
+    if (k < 240) return left + 1 + in_.u8();  // too big for the end: searches the holes
+    const std::array<u64, 4> huge{offset_max, offset_max + 1, ~u64{0}, u64{1} << 31};
+    return huge[k % huge.size()];
+  }
+
+  void begin_expand(u64 size) {
+    std::uint32_t errs = 0;
+    std::vector<u64> where;  // acceptable offsets
+    const u64 frontier = model_.frontier();
+    if (size == 0) {
+      errs = bit(errc::invalid_size);
+    } else if (size > offset_max) {
+      errs = bit(errc::out_of_offset_space);
+    } else if (size <= (offset_max + 1) - frontier) {
+      where.push_back(frontier);  // the next offsets at the end of the used space
+    } else {                      // the end is exhausted: the smallest hole that fits
+      std::optional<u64> best;
+      const auto holes = model_.holes();
+      for (const auto& h : holes)
+        if (h.size >= size && (!best || h.size < *best)) best = h.size;
+      for (const auto& h : holes)
+        if (best && h.size == *best) where.push_back(h.offset);
+      if (where.empty()) errs = bit(errc::out_of_offset_space);
+    }
+    auto h = pool_->begin_expand(size);
+    if (errs != 0) {
+      expect(!h && (errs & bit(h.error())) != 0, "begin_expand fails as the model says", "size ",
+             size, ": got ", outcome(h), ", expected one of ", error_set{errs});
+      return;
+    }
+    expect(h.has_value(), "begin_expand succeeds while the offset space has room", "size ", size,
+           " frontier ", frontier, ": got ", outcome(h));
+    expect(h->size() == size && std::ranges::find(where, u64{h->offset()}) != where.end(),
+           "begin_expand reserves at the end of the used space, else in the smallest hole", "size ",
+           size, " got offset ", h->offset(), ", frontier ", frontier, ", candidates ",
+           where.size());
+    const u64 offset = h->offset();
+    model_.pending.emplace(offset, size);
+    pending_.push_back({std::move(*h), offset, size});
+  }
+
+  void op_begin_expand() {
+    const u64 size = expand_size_arg();
+    if (pending_.size() >= max_pending) return;
+    begin_expand(size);
+  }
+
+  void abandon(std::size_t i) {
+    {
+      auto dying = std::move(pending_[i].handle);
+    }  // destroying the handle cancels it
+    model_.pending.erase(pending_[i].offset);
+    pending_[i] = std::move(pending_.back());
+    pending_.pop_back();
+  }
+
+  void initialize(std::size_t i, std::size_t shift) {
+    pending_rec& p = pending_[i];
+    if (p.size > max_region_size || model_.regions.size() >= max_regions ||
+        memory_bytes_ + p.size > region_budget)
+      return abandon(i);
+    // The base is 4 KiB-aligned, or shifted by a few granules; the pool promises nothing
+    // about addresses, so only offsets are checked for alignment.
+    auto* memory = static_cast<std::byte*>(::operator new(p.size + shift, std::align_val_t{4096}));
+    memory_.emplace_back(memory);
+    memory_bytes_ += p.size;
+    std::byte* base = memory + shift;
+    auto id = std::move(*p.handle).initialize(base);
+    expect(id.has_value() && *id == model_.regions.size(),
+           "initialize publishes the region with the next id", "got ", outcome(id));
+    model_.pending.erase(p.offset);
+    model_.regions.push_back({p.offset, p.size, base});
+    pending_[i] = std::move(pending_.back());
+    pending_.pop_back();
+  }
+
+  void op_initialize() {
+    const std::size_t i = pick(pending_.size());
+    const std::size_t shift = 8 * (in_.u8() % 4);
+    if (pending_.empty()) return;
+    initialize(i, shift);
+  }
+
+  void op_abandon() {
+    const std::size_t i = pick(pending_.size());
+    if (pending_.empty()) return;
+    abandon(i);
+  }
+
+  void op_initialize_misuse() {
+    const std::size_t i = pick(pending_.size());
+    const std::uint8_t how = in_.u8();
+    const u64 into = in_.u16();
+    if (pending_.empty()) return;
+    pending_rec& p = pending_[i];
+    void* base = nullptr;                              // null memory
+    if ((how & 1u) != 0 && !model_.regions.empty()) {  // memory of an existing region
+      const model_region& r = model_.regions[how / 2 % model_.regions.size()];
+      base = r.base + into % r.size;
+    }
+    {
+      deliberate_misuse m("initialize with null or overlapping memory");
+      auto id = std::move(*p.handle).initialize(base);
+      m.expect_reported();
+      expect(!id && id.error() == errc::invalid_argument,
+             "initialize with bad memory fails with invalid_argument");
+    }
+    model_.pending.erase(p.offset);  // the reservation is cancelled
+    pending_[i] = std::move(pending_.back());
+    pending_.pop_back();
+  }
+
+  // ---- Deliberate misuse of raw ranges: reported, and nothing changes.
+
+  [[nodiscard]] bool raw_starts_at(u64 offset) const {
+    const auto it = model_.live.find(offset);
+    return it != model_.live.end() && it->second.kind == range_kind::raw;
+  }
+
+  void op_raw_misuse() {
+    const std::uint8_t kind = in_.u8();
+    const std::size_t i = pick(raws_.size());
+    const u64 arg = in_.u16();
+    const bufpool::pool_stats before = pool_->stats();
+    const std::size_t guards = pool_->active_guard_count();
+    deliberate_misuse m("raw range misuse");
+    bool ok = true;
+    switch (kind % 7) {
+      case 0: {  // an offset that does not start a raw range
+        u64 offset = arg;
+        if (!slices_.empty() && (kind & 0x80u) != 0) offset = slices_[i % slices_.size()].offset;
+        if (!raws_.empty() && (kind & 0x40u) != 0) offset = u64{raws_[i].range.offset} + 1 + arg;
+        if (raw_starts_at(offset)) return;
+        ok = pool_->release_raw(offset);
+        break;
+      }
+      case 1:  // a pointer to memory no region holds
+        ok = pool_->release_raw(static_cast<const void*>(&g_foreign_object));
+        break;
+      case 2: {  // a pointer into a region that does not start a raw range
+        if (model_.regions.empty()) return;
+        const model_region& r = model_.regions[arg % model_.regions.size()];
+        const u64 delta = (arg * 16 + kind) % r.size;
+        if (raw_starts_at(r.offset + delta)) return;
+        ok = pool_->release_raw(static_cast<const void*>(r.base + delta));
+        break;
+      }
+      case 3:  // the size differs from the acquisition's
+        if (raws_.empty()) return;
+        ok = pool_->release_raw(u64{raws_[i].range.offset}, raws_[i].size + 1 + arg,
+                                raws_[i].alignment);
+        break;
+      case 4:  // the alignment differs from the acquisition's
+        if (raws_.empty()) return;
+        ok = pool_->release_raw(static_cast<const void*>(raws_[i].range.pointer), raws_[i].size,
+                                raws_[i].alignment * 2);
+        break;
+      case 5: {  // resize of an offset that does not start a raw range
+        const u64 offset = slices_.empty() ? arg : slices_[i % slices_.size()].offset;
+        if (raw_starts_at(offset)) return;
+        const auto r = pool_->resize_raw(offset, 64);
+        ok = r.has_value();
+        expect(!r && r.error() == errc::invalid_argument,
+               "resize_raw of a non-raw offset fails with invalid_argument", outcome(r));
+        break;
+      }
+      default: {  // released twice
+        if (raws_.empty()) return;
+        const u64 offset = raws_[i].range.offset;
+        g_misuse_expected = false;
+        expect(pool_->release_raw(offset), "release_raw of a live raw range succeeds");
+        forget_raw(i);
+        g_misuse_expected = true;
+        const bufpool::pool_stats after_first = pool_->stats();
+        ok = pool_->release_raw(offset);
+        m.expect_reported();
+        expect(!ok, "a second release_raw fails");
+        expect_stats(pool_->stats(), after_first, "a second release_raw changes nothing");
+        return;
+      }
+    }
+    m.expect_reported();
+    expect(!ok, "a misused release_raw returns false");
+    expect_stats(pool_->stats(), before, "a misused release_raw changes nothing");
+    expect(pool_->active_guard_count() == guards, "a misused release_raw changes nothing");
+  }
+
+  // ---- pmr.
+
+  void ensure_resource() {
+    if (resource_) return;
+    const std::uint8_t k = in_.u8();
+    if ((k & 1u) != 0) {  // over a user buffer of any size and alignment
+      user_size_ = in_.u16() % 12288;
+      const std::size_t misalign = in_.u8() % 64;
+      user_storage_.assign(user_size_ + 64, std::byte{0});
+      user_buffer_ = user_storage_.data() + misalign;
+      resource_.emplace(static_cast<void*>(user_buffer_), user_size_, &upstream_);
+    } else {
+      bufpool::pmr::resource_options o;
+      o.first_region_size = 1 + std::size_t{in_.u16()} * 4;
+      o.growth_factor = 1.0 + 0.5 * (in_.u8() % 4);
+      o.max_region_size =
+          std::max(o.first_region_size, static_cast<std::size_t>(1 + in_.u8() % 16) << 16);
+      o.thread_safe = (k & 2u) != 0;
+      resource_.emplace(o, &upstream_);
+    }
+    resource_base_ = resource_->stats();
+    expect(upstream_.outstanding() == 0, "a new resource takes nothing from upstream");
+  }
+
+  [[nodiscard]] std::size_t pool_blocks() const {
+    std::size_t n = 0;
+    for (const auto& [address, b] : blocks_) n += b.dedicated() ? 0 : 1;
+    return n;
+  }
+
+  void check_resource_counts() const {
+    const auto s = resource_->stats();
+    expect(s.live_slices == resource_base_.live_slices + pool_blocks(),
+           "pmr: live ranges = the buffer's pad slices + live pool blocks", "got ", s.live_slices,
+           ", base ", resource_base_.live_slices, " + ", pool_blocks());
+    expect(s.guarded_slices == 0 && s.pending_bytes == 0, "pmr: no guards, nothing pending");
+  }
+
+  std::size_t pmr_bytes_arg() {
+    const std::uint8_t k = in_.u8();
+    if (k < 160) return 1 + std::size_t{in_.u8()};
+    if (k < 200) return in_.u16();
+    if (k < 216) return 0;
+    if (k < 240) return 1 + std::size_t{in_.u32()} % (std::size_t{1} << 20);
+    constexpr std::size_t top = std::numeric_limits<std::size_t>::max();
+    const std::array<std::size_t, 5> huge{top, top - 4095, top - 4096, std::size_t{1} << 40,
+                                          std::size_t{1} << 62};
+    return huge[k % huge.size()];
+  }
+
+  std::size_t pmr_alignment_arg() {
+    const std::uint8_t k = in_.u8();
+    if (k < 200) return std::size_t{1} << (k % 13);  // 1 .. 4096
+    if (k < 224) return std::size_t{8192} << (k % 3);
+    if (k < 240) {
+      const std::array<std::size_t, 4> invalid{0, 3, 12, 4095};
+      return invalid[k % invalid.size()];
+    }
+    return 1;
+  }
+
+  void expect_resource_unchanged(const bufpool::pool_stats& before,
+                                 const counting_upstream::snapshot& up, const char* what) const {
+    expect_stats(resource_->stats(), before, what);
+    expect(upstream_.outstanding() == up.outstanding, what, ": upstream bytes changed");
+  }
+
+  void op_pmr_allocate() {
+    ensure_resource();
+    const std::size_t bytes = pmr_bytes_arg();
+    const std::size_t alignment = pmr_alignment_arg();
+    if (blocks_.size() >= max_pmr_blocks) return;
+    const bufpool::pool_stats before = resource_->stats();
+    const counting_upstream::snapshot up = upstream_.now();
+    void* p = nullptr;
+    if (!std::has_single_bit(alignment)) {
+      bool bad_alloc = false;
+      {
+        deliberate_misuse m("pmr allocate with a non-power-of-two alignment");
+        try {
+          p = resource_->allocate(bytes, alignment);
+        } catch (const std::bad_alloc&) {
+          bad_alloc = true;
+        }
+        m.expect_reported();
+      }
+      expect(bad_alloc, "pmr: a non-power-of-two alignment throws bad_alloc");
+      expect_resource_unchanged(before, up, "pmr: a refused allocation changes nothing");
+      return;
+    }
+    int failure = 0;  // 1: bad_alloc, 2: the upstream's exception
+    try {
+      p = resource_->allocate(bytes, alignment);
+    } catch (const upstream_refused&) {
+      failure = 2;
+    } catch (const std::bad_alloc&) {
+      failure = 1;
+    }
+    const bool refused = upstream_.now().refusals != up.refusals;
+    if (failure != 0) {
+      expect_resource_unchanged(before, up, "pmr: a failed allocation changes nothing");
+      if (failure == 2) return;
+      constexpr std::size_t top = std::numeric_limits<std::size_t>::max();
+      expect(!refused && alignment <= bufpool::pmr::pool_resource::region_alignment &&
+                 bytes > top - 4095,
+             "pmr: bad_alloc only for sizes no region can hold; upstream errors propagate",
+             "bytes ", bytes, " alignment ", alignment, " upstream refused ", refused);
+      return;
+    }
+    expect(!refused, "pmr: an upstream refusal is not swallowed", "bytes ", bytes);
+    const std::size_t extent = std::max<std::size_t>(bytes, 1);
+    const auto address = reinterpret_cast<std::uintptr_t>(p);
+    expect(address % alignment == 0, "pmr: the pointer is aligned", "pointer ", p, " alignment ",
+           alignment);
+    auto next = blocks_.lower_bound(address);
+    const bool overlaps_next = next != blocks_.end() && next->first - address < extent;
+    bool overlaps_prev = false;
+    if (next != blocks_.begin()) {
+      const auto& prev = std::prev(next)->second;
+      overlaps_prev =
+          reinterpret_cast<std::uintptr_t>(prev.pointer) + std::max<std::size_t>(prev.bytes, 1) >
+          address;
+    }
+    expect(!overlaps_next && !overlaps_prev, "pmr: a block overlaps no other live block",
+           "pointer ", p, " bytes ", bytes);
+    auto* b = static_cast<std::byte*>(p);
+    const bool in_buffer = user_buffer_ != nullptr && b >= user_buffer_ && extent <= user_size_ &&
+                           static_cast<std::size_t>(b - user_buffer_) <= user_size_ - extent;
+    expect(in_buffer || upstream_.contains(p, extent),
+           "pmr: a block lies in the user buffer or in memory from upstream", "pointer ", p,
+           " bytes ", bytes);
+    const u64 id = next_id_++;
+    fill_cookie(b, bytes, id);
+    blocks_.emplace(address, pmr_block{b, bytes, alignment, id});
+    check_resource_counts();
+  }
+
+  std::map<std::uintptr_t, pmr_block>::iterator nth_block(std::size_t i) {
+    return std::next(blocks_.begin(), static_cast<std::ptrdiff_t>(i % blocks_.size()));
+  }
+
+  void pmr_deallocate(std::map<std::uintptr_t, pmr_block>::iterator it, bool zero_as_given) {
+    const pmr_block b = it->second;
+    verify_cookie(b.pointer, b.bytes, b.bytes, b.id, "pmr deallocate");
+    const counting_upstream::snapshot up = upstream_.now();
+    // A block of 0 bytes may be given back as 0 or 1 byte: the resource asks the pool for 1.
+    const std::size_t bytes = b.bytes == 0 && !zero_as_given ? 1 : b.bytes;
+    resource_->deallocate(b.pointer, bytes, b.alignment);
+    blocks_.erase(it);
+    const u64 expected =
+        b.dedicated() ? up.outstanding - std::max<std::size_t>(b.bytes, 1) : up.outstanding;
+    expect(upstream_.outstanding() == expected,
+           "pmr: deallocate returns dedicated blocks upstream, and keeps regions", "outstanding ",
+           upstream_.outstanding(), ", expected ", expected);
+    check_resource_counts();
+  }
+
+  void op_pmr_deallocate() {
+    const std::size_t i = in_.u8();
+    const bool zero = (in_.u8() & 1u) != 0;
+    if (!resource_ || blocks_.empty()) return;
+    pmr_deallocate(nth_block(i), zero);
+  }
+
+  void op_pmr_misuse() {
+    const std::uint8_t kind = in_.u8();
+    const std::size_t i = in_.u8();
+    const std::size_t arg = in_.u8();
+    const std::size_t alignment = std::size_t{1} << (arg % 14);  // up to the dedicated path
+    if (!resource_) return;
+    const bufpool::pool_stats before = resource_->stats();
+    const counting_upstream::snapshot up = upstream_.now();
+    void* p = nullptr;
+    std::size_t bytes = 16;
+    std::size_t align = alignment;
+    switch (kind % 6) {
+      case 0:  // memory the resource never handed out
+        p = &g_foreign_object;
+        break;
+      case 1:  // a pointer inside the user buffer, or into the core pool's memory
+        if (user_buffer_ != nullptr && user_size_ != 0 && (kind & 0x80u) != 0)
+          p = user_buffer_ + arg % user_size_;
+        else if (!model_.regions.empty())
+          p = model_.regions[0].base + arg % model_.regions[0].size;
+        else
+          p = &g_foreign_object;
+        break;
+      case 2: {  // inside a live block
+        if (blocks_.empty()) return;
+        const pmr_block& b = nth_block(i)->second;
+        p = b.pointer + 1 + arg;
+        bytes = b.bytes;
+        align = b.alignment;
+        break;
+      }
+      case 3: {  // the size differs from the allocation's
+        if (blocks_.empty()) return;
+        const pmr_block& b = nth_block(i)->second;
+        p = b.pointer;
+        bytes = std::max<std::size_t>(b.bytes, 1) + 1 + arg;
+        align = b.alignment;
+        break;
+      }
+      case 4: {  // the alignment differs from the allocation's
+        if (blocks_.empty()) return;
+        const pmr_block& b = nth_block(i)->second;
+        p = b.pointer;
+        bytes = b.bytes;
+        align = b.alignment == alignment ? alignment * 2 : alignment;
+        break;
+      }
+      default: {  // deallocated twice
+        if (blocks_.empty()) return;
+        const auto it = nth_block(i);
+        p = it->second.pointer;
+        bytes = it->second.bytes;
+        align = it->second.alignment;
+        pmr_deallocate(it, true);
+        const bufpool::pool_stats after_first = resource_->stats();
+        const counting_upstream::snapshot up_first = upstream_.now();
+        {
+          deliberate_misuse m("pmr deallocate twice");
+          resource_->deallocate(p, bytes, align);
+          m.expect_reported();
+        }
+        expect_resource_unchanged(after_first, up_first,
+                                  "pmr: a second deallocate changes nothing");
+        return;
+      }
+    }
+    if (blocks_.contains(reinterpret_cast<std::uintptr_t>(p))) return;  // not a misuse after all
+    {
+      deliberate_misuse m("pmr deallocate of a pointer, size or alignment it did not hand out");
+      resource_->deallocate(p, bytes, align);
+      m.expect_reported();
+    }
+    expect_resource_unchanged(before, up, "pmr: a misused deallocate changes nothing");
+    check_resource_counts();
+  }
+
+  void op_pmr_release() {
+    if (!resource_) return;
+    resource_->release();
+    blocks_.clear();
+    expect(upstream_.outstanding() == 0 && upstream_.blocks() == 0,
+           "pmr: release() gives every upstream block back", "outstanding ",
+           upstream_.outstanding());
+    expect_stats(resource_->stats(), resource_base_,
+                 "pmr: release() returns the resource to its initial state");
+  }
+
+  // ---- Checks.
+
+  void check_counts() const {
+    const bufpool::pool_stats want = model_.stats();
+    expect_stats(pool_->stats(), want, "pool.stats() equals the model's");
+    const std::size_t guarded = want.guarded_slices;
+    expect(pool_->active_guard_count() == guarded, "active_guard_count() equals the model's",
+           "got ", pool_->active_guard_count(), ", expected ", guarded);
+  }
+
+  void full_check() const {
+    const auto v = pool_->validate();
+    expect(v.has_value(), "pool.validate()", v ? std::string() : v.error());
+    const auto per_region = pool_->region_statistics();
+    expect(per_region.size() == model_.regions.size(), "region_statistics() lists every region");
+    for (std::size_t id = 0; id < per_region.size(); ++id) {
+      const model_region& r = model_.regions[id];
+      const bufpool::region_stats& s = per_region[id];
+      bufpool::region_stats want{r.offset, r.size, 0, 0, 0, 0};
+      std::ostringstream walk;
+      std::vector<bufpool::range_view> ranges;
+      model_.for_each_range_in(r, [&](u64 offset, u64 size, bool used) {
+        (used ? want.used_bytes : want.free_bytes) += size;
+        ++(used ? want.used_ranges : want.free_ranges);
+        ranges.push_back({offset, size, used});
+      });
+      expect(s.offset == want.offset && s.size == want.size && s.used_bytes == want.used_bytes &&
+                 s.free_bytes == want.free_bytes && s.free_ranges == want.free_ranges &&
+                 s.used_ranges == want.used_ranges,
+             "region_statistics() equals the model's", "region ", id, ": got used ", s.used_bytes,
+             "/", s.used_ranges, " free ", s.free_bytes, "/", s.free_ranges, ", expected used ",
+             want.used_bytes, "/", want.used_ranges, " free ", want.free_bytes, "/",
+             want.free_ranges);
+      const auto got = pool_->region_ranges(id);
+      bool same = got.size() == ranges.size();
+      for (std::size_t k = 0; same && k < got.size(); ++k)
+        same = got[k].offset == ranges[k].offset && got[k].size == ranges[k].size &&
+               got[k].used == ranges[k].used;
+      expect(same, "region_ranges() equals the model's map of the region", "region ", id, ": ",
+             got.size(), " ranges, expected ", ranges.size());
+    }
+    std::size_t slices = 0;
+    std::size_t raws = 0;
+    for (const auto& [offset, r] : model_.live) {
+      slices += r.kind == range_kind::slice ? 1 : 0;
+      raws += r.kind == range_kind::raw ? 1 : 0;
+    }
+    expect(slices == slices_.size() && raws == raws_.size(), "model: live ranges are accounted");
+    for (const auto& s : slices_) {
+      const auto it = model_.live.find(s.offset);
+      expect(it != model_.live.end() && it->second.kind == range_kind::slice &&
+                 it->second.capacity == s.slice.capacity() && it->second.flag == s.flag,
+             "a slice matches the model", "offset ", s.offset);
+      expect(s.slice.offset() == s.offset && s.slice.size() == s.size &&
+                 s.slice.is_guarded() == (s.flag >= 0) && s.slice.pool_is_alive(),
+             "a slice keeps its range", "offset ", s.offset);
+    }
+    for (const auto& r : raws_) {
+      const auto it = model_.live.find(r.range.offset);
+      expect(it != model_.live.end() && it->second.kind == range_kind::raw &&
+                 it->second.capacity == r.range.capacity,
+             "a raw range matches the model", "offset ", r.range.offset);
+      const auto at = pool_->raw_at(r.range.pointer);
+      expect(at && at->offset == r.range.offset && at->size == r.size &&
+                 at->capacity == r.range.capacity,
+             "raw_at(pointer) finds the raw range", "offset ", r.range.offset);
+    }
+    if (resource_) {
+      const auto rv = resource_->validate();
+      expect(rv.has_value(), "pmr: validate()", rv ? std::string() : rv.error());
+      check_resource_counts();
+    }
+  }
+
+  // ---- End of input: give everything back and check the pool is whole again.
+
+  void teardown() {
+    while (!pending_.empty()) abandon(pending_.size() - 1);
+    for (auto& s : slices_) {
+      if (s.flag >= 0) {
+        expect(s.slice.unguard_unchecked().has_value(), "unguard_unchecked at teardown");
+        unguarded(s);
+      }
+      verify_slice(s, "teardown");
+      expect(std::move(s.slice).reclaim().has_value(), "reclaim at teardown");
+      model_.live.erase(s.offset);
+    }
+    slices_.clear();
+    while (!raws_.empty()) {
+      const raw_rec& r = raws_.back();
+      verify_raw(r, "teardown");
+      expect(pool_->release_raw(static_cast<const void*>(r.range.pointer), r.size, r.alignment),
+             "release_raw at teardown");
+      forget_raw(raws_.size() - 1);
+    }
+    for (auto& f : flags_) *f = true;
+    const std::size_t parked = model_.collect(flags_);
+    expect(pool_->collect() == parked, "collect at teardown frees every parked range");
+    check_counts();
+    full_check();
+
+    const auto s = pool_->stats();
+    u64 total = 0;
+    u64 largest = 0;
+    for (const auto& r : model_.regions) {
+      total += r.size;
+      largest = std::max(largest, r.size);
+    }
+    expect(s.used_bytes == 0 && s.live_slices == 0 && s.guarded_slices == 0 &&
+               s.parked_slices == 0 && s.pending_bytes == 0,
+           "everything given back: nothing used, live, guarded, parked or pending");
+    expect(s.free_ranges == model_.regions.size() && s.free_bytes == total &&
+               s.largest_free == largest,
+           "fully coalesced: one free range per region, never across regions", "free_ranges ",
+           s.free_ranges, " regions ", model_.regions.size());
+
+    if (resource_) {
+      g_op_name = "pmr teardown";
+      while (!blocks_.empty()) pmr_deallocate(blocks_.begin(), true);
+      const auto rs = resource_->stats();
+      expect(rs.live_slices == resource_base_.live_slices &&
+                 rs.used_bytes == resource_base_.used_bytes && rs.free_ranges == rs.regions,
+             "pmr: all blocks given back, every region one free range", "live ", rs.live_slices,
+             " free_ranges ", rs.free_ranges, " regions ", rs.regions);
+      const auto rv = resource_->validate();
+      expect(rv.has_value(), "pmr: validate()", rv ? std::string() : rv.error());
+      resource_.reset();
+      expect(upstream_.outstanding() == 0 && upstream_.blocks() == 0,
+             "pmr: destroying the resource gives every upstream byte back", "outstanding ",
+             upstream_.outstanding());
+    }
+
+    g_op_name = "close";
+    auto closed = pool_->try_close();
+    expect(closed.has_value(), "try_close succeeds once everything is given back");
+    const auto& entries = closed->entries;
+    bool same = entries.size() == model_.regions.size();
+    for (std::size_t k = 0; same && k < entries.size(); ++k)
+      same = entries[k].pool_offset == model_.regions[k].offset &&
+             entries[k].size == model_.regions[k].size &&
+             entries[k].pointer == model_.regions[k].base;
+    expect(same, "try_close hands back every region in initialization order");
+    const auto late = pool_->acquire(16);
+    expect(!late && late.error() == errc::pool_closed, "a closed pool refuses acquisitions");
+  }
+
+  byte_reader& in_;
+  std::vector<std::unique_ptr<std::byte, region_memory_deleter>> memory_;  // outlives the pool
+  u64 memory_bytes_ = 0;
+  std::array<std::shared_ptr<bool>, flag_count> flags_;
+  options_t options_;
+  std::shared_ptr<pool_t> pool_;
+  pool_model model_;
+  std::vector<pending_rec> pending_;
+  std::vector<slice_rec> slices_;
+  std::vector<raw_rec> raws_;
+  u64 next_id_ = 1;
+
+  counting_upstream upstream_;  // outlives the resource
+  std::vector<std::byte> user_storage_;
+  std::byte* user_buffer_ = nullptr;
+  std::size_t user_size_ = 0;
+  std::optional<bufpool::pmr::pool_resource> resource_;
+  std::map<std::uintptr_t, pmr_block> blocks_;
+  bufpool::pool_stats resource_base_;
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  bufpool::set_violation_handler(&on_violation);
+  bufpool::set_diagnostic_handler(&on_diagnostic);
+  g_op = 0;
+  g_op_name = "setup";
+  g_misuse_expected = false;
+  byte_reader in(data, size);
+  session s(in);
+  s.run();
+  return 0;
+}
