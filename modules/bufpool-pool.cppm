@@ -705,6 +705,12 @@ class buffer_pool {
       release_locked(node);
   }
 
+  // Room for one more element, growing geometrically, so the next push cannot throw.
+  template <class V>
+  static void room_for_one(V& v) {
+    if (v.size() == v.capacity()) v.reserve(std::max<std::size_t>(8, 2 * v.capacity()));
+  }
+
   // Gives a live range back to the engine, poisoning it first (lock held).
   void release_locked(std::uint32_t node) noexcept {
     const std::uint64_t start = engine_.node_offset(node);
@@ -819,8 +825,8 @@ class buffer_pool {
     // Every allocation first, so that running out of memory changes nothing.
     auto info = std::make_unique<detail::region_info<Int, Extra>>(
         detail::region_info<Int, Extra>{offset, size, base, extra, host_begin, host_end});
-    regions_.reserve(regions_.size() + 1);
-    by_address_.reserve(by_address_.size() + 1);
+    room_for_one(regions_);
+    room_for_one(by_address_);
     const std::uint32_t id = engine_.publish(offset, size);
     regions_.push_back(std::move(info));
     const auto address = reinterpret_cast<std::uintptr_t>(base);
@@ -991,7 +997,8 @@ class basic_slice {
                : none;
   }
 
-  /// False only for a weak slice whose pool has been destroyed.
+  /// False for a weak slice whose pool has been destroyed, and in checked builds for a
+  /// borrowed slice whose pool has been destroyed (a contract violation, reported then).
   [[nodiscard]] bool pool_is_alive() const noexcept {
     if (ref_ == pool_ref::weak) return !weak_.expired();
     if constexpr (checked_build)
