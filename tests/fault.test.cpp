@@ -5,6 +5,8 @@
 // (statistics, ranges and validate()), report the failure to the caller, and leak nothing.
 #include <gtest/gtest.h>
 
+#include <boost/container/map.hpp>
+#include <boost/container/vector.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 
 import bufpool;
 import bufpool.pmr;
+import bufpool.boost;
 
 // ---- failing allocations -----------------------------------------------------------------
 
@@ -360,6 +363,44 @@ TEST(FaultInjection, PmrMetadataAllocationFailuresLeaveTheResourceUnchanged) {
   EXPECT_EQ(r.stats().live_slices, 0u);
   r.release();
   EXPECT_EQ(up.outstanding, 0u);
+  EXPECT_GT(points, 0);
+}
+
+// The Boost allocator's only own allocation is the pool's raw-range record: out of memory
+// there, the container's operation throws and both the container and the pool are as
+// before (Boost's vector and map give the strong guarantee for push_back and insert).
+TEST(FaultInjection, BoostContainersSeeBadAllocAndThePoolStaysUnchanged) {
+  std::vector<std::byte> memory(1 << 20);
+  pool32 pool;
+  ASSERT_TRUE(pool.begin_expand(memory.size()).value().initialize(memory.data()));
+  using int_allocator = bufpool::container::allocator<int>;
+  using pair_allocator = bufpool::container::allocator<std::pair<const int, int>>;
+  boost::container::vector<int, int_allocator> v{int_allocator(pool)};
+  boost::container::map<int, int, std::less<int>, pair_allocator> m{pair_allocator(pool)};
+  int points = 0;
+  for (int i = 0; i < 2000; ++i) {
+    points += fail_each_allocation(pool, "vector push_back", [&] {
+      const std::size_t before = v.size();
+      try {
+        v.push_back(i);
+      } catch (const std::bad_alloc&) {
+        EXPECT_EQ(v.size(), before);
+        throw;
+      }
+    });
+    points += fail_each_allocation(pool, "map insert", [&] {
+      const std::size_t before = m.size();
+      try {
+        m.emplace(i, i);
+      } catch (const std::bad_alloc&) {
+        EXPECT_EQ(m.size(), before);
+        throw;
+      }
+    });
+    if (::testing::Test::HasFailure()) return;
+  }
+  for (int i = 0; i < 2000; ++i) EXPECT_EQ(v[static_cast<std::size_t>(i)], i);
+  EXPECT_EQ(m.size(), 2000u);
   EXPECT_GT(points, 0);
 }
 
