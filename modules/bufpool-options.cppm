@@ -54,6 +54,9 @@ struct basic_options {
   Int max_size = std::numeric_limits<Int>::max();
   Int min_alignment = static_cast<Int>(alignof(std::max_align_t));
   Int max_alignment = largest_power_of_two<Int>;
+  /// Grow on demand: an acquisition that finds no space asks the pool's handle for a new
+  /// region (see buffer_pool::grow) and retries once. Needs a handle that can grow.
+  bool auto_expand = false;
 
   /// Checks the options themselves: non-zero sizes with min <= max, power-of-two alignments
   /// with min <= max.

@@ -15,6 +15,7 @@ module;
 #include <optional>
 #include <span>
 #include <string>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -75,6 +76,14 @@ using mmap_entries = std::vector<mmap_entry<Int, Extra>>;
 template <class H, class Int, class Extra>
 concept pool_handle =
     std::movable<H> && requires(H& h, const mmap_entries<Int, Extra>& e) { h.close(e); };
+
+/// A handle that can also add regions: `grow(pool, min_bytes)` reserves offsets in `pool`,
+/// provides memory for them and initializes the region, returning its id or the system's
+/// error. Used by buffer_pool::grow() and by the `auto_expand` option.
+template <class H, class Pool>
+concept growing_handle = requires(H& h, Pool& pool, std::uint64_t n) {
+  { h.grow(pool, n) } -> std::same_as<std::expected<std::uint32_t, std::error_code>>;
+};
 
 /// The handle of a pool that frees nothing itself (the user owns the regions' memory).
 struct no_handle {
@@ -480,6 +489,23 @@ class buffer_pool {
     return resize_raw_locked(*offset, size);
   }
 
+  /// Adds a region of at least `min_bytes` through the pool's handle (which must model
+  /// growing_handle), and returns its id. Growth is serialized: one grow() at a time.
+  /// Errors: those of the handle (a system error from mmap, ftruncate, ...), or a pool
+  /// error as a std::error_code (errc::pool_closed, errc::out_of_offset_space, ...).
+  std::expected<std::uint32_t, std::error_code> grow(std::uint64_t min_bytes)
+    requires growing_handle<Handle, buffer_pool>
+  {
+    std::scoped_lock serial(grow_mutex_);
+    Handle* h = nullptr;
+    {
+      std::scoped_lock lock(mutex_);
+      if (closed_ || !handle_) return std::unexpected(make_error_code(errc::pool_closed));
+      h = &*handle_;
+    }
+    return h->grow(*this, min_bytes);
+  }
+
   /// Allocates the pool's own records ahead, for `ranges` more acquisitions (slices or raw
   /// ranges, or regions), so that those calls cannot fail with std::bad_alloc: for paths
   /// that must not allocate, and for adapters that must not fail after growing the pool.
@@ -665,11 +691,25 @@ class buffer_pool {
           return range{a->node, static_cast<Int>(a->offset), static_cast<Int>(size),
                        static_cast<Int>(a->capacity), region};
         }
-        if (a.error() != errc::out_of_memory || attempt != 0 || parked_.empty())
-          return std::unexpected(a.error());
+        if (a.error() != errc::out_of_memory || attempt > 1) return std::unexpected(a.error());
+        if (attempt == 0 && parked_.empty()) attempt = 1;  // nothing to collect
+        if (attempt == 1 && !can_grow()) return std::unexpected(a.error());
       }
-      collect();  // parked ranges whose I/O has finished may make room
+      if (attempt == 0) {
+        collect();  // parked ranges whose I/O has finished may make room
+      } else if constexpr (growing_handle<Handle, buffer_pool>) {
+        // A new region that holds the request wherever its offset lands.
+        const std::uint64_t need = size > ~std::uint64_t{0} - alignment ? size : size + alignment;
+        if (!grow(need)) return std::unexpected(errc::out_of_memory);
+      }
     }
+  }
+
+  bool can_grow() const noexcept {
+    if constexpr (growing_handle<Handle, buffer_pool>)
+      return options_.auto_expand && handle_.has_value();
+    else
+      return false;
   }
 
   std::expected<Int, errc> resize(std::uint32_t node, std::uint64_t size) {
@@ -852,6 +892,7 @@ class buffer_pool {
 
   options_type options_;
   mutable Mutex mutex_;
+  Mutex grow_mutex_;  // one grow() at a time
   engine engine_;
   std::vector<std::unique_ptr<detail::region_info<Int, Extra>>> regions_;  // by region id
   std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_address_;       // base -> id, sorted
