@@ -70,6 +70,7 @@ struct range_view {
   offset_t offset;
   offset_t size;
   bool used;
+  std::uint8_t marks = 0;  ///< The user's marks of a used range (see engine::set_marks).
 };
 
 /// The allocation engine. Single-threaded; the pool adds locking.
@@ -121,6 +122,14 @@ class engine {
   [[nodiscard]] offset_t node_size(std::uint32_t node) const noexcept;
   [[nodiscard]] bool is_live(std::uint32_t node) const noexcept;
 
+  /// Tags a live range with bits the caller defines (the pool marks guarded and parked
+  /// ranges for its map); shown by ranges(), cleared when the range is released. O(1).
+  void set_marks(std::uint32_t node, std::uint8_t marks) noexcept;
+  [[nodiscard]] std::uint8_t marks(std::uint32_t node) const noexcept;
+  /// Spans reserved by begin_expand and neither initialized nor cancelled, in offset
+  /// order, as (offset, size). O(R + g).
+  [[nodiscard]] std::vector<std::pair<offset_t, offset_t>> pending_spans() const;
+
   /// The region containing `offset`, or no_index. O(log R).
   [[nodiscard]] std::uint32_t region_of(offset_t offset) const noexcept;
   [[nodiscard]] std::size_t region_count() const noexcept { return regions_.size(); }
@@ -144,6 +153,7 @@ class engine {
     std::uint32_t region = no_index;  //
     std::uint32_t link = no_index;    // free-list link while unused
     std::uint8_t state = 0;           // node_unused, node_free or node_used
+    std::uint8_t marks = 0;           // set_marks(), while used
   };
   struct region_rec {
     offset_t offset = 0;

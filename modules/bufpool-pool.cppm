@@ -15,6 +15,7 @@ module;
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -170,6 +171,58 @@ struct raw_range {
   Int capacity;        ///< Bytes reserved (>= size).
   std::byte* pointer;  ///< The region's memory at `offset`.
 };
+
+/// The state of a range in a pool_map.
+enum class range_state : std::uint8_t {
+  free,     ///< Available.
+  used,     ///< A live slice or raw range.
+  guarded,  ///< A live slice with a guard (I/O in flight).
+  parked,   ///< Destroyed while guarded: waits for its guard (collect()).
+};
+
+/// One range of a region in a pool_map.
+struct map_range {
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+  range_state state = range_state::free;
+  friend bool operator==(const map_range&, const map_range&) = default;
+};
+
+/// One region in a pool_map, its ranges in offset order.
+struct map_region {
+  std::uint32_t id = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+  std::vector<map_range> ranges;
+  friend bool operator==(const map_region&, const map_region&) = default;
+};
+
+/// A span reserved by begin_expand() and not yet initialized.
+struct map_span {
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+  friend bool operator==(const map_span&, const map_span&) = default;
+};
+
+/// A snapshot of a pool (buffer_pool::map()): what to_json() and to_svg() show.
+struct pool_map {
+  pool_stats stats;
+  std::vector<map_region> regions;
+  std::vector<map_span> pending;
+};
+
+/// The map as one JSON object: {"stats": {...}, "regions": [{"id", "offset", "size",
+/// "ranges": [{"offset", "size", "state"}]}], "pending": [{"offset", "size"}]}, where state
+/// is "free", "used", "guarded" or "parked". from_json() reads it back.
+[[nodiscard]] std::string to_json(const pool_map& map);
+
+/// Reads what to_json() wrote; invalid_argument (with nothing read) if it is not that.
+[[nodiscard]] std::expected<pool_map, errc> from_json(std::string_view json);
+
+/// The map as an SVG picture: one bar per region (and per pending span), all drawn to one
+/// scale (bytes per pixel), ranges coloured by state, with a legend and the statistics.
+/// A range too small to see at that scale is still drawn one pixel wide.
+[[nodiscard]] std::string to_svg(const pool_map& map);
 
 /// Why try_close() refused, with the counts that stood in the way.
 struct close_error {
@@ -594,6 +647,36 @@ class buffer_pool {
     return engine_.ranges(static_cast<std::uint32_t>(id));
   }
 
+  /// A snapshot of the whole pool for pictures and tools: every region's ranges with their
+  /// state (free, used, guarded, parked), the pending expansions and the statistics.
+  /// O(ranges). See to_json() and to_svg().
+  [[nodiscard]] pool_map map() const {
+    pool_map out;
+    out.stats = stats();
+    std::scoped_lock lock(mutex_);
+    for (std::uint32_t id = 0; id < engine_.region_count(); ++id) {
+      const region_stats r = engine_.region(id);
+      map_region region{id, r.offset, r.size, {}};
+      for (const range_view& v : engine_.ranges(id)) {
+        range_state state = range_state::free;
+        if (v.used)
+          state = (v.marks & mark_parked_bit) != 0    ? range_state::parked
+                  : (v.marks & mark_guarded_bit) != 0 ? range_state::guarded
+                                                      : range_state::used;
+        region.ranges.push_back({v.offset, v.size, state});
+      }
+      out.regions.push_back(std::move(region));
+    }
+    for (const auto& [offset, size] : engine_.pending_spans())
+      out.pending.push_back({offset, size});
+    return out;
+  }
+
+  /// map() as JSON (see to_json).
+  [[nodiscard]] std::string dump_json() const { return to_json(map()); }
+  /// map() as an SVG picture (see to_svg).
+  [[nodiscard]] std::string dump_svg() const { return to_svg(map()); }
+
   /// Every initialized region with its pointer and extra value.
   [[nodiscard]] entries regions() const {
     std::scoped_lock lock(mutex_);
@@ -831,6 +914,19 @@ class buffer_pool {
     return std::uint64_t{region.offset} + delta;
   }
 
+  // The engine marks of a used range, for map().
+  static constexpr std::uint8_t mark_guarded_bit = 1;
+  static constexpr std::uint8_t mark_parked_bit = 2;
+
+  void mark_guarded(std::uint32_t node, bool guarded) noexcept {
+    std::scoped_lock lock(mutex_);
+    engine_.set_marks(node, guarded ? mark_guarded_bit : 0);
+    if (guarded)
+      guarded_.fetch_add(1);
+    else
+      guarded_.fetch_sub(1);
+  }
+
   // Keeps a guarded range until collect() finds its guard released. Out of memory, the
   // range is never reused instead (its I/O may be in flight): it stays live and guarded.
   template <class G>
@@ -839,6 +935,7 @@ class buffer_pool {
       auto p = std::make_unique<detail::parked_guard_of<G>>(std::move(guard));
       std::scoped_lock lock(mutex_);
       parked_.push_back({node, std::move(p)});
+      engine_.set_marks(node, mark_guarded_bit | mark_parked_bit);
       parked_count_.store(parked_.size(), std::memory_order_relaxed);
     } catch (...) {
       detail::report_diagnostic(
@@ -1109,7 +1206,7 @@ class basic_slice {
       return std::unexpected(guard_error<Guard>{errc::pool_gone, std::move(g)});
     guard_.emplace(std::move(g));
     mode_ = m;
-    keep.pool->guarded_.fetch_add(1);
+    keep.pool->mark_guarded(node_, true);
     return {};
   }
 
@@ -1129,7 +1226,7 @@ class basic_slice {
     out.take_fields(*this);
     out.guard_.emplace(std::move(g));
     out.mode_ = m;
-    keep.pool->guarded_.fetch_add(1);
+    keep.pool->mark_guarded(out.node_, true);
     return out;
   }
 
@@ -1210,7 +1307,7 @@ class basic_slice {
   Guard take_guard() noexcept {
     Guard g = std::move(*guard_);
     guard_.reset();
-    if (auto keep = lock_pool(); keep.pool != nullptr) keep.pool->guarded_.fetch_sub(1);
+    if (auto keep = lock_pool(); keep.pool != nullptr) keep.pool->mark_guarded(node_, false);
     return g;
   }
 

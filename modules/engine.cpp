@@ -833,6 +833,7 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
 // the indexes usually move one entry instead of adding and removing several.
 bool engine::release(std::uint32_t n) noexcept {
   if (n >= nodes_.size() || nodes_[n].state != node_used) return false;
+  nodes_[n].marks = 0;
   const offset_t offset = nodes_[n].offset;
   const offset_t size = nodes_[n].size;
   region_rec& r = regions_[nodes_[n].region];
@@ -937,7 +938,41 @@ region_stats engine::region(std::uint32_t id) const noexcept {
 std::vector<range_view> engine::ranges(std::uint32_t id) const {
   std::vector<range_view> out;
   for (std::uint32_t n = regions_[id].first; n != no_index; n = nodes_[n].next)
-    out.push_back({nodes_[n].offset, nodes_[n].size, nodes_[n].state == node_used});
+    out.push_back(
+        {nodes_[n].offset, nodes_[n].size, nodes_[n].state == node_used, nodes_[n].marks});
+  return out;
+}
+
+void engine::set_marks(std::uint32_t n, std::uint8_t marks) noexcept {
+  nodes_[n].marks = marks;
+}
+
+std::uint8_t engine::marks(std::uint32_t n) const noexcept {
+  return nodes_[n].marks;
+}
+
+std::vector<std::pair<offset_t, offset_t>> engine::pending_spans() const {
+  // Below the frontier every offset is in a region, a gap or a pending span.
+  std::vector<std::pair<offset_t, offset_t>> known;  // regions and gaps, (offset, size)
+  known.reserve(region_index_.size() + gaps_.size());
+  for (const auto& [offset, id] : region_index_) known.emplace_back(offset, regions_[id].size);
+  for (const auto& [offset, size] : gaps_) known.emplace_back(offset, size);
+  std::ranges::sort(known);
+  std::vector<std::pair<offset_t, offset_t>> out;
+  if (!space_full_ && frontier_ == 0) return out;
+  const offset_t last = space_full_ ? limits_.last_offset : frontier_ - 1;
+  offset_t next = 0;  // the first offset not yet accounted for
+  bool done = false;  // next would be one past the last offset of the integer
+  for (const auto& [offset, size] : known) {
+    if (offset > next) out.emplace_back(next, offset - next);
+    const offset_t end_last = last_of(offset, size);
+    if (end_last == limits_.last_offset) {
+      done = true;
+      break;
+    }
+    next = end_last + 1;
+  }
+  if (!done && next <= last) out.emplace_back(next, last - next + 1);
   return out;
 }
 

@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: MIT
+// A pool's map as JSON (and back) and as an SVG picture.
+module;
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <expected>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+module bufpool;
+
+namespace bufpool {
+namespace {
+
+const char* name_of(range_state s) {
+  switch (s) {
+    case range_state::used:
+      return "used";
+    case range_state::guarded:
+      return "guarded";
+    case range_state::parked:
+      return "parked";
+    case range_state::free:
+      break;
+  }
+  return "free";
+}
+
+void field(std::string& out, const char* name, std::uint64_t value, bool last = false) {
+  out += '"';
+  out += name;
+  out += "\":";
+  out += std::to_string(value);
+  if (!last) out += ',';
+}
+
+// ---- A small JSON reader for what to_json() writes (objects, arrays, numbers, strings).
+
+struct json_value;
+using json_object = std::map<std::string, json_value, std::less<>>;
+using json_array = std::vector<json_value>;
+struct json_value {
+  std::variant<std::uint64_t, std::string, std::shared_ptr<json_object>,
+               std::shared_ptr<json_array>>
+      v;
+};
+
+class json_reader {
+ public:
+  explicit json_reader(std::string_view text) : s_(text) {}
+
+  std::optional<json_value> document() {
+    auto v = value();
+    skip();
+    if (!v || i_ != s_.size()) return std::nullopt;
+    return v;
+  }
+
+ private:
+  void skip() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_])) != 0) ++i_;
+  }
+  bool eat(char c) {
+    skip();
+    if (i_ < s_.size() && s_[i_] == c) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+  std::optional<std::string> string() {
+    if (!eat('"')) return std::nullopt;
+    const std::size_t end = s_.find('"', i_);
+    if (end == std::string_view::npos) return std::nullopt;
+    std::string out(s_.substr(i_, end - i_));
+    if (out.find('\\') != std::string::npos) return std::nullopt;  // never written
+    i_ = end + 1;
+    return out;
+  }
+  std::optional<json_value> value(int depth = 0) {
+    if (depth > 8) return std::nullopt;
+    skip();
+    if (i_ >= s_.size()) return std::nullopt;
+    if (s_[i_] == '"') {
+      auto str = string();
+      if (!str) return std::nullopt;
+      return json_value{std::move(*str)};
+    }
+    if (eat('{')) {
+      auto obj = std::make_shared<json_object>();
+      if (eat('}')) return json_value{obj};
+      do {
+        auto key = string();
+        if (!key || !eat(':')) return std::nullopt;
+        auto v = value(depth + 1);
+        if (!v) return std::nullopt;
+        (*obj)[*key] = std::move(*v);
+      } while (eat(','));
+      if (!eat('}')) return std::nullopt;
+      return json_value{obj};
+    }
+    if (eat('[')) {
+      auto arr = std::make_shared<json_array>();
+      if (eat(']')) return json_value{arr};
+      do {
+        auto v = value(depth + 1);
+        if (!v) return std::nullopt;
+        arr->push_back(std::move(*v));
+      } while (eat(','));
+      if (!eat(']')) return std::nullopt;
+      return json_value{arr};
+    }
+    std::uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(s_.data() + i_, s_.data() + s_.size(), n);
+    if (ec != std::errc{}) return std::nullopt;
+    i_ = static_cast<std::size_t>(end - s_.data());
+    return json_value{n};
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+const json_object* object(const json_value* v) {
+  if (v == nullptr) return nullptr;
+  const auto* p = std::get_if<std::shared_ptr<json_object>>(&v->v);
+  return p != nullptr ? p->get() : nullptr;
+}
+const json_array* array(const json_value* v) {
+  if (v == nullptr) return nullptr;
+  const auto* p = std::get_if<std::shared_ptr<json_array>>(&v->v);
+  return p != nullptr ? p->get() : nullptr;
+}
+const json_value* member(const json_object* o, std::string_view name) {
+  if (o == nullptr) return nullptr;
+  const auto it = o->find(name);
+  return it != o->end() ? &it->second : nullptr;
+}
+bool number(const json_object* o, std::string_view name, std::uint64_t& out) {
+  const json_value* v = member(o, name);
+  const auto* n = v != nullptr ? std::get_if<std::uint64_t>(&v->v) : nullptr;
+  if (n == nullptr) return false;
+  out = *n;
+  return true;
+}
+template <class T>
+bool count(const json_object* o, std::string_view name, T& out) {
+  std::uint64_t n = 0;
+  if (!number(o, name, n)) return false;
+  out = static_cast<T>(n);
+  return true;
+}
+
+// ---- SVG -------------------------------------------------------------------------------
+
+constexpr const char* colour_free = "#dddddd";
+constexpr const char* colour_used = "#4e79a7";
+constexpr const char* colour_guarded = "#f28e2b";
+constexpr const char* colour_parked = "#e15759";
+constexpr const char* colour_pending = "#b07aa1";
+
+const char* colour_of(range_state s) {
+  switch (s) {
+    case range_state::used:
+      return colour_used;
+    case range_state::guarded:
+      return colour_guarded;
+    case range_state::parked:
+      return colour_parked;
+    case range_state::free:
+      break;
+  }
+  return colour_free;
+}
+
+void append(std::string& out, const char* format, auto... args) {
+  char line[256];
+  const int n = std::snprintf(line, sizeof line, format, args...);
+  if (n > 0) out.append(line, std::min(static_cast<std::size_t>(n), sizeof line - 1));
+}
+
+std::string bytes_text(std::uint64_t n) {
+  char text[32];
+  if (n >= (std::uint64_t{1} << 30) && n % (std::uint64_t{1} << 30) == 0)
+    std::snprintf(text, sizeof text, "%llu GiB", static_cast<unsigned long long>(n >> 30));
+  else if (n >= (std::uint64_t{1} << 20) && n % (std::uint64_t{1} << 20) == 0)
+    std::snprintf(text, sizeof text, "%llu MiB", static_cast<unsigned long long>(n >> 20));
+  else if (n >= 1024 && n % 1024 == 0)
+    std::snprintf(text, sizeof text, "%llu KiB", static_cast<unsigned long long>(n >> 10));
+  else
+    std::snprintf(text, sizeof text, "%llu B", static_cast<unsigned long long>(n));
+  return text;
+}
+
+}  // namespace
+
+std::string to_json(const pool_map& map) {
+  std::string out = "{\"stats\":{";
+  const pool_stats& s = map.stats;
+  field(out, "used_bytes", s.used_bytes);
+  field(out, "free_bytes", s.free_bytes);
+  field(out, "pending_bytes", s.pending_bytes);
+  field(out, "largest_free", s.largest_free);
+  field(out, "free_ranges", s.free_ranges);
+  field(out, "live_slices", s.live_slices);
+  field(out, "guarded_slices", s.guarded_slices);
+  field(out, "parked_slices", s.parked_slices);
+  field(out, "regions", s.regions, true);
+  out += "},\"regions\":[";
+  for (std::size_t i = 0; i < map.regions.size(); ++i) {
+    const map_region& r = map.regions[i];
+    out += i == 0 ? "{" : ",{";
+    field(out, "id", r.id);
+    field(out, "offset", r.offset);
+    field(out, "size", r.size);
+    out += "\"ranges\":[";
+    for (std::size_t k = 0; k < r.ranges.size(); ++k) {
+      out += k == 0 ? "{" : ",{";
+      field(out, "offset", r.ranges[k].offset);
+      field(out, "size", r.ranges[k].size);
+      out += "\"state\":\"";
+      out += name_of(r.ranges[k].state);
+      out += "\"}";
+    }
+    out += "]}";
+  }
+  out += "],\"pending\":[";
+  for (std::size_t i = 0; i < map.pending.size(); ++i) {
+    out += i == 0 ? "{" : ",{";
+    field(out, "offset", map.pending[i].offset);
+    field(out, "size", map.pending[i].size, true);
+    out += '}';
+  }
+  out += "]}\n";
+  return out;
+}
+
+std::expected<pool_map, errc> from_json(std::string_view json) {
+  const auto doc = json_reader(json).document();
+  if (!doc) return std::unexpected(errc::invalid_argument);
+  const json_object* root = object(&*doc);
+  const json_object* stats = object(member(root, "stats"));
+  const json_array* regions = array(member(root, "regions"));
+  const json_array* pending = array(member(root, "pending"));
+  if (stats == nullptr || regions == nullptr || pending == nullptr)
+    return std::unexpected(errc::invalid_argument);
+  pool_map map;
+  pool_stats& s = map.stats;
+  bool ok = count(stats, "used_bytes", s.used_bytes) && count(stats, "free_bytes", s.free_bytes) &&
+            count(stats, "pending_bytes", s.pending_bytes) &&
+            count(stats, "largest_free", s.largest_free) &&
+            count(stats, "free_ranges", s.free_ranges) &&
+            count(stats, "live_slices", s.live_slices) &&
+            count(stats, "guarded_slices", s.guarded_slices) &&
+            count(stats, "parked_slices", s.parked_slices) && count(stats, "regions", s.regions);
+  for (const json_value& rv : *regions) {
+    const json_object* r = object(&rv);
+    const json_array* ranges = array(member(r, "ranges"));
+    map_region region;
+    ok = ok && ranges != nullptr && count(r, "id", region.id) &&
+         count(r, "offset", region.offset) && count(r, "size", region.size);
+    if (!ok) break;
+    for (const json_value& gv : *ranges) {
+      const json_object* g = object(&gv);
+      const json_value* state = member(g, "state");
+      const auto* name = state != nullptr ? std::get_if<std::string>(&state->v) : nullptr;
+      map_range range;
+      ok =
+          ok && name != nullptr && count(g, "offset", range.offset) && count(g, "size", range.size);
+      if (!ok) break;
+      if (*name == "used")
+        range.state = range_state::used;
+      else if (*name == "guarded")
+        range.state = range_state::guarded;
+      else if (*name == "parked")
+        range.state = range_state::parked;
+      else
+        ok = *name == "free";
+      region.ranges.push_back(range);
+    }
+    map.regions.push_back(std::move(region));
+  }
+  for (const json_value& pv : *pending) {
+    const json_object* p = object(&pv);
+    map_span span;
+    ok = ok && count(p, "offset", span.offset) && count(p, "size", span.size);
+    map.pending.push_back(span);
+  }
+  if (!ok) return std::unexpected(errc::invalid_argument);
+  return map;
+}
+
+std::string to_svg(const pool_map& map) {
+  constexpr double left = 170;  // labels
+  constexpr double bar = 760;   // the widest region's bar
+  constexpr double row = 34;
+  constexpr double top = 78;
+  std::uint64_t widest = 1;
+  for (const map_region& r : map.regions) widest = std::max(widest, r.size);
+  for (const map_span& p : map.pending) widest = std::max(widest, p.size);
+  const double per_pixel = static_cast<double>(widest) / bar;
+  const auto px = [&](std::uint64_t bytes) { return static_cast<double>(bytes) / per_pixel; };
+  const std::size_t rows = map.regions.size() + map.pending.size();
+  const double height = top + row * static_cast<double>(rows) + 20;
+
+  std::string out;
+  append(out,
+         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+         "font-family=\"sans-serif\" font-size=\"12\">\n",
+         left + bar + 20, height);
+  out += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+  const pool_stats& s = map.stats;
+  append(out,
+         "<text x=\"10\" y=\"20\">%zu region(s), %s used, %s free in %zu range(s), largest %s; "
+         "%zu live slice(s), %zu guarded, %zu parked; %s pending</text>\n",
+         s.regions, bytes_text(s.used_bytes).c_str(), bytes_text(s.free_bytes).c_str(),
+         s.free_ranges, bytes_text(s.largest_free).c_str(), s.live_slices, s.guarded_slices,
+         s.parked_slices, bytes_text(s.pending_bytes).c_str());
+  append(out, "<text x=\"10\" y=\"38\" fill=\"#555555\">scale: %s per pixel</text>\n",
+         bytes_text(static_cast<std::uint64_t>(per_pixel + 0.5)).c_str());
+  const std::pair<const char*, const char*> legend[] = {{"free", colour_free},
+                                                        {"used", colour_used},
+                                                        {"guarded", colour_guarded},
+                                                        {"parked", colour_parked},
+                                                        {"pending", colour_pending}};
+  double x = 10;
+  for (const auto& [name, colour] : legend) {
+    append(out, "<rect x=\"%.0f\" y=\"48\" width=\"14\" height=\"14\" fill=\"%s\"/>\n", x, colour);
+    append(out, "<text x=\"%.0f\" y=\"60\">%s</text>\n", x + 18, name);
+    x += 90;
+  }
+  double y = top;
+  for (const map_region& r : map.regions) {
+    append(out, "<text x=\"10\" y=\"%.0f\">region %u @%llu, %s</text>\n", y + 16, r.id,
+           static_cast<unsigned long long>(r.offset), bytes_text(r.size).c_str());
+    append(out, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\"/>\n", left, y,
+           std::max(px(r.size), 1.0), colour_free);
+    for (const map_range& g : r.ranges) {
+      if (g.state == range_state::free) continue;
+      append(out, "<rect x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\"/>\n",
+             left + px(g.offset - r.offset), y, std::max(px(g.size), 1.0), colour_of(g.state));
+    }
+    y += row;
+  }
+  for (const map_span& p : map.pending) {
+    append(out, "<text x=\"10\" y=\"%.0f\">pending @%llu, %s</text>\n", y + 16,
+           static_cast<unsigned long long>(p.offset), bytes_text(p.size).c_str());
+    append(out, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\"/>\n", left, y,
+           std::max(px(p.size), 1.0), colour_pending);
+    y += row;
+  }
+  out += "</svg>\n";
+  return out;
+}
+
+}  // namespace bufpool
