@@ -300,7 +300,7 @@ std::expected<pool_map, errc> from_json(std::string_view json) {
 }
 
 std::string to_svg(const pool_map& map) {
-  constexpr double left = 170;  // labels
+  constexpr double left = 210;  // labels
   constexpr double bar = 760;   // the widest region's bar
   constexpr double row = 34;
   constexpr double top = 78;
