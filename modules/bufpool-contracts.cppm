@@ -9,8 +9,8 @@ export namespace bufpool {
 
 /// What a violation handler receives: the rule that was broken and where it was detected.
 struct contract_violation {
-  const char* rule;  ///< e.g. "pool destroyed while 2 borrowed slice(s) are alive"
-  std::source_location where;
+  const char* rule;            ///< e.g. "pool destroyed while 2 borrowed slice(s) are alive"
+  std::source_location where;  ///< The check that detected it.
 };
 
 /// A violation handler. The default prints the rule to stderr and aborts. A handler that

@@ -30,10 +30,10 @@ inline constexpr std::uint32_t no_index = ~std::uint32_t{0};
 /// The limits the engine enforces, derived from a pool's options and offset integer.
 struct engine_limits {
   offset_t last_offset = ~offset_t{0};  ///< The largest usable offset (the integer's max).
-  offset_t min_size = 1;
-  offset_t max_size = ~offset_t{0};
-  offset_t min_alignment = 16;  ///< Also the granule: capacities are multiples of it.
-  offset_t max_alignment = offset_t{1} << 63;
+  offset_t min_size = 1;                ///< Smaller requests are raised to this size.
+  offset_t max_size = ~offset_t{0};     ///< Larger requests fail with too_large.
+  offset_t min_alignment = 16;          ///< Also the granule: capacities are multiples of it.
+  offset_t max_alignment = offset_t{1} << 63;  ///< Larger alignments fail with alignment_too_big.
 };
 
 /// One acquired range.
@@ -46,30 +46,30 @@ struct engine_allocation {
 
 /// Totals over the whole engine; all O(1) except largest_free (O(log n)).
 struct engine_stats {
-  offset_t used_bytes = 0;     ///< In live (including parked) slices.
-  offset_t free_bytes = 0;     ///< In free ranges of initialized regions.
-  offset_t pending_bytes = 0;  ///< Reserved by expansions not yet initialized.
-  offset_t largest_free = 0;   ///< Size of the largest free range.
-  std::size_t free_ranges = 0;
-  std::size_t used_ranges = 0;
-  std::size_t regions = 0;
+  offset_t used_bytes = 0;      ///< In live (including parked) slices.
+  offset_t free_bytes = 0;      ///< In free ranges of initialized regions.
+  offset_t pending_bytes = 0;   ///< Reserved by expansions not yet initialized.
+  offset_t largest_free = 0;    ///< Size of the largest free range.
+  std::size_t free_ranges = 0;  ///< Number of free ranges.
+  std::size_t used_ranges = 0;  ///< Number of used ranges (live allocations).
+  std::size_t regions = 0;      ///< Number of published regions.
 };
 
 /// Totals for one region, O(1).
 struct region_stats {
-  offset_t offset = 0;
-  offset_t size = 0;
-  offset_t used_bytes = 0;
-  offset_t free_bytes = 0;
-  std::size_t free_ranges = 0;
-  std::size_t used_ranges = 0;
+  offset_t offset = 0;          ///< First offset of the region.
+  offset_t size = 0;            ///< Bytes in the region.
+  offset_t used_bytes = 0;      ///< Bytes in its used ranges.
+  offset_t free_bytes = 0;      ///< Bytes in its free ranges.
+  std::size_t free_ranges = 0;  ///< Number of its free ranges.
+  std::size_t used_ranges = 0;  ///< Number of its used ranges.
 };
 
 /// A range as seen by a walk over a region (for dumps and tests).
 struct range_view {
-  offset_t offset;
-  offset_t size;
-  bool used;
+  offset_t offset;         ///< First offset of the range.
+  offset_t size;           ///< Bytes in the range.
+  bool used;               ///< True for a live allocation, false for a free range.
   std::uint8_t marks = 0;  ///< The user's marks of a used range (see engine::set_marks).
 };
 
@@ -84,11 +84,16 @@ struct range_view {
 /// log2(max_alignment / min_alignment) + 1.
 class engine {
  public:
+  /// An engine without regions or reserved offsets that enforces `limits`.
   explicit engine(const engine_limits& limits);
   ~engine();
+  /// Takes over the other engine's state; the moved-from engine may only be destroyed or
+  /// assigned to.
   engine(engine&&) noexcept;
+  /// Replaces this engine's state with the other's (same rule for the moved-from one).
   engine& operator=(engine&&) noexcept;
 
+  /// The limits given at construction.
   [[nodiscard]] const engine_limits& limits() const noexcept { return limits_; }
 
   /// Reserves `size` offsets: at the end of the used offset space, or in the smallest gap
@@ -117,14 +122,17 @@ class engine {
   /// a region or a resize one), so that the calls using them cannot throw.
   void reserve_nodes(std::size_t nodes);
 
-  /// Offset and capacity of a live node (no check beyond bounds; for the pool's slices).
+  /// Offset of a live node (no check beyond bounds; for the pool's slices).
   [[nodiscard]] offset_t node_offset(std::uint32_t node) const noexcept;
+  /// Capacity of a live node (the same conditions).
   [[nodiscard]] offset_t node_size(std::uint32_t node) const noexcept;
+  /// Whether `node` is a live allocation (false for free, unused or out-of-range nodes).
   [[nodiscard]] bool is_live(std::uint32_t node) const noexcept;
 
   /// Tags a live range with bits the caller defines (the pool marks guarded and parked
   /// ranges for its map); shown by ranges(), cleared when the range is released. O(1).
   void set_marks(std::uint32_t node, std::uint8_t marks) noexcept;
+  /// The marks set_marks() last gave live range `node` (0 if none).
   [[nodiscard]] std::uint8_t marks(std::uint32_t node) const noexcept;
   /// Spans reserved by begin_expand and neither initialized nor cancelled, in offset
   /// order, as (offset, size). O(R + g).
@@ -132,11 +140,14 @@ class engine {
 
   /// The region containing `offset`, or no_index. O(log R).
   [[nodiscard]] std::uint32_t region_of(offset_t offset) const noexcept;
+  /// Number of published regions; their ids are 0 .. region_count() - 1.
   [[nodiscard]] std::size_t region_count() const noexcept { return regions_.size(); }
+  /// Totals of region `id` (which must be below region_count()). O(1).
   [[nodiscard]] region_stats region(std::uint32_t id) const noexcept;
   /// The ranges of a region in offset order. O(ranges of the region).
   [[nodiscard]] std::vector<range_view> ranges(std::uint32_t region) const;
 
+  /// Totals over the whole engine (see engine_stats).
   [[nodiscard]] engine_stats stats() const noexcept;
 
   /// Checks every invariant (coverage, coalescing, tree order, balance and aggregates,

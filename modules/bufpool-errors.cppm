@@ -30,8 +30,12 @@ enum class errc : int {
 /// The category of `bufpool::errc`; maps each code to the closest `std::errc`.
 class error_category final : public std::error_category {
  public:
+  /// Returns "bufpool".
   [[nodiscard]] const char* name() const noexcept override { return "bufpool"; }
+  /// The text to_string() gives for `code` ("unknown bufpool error" for other values).
   [[nodiscard]] std::string message(int code) const override;
+  /// The closest `std::errc` condition (e.g. out_of_memory: `not_enough_memory`); a value
+  /// that is no errc maps to a condition of this category.
   [[nodiscard]] std::error_condition default_error_condition(int code) const noexcept override;
 };
 
@@ -48,5 +52,7 @@ class error_category final : public std::error_category {
 
 }  // namespace bufpool
 
+/// \cond
 export template <>
 struct std::is_error_code_enum<bufpool::errc> : std::true_type {};
+/// \endcond

@@ -28,12 +28,15 @@ enum class strategy_kind : std::uint8_t {
 
 /// An allocation strategy: `bufpool::optimal`, `bufpool::greedy` or `bufpool::fixed(offset)`.
 struct strategy {
-  strategy_kind kind = strategy_kind::optimal;
-  std::uint64_t offset = 0;  ///< Only for `fixed`.
+  strategy_kind kind = strategy_kind::optimal;  ///< Which strategy.
+  std::uint64_t offset = 0;                     ///< Only for `fixed`.
+  /// Equal when kind and offset are.
   friend constexpr bool operator==(const strategy&, const strategy&) = default;
 };
 
+/// Exact best fit (strategy_kind::optimal); the default of acquire().
 inline constexpr strategy optimal{strategy_kind::optimal, 0};
+/// A good fit found fast (strategy_kind::greedy).
 inline constexpr strategy greedy{strategy_kind::greedy, 0};
 /// A slice exactly at `offset` (which must satisfy the requested alignment).
 [[nodiscard]] constexpr strategy fixed(std::uint64_t offset) noexcept {
@@ -50,9 +53,13 @@ inline constexpr Int largest_power_of_two = Int{1} << (std::numeric_limits<Int>:
 /// `min_alignment` except at the end of a region.
 template <offset_integer Int>
 struct basic_options {
+  /// Requested sizes below this are raised to it.
   Int min_size = 1;
+  /// Requested sizes above this fail with too_large.
   Int max_size = std::numeric_limits<Int>::max();
+  /// Requested alignments below this are raised to it.
   Int min_alignment = static_cast<Int>(alignof(std::max_align_t));
+  /// Requested alignments above this fail with alignment_too_big.
   Int max_alignment = largest_power_of_two<Int>;
   /// Grow on demand: an acquisition that finds no space asks the pool's handle for a new
   /// region (see buffer_pool::grow) and retries once. Needs a handle that can grow.

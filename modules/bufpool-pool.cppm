@@ -47,6 +47,8 @@ import :engine;
 import :errors;
 import :options;
 
+/// The core library (`import bufpool;`): the offset engine, buffer pools with RAII slices and
+/// guards, their options, error codes and contract checks.
 export namespace bufpool {
 
 /// True in checked builds (debug, or BUFPOOL_CHECKED): besides the contract checks every
@@ -56,6 +58,7 @@ inline constexpr bool checked_build = BUFPOOL_CHECKED_BUILD != 0;
 
 /// The default `extra` of a region: nothing, and it takes no space.
 struct no_extra {
+  /// Always true: there is nothing to compare.
   friend constexpr bool operator==(no_extra, no_extra) noexcept = default;
 };
 
@@ -88,6 +91,7 @@ concept growing_handle = requires(H& h, Pool& pool, std::uint64_t n) {
 
 /// The handle of a pool that frees nothing itself (the user owns the regions' memory).
 struct no_handle {
+  /// Does nothing: the user frees the regions' memory.
   template <class Entries>
   void close(const Entries&) noexcept {}
 };
@@ -101,17 +105,20 @@ concept slice_guard = std::move_constructible<G> && requires(G& g) {
 
 /// The guard type of slices that carry none.
 struct no_guard {
+  /// Always true: nothing holds the range.
   constexpr bool try_release() noexcept { return true; }
 };
 
 /// A lock that does nothing: for pools used by one thread only (`local_buffer_pool`).
 struct null_mutex {
+  /// Does nothing.
   constexpr void lock() noexcept {}
+  /// Does nothing.
   constexpr void unlock() noexcept {}
+  /// Always succeeds.
   constexpr bool try_lock() noexcept { return true; }
 };
 
-/// How a slice refers to its pool.
 /// What a region's memory is, for AddressSanitizer builds: the pool poisons the free ranges
 /// of host memory (a use after reclaim, or an overflow into a free neighbour, is reported)
 /// and never touches the shadow of opaque memory.
@@ -120,6 +127,7 @@ enum class region_memory : std::uint8_t {
   opaque,  ///< Device, shared or borrowed memory that the pool must leave alone.
 };
 
+/// How a slice refers to its pool.
 enum class pool_ref : std::uint8_t {
   none,      ///< An empty (moved-from) slice.
   borrowed,  ///< A plain pointer: the pool must outlive the slice (checked at destruction).
@@ -133,33 +141,33 @@ struct pool_stats {
   std::uint64_t free_bytes = 0;     ///< Free bytes in initialized regions.
   std::uint64_t pending_bytes = 0;  ///< Reserved by expansions not yet initialized.
   std::uint64_t largest_free = 0;   ///< The largest free range.
-  std::size_t free_ranges = 0;
-  std::size_t live_slices = 0;     ///< Used ranges, parked ones included.
-  std::size_t guarded_slices = 0;  ///< Guarded slices, parked ones included.
-  std::size_t parked_slices = 0;   ///< Destroyed while guarded, waiting for their guard.
-  std::size_t regions = 0;
+  std::size_t free_ranges = 0;      ///< Number of free ranges.
+  std::size_t live_slices = 0;      ///< Used ranges, parked ones included.
+  std::size_t guarded_slices = 0;   ///< Guarded slices, parked ones included.
+  std::size_t parked_slices = 0;    ///< Destroyed while guarded, waiting for their guard.
+  std::size_t regions = 0;          ///< Number of initialized regions.
 };
 
 /// An error that hands a slice back (reclaim of a guarded slice).
 template <class Slice>
 struct reclaim_error {
-  errc code;
-  Slice slice;
+  errc code;    ///< Why reclaim() refused: in_use (the slice is guarded).
+  Slice slice;  ///< The slice, unchanged.
 };
 
 /// An error that hands a rejected guard back.
 template <class Guard>
 struct guard_error {
-  errc code;
-  Guard guard;
+  errc code;    ///< Why: already_guarded or pool_gone.
+  Guard guard;  ///< The guard that was not attached.
 };
 
 /// An error from the by-value with_guard: the slice and the rejected guard come back.
 template <class Slice, class Guard>
 struct with_guard_error {
-  errc code;
-  Slice slice;
-  Guard guard;
+  errc code;    ///< Why: already_guarded, pool_gone or invalid_argument (empty slice).
+  Slice slice;  ///< The slice, unchanged.
+  Guard guard;  ///< The guard that was not attached.
 };
 
 /// A range acquired without an owning slice (acquire_raw): for adapters and C-style code.
@@ -182,33 +190,36 @@ enum class range_state : std::uint8_t {
 
 /// One range of a region in a pool_map.
 struct map_range {
-  std::uint64_t offset = 0;
-  std::uint64_t size = 0;
-  range_state state = range_state::free;
+  std::uint64_t offset = 0;               ///< First offset of the range.
+  std::uint64_t size = 0;                 ///< Bytes in the range.
+  range_state state = range_state::free;  ///< What the range holds.
+  /// Equal when every field is.
   friend bool operator==(const map_range&, const map_range&) = default;
 };
 
 /// One region in a pool_map, its ranges in offset order.
 struct map_region {
-  std::uint32_t id = 0;
-  std::uint64_t offset = 0;
-  std::uint64_t size = 0;
-  std::vector<map_range> ranges;
+  std::uint32_t id = 0;           ///< Region id (initialization order).
+  std::uint64_t offset = 0;       ///< First offset of the region.
+  std::uint64_t size = 0;         ///< Bytes in the region.
+  std::vector<map_range> ranges;  ///< Its ranges, covering the region.
+  /// Equal when every field is, ranges included.
   friend bool operator==(const map_region&, const map_region&) = default;
 };
 
 /// A span reserved by begin_expand() and not yet initialized.
 struct map_span {
-  std::uint64_t offset = 0;
-  std::uint64_t size = 0;
+  std::uint64_t offset = 0;  ///< First offset of the span.
+  std::uint64_t size = 0;    ///< Bytes in the span.
+  /// Equal when offset and size are.
   friend bool operator==(const map_span&, const map_span&) = default;
 };
 
 /// A snapshot of a pool (buffer_pool::map()): what to_json() and to_svg() show.
 struct pool_map {
-  pool_stats stats;
-  std::vector<map_region> regions;
-  std::vector<map_span> pending;
+  pool_stats stats;                 ///< The pool's statistics (buffer_pool::stats()).
+  std::vector<map_region> regions;  ///< Every initialized region, by id.
+  std::vector<map_span> pending;    ///< Pending expansions, in offset order.
 };
 
 /// The map as one JSON object: {"stats": {...}, "regions": [{"id", "offset", "size",
@@ -243,8 +254,8 @@ class basic_slice;
 /// What try_close() hands back: the handle (if the pool had one) and every region.
 template <offset_integer Int, class Extra, class Handle>
 struct closed_pool {
-  std::optional<Handle> handle;
-  mmap_entries<Int, Extra> entries;
+  std::optional<Handle> handle;      ///< The pool's handle; empty if it had none.
+  mmap_entries<Int, Extra> entries;  ///< Every region, in initialization order, to free.
 };
 
 namespace detail {
@@ -350,17 +361,18 @@ class buffer_pool {
                 "Handle needs close(const mmap_entries<Int, Extra>&)");
 
  public:
-  using integer = Int;
-  using mutex_type = Mutex;
-  using extra_type = Extra;
-  using handle_type = Handle;
-  using options_type = basic_options<Int>;
-  using entry = mmap_entry<Int, Extra>;
-  using entries = mmap_entries<Int, Extra>;
-  using expansion = expansion_handle<buffer_pool>;
+  using integer = Int;                       ///< The offset integer.
+  using mutex_type = Mutex;                  ///< The lock type (null_mutex: no locking).
+  using extra_type = Extra;                  ///< The user's value kept with each region.
+  using handle_type = Handle;                ///< What frees the regions' memory.
+  using options_type = basic_options<Int>;   ///< The pool's options.
+  using entry = mmap_entry<Int, Extra>;      ///< One initialized region.
+  using entries = mmap_entries<Int, Extra>;  ///< What regions() returns and close() receives.
+  using expansion = expansion_handle<buffer_pool>;  ///< What begin_expand() returns.
+  /// A slice of this pool that can carry a guard of type `Guard`.
   template <class Guard = no_guard>
   using slice_type = basic_slice<buffer_pool, Guard>;
-  using slice = basic_slice<buffer_pool, no_guard>;
+  using slice = basic_slice<buffer_pool, no_guard>;  ///< A slice that carries no guard.
 
   /// A pool with default options and no handle (the user frees the regions' memory).
   buffer_pool() : buffer_pool(options_type{}) {}
@@ -406,6 +418,8 @@ class buffer_pool {
     }
   }
 
+  /// The options in effect: the defaults if the given ones were invalid (and the violation
+  /// handler returned).
   [[nodiscard]] const options_type& options() const noexcept { return options_; }
 
   /// Reserves the next `size` offsets for a new region and returns the handle that
@@ -719,6 +733,7 @@ class buffer_pool {
     return out;
   }
 
+  /// Whether try_close() has succeeded.
   [[nodiscard]] bool is_closed() const {
     std::scoped_lock lock(mutex_);
     return closed_;
@@ -1013,11 +1028,13 @@ using local_buffer_pool = buffer_pool<Int, Extra, Handle, null_mutex>;
 template <class Pool>
 class expansion_handle {
  public:
-  using integer = typename Pool::integer;
-  using extra_type = typename Pool::extra_type;
+  using integer = typename Pool::integer;        ///< The pool's offset integer.
+  using extra_type = typename Pool::extra_type;  ///< The pool's per-region user value.
 
+  /// Takes over `other`'s reservation; `other` then holds none.
   expansion_handle(expansion_handle&& other) noexcept
       : pool_(std::exchange(other.pool_, nullptr)), offset_(other.offset_), size_(other.size_) {}
+  /// Cancels this handle's reservation (if any), then takes over `other`'s.
   expansion_handle& operator=(expansion_handle&& other) noexcept {
     if (this != &other) {
       cancel();
@@ -1093,13 +1110,16 @@ class expansion_handle {
 template <class Pool, class Guard = no_guard>
 class basic_slice {
  public:
-  using pool_type = Pool;
-  using guard_type = Guard;
-  using integer = typename Pool::integer;
-  using extra_type = typename Pool::extra_type;
+  using pool_type = Pool;                        ///< The pool the slice comes from.
+  using guard_type = Guard;                      ///< The guard it can carry (no_guard: none).
+  using integer = typename Pool::integer;        ///< The pool's offset integer.
+  using extra_type = typename Pool::extra_type;  ///< The pool's per-region user value.
 
   basic_slice() noexcept = default;
+  /// Takes over `o`'s range and guard; `o` becomes empty.
   basic_slice(basic_slice&& o) noexcept { take(o); }
+  /// Gives this slice's range back (parked if its guard still holds), then takes over
+  /// `o`'s range and guard; `o` becomes empty.
   basic_slice& operator=(basic_slice&& o) noexcept {
     if (this != &o) {
       give_back();
@@ -1113,6 +1133,7 @@ class basic_slice {
 
   /// False for a moved-from or default-constructed slice.
   [[nodiscard]] explicit operator bool() const noexcept { return ref_ != pool_ref::none; }
+  /// How the slice refers to its pool (pool_ref::none when empty).
   [[nodiscard]] pool_ref reference_kind() const noexcept { return ref_; }
 
   /// The slice's first offset in the pool (a multiple of its alignment).
@@ -1121,9 +1142,10 @@ class basic_slice {
   [[nodiscard]] integer size() const noexcept { return size_; }
   /// The bytes reserved: >= size() when the pool rounded up.
   [[nodiscard]] integer capacity() const noexcept { return capacity_; }
-  /// The region the slice lies in (kept in the slice: valid even once a weak slice's pool
-  /// is gone). 0 for an empty (moved-from) slice.
+  /// First offset of the region the slice lies in (kept in the slice: valid even once a weak
+  /// slice's pool is gone). 0 for an empty (moved-from) slice.
   [[nodiscard]] integer region_offset() const noexcept { return region_offset_; }
+  /// Bytes in that region (kept like region_offset()). 0 for an empty slice.
   [[nodiscard]] integer region_size() const noexcept { return region_size_; }
   /// The region's extra value. Asking an empty slice, or a weak slice whose pool is gone,
   /// is a contract violation (the region's data went with the pool): a default value then.
@@ -1190,10 +1212,13 @@ class basic_slice {
                ? *b
                : std::span<const std::byte>{};
   }
+  /// bytes().data(): null for an empty slice, and for a guarded or dead one (a contract
+  /// violation, as for bytes()).
   [[nodiscard]] std::byte* data() noexcept { return bytes().data(); }
 
   /// Whether the slice carries a guard.
   [[nodiscard]] bool is_guarded() const noexcept { return guard_.has_value(); }
+  /// The access mode given with the guard (meaningful while is_guarded()).
   [[nodiscard]] guard_mode mode() const noexcept { return mode_; }
 
   /// Attaches `guard`. Errors (the guard comes back): already_guarded, pool_gone.

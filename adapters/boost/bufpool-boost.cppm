@@ -48,6 +48,8 @@ static_assert(allocate_new == boost::container::allocate_new &&
 
 }  // namespace bufpool::container::detail
 
+/// The `bufpool.boost` module: a Boost.Container allocator and a Boost pmr memory resource
+/// over bufpool pools.
 export namespace bufpool::container {
 
 /// A stateful allocator of `T` over a `Pool` the user owns (any `buffer_pool`): a valid
@@ -80,29 +82,34 @@ class allocator {
   static_assert(!std::is_const_v<T> && !std::is_reference_v<T>, "allocate objects");
 
  public:
-  using value_type = T;
-  using pointer = T*;
-  using const_pointer = const T*;
-  using size_type = std::size_t;
-  using difference_type = std::ptrdiff_t;
-  using pool_type = Pool;
-  using propagate_on_container_copy_assignment = std::true_type;
-  using propagate_on_container_move_assignment = std::true_type;
-  using propagate_on_container_swap = std::true_type;
-  using is_always_equal = std::false_type;
+  using value_type = T;                    ///< The type of the objects allocated.
+  using pointer = T*;                      ///< A plain pointer to `T`.
+  using const_pointer = const T*;          ///< A plain pointer to const `T`.
+  using size_type = std::size_t;           ///< Object counts.
+  using difference_type = std::ptrdiff_t;  ///< Pointer differences.
+  using pool_type = Pool;                  ///< The pool the memory comes from.
+  using propagate_on_container_copy_assignment = std::true_type;  ///< True: see the class notes.
+  using propagate_on_container_move_assignment = std::true_type;  ///< True: see the class notes.
+  using propagate_on_container_swap = std::true_type;             ///< True: see the class notes.
+  using is_always_equal = std::false_type;  ///< False: equal only over the same pool.
   /// Boost.Container's marker for the extended (version 2) interface.
   using version = boost::container::dtl::version_type<allocator, 2>;
+  /// Boost's list of blocks, for allocate_individual() and deallocate_individual().
   using multiallocation_chain = boost::container::dtl::transform_multiallocation_chain<
       boost::container::dtl::basic_multiallocation_chain<void*>, T>;
 
+  /// Rebinding: `rebind<U>::other` allocates `U` from the same pool.
   template <class U>
   struct rebind {
-    using other = allocator<U, Pool>;
+    using other = allocator<U, Pool>;  ///< The allocator of `U` over the same `Pool`.
   };
+  /// \fn allocator(Pool& pool)
+  /// As allocator(Pool*), from a reference.
 
   /// An allocator over `pool` (which must outlive every container using it).
   allocator(Pool* pool) noexcept : pool_(pool) {}   // NOLINT(google-explicit-constructor)
   allocator(Pool& pool) noexcept : pool_(&pool) {}  // NOLINT(google-explicit-constructor)
+  /// The allocator of `T` over `other`'s pool (a rebind).
   template <class U>
   allocator(const allocator<U, Pool>& other) noexcept  // NOLINT(google-explicit-constructor)
       : pool_(other.pool()) {}
@@ -111,11 +118,16 @@ class allocator {
   // sign that a moved-from container owns nothing (has_trivial_destructor_after_move) and
   // skips destroying it, but a moved-from boost::container::string may still own a block.
   ~allocator() {}  // NOLINT(modernize-use-equals-default)
+  /// Another allocator over the same pool; the two compare equal.
   allocator(const allocator&) noexcept = default;
+  /// Uses the other allocator's pool from now on.
   allocator& operator=(const allocator&) noexcept = default;
 
+  /// The pool the memory comes from.
   [[nodiscard]] Pool* pool() const noexcept { return pool_; }
 
+  /// The most objects one block can hold: the pool's `max_size` option (bounded by its
+  /// offset integer) divided by `sizeof(T)`.
   [[nodiscard]] size_type max_size() const noexcept {
     const std::uint64_t bytes =
         std::min<std::uint64_t>(pool_->options().max_size, std::numeric_limits<Int>::max());
@@ -131,6 +143,8 @@ class allocator {
     return p;
   }
 
+  /// Gives back the block at `p` (null: nothing). `n` must be the count the block was
+  /// allocated with, or last resized to by allocation_command().
   void deallocate(T* p, size_type n) noexcept {
     if (p == nullptr) return;
     pool_->release_raw(static_cast<const void*>(p), bytes_of(n), alignof(T));
@@ -138,6 +152,12 @@ class allocator {
 
   // ---- Boost.Container version 2 ------------------------------------------------------
 
+  /// Boost's extended request (see the class notes): expands or shrinks the block `reuse`
+  /// in place, or allocates a new block, as `command` asks. `prefer_in_recvd_out_size` is
+  /// the preferred count in and the count obtained out; `limit_size` is the least count
+  /// acceptable (for a shrink, the most). Returns the block, or null if refused; throws
+  /// std::bad_alloc only when `command` asks for a new block (without `nothrow_allocation`)
+  /// and no block is returned.
   [[nodiscard]] T* allocation_command(unsigned command, size_type limit_size,
                                       size_type& prefer_in_recvd_out_size, T*& reuse) {
     const size_type preferred = std::max(prefer_in_recvd_out_size, limit_size);
@@ -166,7 +186,9 @@ class allocator {
     return r ? static_cast<size_type>(r->size / sizeof(T)) : 0;
   }
 
+  /// Memory for one object: allocate(1).
   [[nodiscard]] T* allocate_one() { return allocate(1); }
+  /// Gives back a block of allocate_one(): deallocate(p, 1).
   void deallocate_one(T* p) noexcept { deallocate(p, 1); }
 
   /// `n` blocks of one object each, pushed onto `chain`; all or nothing.
@@ -181,13 +203,16 @@ class allocator {
     while (!got.empty()) chain.push_front(got.pop_front());
   }
 
+  /// Gives back every block of `chain` (one object each), leaving it empty.
   void deallocate_individual(multiallocation_chain& chain) noexcept {
     while (!chain.empty()) deallocate_one(chain.pop_front());
   }
 
+  /// True iff both allocators use the same pool.
   friend bool operator==(const allocator& a, const allocator& b) noexcept {
     return a.pool_ == b.pool_;
   }
+  /// True iff `b` (an allocator of another type) uses the same pool.
   template <class U>
   friend bool operator==(const allocator& a, const allocator<U, Pool>& b) noexcept {
     return a.pool_ == b.pool();
@@ -278,18 +303,25 @@ class allocator {
 /// pool. The upstream is a Boost memory resource.
 class pool_resource : public boost::container::pmr::memory_resource {
  public:
-  using upstream_type = boost::container::pmr::memory_resource;
-  using options_type = bufpool::pmr::resource_options;
+  using upstream_type = boost::container::pmr::memory_resource;  ///< Base and upstream type.
+  using options_type = bufpool::pmr::resource_options;           ///< Growth and locking options.
+  /// Alignment and size granularity of upstream regions (as in bufpool::pmr::pool_resource).
   static constexpr std::size_t region_alignment = bufpool::pmr::pool_resource::region_alignment;
 
   pool_resource() : pool_resource(boost::container::pmr::get_default_resource()) {}
+  /// Default growth and locking, with regions taken from `upstream`.
   explicit pool_resource(upstream_type* upstream) : bridge_(checked(upstream)), inner_(&bridge_) {}
+  /// `initial_size` is the size of the first region taken from upstream (0 means 1).
   explicit pool_resource(std::size_t initial_size,
                          upstream_type* upstream = boost::container::pmr::get_default_resource())
       : bridge_(checked(upstream)), inner_(initial_size, &bridge_) {}
+  /// `buffer` becomes the first region and `size` the first upstream region's size, as in
+  /// bufpool::pmr::pool_resource(void*, std::size_t, std::pmr::memory_resource*).
   pool_resource(void* buffer, std::size_t size,
                 upstream_type* upstream = boost::container::pmr::get_default_resource())
       : bridge_(checked(upstream)), inner_(buffer, size, &bridge_) {}
+  /// Growth and locking from `options` (invalid growth options are a contract violation:
+  /// the default growth is used).
   explicit pool_resource(const options_type& options,
                          upstream_type* upstream = boost::container::pmr::get_default_resource())
       : bridge_(checked(upstream)), inner_(options, &bridge_) {}
@@ -303,19 +335,29 @@ class pool_resource : public boost::container::pmr::memory_resource {
   pool_resource& operator=(const pool_resource&) = delete;
   ~pool_resource() override = default;
 
+  /// Gives back everything allocated, as bufpool::pmr::pool_resource::release() does.
   void release() { inner_.release(); }
+  /// The upstream resource; Boost's null resource for a resource over a user's pool.
   [[nodiscard]] upstream_type* upstream_resource() const noexcept { return bridge_.upstream(); }
+  /// The options in use (over a user's pool: zero growth, and thread_safe as the pool is).
   [[nodiscard]] const options_type& options() const noexcept { return inner_.options(); }
+  /// Statistics of the pool behind the resource (see bufpool::pmr::pool_resource::stats()).
   [[nodiscard]] pool_stats stats() const { return inner_.stats(); }
+  /// Checks the pool behind the resource (buffer_pool::validate()).
   [[nodiscard]] std::expected<void, std::string> validate() const { return inner_.validate(); }
 
  protected:
+  /// allocate(): as bufpool::pmr::pool_resource (0 bytes count as 1; an alignment that is
+  /// not a power of two is a contract violation, then std::bad_alloc).
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
     return inner_.allocate(bytes, alignment);
   }
+  /// deallocate(): gives back a block do_allocate() returned, with the same size and
+  /// alignment (misuse is checked as in bufpool::pmr::pool_resource).
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
     inner_.deallocate(p, bytes, alignment);
   }
+  /// Equal only to itself: memory goes back to the resource that handed it out.
   [[nodiscard]] bool do_is_equal(const upstream_type& other) const noexcept override {
     return this == &other;
   }

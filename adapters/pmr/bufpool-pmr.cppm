@@ -23,6 +23,7 @@ export module bufpool.pmr;
 
 import bufpool;
 
+/// The `bufpool.pmr` module: a `std::pmr::memory_resource` backed by a bufpool pool.
 export namespace bufpool::pmr {
 
 /// How a pool_resource that owns its pool grows, and whether it locks: the first region
@@ -397,6 +398,7 @@ class pool_resource : public std::pmr::memory_resource {
 
   pool_resource() : pool_resource(resource_options{}, std::pmr::get_default_resource()) {}
 
+  /// Default growth and locking (resource_options{}), with regions taken from `upstream`.
   explicit pool_resource(std::pmr::memory_resource* upstream)
       : pool_resource(resource_options{}, upstream) {}
 
@@ -451,6 +453,8 @@ class pool_resource : public std::pmr::memory_resource {
   [[nodiscard]] std::expected<void, std::string> validate() const { return backend_->validate(); }
 
  protected:
+  /// allocate(): `bytes` (0 counts as 1, so the pointer is unique) aligned to `alignment`.
+  /// An alignment that is not a power of two is a contract violation, then std::bad_alloc.
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
     if (!bufpool::detail::expects(std::has_single_bit(alignment),
                                   "pool_resource::allocate: the alignment must be a power of two"))
@@ -458,6 +462,8 @@ class pool_resource : public std::pmr::memory_resource {
     return backend_->allocate(bytes == 0 ? 1 : bytes, alignment);  // 0: a unique pointer
   }
 
+  /// deallocate(): gives back a block do_allocate() returned, with the same size and
+  /// alignment (misuse: see the class notes; a bad alignment is a violation too).
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
     if (!bufpool::detail::expects(
             std::has_single_bit(alignment),
@@ -466,6 +472,7 @@ class pool_resource : public std::pmr::memory_resource {
     backend_->deallocate(p, bytes == 0 ? 1 : bytes, alignment);
   }
 
+  /// Equal only to itself: memory goes back to the resource that handed it out.
   [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
     return this == &other;
   }

@@ -84,6 +84,8 @@ std::expected<std::uint32_t, std::error_code> add_region(Pool& pool, std::uint64
 
 }  // namespace bufpool::posix::detail
 
+/// The `bufpool.posix` module: pool handles and helpers that map memory from the system
+/// (anonymous mmap, memfd files shared between processes).
 export namespace bufpool::posix {
 
 /// The system's page size.
@@ -95,8 +97,8 @@ export namespace bufpool::posix {
 /// (a request larger than that gets a region of its own size); sizes are rounded up to
 /// whole pages.
 struct growth_options {
-  std::uint64_t first_region_size = std::uint64_t{1} << 20;
-  std::uint64_t max_region_size = std::uint64_t{1} << 30;
+  std::uint64_t first_region_size = std::uint64_t{1} << 20;  ///< Bytes of the first region grown.
+  std::uint64_t max_region_size = std::uint64_t{1} << 30;    ///< Where the doubling stops.
   /// Anonymous memory only: ask for huge pages (MAP_HUGETLB) first, and fall back to normal
   /// pages when the system has none to give.
   bool huge_pages = false;
@@ -122,6 +124,7 @@ struct growth_options {
 /// option `auto_expand` the pool grows by itself when an acquisition finds no space.
 class anonymous_memory {
  public:
+  /// A handle that has mapped nothing yet and will grow by `options`.
   explicit anonymous_memory(const growth_options& options = {})
       : huge_pages_(options.huge_pages),
         growth_{options.first_region_size, std::max(options.max_region_size, std::uint64_t{1})} {}
@@ -138,6 +141,7 @@ class anonymous_memory {
     return id;
   }
 
+  /// Unmaps every region in `regions` (the pool's destructor calls it).
   template <class Entries>
   void close(const Entries& regions) noexcept {
     detail::unmap_all(regions);
@@ -156,7 +160,7 @@ class anonymous_memory {
 /// of the pool comes from grow()).
 class memfd_memory {
  public:
-  /// Creates the file (`name` shows in /proc/<pid>/fd; it need not be unique).
+  /// Creates the file (`name` shows in /proc/PID/fd; it need not be unique).
   [[nodiscard]] static std::expected<memfd_memory, std::error_code> create(
       const char* name, const growth_options& options = {}) {
     const int fd = ::memfd_create(name, MFD_CLOEXEC);
@@ -164,8 +168,11 @@ class memfd_memory {
     return memfd_memory(fd, options);
   }
 
+  /// Takes over `o`'s file and growth state; `o` then holds no file (fd() is -1).
   memfd_memory(memfd_memory&& o) noexcept
       : fd_(std::exchange(o.fd_, -1)), file_size_(o.file_size_), growth_(o.growth_) {}
+  /// Closes this handle's file (its mappings stay), then takes over `o`'s; `o` then holds
+  /// no file.
   memfd_memory& operator=(memfd_memory&& o) noexcept {
     if (this != &o) {
       reset();
@@ -207,6 +214,7 @@ class memfd_memory {
     return id;
   }
 
+  /// Unmaps every region in `regions` and closes the file (the pool's destructor calls it).
   template <class Entries>
   void close(const Entries& regions) noexcept {
     detail::unmap_all(regions);
