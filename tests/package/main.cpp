@@ -13,8 +13,8 @@ import bufpool.boost;
 import bufpool.posix;
 
 int main() {
-  using pool_t = bufpool::buffer_pool<std::uint32_t, bufpool::no_extra,
-                                      bufpool::posix::memfd_memory>;
+  using pool_t =
+      bufpool::buffer_pool<std::uint32_t, bufpool::no_extra, bufpool::posix::memfd_memory>;
   auto file = bufpool::posix::memfd_memory::create("consumer");
   if (!file) return 1;
   pool_t::options_type options;
