@@ -32,6 +32,9 @@ module;
 #endif
 #ifdef BUFPOOL_ASAN
 #include <sanitizer/asan_interface.h>
+#define BUFPOOL_POISONING 1
+#else
+#define BUFPOOL_POISONING 0
 #endif
 // Checked builds: debug builds, or any build with BUFPOOL_CHECKED defined (the CMake
 // option of the same name; the asan preset turns it on).
@@ -816,14 +819,16 @@ class buffer_pool {
   }
 
   std::expected<Int, errc> resize_locked(std::uint32_t node, std::uint64_t size) {
-    const std::uint64_t before = engine_.node_size(node);
+    const std::uint64_t before = poisoning ? engine_.node_size(node) : 0;
     auto capacity = engine_.resize(node, size);
     if (!capacity) return std::unexpected(capacity.error());
-    const std::uint64_t start = engine_.node_offset(node);
-    if (*capacity > before)
-      shade(region_of(start), start + before, *capacity - before, false);
-    else if (*capacity < before)
-      shade(region_of(start), start + *capacity, before - *capacity, true);
+    if constexpr (poisoning) {
+      const std::uint64_t start = engine_.node_offset(node);
+      if (*capacity > before)
+        shade(region_of(start), start + before, *capacity - before, false);
+      else if (*capacity < before)
+        shade(region_of(start), start + *capacity, before - *capacity, true);
+    }
     return static_cast<Int>(*capacity);
   }
 
@@ -851,14 +856,18 @@ class buffer_pool {
 
   // Gives a live range back to the engine, poisoning it first (lock held).
   void release_locked(std::uint32_t node) noexcept {
-    const std::uint64_t start = engine_.node_offset(node);
-    shade(region_of(start), start, engine_.node_size(node), true);
+    if constexpr (poisoning) {  // other builds skip even the region lookup
+      const std::uint64_t start = engine_.node_offset(node);
+      shade(region_of(start), start, engine_.node_size(node), true);
+    }
     engine_.release(node);
   }
 
   const detail::region_info<Int, Extra>& region_of(std::uint64_t offset) const noexcept {
     return *regions_[engine_.region_of(offset)];
   }
+
+  static constexpr bool poisoning = BUFPOOL_POISONING != 0;
 
   // AddressSanitizer builds: makes [offset, offset + size) of `r` unaddressable (`poison`)
   // or addressable again, limited to the region's host memory. Nothing in other builds.
