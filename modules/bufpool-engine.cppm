@@ -2,6 +2,7 @@
 // bufpool:engine — the offset engine: regions, free and used ranges, and their indexes.
 // No pointers, no locks, no reads or writes of pool memory.
 module;
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <expected>
@@ -18,7 +19,14 @@ import :options;
 namespace bufpool::detail {
 template <bool Maxima>
 class bptree;  // defined in engine.cpp
+
+// Room for one more element, growing geometrically, so that the next push cannot throw:
+// callers allocate first and change state after (strong guarantee).
+template <class V>
+void room_for_one(V& v) {
+  if (v.size() == v.capacity()) v.reserve(std::max<std::size_t>(8, 2 * v.capacity()));
 }
+}  // namespace bufpool::detail
 
 export namespace bufpool {
 

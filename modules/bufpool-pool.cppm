@@ -844,23 +844,18 @@ class buffer_pool {
 
   void release(std::uint32_t node) noexcept {
     std::scoped_lock lock(mutex_);
-    if (detail::expects(engine_.is_live(node), "a slice is given back once: double release"))
-      release_locked(node);
+    detail::expects(release_locked(node), "a slice is given back once: double release");
   }
 
-  // Room for one more element, growing geometrically, so the next push cannot throw.
-  template <class V>
-  static void room_for_one(V& v) {
-    if (v.size() == v.capacity()) v.reserve(std::max<std::size_t>(8, 2 * v.capacity()));
-  }
-
-  // Gives a live range back to the engine, poisoning it first (lock held).
-  void release_locked(std::uint32_t node) noexcept {
+  // Gives a live range back to the engine, poisoning it first (lock held). False (and
+  // nothing changes) if `node` is not live.
+  bool release_locked(std::uint32_t node) noexcept {
     if constexpr (poisoning) {  // other builds skip even the region lookup
+      if (!engine_.is_live(node)) return false;
       const std::uint64_t start = engine_.node_offset(node);
       shade(region_of(start), start, engine_.node_size(node), true);
     }
-    engine_.release(node);
+    return engine_.release(node);
   }
 
   const detail::region_info<Int, Extra>& region_of(std::uint64_t offset) const noexcept {
@@ -986,8 +981,8 @@ class buffer_pool {
     // Every allocation first, so that running out of memory changes nothing.
     auto info = std::make_unique<detail::region_info<Int, Extra>>(
         detail::region_info<Int, Extra>{offset, size, base, extra, host_begin, host_end});
-    room_for_one(regions_);
-    room_for_one(by_address_);
+    detail::room_for_one(regions_);
+    detail::room_for_one(by_address_);
     const std::uint32_t id = engine_.publish(offset, size);
     regions_.push_back(std::move(info));
     const auto address = reinterpret_cast<std::uintptr_t>(base);

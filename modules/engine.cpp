@@ -42,12 +42,6 @@ constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
   return offset + (size - 1);
 }
 
-// Room for one more element, growing geometrically, so a later push never allocates.
-template <class V>
-void room_for_one(V& v) {
-  if (v.size() == v.capacity()) v.reserve(std::max<std::size_t>(8, 2 * v.capacity()));
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -703,8 +697,8 @@ void engine::cancel(offset_t offset, offset_t size) noexcept {
 }
 
 std::uint32_t engine::publish(offset_t offset, offset_t size) {
-  room_for_one(regions_);  // every allocation first: a failure changes nothing
-  room_for_one(region_index_);
+  detail::room_for_one(regions_);  // every allocation first: a failure changes nothing
+  detail::room_for_one(region_index_);
   const std::uint32_t n = new_node();
   pending_bytes_ -= size;
   --pending_spans_;
