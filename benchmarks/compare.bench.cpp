@@ -288,8 +288,9 @@ class boost_pmr_contestant final : public contestant {
   contestant_resource view_{*this};
 };
 
-// The core pool through its raw API, grown as bufpool.pmr grows (1 MiB first, doubling up to
-// 64 MiB; a larger request gets its own region) from a counting upstream, 4 KiB-aligned so
+// The core pool through its raw API with the `greedy` strategy (the fast one, with size
+// classes, as bufpool.pmr and bufpool.boost use), grown as bufpool.pmr grows (1 MiB first, doubling
+// up to 64 MiB; a larger request gets its own region) from a counting upstream, 4 KiB-aligned so
 // offsets and addresses agree on alignment.
 template <class Pool>
 class bufpool_contestant final : public contestant {
@@ -304,10 +305,10 @@ class bufpool_contestant final : public contestant {
   }
   void* allocate(std::size_t n, std::size_t align) override {
     for (;;) {
-      if (auto r = pool_->acquire_raw(n, align)) return r->pointer;
+      if (auto r = pool_->acquire_raw(n, align, bufpool::greedy)) return r->pointer;
       if (fixed_) throw std::bad_alloc();
       std::scoped_lock lock(grow_mutex_);
-      if (auto r = pool_->acquire_raw(n, align)) return r->pointer;
+      if (auto r = pool_->acquire_raw(n, align, bufpool::greedy)) return r->pointer;
       grow(std::max(next_, (n + 4095) & ~std::size_t{4095}));
       next_ = std::min(2 * next_, std::size_t{64} << 20);
     }

@@ -52,7 +52,7 @@ struct engine_allocation {
   offset_t capacity;     ///< >= the requested size.
 };
 
-/// Totals over the whole engine; all O(1) except largest_free (O(log n)).
+/// Totals over the whole engine: O(log n + C) (C = cached ranges, see engine).
 struct engine_stats {
   offset_t used_bytes = 0;      ///< In live (including parked) slices.
   offset_t free_bytes = 0;      ///< In free ranges of initialized regions.
@@ -63,7 +63,7 @@ struct engine_stats {
   std::size_t regions = 0;      ///< Number of published regions.
 };
 
-/// Totals for one region, O(1).
+/// Totals for one region: O(1 + C) (C = cached ranges, see engine).
 struct region_stats {
   offset_t offset = 0;          ///< First offset of the region.
   offset_t size = 0;            ///< Bytes in the region.
@@ -83,13 +83,26 @@ struct range_view {
 
 /// The allocation engine. Single-threaded; the pool adds locking.
 ///
-/// Complexity (n = free ranges, R = regions): allocate and release O(log n) for every
-/// strategy and alignment (exact best fit for `optimal`); reserve/cancel O(log g) in the
-/// number of gaps; publish O(log n + R). Free ranges are indexed by two B+trees of fanout
-/// 16 (by size with per-alignment-level maxima, and by last offset). Metadata per range:
-/// one node (40 bytes); per free range one entry in each index (<= 46 bytes each); per
-/// inner node of the size index 128 * L bytes, where L is the number of alignment levels
-/// log2(max_alignment / min_alignment) + 1.
+/// Complexity (n = free ranges, R = regions, C = ranges in the size-class cache, at most
+/// max_cached_ranges): allocate and release O(log n) for every strategy and alignment (exact
+/// best fit for `optimal`), and O(1) when `greedy` reuses a cached range; a release that
+/// overfills the cache flushes it, O(C log n) once per C releases; reserve/cancel O(log g) in
+/// the number of gaps; publish O(log n + R).
+///
+/// Size classes (`greedy` only): a greedy request of at most class_limit() bytes gets the
+/// capacity of its size class (whole granules up to 16 granules, then 8 classes per doubling,
+/// so at most 12.5% more), and when such a range is released it goes to a LIFO list of its
+/// class (up to max_cached_per_class) instead of being coalesced and indexed; the next greedy
+/// request of the class takes it back without touching either index. The cache is flushed
+/// into the indexes (coalescing) when it holds more than 1/16 of the regions' bytes plus
+/// 4 * class_limit(), or max_cached_ranges ranges; before any `optimal` or `fixed` request;
+/// when a request finds no other room; and by trim(). Cached ranges are free: statistics,
+/// region totals, ranges() and validate() describe the engine as if the cache were flushed.
+///
+/// Free ranges are indexed by two B+trees of fanout 16 (by size with per-alignment-level
+/// maxima, and by last offset). Metadata per range: one node (40 bytes); per free range one
+/// entry in each index (<= 46 bytes each); per inner node of the size index 128 * L bytes,
+/// where L is the number of alignment levels log2(max_alignment / min_alignment) + 1.
 class engine {
  public:
   /// An engine without regions or reserved offsets that enforces `limits`.
@@ -126,6 +139,25 @@ class engine {
   /// range is not free or too small). O(log n).
   [[nodiscard]] std::expected<offset_t, errc> resize(std::uint32_t node, offset_t size);
 
+  /// Flushes the size-class cache: every cached range is coalesced into the indexes.
+  /// O(C log n).
+  void trim() noexcept;
+  /// The largest request `greedy` serves from size classes (0 if the granule is too large
+  /// for classes).
+  [[nodiscard]] offset_t class_limit() const noexcept { return class_limit_; }
+  /// The capacity `greedy` gives a request of `size` bytes (raised to min_size) when a free
+  /// range of that capacity is available: its size class, or `size` rounded up to the granule
+  /// above class_limit().
+  [[nodiscard]] offset_t class_capacity(offset_t size) const noexcept;
+  /// Ranges held by the size-class cache (free, not yet coalesced). O(1).
+  [[nodiscard]] std::size_t cached_ranges() const noexcept { return cached_ranges_; }
+  /// Bytes in those ranges (part of stats().free_bytes). O(1).
+  [[nodiscard]] offset_t cached_bytes() const noexcept { return cached_bytes_; }
+  /// The most ranges the size-class cache holds before it is flushed.
+  static constexpr std::size_t max_cached_ranges = 4096;
+  /// The most ranges one size class holds; more are coalesced at once.
+  static constexpr std::uint32_t max_cached_per_class = 64;
+
   /// Allocates room ahead for `nodes` more range records (an allocation takes at most two,
   /// a region or a resize one), so that the calls using them cannot throw.
   void reserve_nodes(std::size_t nodes);
@@ -150,7 +182,7 @@ class engine {
   [[nodiscard]] std::uint32_t region_of(offset_t offset) const noexcept;
   /// Number of published regions; their ids are 0 .. region_count() - 1.
   [[nodiscard]] std::size_t region_count() const noexcept { return regions_.size(); }
-  /// Totals of region `id` (which must be below region_count()). O(1).
+  /// Totals of region `id` (which must be below region_count()). O(1 + C).
   [[nodiscard]] region_stats region(std::uint32_t id) const noexcept;
   /// The ranges of a region in offset order. O(ranges of the region).
   [[nodiscard]] std::vector<range_view> ranges(std::uint32_t region) const;
@@ -170,9 +202,11 @@ class engine {
     std::uint32_t prev = no_index;    // previous range in the same region
     std::uint32_t next = no_index;    // next range in the same region
     std::uint32_t region = no_index;  //
-    std::uint32_t link = no_index;    // free-list link while unused
-    std::uint8_t state = 0;           // node_unused, node_free or node_used
+    std::uint32_t link = no_index;    // free-list link while unused, class list while cached
+    std::uint32_t cprev = no_index;   // previous range in its class list while cached
+    std::uint8_t state = 0;           // node_unused, node_free, node_used or node_cached
     std::uint8_t marks = 0;           // set_marks(), while used
+    bool greedy = false;              // acquired by greedy: may be cached when released
   };
   struct region_rec {
     offset_t offset = 0;
@@ -194,6 +228,24 @@ class engine {
   void resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept;
 
   [[nodiscard]] std::uint32_t find_containing(offset_t offset) const noexcept;
+
+  // The size-class cache.
+  [[nodiscard]] unsigned class_index(offset_t capacity) const noexcept;
+  void cache_push(std::uint32_t n) noexcept;
+  void cache_unlink(std::uint32_t n) noexcept;
+  std::uint32_t coalesce(std::uint32_t n) noexcept;
+  engine_allocation take_cached(std::uint32_t n) noexcept;
+  // What the cache changes in the coalesced view of a region (or of all, no_index): its
+  // bytes, how many fewer ranges there are once merged, and the largest merged range that
+  // holds a cached one.
+  struct cache_view {
+    offset_t bytes = 0;
+    std::size_t ranges = 0;
+    std::size_t merges = 0;
+    offset_t largest = 0;
+  };
+  [[nodiscard]] cache_view view_of_cache(std::uint32_t region) const noexcept;
+  [[nodiscard]] bool free_or_cached(std::uint32_t n) const noexcept;
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
 
   engine_limits limits_;
@@ -222,9 +274,18 @@ class engine {
   void keep_spare_gap_nodes();
 
   offset_t used_bytes_ = 0;
-  offset_t free_bytes_ = 0;
+  offset_t free_bytes_ = 0;  // in the indexes (not the cache)
   std::size_t free_ranges_ = 0;
   std::size_t used_ranges_ = 0;
+
+  offset_t class_limit_ = 0;
+  struct class_list {
+    std::uint32_t head = no_index;  // the last cached range
+    std::uint32_t count = 0;
+  };
+  std::vector<class_list> classes_;  // per size class
+  offset_t cached_bytes_ = 0;
+  std::size_t cached_ranges_ = 0;
 };
 
 }  // namespace bufpool

@@ -586,6 +586,18 @@ class buffer_pool {
     raw_.reserve(ranges);
   }
 
+  /// Flushes the size-class cache: ranges that `greedy` acquisitions gave back, kept for
+  /// the next `greedy` request of their size class, are coalesced into the free-range
+  /// indexes. Statistics, map() and validate() already count them as free (merged with
+  /// their free neighbours); trim() changes only where later requests land. The pool also
+  /// flushes on its own when the cache holds too much, before an `optimal` or `fixed`
+  /// request, and when a request finds no other room. O(C log n) for C cached ranges (at
+  /// most engine::max_cached_ranges).
+  void trim() noexcept {
+    std::scoped_lock lock(mutex_);
+    engine_.trim();
+  }
+
   /// Retries the guards of slices destroyed while guarded; ranges whose guard releases
   /// become free. Guards are asked without the pool's lock held. Returns how many ranges
   /// were freed. Also run by acquire() when it would otherwise fail for lack of space.

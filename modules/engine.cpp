@@ -31,6 +31,7 @@ namespace {
 constexpr std::uint8_t node_unused = 0;
 constexpr std::uint8_t node_free = 1;
 constexpr std::uint8_t node_used = 2;
+constexpr std::uint8_t node_cached = 3;  // free, held by the size-class cache
 
 // Padding from `offset` up to the next multiple of `alignment` (a power of two).
 constexpr offset_t pad_to(offset_t offset, offset_t alignment) noexcept {
@@ -359,14 +360,16 @@ class bptree {
 
   // The largest usable size at `level` in node c: from its entries, or its columns.
   offset_t summary(std::uint32_t c, unsigned level) const noexcept {
+    // Entries (and children) are in size order, and nothing holds more than its size: from
+    // the largest down, stop at the first whose size cannot beat the best so far.
     const bnode& y = nodes_[c];
     offset_t best = 0;
     if (y.leaf) {
-      for (unsigned k = 0; k < y.count; ++k)
+      for (unsigned k = y.count; k-- > 0 && y.key[k] > best;)
         best = std::max(best, usable(y.key[k], y.tie[k], level));
     } else {
       const offset_t* row = maxima(c) + level * fanout;
-      for (unsigned k = 0; k < y.count; ++k) best = std::max(best, row[k]);
+      for (unsigned k = y.count; k-- > 0 && y.key[k] > best;) best = std::max(best, row[k]);
     }
     return best;
   }
@@ -488,6 +491,12 @@ engine::engine(const engine_limits& limits) : limits_(limits) {
   levels_ = static_cast<unsigned>(std::countr_zero(limits_.max_alignment)) - granule_log2_ + 1;
   sizes_ = std::make_unique<detail::bptree<true>>(limits_.min_alignment, levels_);
   offsets_ = std::make_unique<detail::bptree<false>>(limits_.min_alignment, 0);
+  // Classes up to 64 KiB, and at most 1/16 of the offset space; none if a class would be
+  // smaller than the granule.
+  class_limit_ = offset_t{64} << 10;
+  while (class_limit_ > (limits_.last_offset >> 4)) class_limit_ >>= 1;
+  if (class_limit_ < limits_.min_alignment) class_limit_ = 0;
+  if (class_limit_ != 0) classes_.assign(class_index(class_limit_) + 1, class_list{});
 }
 
 engine::~engine() = default;
@@ -734,7 +743,34 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
   if (size > limits_.max_size) return std::unexpected(errc::too_large);
   const offset_t align = std::max(alignment, limits_.min_alignment);
   const offset_t len = std::max(size, limits_.min_size);
+  const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
 
+  if (how.kind == strategy_kind::greedy) {
+    if (len <= class_limit_) {  // the size-class front end
+      const offset_t want = class_capacity(len);
+      const std::uint32_t c = classes_[class_index(want)].head;
+      if (c != no_index && pad_to(nodes_[c].offset, align) == 0) return take_cached(c);
+      if (const std::uint32_t n = sizes_->find_fit(want, level); n != no_index) {
+        auto a = carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), want);
+        if (a) nodes_[a->node].greedy = true;
+        return a;
+      }
+    }
+    // greedy shares the best-fit descent: measured, a looser fit (first fit on the path, or
+    // any fit within 2x) leaves more free ranges and costs more per acquire+release, because
+    // index updates, not the search, dominate.
+    std::uint32_t n = sizes_->find_fit(len, level);
+    if (n == no_index && cached_ranges_ != 0) {
+      trim();
+      n = sizes_->find_fit(len, level);
+    }
+    if (n == no_index) return std::unexpected(errc::out_of_memory);
+    auto a = carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
+    if (a) nodes_[a->node].greedy = true;
+    return a;
+  }
+
+  trim();  // optimal and fixed see every free range coalesced and indexed
   if (how.kind == strategy_kind::fixed) {
     const offset_t at = how.offset;
     if (pad_to(at, align) != 0) return std::unexpected(errc::invalid_argument);
@@ -749,14 +785,111 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
       return std::unexpected(errc::occupied);
     return carve(n, at, len);
   }
-
-  const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
-  // greedy shares the best-fit descent: measured, a looser fit (first fit on the path, or
-  // any fit within 2x) leaves more free ranges and costs more per acquire+release, because
-  // index updates, not the search, dominate.
   const std::uint32_t n = sizes_->find_fit(len, level);
   if (n == no_index) return std::unexpected(errc::out_of_memory);
   return carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
+}
+
+// ---------------------------------------------------------------------------------------
+// The size-class cache: per class a doubly linked LIFO list of cached ranges (through link
+// and cprev), so a range leaves it in O(1) from either end or the middle.
+
+offset_t engine::class_capacity(offset_t size) const noexcept {
+  const offset_t len = std::max(size, limits_.min_size);
+  const offset_t g = limits_.min_alignment;
+  if (len > class_limit_) return len > ~offset_t{0} - (g - 1) ? len : (len + g - 1) & ~(g - 1);
+  const offset_t q = (len + g - 1) >> granule_log2_;  // granules
+  if (q <= 16) return q << granule_log2_;
+  const offset_t step = offset_t{1} << (std::bit_width(q - 1) - 4);
+  return ((q + step - 1) & ~(step - 1)) << granule_log2_;
+}
+
+unsigned engine::class_index(offset_t capacity) const noexcept {
+  const offset_t q = capacity >> granule_log2_;
+  if (q <= 16) return static_cast<unsigned>(q - 1);
+  const auto b = static_cast<unsigned>(std::bit_width(q - 1));
+  return 16 + (b - 5) * 8 + static_cast<unsigned>(q >> (b - 4)) - 9;
+}
+
+void engine::cache_push(std::uint32_t n) noexcept {
+  node& x = nodes_[n];
+  class_list& list = classes_[class_index(x.size)];
+  x.state = node_cached;
+  x.cprev = no_index;
+  x.link = list.head;
+  if (list.head != no_index) nodes_[list.head].cprev = n;
+  list.head = n;
+  ++list.count;
+  cached_bytes_ += x.size;
+  ++cached_ranges_;
+}
+
+void engine::cache_unlink(std::uint32_t n) noexcept {
+  node& x = nodes_[n];
+  class_list& list = classes_[class_index(x.size)];
+  --list.count;
+  if (x.cprev != no_index)
+    nodes_[x.cprev].link = x.link;
+  else
+    list.head = x.link;
+  if (x.link != no_index) nodes_[x.link].cprev = x.cprev;
+  cached_bytes_ -= x.size;
+  --cached_ranges_;
+}
+
+engine_allocation engine::take_cached(std::uint32_t n) noexcept {
+  cache_unlink(n);
+  node& u = nodes_[n];
+  u.state = node_used;
+  u.greedy = true;
+  region_rec& r = regions_[u.region];
+  r.used_bytes += u.size;
+  ++r.used_ranges;
+  used_bytes_ += u.size;
+  ++used_ranges_;
+  return engine_allocation{n, u.region, u.offset, u.size};
+}
+
+void engine::trim() noexcept {
+  if (cached_ranges_ == 0) return;
+  for (const class_list& list : classes_)
+    while (list.head != no_index) {
+      const std::uint32_t n = list.head;
+      cache_unlink(n);
+      coalesce(n);
+    }
+}
+
+bool engine::free_or_cached(std::uint32_t n) const noexcept {
+  return n != no_index && (nodes_[n].state == node_free || nodes_[n].state == node_cached);
+}
+
+engine::cache_view engine::view_of_cache(std::uint32_t region) const noexcept {
+  cache_view v;
+  if (cached_ranges_ == 0) return v;
+  for (const class_list& list : classes_)
+    for (std::uint32_t c = list.head; c != no_index; c = nodes_[c].link) {
+      const node& x = nodes_[c];
+      if (region != no_index && x.region != region) continue;
+      v.bytes += x.size;
+      ++v.ranges;
+      // Each adjacent pair of free ranges is one merge: counted at the cached range on its
+      // left, or at the cached range on its right when the left one is indexed.
+      if (free_or_cached(x.next)) ++v.merges;
+      if (x.prev != no_index && nodes_[x.prev].state == node_free) ++v.merges;
+      // The merged range holding c is measured once, from its first range: c itself, or
+      // the indexed range before it (indexed ranges are never adjacent to each other).
+      std::uint32_t first = no_index;
+      if (!free_or_cached(x.prev))
+        first = c;
+      else if (nodes_[x.prev].state == node_free && !free_or_cached(nodes_[x.prev].prev))
+        first = x.prev;
+      if (first == no_index) continue;
+      offset_t merged = 0;
+      for (std::uint32_t m = first; free_or_cached(m); m = nodes_[m].next) merged += nodes_[m].size;
+      v.largest = std::max(v.largest, merged);
+    }
+  return v;
 }
 
 // Splits free node `n` into [padding][used: start, capacity][tail]. The free node keeps
@@ -814,6 +947,7 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
   u.offset = start;
   u.size = capacity;
   u.state = node_used;
+  u.greedy = false;
   region_rec& r = regions_[u.region];
   r.used_bytes += capacity;
   ++r.used_ranges;
@@ -822,20 +956,36 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
   return engine_allocation{used, u.region, start, capacity};
 }
 
-// Frees a used node, merging it with free neighbours of the same region. A free neighbour
-// survives the merge (the next one if both are free: its last offset does not move), so
-// the indexes usually move one entry instead of adding and removing several.
+// Frees a used node: into the size-class cache if greedy gave it a class capacity, else
+// merged with free neighbours of the same region.
 bool engine::release(std::uint32_t n) noexcept {
   if (n >= nodes_.size() || nodes_[n].state != node_used) return false;
-  nodes_[n].marks = 0;
+  node& x = nodes_[n];
+  x.marks = 0;
+  region_rec& r = regions_[x.region];
+  r.used_bytes -= x.size;
+  --r.used_ranges;
+  used_bytes_ -= x.size;
+  --used_ranges_;
+  if (x.greedy && x.size <= class_limit_ && class_capacity(x.size) == x.size &&
+      classes_[class_index(x.size)].count < max_cached_per_class) {
+    cache_push(n);
+    const offset_t held = used_bytes_ + free_bytes_ + cached_bytes_;
+    if (cached_ranges_ > max_cached_ranges || cached_bytes_ > held / 16 + 4 * class_limit_) trim();
+    return true;
+  }
+  coalesce(n);
+  return true;
+}
+
+// Makes range n (no longer used or cached, its counters already moved) an indexed free
+// range, merged with indexed free neighbours of the same region. A free neighbour survives
+// the merge (the next one if both are free: its last offset does not move), so the indexes
+// usually move one entry instead of adding and removing several. Returns the free node
+// that now covers n's range.
+std::uint32_t engine::coalesce(std::uint32_t n) noexcept {
   const offset_t offset = nodes_[n].offset;
   const offset_t size = nodes_[n].size;
-  region_rec& r = regions_[nodes_[n].region];
-  r.used_bytes -= size;
-  --r.used_ranges;
-  used_bytes_ -= size;
-  --used_ranges_;
-
   std::uint32_t p = nodes_[n].prev;
   std::uint32_t q = nodes_[n].next;
   if (p != no_index && nodes_[p].state != node_free) p = no_index;
@@ -853,14 +1003,16 @@ bool engine::release(std::uint32_t n) noexcept {
     unlink(n);
     free_node(n);
     resize_free(q, from, merged);
-  } else if (p != no_index) {  // the previous range absorbs this one
+    return q;
+  }
+  if (p != no_index) {  // the previous range absorbs this one
     unlink(n);
     free_node(n);
     resize_free(p, nodes_[p].offset, nodes_[p].size + size);
-  } else {
-    add_free(n);  // no allocation: index room covers every node (see new_node)
+    return p;
   }
-  return true;
+  add_free(n);  // no allocation: index room covers every node (see new_node)
+  return n;
 }
 
 std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
@@ -873,6 +1025,10 @@ std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
   const offset_t offset = nodes_[n].offset;
   const offset_t capacity = nodes_[n].size;
   std::uint32_t q = nodes_[n].next;
+  if (q != no_index && nodes_[q].state == node_cached) {  // it leaves the cache to be used
+    cache_unlink(q);
+    q = coalesce(q);
+  }
   if (q != no_index && nodes_[q].state != node_free) q = no_index;
   const offset_t room = capacity + (q == no_index ? 0 : nodes_[q].size);  // cannot overflow
   if (len > room) return std::unexpected(errc::out_of_memory);
@@ -926,14 +1082,25 @@ bool engine::is_live(std::uint32_t n) const noexcept {
 
 region_stats engine::region(std::uint32_t id) const noexcept {
   const region_rec& r = regions_[id];
-  return {r.offset, r.size, r.used_bytes, r.free_bytes, r.free_ranges, r.used_ranges};
+  const cache_view c = view_of_cache(id);
+  return {r.offset,
+          r.size,
+          r.used_bytes,
+          r.free_bytes + c.bytes,
+          r.free_ranges + c.ranges - c.merges,
+          r.used_ranges};
 }
 
 std::vector<range_view> engine::ranges(std::uint32_t id) const {
   std::vector<range_view> out;
-  for (std::uint32_t n = regions_[id].first; n != no_index; n = nodes_[n].next)
-    out.push_back(
-        {nodes_[n].offset, nodes_[n].size, nodes_[n].state == node_used, nodes_[n].marks});
+  for (std::uint32_t n = regions_[id].first; n != no_index; n = nodes_[n].next) {
+    const bool used = nodes_[n].state == node_used;
+    if (!used && !out.empty() && !out.back().used)  // cached ranges show merged
+      out.back().size += nodes_[n].size;
+    else
+      out.push_back(
+          {nodes_[n].offset, nodes_[n].size, used, used ? nodes_[n].marks : std::uint8_t{0}});
+  }
   return out;
 }
 
@@ -973,12 +1140,13 @@ std::vector<std::pair<offset_t, offset_t>> engine::pending_spans() const {
 engine_stats engine::stats() const noexcept {
   engine_stats st;
   st.used_bytes = used_bytes_;
-  st.free_bytes = free_bytes_;
+  const cache_view c = view_of_cache(no_index);
+  st.free_bytes = free_bytes_ + c.bytes;
   st.pending_bytes = pending_bytes_;
-  st.free_ranges = free_ranges_;
+  st.free_ranges = free_ranges_ + c.ranges - c.merges;
   st.used_ranges = used_ranges_;
   st.regions = regions_.size();
-  st.largest_free = sizes_->largest();
+  st.largest_free = std::max(sizes_->largest(), c.largest);
   return st;
 }
 
@@ -986,8 +1154,10 @@ std::expected<void, std::string> engine::validate() const {
   auto fail = [](std::string what) { return std::unexpected(std::move(what)); };
   offset_t used = 0;
   offset_t free = 0;
+  offset_t cached = 0;
   std::size_t used_count = 0;
   std::size_t free_count = 0;
+  std::size_t cached_count = 0;
   for (std::uint32_t id = 0; id < regions_.size(); ++id) {
     const region_rec& r = regions_[id];
     const std::string where = "region " + std::to_string(id) + ": ";
@@ -1012,6 +1182,9 @@ std::expected<void, std::string> engine::validate() const {
           return fail(where + "adjacent free ranges not coalesced");
         r_free += x.size;
         ++r_free_count;
+      } else if (x.state == node_cached) {
+        cached += x.size;
+        ++cached_count;
       } else if (x.state == node_used) {
         r_used += x.size;
         ++r_used_count;
@@ -1031,6 +1204,27 @@ std::expected<void, std::string> engine::validate() const {
   if (used != used_bytes_ || free != free_bytes_ || used_count != used_ranges_ ||
       free_count != free_ranges_)
     return fail("engine counters wrong");
+
+  // Every cached range is in the list of its class, once, and has that class's capacity.
+  std::size_t listed = 0;
+  offset_t listed_bytes = 0;
+  for (std::size_t k = 0; k < classes_.size(); ++k) {
+    std::size_t in_class = 0;
+    for (std::uint32_t c = classes_[k].head, before = no_index; c != no_index;
+         before = c, c = nodes_[c].link) {
+      if (c >= nodes_.size() || nodes_[c].state != node_cached || nodes_[c].cprev != before)
+        return fail("size-class cache: broken list");
+      if (class_capacity(nodes_[c].size) != nodes_[c].size || class_index(nodes_[c].size) != k)
+        return fail("size-class cache: range in the wrong class");
+      if (++listed > cached_count) return fail("size-class cache: a list loops");
+      listed_bytes += nodes_[c].size;
+      ++in_class;
+    }
+    if (in_class != classes_[k].count) return fail("size-class cache: class count wrong");
+  }
+  if (listed != cached_count || listed != cached_ranges_ || listed_bytes != cached ||
+      cached != cached_bytes_)
+    return fail("size-class cache counters wrong");
 
   // Each free range has exactly one entry in each index, with its current key.
   std::vector<detail::bptree<true>::entry> by_size;

@@ -1033,3 +1033,155 @@ TEST(Indexes, GrowDeepAndShrinkBackToOneFreeRange) {
 }
 
 }  // namespace
+
+// ---- the size-class cache of greedy ------------------------------------------------------
+
+TEST(SizeClasses, GreedyRoundsUpToTheClassAtMostAnEighth) {
+  bufpool::engine e(limits_u32());  // granule 16
+  EXPECT_EQ(e.class_limit(), 64 * kib);
+  EXPECT_EQ(e.class_capacity(1), 16u);
+  EXPECT_EQ(e.class_capacity(256), 256u);  // 16 granules: still exact
+  EXPECT_EQ(e.class_capacity(257), 288u);  // then 8 classes per doubling
+  EXPECT_EQ(e.class_capacity(1000), 1024u);
+  EXPECT_EQ(e.class_capacity(64 * kib), 64 * kib);
+  EXPECT_EQ(e.class_capacity(64 * kib + 1), 64 * kib + 16);  // above the limit: the granule
+  for (offset_t n = 1; n <= 64 * kib; n += 7) {
+    const offset_t c = e.class_capacity(n);
+    ASSERT_GE(c, n);
+    ASSERT_LE(c - n, std::max<offset_t>(15, n / 8)) << n;
+    ASSERT_EQ(e.class_capacity(c), c) << "a class capacity is its own class: " << n;
+  }
+  add_region(e, mib);
+  auto a = e.allocate(1000, 1, bufpool::greedy);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->capacity, 1024u);
+  auto b = e.allocate(1000, 1, bufpool::optimal);  // optimal does not round
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->capacity, 1008u);
+}
+
+TEST(SizeClasses, ARangeGivenBackIsReusedByTheNextGreedyRequestOfItsClass) {
+  bufpool::engine e(limits_u32());
+  add_region(e, mib);
+  std::vector<bufpool::engine_allocation> held;
+  for (int i = 0; i < 8; ++i) held.push_back(e.allocate(64, 1, bufpool::greedy).value());
+  // Give back the 3rd and the 6th: an exact best fit would take the lower one; the cache
+  // hands back the last one given (LIFO), in O(1).
+  ASSERT_TRUE(e.release(held[2].node));
+  ASSERT_TRUE(e.release(held[5].node));
+  auto again = e.allocate(60, 1, bufpool::greedy);  // same class (64)
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->offset, held[5].offset);
+  EXPECT_EQ(again->capacity, 64u);
+  auto next = e.allocate(64, 16, bufpool::greedy);
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->offset, held[2].offset);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(SizeClasses, CachedRangesCountAsFreeAndMergedInEveryView) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(64, 1, bufpool::greedy).value();
+  auto b = e.allocate(64, 1, bufpool::greedy).value();
+  auto c = e.allocate(64, 1, bufpool::greedy).value();
+  ASSERT_TRUE(e.release(b.node));  // cached, between two used ranges
+  ASSERT_TRUE(e.release(c.node));  // cached, next to b and to the free tail
+  const auto s = e.stats();
+  EXPECT_EQ(s.used_bytes, 64u);
+  EXPECT_EQ(s.free_bytes, 4 * kib - 64);
+  EXPECT_EQ(s.free_ranges, 1u);  // b, c and the tail are one free range
+  EXPECT_EQ(s.largest_free, 4 * kib - 64);
+  const auto r = e.region(0);
+  EXPECT_EQ(r.free_ranges, 1u);
+  EXPECT_EQ(r.free_bytes, 4 * kib - 64);
+  const auto ranges = e.ranges(0);
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_TRUE(ranges[0].used);
+  EXPECT_FALSE(ranges[1].used);
+  EXPECT_EQ(ranges[1].offset, 64u);
+  EXPECT_EQ(ranges[1].size, 4 * kib - 64);
+  EXPECT_TRUE(valid(e));
+  ASSERT_TRUE(e.release(a.node));
+  EXPECT_EQ(e.stats().free_ranges, 1u);
+  EXPECT_EQ(e.stats().largest_free, 4 * kib);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(SizeClasses, OptimalAndFixedSeeCachedRangesCoalesced) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(2 * kib, 1, bufpool::greedy).value();
+  auto b = e.allocate(2 * kib, 1, bufpool::greedy).value();
+  ASSERT_TRUE(e.release(a.node));
+  ASSERT_TRUE(e.release(b.node));
+  // Only the two cached halves merged can hold this: optimal flushes, then finds it.
+  auto whole = e.allocate(4 * kib, 1, bufpool::optimal);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->offset, 0u);
+  ASSERT_TRUE(e.release(whole->node));
+  a = e.allocate(2 * kib, 1, bufpool::greedy).value();
+  ASSERT_TRUE(e.release(a.node));                              // cached again
+  auto at = e.allocate(16, 1, bufpool::fixed(a.offset + 32));  // inside the cached range
+  ASSERT_TRUE(at.has_value());
+  EXPECT_EQ(at->offset, a.offset + 32);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(SizeClasses, GreedyFlushesTheCacheBeforeItReportsNoSpace) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  std::vector<bufpool::engine_allocation> quarters;
+  for (int i = 0; i < 4; ++i) quarters.push_back(e.allocate(kib, 1, bufpool::greedy).value());
+  for (const auto& q : quarters) ASSERT_TRUE(e.release(q.node));
+  auto whole = e.allocate(3 * kib, 1, bufpool::greedy);  // another class: needs a merge
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->capacity, 3 * kib);
+  EXPECT_EQ(error_of(e.allocate(2 * kib, 1, bufpool::greedy)), errc::out_of_memory);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(SizeClasses, ResizeGrowsIntoACachedNeighbour) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(64, 1, bufpool::greedy).value();
+  auto b = e.allocate(64, 1, bufpool::greedy).value();
+  auto wall = e.allocate(64, 1, bufpool::greedy).value();
+  ASSERT_TRUE(e.release(b.node));  // cached
+  auto grown = e.resize(a.node, 128);
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_EQ(*grown, 128u);
+  EXPECT_EQ(error_of(e.resize(a.node, 129)), errc::out_of_memory);  // the wall follows
+  EXPECT_TRUE(e.release(wall.node));
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(SizeClasses, TheCacheIsBoundedAndTrimEmptiesIt) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 64 * mib);
+  std::vector<bufpool::engine_allocation> held;
+  for (int i = 0; i < 20000; ++i)
+    held.push_back(e.allocate(16 + 16 * static_cast<offset_t>(i % 64), 1, bufpool::greedy).value());
+  for (std::size_t i = 0; i < held.size(); i += 2) ASSERT_TRUE(e.release(held[i].node));
+  ASSERT_TRUE(valid(e));
+  // 32 classes were given back (even i): each keeps at most its cap out of the indexes.
+  EXPECT_GT(e.cached_ranges(), 0u);
+  EXPECT_LE(e.cached_ranges(), 32 * bufpool::engine::max_cached_per_class);
+  // With every other range free, each cached one is a free range of its own.
+  const std::size_t free_ranges = e.stats().free_ranges;
+  EXPECT_EQ(free_ranges, 10001u);  // 10000 holes and the tail, cached or not
+  e.trim();
+  EXPECT_EQ(e.cached_ranges(), 0u);
+  EXPECT_EQ(e.cached_bytes(), 0u);
+  EXPECT_EQ(e.stats().free_ranges, free_ranges);
+  ASSERT_TRUE(valid(e));
+  // After trim, an exact best fit and greedy agree: the lowest hole of the class.
+  auto g = e.allocate(16, 1, bufpool::greedy);
+  ASSERT_TRUE(g.has_value());
+  EXPECT_EQ(g->offset, held[0].offset);
+  for (std::size_t i = 1; i < held.size(); i += 2) ASSERT_TRUE(e.release(held[i].node));
+  ASSERT_TRUE(e.release(g->node));
+  EXPECT_EQ(e.stats().free_ranges, 1u);
+  EXPECT_EQ(e.stats().largest_free, 64 * mib);
+  EXPECT_TRUE(valid(e));
+}

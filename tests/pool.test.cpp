@@ -274,6 +274,28 @@ TEST(Strategy, GreedyReturnsAnAlignedNonOverlappingRange) {
   expect_valid(pool);
 }
 
+TEST(Strategy, GreedyReusesAGivenBackRangeOfItsClassAndTrimCoalescesIt) {
+  pool32 pool;
+  std::vector<std::byte> memory(8192);
+  add_region(pool, memory);
+  auto a = pool.acquire_raw(100, 16, bufpool::greedy).value();
+  auto b = pool.acquire_raw(100, 16, bufpool::greedy).value();
+  EXPECT_EQ(a.capacity, 112u);  // its size class
+  ASSERT_TRUE(pool.release_raw(a.offset));
+  const auto before = pool.stats();
+  EXPECT_EQ(before.free_ranges, 2u);  // the cached range counts as free, on its own here
+  auto c = pool.acquire_raw(97, 16, bufpool::greedy).value();
+  EXPECT_EQ(c.pointer, a.pointer);  // reused as it was
+  ASSERT_TRUE(pool.release_raw(c.offset));
+  pool.trim();
+  EXPECT_EQ(pool.stats().free_bytes, before.free_bytes);
+  EXPECT_EQ(pool.stats().free_ranges, before.free_ranges);
+  ASSERT_TRUE(pool.release_raw(b.offset));
+  EXPECT_EQ(pool.stats().free_ranges, 1u);
+  EXPECT_EQ(pool.stats().largest_free, 8192u);
+  expect_valid(pool);
+}
+
 TEST(Strategy, FixedAcquiresExactlyAtTheOffsetOrFails) {
   pool32 pool;
   std::vector<std::byte> memory(4096);

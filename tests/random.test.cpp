@@ -194,8 +194,9 @@ class differential {
       allocate_fixed(size, alignment);
   }
 
-  // optimal and greedy: the model's exact best fit decides success, and for optimal the size
-  // of the chosen free range.
+  // optimal and greedy: the model's exact best fit decides success (greedy falls back from
+  // its size class to the exact size, and flushes its cache, before it gives up), and for
+  // optimal the size and place of the chosen free range.
   void allocate_best(u64 size, u64 alignment, bufpool::strategy how) {
     const u64 len = std::max(size, w_.limits.min_size);
     const u64 align = std::max(alignment, granule());
@@ -217,15 +218,30 @@ class differential {
     ASSERT_TRUE(range.has_value())
         << where() << ": offset " << got->offset << " is not in a free range of the model";
     model_placement p = *range;
+    if (!optimal) {
+      // greedy: anywhere in a free range (a cached range lies inside a larger free range of
+      // the model), with its size class's capacity, or less when only less fits, plus a tail
+      // too small to stand alone.
+      const u64 want = e_.class_capacity(size);
+      ASSERT_LE(got->capacity, p.range_size - (got->offset - p.range_offset))
+          << where() << ": greedy range at " << got->offset << " capacity " << got->capacity
+          << " passes the end of free range " << p.range_offset;
+      ASSERT_TRUE(got->capacity >= len && got->capacity < want + granule())
+          << where() << ": greedy size " << size << " got capacity " << got->capacity
+          << ", its class has " << want;
+      p.start = got->offset;
+      p.capacity = got->capacity;
+      accept(*got, p, align);
+      return;
+    }
     const u64 pad = bufpool_test::model_pad(p.range_offset, align);
     ASSERT_EQ(got->offset, p.range_offset + pad)
         << where() << ": not at the first aligned offset of free range " << p.range_offset;
     ASSERT_LE(len, p.range_size - pad) << where() << ": the chosen free range is too small";
-    if (optimal)
-      ASSERT_EQ(p.range_size, best->range_size)
-          << where() << ": optimal size " << size << " alignment " << alignment
-          << " chose a free range of " << p.range_size << " at " << p.range_offset
-          << ", the smallest fitting one has " << best->range_size << " at " << best->range_offset;
+    ASSERT_EQ(p.range_size, best->range_size)
+        << where() << ": optimal size " << size << " alignment " << alignment
+        << " chose a free range of " << p.range_size << " at " << p.range_offset
+        << ", the smallest fitting one has " << best->range_size << " at " << best->range_offset;
     p.start = got->offset;
     p.capacity = m_.expected_capacity(p.range_size - pad, len);
     accept(*got, p, align);

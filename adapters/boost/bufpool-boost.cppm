@@ -239,7 +239,7 @@ class allocator {
 
   T* try_allocate(size_type n, bool zero) {
     if (n == 0 || n > max_size()) return nullptr;
-    auto r = pool_->acquire_raw(bytes_of(n), alignof(T));
+    auto r = pool_->acquire_raw(bytes_of(n), alignof(T), bufpool::greedy);
     if (!r) return nullptr;
     if (zero) std::memset(r->pointer, 0, static_cast<std::size_t>(bytes_of(n)));
     return reinterpret_cast<T*>(r->pointer);

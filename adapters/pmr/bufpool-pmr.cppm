@@ -49,7 +49,7 @@ struct resource_options {
 template <class Pool>
 concept borrowable_pool = requires(Pool& p, const void* q) {
   typename Pool::mutex_type;
-  p.acquire_raw(std::uint64_t{1}, std::uint64_t{1});
+  p.acquire_raw(std::uint64_t{1}, std::uint64_t{1}, bufpool::greedy);
   { p.release_raw(q, std::uint64_t{1}, std::uint64_t{1}) } -> std::same_as<bool>;
   { p.stats() } -> std::same_as<pool_stats>;
 };
@@ -104,7 +104,7 @@ class owning_backend final : public backend {
 
   void* allocate(std::size_t bytes, std::size_t alignment) override {
     if (alignment > region_alignment) return allocate_dedicated(bytes, alignment);
-    if (auto r = pool_->acquire_raw(bytes, alignment)) return r->pointer;
+    if (auto r = pool_->acquire_raw(bytes, alignment, bufpool::greedy)) return r->pointer;
     return allocate_growing(bytes, alignment);
   }
 
@@ -191,7 +191,7 @@ class owning_backend final : public backend {
   void* allocate_growing(std::size_t bytes, std::size_t alignment) {
     std::scoped_lock lock(mutex_);
     for (;;) {
-      auto r = pool_->acquire_raw(bytes, alignment);
+      auto r = pool_->acquire_raw(bytes, alignment, bufpool::greedy);
       if (r) return r->pointer;
       if (r.error() != errc::out_of_memory) throw std::bad_alloc();
       const auto needed = round_up(bytes);
@@ -296,7 +296,7 @@ class borrowed_backend final : public backend {
   ~borrowed_backend() override { release(); }
 
   void* allocate(std::size_t bytes, std::size_t alignment) override {
-    auto r = pool_.acquire_raw(bytes, alignment);
+    auto r = pool_.acquire_raw(bytes, alignment, bufpool::greedy);
     if (!r) throw std::bad_alloc();
     void* p = r->pointer;
     // Offsets are aligned; addresses are too only if the region's base is.
