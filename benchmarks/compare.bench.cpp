@@ -289,15 +289,17 @@ class boost_pmr_contestant final : public contestant {
 };
 
 // The core pool through its raw API with the `greedy` strategy (the fast one, with size
-// classes, as bufpool.pmr and bufpool.boost use), grown as bufpool.pmr grows (1 MiB first, doubling
-// up to 64 MiB; a larger request gets its own region) from a counting upstream, 4 KiB-aligned so
-// offsets and addresses agree on alignment.
+// classes, as bufpool.pmr and bufpool.boost use), or `optimal` in a fixed pool (F: exact best
+// fit, the most a pool that cannot grow will hold), grown as bufpool.pmr grows (1 MiB first,
+// doubling up to 64 MiB; a larger request gets its own region) from a counting upstream, 4
+// KiB-aligned so offsets and addresses agree on alignment.
 template <class Pool>
 class bufpool_contestant final : public contestant {
  public:
   explicit bufpool_contestant(std::size_t fixed_size = 0) {
     if (fixed_size != 0) grow(fixed_size);
     fixed_ = fixed_size != 0;
+    how_ = fixed_ ? bufpool::optimal : bufpool::greedy;
   }
   ~bufpool_contestant() override {
     pool_.reset();
@@ -305,10 +307,10 @@ class bufpool_contestant final : public contestant {
   }
   void* allocate(std::size_t n, std::size_t align) override {
     for (;;) {
-      if (auto r = pool_->acquire_raw(n, align, bufpool::greedy)) return r->pointer;
+      if (auto r = pool_->acquire_raw(n, align, how_)) return r->pointer;
       if (fixed_) throw std::bad_alloc();
       std::scoped_lock lock(grow_mutex_);
-      if (auto r = pool_->acquire_raw(n, align, bufpool::greedy)) return r->pointer;
+      if (auto r = pool_->acquire_raw(n, align, how_)) return r->pointer;
       grow(std::max(next_, (n + 4095) & ~std::size_t{4095}));
       next_ = std::min(2 * next_, std::size_t{64} << 20);
     }
@@ -337,6 +339,7 @@ class bufpool_contestant final : public contestant {
   std::mutex grow_mutex_;
   std::size_t next_ = std::size_t{1} << 20;
   bool fixed_ = false;
+  bufpool::strategy how_ = bufpool::greedy;
   contestant_resource view_{*this};
 };
 
@@ -348,7 +351,7 @@ class bufpool_pmr_contestant final : public contestant {
       memory_ = up_.allocate(fixed_size, 4096);
       fixed_size_ = fixed_size;
       (void)fixed_pool_.begin_expand(fixed_size).value().initialize(memory_).value();
-      r_ = std::make_unique<bufpool::pmr::pool_resource>(fixed_pool_);
+      r_ = std::make_unique<bufpool::pmr::pool_resource>(fixed_pool_, bufpool::optimal);
     } else {
       bufpool::pmr::resource_options o;
       o.thread_safe = thread_safe;

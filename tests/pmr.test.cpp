@@ -787,6 +787,33 @@ TEST(PoolResource, OverAUserPoolAllocatesInsideItAndNeverGrowsIt) {
   expect_valid(r);
 }
 
+TEST(PoolResource, OverAUserPoolOptimalPacksExactlyAndGreedyRoundsToItsClass) {
+  user_pool u(1 << 16);
+  pool_resource fast(u.pool);  // greedy: 1000 bytes take their size class, 1024
+  void* a = fast.allocate(1000, 8);
+  EXPECT_EQ(u.pool.stats().used_bytes, 1024u);
+  pool_resource tight(u.pool, bufpool::optimal);  // exact best fit: 1008 (the granule)
+  void* b = tight.allocate(1000, 8);
+  EXPECT_EQ(u.pool.stats().used_bytes, 1024u + 1008u);
+  tight.deallocate(b, 1000, 8);
+  fast.deallocate(a, 1000, 8);
+  EXPECT_EQ(u.pool.stats().used_bytes, 0u);
+  expect_valid(fast);
+}
+
+TEST(PoolResource, OverAUserPoolAFixedStrategyIsAViolationAndGreedyIsUsed) {
+  recording_violations rec;
+  user_pool u(1 << 16);
+  pool_resource r(u.pool, bufpool::fixed(0));
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_NE(g_last_violation.find("greedy or optimal"), std::string::npos);
+  void* a = r.allocate(64, 8);
+  void* b = r.allocate(64, 8);  // fixed(0) would have failed: greedy was used
+  r.deallocate(a, 64, 8);
+  r.deallocate(b, 64, 8);
+  EXPECT_EQ(u.pool.stats().live_slices, 0u);
+}
+
 TEST(PoolResource, OverAUserPoolReleaseGivesBackOnlyWhatTheResourceAllocated) {
   user_pool u(1 << 16);
   auto theirs = u.pool.acquire(512);  // the owner's own slice

@@ -291,12 +291,12 @@ class owning_backend final : public backend {
 template <class Pool>
 class borrowed_backend final : public backend {
  public:
-  explicit borrowed_backend(Pool& pool) : pool_(pool) {}
+  borrowed_backend(Pool& pool, strategy how) : pool_(pool), how_(how) {}
 
   ~borrowed_backend() override { release(); }
 
   void* allocate(std::size_t bytes, std::size_t alignment) override {
-    auto r = pool_.acquire_raw(bytes, alignment, bufpool::greedy);
+    auto r = pool_.acquire_raw(bytes, alignment, how_);
     if (!r) throw std::bad_alloc();
     void* p = r->pointer;
     // Offsets are aligned; addresses are too only if the region's base is.
@@ -340,6 +340,7 @@ class borrowed_backend final : public backend {
 
  private:
   Pool& pool_;
+  strategy how_;
   mutable typename Pool::mutex_type mutex_;  // live_
   std::unordered_map<void*, std::size_t> live_;
 };
@@ -422,11 +423,20 @@ class pool_resource : public std::pmr::memory_resource {
       : pool_resource(options, upstream, nullptr, 0) {}
 
   /// Over a pool the user owns (see the class notes): never grows it, never calls upstream.
+  /// `how` is the strategy of its acquisitions: `greedy` (size classes, the fastest) or
+  /// `optimal` (exact best fit, the most a pool that cannot grow will hold); `fixed(...)`
+  /// is a contract violation (greedy is used if the handler returns).
   template <borrowable_pool Pool>
-  explicit pool_resource(Pool& pool)
+  explicit pool_resource(Pool& pool, strategy how = bufpool::greedy)
       : upstream_(std::pmr::null_memory_resource()),
         options_{0, 1.0, 0, !std::same_as<typename Pool::mutex_type, bufpool::null_mutex>},
-        backend_(std::make_unique<detail::borrowed_backend<Pool>>(pool)) {}
+        backend_(std::make_unique<detail::borrowed_backend<Pool>>(
+            pool, bufpool::detail::expects(
+                      how.kind != strategy_kind::fixed,
+                      "pool_resource over a user's pool: the strategy must be greedy or "
+                      "optimal")
+                      ? how
+                      : bufpool::greedy)) {}
 
   pool_resource(const pool_resource&) = delete;
   pool_resource& operator=(const pool_resource&) = delete;
