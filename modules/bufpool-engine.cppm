@@ -8,6 +8,7 @@ module;
 #include <expected>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -98,6 +99,11 @@ struct range_view {
 /// 4 * class_limit(), or max_cached_ranges ranges; before any `optimal` or `fixed` request;
 /// when a request finds no other room; and by trim(). Cached ranges are free: statistics,
 /// region totals, ranges() and validate() describe the engine as if the cache were flushed.
+///
+/// The wilderness (`greedy` only): when greedy's best fit is the largest free range, and
+/// larger than the current wilderness, it leaves the indexes; greedy requests that no indexed
+/// range holds are carved off its front in O(1), and a range released next to it merges into
+/// it in O(1). It is flushed into the indexes like the cache.
 ///
 /// Free ranges are indexed by two B+trees of fanout 16 (by size with per-alignment-level
 /// maxima, and by last offset). Metadata per range: one node (40 bytes); per free range one
@@ -235,6 +241,8 @@ class engine {
   void cache_unlink(std::uint32_t n) noexcept;
   std::uint32_t coalesce(std::uint32_t n) noexcept;
   engine_allocation take_cached(std::uint32_t n) noexcept;
+  std::optional<engine_allocation> greedy_fit(offset_t len, offset_t align, unsigned level);
+  engine_allocation carve_wild(offset_t start, offset_t len);
   // What the cache changes in the coalesced view of a region (or of all, no_index): its
   // bytes, how many fewer ranges there are once merged, and the largest merged range that
   // holds a cached one.
@@ -286,6 +294,7 @@ class engine {
   std::vector<class_list> classes_;  // per size class
   offset_t cached_bytes_ = 0;
   std::size_t cached_ranges_ = 0;
+  std::uint32_t wild_ = no_index;  // the wilderness: a free range greedy carves from the front
 };
 
 }  // namespace bufpool

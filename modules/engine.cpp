@@ -32,6 +32,7 @@ constexpr std::uint8_t node_unused = 0;
 constexpr std::uint8_t node_free = 1;
 constexpr std::uint8_t node_used = 2;
 constexpr std::uint8_t node_cached = 3;  // free, held by the size-class cache
+constexpr std::uint8_t node_wild = 4;    // free, the wilderness greedy carves from the front
 
 // Padding from `offset` up to the next multiple of `alignment` (a power of two).
 constexpr offset_t pad_to(offset_t offset, offset_t alignment) noexcept {
@@ -746,28 +747,24 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
   const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
 
   if (how.kind == strategy_kind::greedy) {
+    const offset_t want = len <= class_limit_ ? class_capacity(len) : len;
     if (len <= class_limit_) {  // the size-class front end
-      const offset_t want = class_capacity(len);
       const std::uint32_t c = classes_[class_index(want)].head;
       if (c != no_index && pad_to(nodes_[c].offset, align) == 0) return take_cached(c);
-      if (const std::uint32_t n = sizes_->find_fit(want, level); n != no_index) {
-        auto a = carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), want);
-        if (a) nodes_[a->node].greedy = true;
-        return a;
+    }
+    // The best fit among the indexed free ranges, else the front of the wilderness: the
+    // size class first, then the exact size, then both again after a flush.
+    const offset_t tries[2] = {want, len};
+    const int count = want == len ? 1 : 2;
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1) {
+        if (cached_ranges_ == 0 && wild_ == no_index) break;
+        trim();
       }
+      for (int k = 0; k < count; ++k)
+        if (auto a = greedy_fit(tries[k], align, level)) return *a;
     }
-    // greedy shares the best-fit descent: measured, a looser fit (first fit on the path, or
-    // any fit within 2x) leaves more free ranges and costs more per acquire+release, because
-    // index updates, not the search, dominate.
-    std::uint32_t n = sizes_->find_fit(len, level);
-    if (n == no_index && cached_ranges_ != 0) {
-      trim();
-      n = sizes_->find_fit(len, level);
-    }
-    if (n == no_index) return std::unexpected(errc::out_of_memory);
-    auto a = carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
-    if (a) nodes_[a->node].greedy = true;
-    return a;
+    return std::unexpected(errc::out_of_memory);
   }
 
   trim();  // optimal and fixed see every free range coalesced and indexed
@@ -851,6 +848,11 @@ engine_allocation engine::take_cached(std::uint32_t n) noexcept {
 }
 
 void engine::trim() noexcept {
+  if (wild_ != no_index) {
+    const std::uint32_t w = wild_;
+    wild_ = no_index;
+    coalesce(w);
+  }
   if (cached_ranges_ == 0) return;
   for (const class_list& list : classes_)
     while (list.head != no_index) {
@@ -861,35 +863,117 @@ void engine::trim() noexcept {
 }
 
 bool engine::free_or_cached(std::uint32_t n) const noexcept {
-  return n != no_index && (nodes_[n].state == node_free || nodes_[n].state == node_cached);
+  return n != no_index && nodes_[n].state != node_used && nodes_[n].state != node_unused;
 }
 
 engine::cache_view engine::view_of_cache(std::uint32_t region) const noexcept {
   cache_view v;
-  if (cached_ranges_ == 0) return v;
-  for (const class_list& list : classes_)
-    for (std::uint32_t c = list.head; c != no_index; c = nodes_[c].link) {
-      const node& x = nodes_[c];
-      if (region != no_index && x.region != region) continue;
-      v.bytes += x.size;
-      ++v.ranges;
-      // Each adjacent pair of free ranges is one merge: counted at the cached range on its
-      // left, or at the cached range on its right when the left one is indexed.
-      if (free_or_cached(x.next)) ++v.merges;
-      if (x.prev != no_index && nodes_[x.prev].state == node_free) ++v.merges;
-      // The merged range holding c is measured once, from its first range: c itself, or
-      // the indexed range before it (indexed ranges are never adjacent to each other).
-      std::uint32_t first = no_index;
-      if (!free_or_cached(x.prev))
-        first = c;
-      else if (nodes_[x.prev].state == node_free && !free_or_cached(nodes_[x.prev].prev))
-        first = x.prev;
-      if (first == no_index) continue;
-      offset_t merged = 0;
-      for (std::uint32_t m = first; free_or_cached(m); m = nodes_[m].next) merged += nodes_[m].size;
-      v.largest = std::max(v.largest, merged);
-    }
+  // Each free range outside the indexes (cached, or the wilderness) adds its bytes and a
+  // range; each adjacent pair of free ranges is one merge, counted at the unindexed range on
+  // its left, or at the unindexed range on its right when the left one is indexed; and the
+  // merged range holding it is measured once, from its first range: itself, or the indexed
+  // range before it (indexed ranges are never adjacent to each other).
+  const auto visit = [&](std::uint32_t c) {
+    const node& x = nodes_[c];
+    if (region != no_index && x.region != region) return;
+    v.bytes += x.size;
+    ++v.ranges;
+    if (free_or_cached(x.next)) ++v.merges;
+    if (x.prev != no_index && nodes_[x.prev].state == node_free) ++v.merges;
+    std::uint32_t first = no_index;
+    if (!free_or_cached(x.prev))
+      first = c;
+    else if (nodes_[x.prev].state == node_free && !free_or_cached(nodes_[x.prev].prev))
+      first = x.prev;
+    if (first == no_index) return;
+    offset_t merged = 0;
+    for (std::uint32_t m = first; free_or_cached(m); m = nodes_[m].next) merged += nodes_[m].size;
+    v.largest = std::max(v.largest, merged);
+  };
+  if (wild_ != no_index) visit(wild_);
+  if (cached_ranges_ != 0)
+    for (const class_list& list : classes_)
+      for (std::uint32_t c = list.head; c != no_index; c = nodes_[c].link) visit(c);
   return v;
+}
+
+// greedy's placement of `len` bytes at `align`: the best fit among the indexed free ranges
+// (greedy shares the best-fit descent: measured, a looser fit left more free ranges and cost
+// more per acquire+release, because index updates, not the search, dominate), else the front
+// of the wilderness. When the best fit is the largest free range and larger than the
+// wilderness, that range becomes it (the old one is indexed again): an arena then carves
+// each request off its front without touching either index.
+std::optional<engine_allocation> engine::greedy_fit(offset_t len, offset_t align, unsigned level) {
+  if (const std::uint32_t n = sizes_->find_fit(len, level); n != no_index) {
+    if (nodes_[n].size != sizes_->largest() ||
+        (wild_ != no_index && nodes_[wild_].size >= nodes_[n].size)) {
+      auto a = carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
+      nodes_[a->node].greedy = true;
+      return *a;
+    }
+    const std::uint32_t old = wild_;  // a smaller wilderness is indexed again
+    remove_free(n);
+    nodes_[n].state = node_wild;
+    wild_ = n;
+    if (old != no_index) coalesce(old);
+  }
+  if (wild_ == no_index) return std::nullopt;
+  const node& w = nodes_[wild_];
+  const offset_t pad = pad_to(w.offset, align);
+  if (pad >= w.size || len > w.size - pad) return std::nullopt;
+  return carve_wild(w.offset + pad, len);
+}
+
+// Takes [start, start + capacity) off the front of the wilderness: padding before it becomes
+// an indexed free range, the rest stays the wilderness (which disappears when nothing, or
+// less than a granule, is left).
+engine_allocation engine::carve_wild(offset_t start, offset_t len) {
+  const std::uint32_t w = wild_;
+  const offset_t g = limits_.min_alignment;
+  const offset_t from = nodes_[w].offset;
+  const offset_t pad = start - from;
+  const offset_t avail = nodes_[w].size - pad;
+  const offset_t rem = len & (g - 1);
+  const offset_t extra = rem == 0 ? 0 : g - rem;
+  offset_t capacity = avail - len >= extra ? len + extra : avail;
+  if (avail - capacity < g) capacity = avail;
+  const offset_t tail = avail - capacity;
+
+  // Every node first: a failed allocation changes nothing.
+  const std::uint32_t used = tail != 0 ? new_node() : w;
+  std::uint32_t p = no_index;
+  if (pad != 0) {
+    try {
+      p = new_node();
+    } catch (...) {
+      if (used != w) free_node(used);
+      throw;
+    }
+  }
+  if (used != w) {
+    link_before(used, w);
+    nodes_[w].offset = start + capacity;
+    nodes_[w].size = tail;
+  } else {
+    wild_ = no_index;
+  }
+  if (p != no_index) {
+    link_before(p, used);
+    nodes_[p].offset = from;
+    nodes_[p].size = pad;
+    add_free(p);
+  }
+  node& u = nodes_[used];
+  u.offset = start;
+  u.size = capacity;
+  u.state = node_used;
+  u.greedy = true;
+  region_rec& r = regions_[u.region];
+  r.used_bytes += capacity;
+  ++r.used_ranges;
+  used_bytes_ += capacity;
+  ++used_ranges_;
+  return engine_allocation{used, u.region, start, capacity};
 }
 
 // Splits free node `n` into [padding][used: start, capacity][tail]. The free node keeps
@@ -988,6 +1072,24 @@ std::uint32_t engine::coalesce(std::uint32_t n) noexcept {
   const offset_t size = nodes_[n].size;
   std::uint32_t p = nodes_[n].prev;
   std::uint32_t q = nodes_[n].next;
+  if (wild_ != no_index && (p == wild_ || q == wild_)) {  // the wilderness takes it back
+    const std::uint32_t w = wild_;
+    const std::uint32_t other = p == w ? q : p;  // an indexed free range beyond it merges too
+    unlink(n);
+    free_node(n);
+    nodes_[w].size += size;
+    if (q == w) nodes_[w].offset = offset;
+    if (other != no_index && nodes_[other].state == node_free) {
+      const offset_t o_offset = nodes_[other].offset;
+      const offset_t o_size = nodes_[other].size;
+      remove_free(other);
+      unlink(other);
+      free_node(other);
+      nodes_[w].size += o_size;
+      if (o_offset < nodes_[w].offset) nodes_[w].offset = o_offset;
+    }
+    return w;
+  }
   if (p != no_index && nodes_[p].state != node_free) p = no_index;
   if (q != no_index && nodes_[q].state != node_free) q = no_index;
   if (q != no_index) {  // the next range absorbs this one, and the previous if free
@@ -1027,6 +1129,9 @@ std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
   std::uint32_t q = nodes_[n].next;
   if (q != no_index && nodes_[q].state == node_cached) {  // it leaves the cache to be used
     cache_unlink(q);
+    q = coalesce(q);
+  } else if (q != no_index && q == wild_) {  // the wilderness is indexed again
+    wild_ = no_index;
     q = coalesce(q);
   }
   if (q != no_index && nodes_[q].state != node_free) q = no_index;
@@ -1158,6 +1263,7 @@ std::expected<void, std::string> engine::validate() const {
   std::size_t used_count = 0;
   std::size_t free_count = 0;
   std::size_t cached_count = 0;
+  std::size_t wild_count = 0;
   for (std::uint32_t id = 0; id < regions_.size(); ++id) {
     const region_rec& r = regions_[id];
     const std::string where = "region " + std::to_string(id) + ": ";
@@ -1185,6 +1291,9 @@ std::expected<void, std::string> engine::validate() const {
       } else if (x.state == node_cached) {
         cached += x.size;
         ++cached_count;
+      } else if (x.state == node_wild) {
+        if (n != wild_) return fail(where + "a second wilderness");
+        ++wild_count;
       } else if (x.state == node_used) {
         r_used += x.size;
         ++r_used_count;
@@ -1225,6 +1334,7 @@ std::expected<void, std::string> engine::validate() const {
   if (listed != cached_count || listed != cached_ranges_ || listed_bytes != cached ||
       cached != cached_bytes_)
     return fail("size-class cache counters wrong");
+  if (wild_count != (wild_ == no_index ? 0u : 1u)) return fail("the wilderness is lost");
 
   // Each free range has exactly one entry in each index, with its current key.
   std::vector<detail::bptree<true>::entry> by_size;

@@ -1185,3 +1185,58 @@ TEST(SizeClasses, TheCacheIsBoundedAndTrimEmptiesIt) {
   EXPECT_EQ(e.stats().largest_free, 64 * mib);
   EXPECT_TRUE(valid(e));
 }
+
+TEST(Wilderness, GreedyCarvesAnArenaOffTheFrontOfTheLargestFreeRange) {
+  bufpool::engine e(limits_u32());
+  add_region(e, mib);
+  offset_t expect = 0;
+  std::vector<bufpool::engine_allocation> held;
+  for (int i = 0; i < 1000; ++i) {  // consecutive, in allocation order
+    auto a = e.allocate(16 + 16 * static_cast<offset_t>(i % 15), 1, bufpool::greedy);
+    ASSERT_TRUE(a.has_value());
+    ASSERT_EQ(a->offset, expect) << i;
+    expect += a->capacity;
+    held.push_back(*a);
+  }
+  // The rest of the region is one free range in every view.
+  EXPECT_EQ(e.stats().free_ranges, 1u);
+  EXPECT_EQ(e.stats().largest_free, mib - expect);
+  EXPECT_TRUE(valid(e));
+  // Giving back the last range returns it to the wilderness; optimal and fixed still see it.
+  ASSERT_TRUE(e.release(held.back().node));
+  held.pop_back();
+  EXPECT_EQ(e.stats().largest_free, mib - held.back().offset - held.back().capacity);
+  auto at = e.allocate(64, 1, bufpool::fixed(mib - 64));
+  ASSERT_TRUE(at.has_value());
+  auto best = e.allocate(128, 1, bufpool::optimal);
+  ASSERT_TRUE(best.has_value());
+  EXPECT_TRUE(valid(e));
+  for (const auto& a : held) ASSERT_TRUE(e.release(a.node));
+  ASSERT_TRUE(e.release(at->node));
+  ASSERT_TRUE(e.release(best->node));
+  EXPECT_EQ(e.stats().free_ranges, 1u);
+  EXPECT_EQ(e.stats().largest_free, mib);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(Wilderness, ANewLargerRegionTakesOverAndResizeGrowsIntoIt) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(64, 1, bufpool::greedy).value();  // the region's rest is the wilderness
+  auto grown = e.resize(a.node, 1024);                  // into the wilderness
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_EQ(*grown, 1024u);
+  EXPECT_TRUE(valid(e));
+  add_region(e, 64 * kib);
+  auto b = e.allocate(8 * kib, 1, bufpool::greedy);  // only the new region holds it
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->region, 1u);
+  auto c = e.allocate(64, 1, bufpool::greedy);  // an indexed hole that fits comes first
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->offset, 1024u);
+  auto d = e.allocate(4 * kib, 1, bufpool::greedy);  // no hole holds it: the wilderness
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->offset, b->offset + b->capacity);
+  EXPECT_EQ(e.stats().free_ranges, 2u);
+  EXPECT_TRUE(valid(e));
+}
