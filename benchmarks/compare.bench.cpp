@@ -355,6 +355,7 @@ class bufpool_pmr_contestant final : public contestant {
     } else {
       bufpool::pmr::resource_options o;
       o.thread_safe = thread_safe;
+      o.retained_bytes = ~std::size_t{0};  // release() keeps its regions (arena cycles, W3)
       r_ = std::make_unique<bufpool::pmr::pool_resource>(o, &up_);
     }
   }

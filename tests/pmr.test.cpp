@@ -496,6 +496,43 @@ TEST(PoolResource, ReleaseReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
   expect_valid(r);
 }
 
+TEST(PoolResource, ReleaseKeepsTheLargestRegionsUpToRetainedBytesForTheNextCycle) {
+  counting_resource up;
+  resource_options o{4096, 2.0, 1 << 20};
+  o.retained_bytes = 12288;  // holds the 8 KiB and 4 KiB regions, not the 16 KiB one
+  pool_resource r(o, &up);
+  for (int i = 0; i < 7; ++i) (void)r.allocate(3000, 8);  // regions of 4, 8 and 16 KiB
+  ASSERT_EQ(up.allocations(), 3u);
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 12288u);  // 16 KiB went back: larger than what is left
+  EXPECT_EQ(up.mismatches(), 0u);
+  EXPECT_EQ(r.stats().regions, 2u);
+  EXPECT_EQ(r.stats().used_bytes, 0u);
+  EXPECT_EQ(r.stats().free_bytes, 12288u);
+  for (int i = 0; i < 3; ++i) (void)r.allocate(3000, 8);  // refilled from kept regions
+  EXPECT_EQ(up.allocations(), 3u);
+  expect_valid(r);
+  o.retained_bytes = ~std::size_t{0};  // everything
+  pool_resource all(o, &up);
+  for (int i = 0; i < 7; ++i) (void)all.allocate(3000, 8);
+  all.release();
+  EXPECT_EQ(all.stats().regions, 3u);
+}  // destruction gives everything back
+
+TEST(PoolResource, DestructionGivesRetainedRegionsBack) {
+  counting_resource up;
+  {
+    resource_options o;
+    o.retained_bytes = ~std::size_t{0};
+    pool_resource r(o, &up);
+    (void)r.allocate(100, 8);
+    r.release();
+    EXPECT_GT(up.outstanding_bytes(), 0u);
+  }
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
 TEST(PoolResource, Row33ReleaseKeepsTheUserBufferAndResetsGrowth) {
   counting_resource up;
   std::byte buffer[2000];

@@ -38,6 +38,11 @@ struct resource_options {
   /// `synchronized_pool_resource`). false: no locking, one thread at a time (like
   /// `monotonic_buffer_resource` and `unsynchronized_pool_resource`), and faster.
   bool thread_safe = true;
+  /// Bytes of upstream regions that release() keeps for the next cycle (the largest
+  /// regions first) instead of giving them back: an arena that is released and refilled
+  /// then reuses memory whose pages are already mapped. 0 (the default) gives everything
+  /// back, as the standard resources do; destruction always does.
+  std::size_t retained_bytes = 0;
 
   /// 1 <= first <= max, factor >= 1 (and not NaN).
   [[nodiscard]] constexpr bool valid() const noexcept {
@@ -115,12 +120,37 @@ class owning_backend final : public backend {
       pool_->release_raw(static_cast<const void*>(p), bytes, alignment);
   }
 
+  // O(regions): the pool is replaced, not emptied range by range. Regions up to
+  // retained_bytes (the largest first) go to the new pool instead of upstream.
   void release() noexcept override {
     std::scoped_lock lock(mutex_);
-    free_all();
-    next_size_ = first_size();
+    std::ranges::sort(blocks_, std::ranges::greater{}, &block::size);
+    std::size_t kept = 0;
+    std::size_t kept_bytes = 0;
+    for (std::size_t i = 0; i < blocks_.size(); ++i)  // kept ones move to the front
+      if (blocks_[i].size <= growth_.retained_bytes - kept_bytes) {
+        kept_bytes += blocks_[i].size;
+        std::swap(blocks_[i], blocks_[kept++]);
+      }
+    free_all(kept);
     pool_ = std::make_unique<pool_type>(pool_options());
     if (buffer_ != nullptr) add_buffer();
+    std::size_t added = 0;
+    for (std::size_t i = 0; i < kept; ++i) {
+      const block b = blocks_[i];
+      bool ok = false;
+      try {
+        auto expansion = pool_->begin_expand(b.size);
+        ok = expansion && std::move(*expansion).initialize(b.pointer);
+      } catch (...) {  // out of memory for the pool's records: the region goes back
+      }
+      if (ok)
+        blocks_[added++] = b;
+      else
+        upstream_->deallocate(b.pointer, b.size, b.alignment);
+    }
+    blocks_.resize(added);
+    if (blocks_.empty()) next_size_ = first_size();
   }
 
   [[nodiscard]] pool_stats stats() const override { return pool_->stats(); }
@@ -263,12 +293,14 @@ class owning_backend final : public backend {
 
   // Gives everything back to upstream (the pool first: it may hold raw ranges, which is
   // allowed, but not the pad slices, which borrow it).
-  void free_all() noexcept {
+  // Destroys the pool and gives every upstream block back but the first `keep` regions.
+  void free_all(std::size_t keep = 0) noexcept {
     head_pad_.reset();
     tail_pad_.reset();
     pool_.reset();
-    for (const block& b : blocks_) upstream_->deallocate(b.pointer, b.size, b.alignment);
-    blocks_.clear();
+    for (std::size_t i = keep; i < blocks_.size(); ++i)
+      upstream_->deallocate(blocks_[i].pointer, blocks_[i].size, blocks_[i].alignment);
+    blocks_.resize(keep);
     for (const auto& [p, b] : dedicated_) upstream_->deallocate(b.pointer, b.size, b.alignment);
     dedicated_.clear();
   }
