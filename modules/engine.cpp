@@ -1127,12 +1127,15 @@ std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
   const offset_t offset = nodes_[n].offset;
   const offset_t capacity = nodes_[n].size;
   std::uint32_t q = nodes_[n].next;
-  if (q != no_index && nodes_[q].state == node_cached) {  // it leaves the cache to be used
-    cache_unlink(q);
-    q = coalesce(q);
-  } else if (q != no_index && q == wild_) {  // the wilderness is indexed again
-    wild_ = no_index;
-    q = coalesce(q);
+  // The free ranges after it are merged and indexed first if one of them is cached or the
+  // wilderness (indexed free ranges are never adjacent: only the first two can be free).
+  const auto unindexed = [&](std::uint32_t m) {
+    return m != no_index && (nodes_[m].state == node_cached || m == wild_);
+  };
+  if (unindexed(q) ||
+      (q != no_index && nodes_[q].state == node_free && unindexed(nodes_[q].next))) {
+    trim();
+    q = nodes_[n].next;
   }
   if (q != no_index && nodes_[q].state != node_free) q = no_index;
   const offset_t room = capacity + (q == no_index ? 0 : nodes_[q].size);  // cannot overflow

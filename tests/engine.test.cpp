@@ -1156,6 +1156,40 @@ TEST(SizeClasses, ResizeGrowsIntoACachedNeighbour) {
   EXPECT_TRUE(valid(e));
 }
 
+TEST(SizeClasses, ResizeGrowsAcrossSeveralCachedRangesAndTheWilderness) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(64, 1, bufpool::greedy).value();
+  auto b = e.allocate(64, 1, bufpool::greedy).value();
+  auto c = e.allocate(128, 1, bufpool::greedy).value();  // the rest is the wilderness
+  ASSERT_TRUE(e.release(b.node));                        // cached
+  ASSERT_TRUE(e.release(c.node));                        // cached
+  auto grown = e.resize(a.node, 256);                    // a, b and c merged
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_EQ(*grown, 256u);
+  grown = e.resize(a.node, 3 * kib);  // on into the free rest of the region
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_EQ(*grown, 3 * kib);
+  EXPECT_EQ(e.stats().free_bytes, kib);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(SizeClasses, ResizeGrowsAcrossAnIndexedRangeFollowedByACachedOne) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  auto a = e.allocate(64, 1, bufpool::greedy).value();
+  auto b = e.allocate(64, 1, bufpool::optimal).value();  // not cached when released
+  auto c = e.allocate(64, 1, bufpool::greedy).value();
+  auto wall = e.allocate(64, 1, bufpool::fixed(192)).value();
+  ASSERT_TRUE(e.release(c.node));  // cached
+  ASSERT_TRUE(e.release(b.node));  // indexed, next to the cached c
+  auto grown = e.resize(a.node, 192);
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_EQ(*grown, 192u);
+  ASSERT_TRUE(e.release(wall.node));
+  EXPECT_TRUE(valid(e));
+}
+
 TEST(SizeClasses, TheCacheIsBoundedAndTrimEmptiesIt) {
   bufpool::engine e(limits_u32());
   add_region(e, 64 * mib);
