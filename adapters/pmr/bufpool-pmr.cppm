@@ -525,7 +525,8 @@ class pool_resource : public std::pmr::memory_resource {
       : upstream_(checked_upstream(upstream)), options_(checked(options)) {
     auto* b = buffer != nullptr && size != 0 ? static_cast<std::byte*>(buffer) : nullptr;
     if (options_.thread_safe)
-      backend_ = std::make_unique<detail::owning_backend<std::mutex>>(options_, upstream_, b, size);
+      backend_ = std::make_unique<detail::owning_backend<bufpool::adaptive_mutex>>(
+          options_, upstream_, b, size);
     else
       backend_ = std::make_unique<detail::owning_backend<bufpool::null_mutex>>(options_, upstream_,
                                                                                b, size);
