@@ -178,6 +178,13 @@ class engine {
   /// Tags a live range with bits the caller defines (the pool marks guarded and parked
   /// ranges for its map); shown by ranges(), cleared when the range is released. O(1).
   void set_marks(std::uint32_t node, std::uint8_t marks) noexcept;
+  /// Keeps `tag` and `small` with live range `node` until it is released (the pool keeps
+  /// there the size and alignment a raw range was acquired with). O(1).
+  void set_tag(std::uint32_t node, std::uint64_t tag, std::uint8_t small) noexcept;
+  /// The tag set_tag() last gave live range `node`.
+  [[nodiscard]] std::uint64_t tag(std::uint32_t node) const noexcept;
+  /// The small tag set_tag() last gave live range `node`.
+  [[nodiscard]] std::uint8_t small_tag(std::uint32_t node) const noexcept;
   /// The marks set_marks() last gave live range `node` (0 if none).
   [[nodiscard]] std::uint8_t marks(std::uint32_t node) const noexcept;
   /// Spans reserved by begin_expand and neither initialized nor cancelled, in offset
@@ -208,11 +215,14 @@ class engine {
     std::uint32_t prev = no_index;    // previous range in the same region
     std::uint32_t next = no_index;    // next range in the same region
     std::uint32_t region = no_index;  //
-    std::uint32_t link = no_index;    // free-list link while unused, class list while cached
-    std::uint32_t cprev = no_index;   // previous range in its class list while cached
-    std::uint8_t state = 0;           // node_unused, node_free, node_used or node_cached
-    std::uint8_t marks = 0;           // set_marks(), while used
-    bool greedy = false;              // acquired by greedy: may be cached when released
+    // While unused: link is the free-list link. While cached: the class list's links. While
+    // used: set_tag()'s tag (low half in link).
+    std::uint32_t link = no_index;
+    std::uint32_t cprev = no_index;
+    std::uint8_t state = 0;  // node_unused, node_free, node_used or node_cached
+    std::uint8_t marks = 0;  // set_marks(), while used
+    bool greedy = false;     // acquired by greedy: may be cached when released
+    std::uint8_t small = 0;  // set_tag(), while used
   };
   struct region_rec {
     offset_t offset = 0;

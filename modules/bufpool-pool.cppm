@@ -320,38 +320,29 @@ struct parked_range {
   std::unique_ptr<parked_guard> guard;
 };
 
-// A live raw range as the pool records it: its engine node and what the caller asked for,
-// so a release can be checked against the acquisition.
-struct raw_entry {
-  std::uint64_t size = 0;  // bytes requested
-  std::uint32_t node = no_index;
-  std::uint8_t alignment_log2 = 0;  // alignment requested
-};
-
-// Offset -> raw_entry of the live raw ranges: open addressing with linear probing and
+// Offset -> engine node of the live raw ranges (the size and alignment they were acquired
+// with are kept with the node, engine::set_tag): open addressing with linear probing and
 // backward-shift deletion, so lookups and erases are O(1) expected and nothing is
-// allocated except when the table grows (at half load).
+// allocated except when the table grows (at half load). 16 bytes per cell.
 class offset_map {
  public:
-  void insert(std::uint64_t key, const raw_entry& value);
+  void insert(std::uint64_t key, std::uint32_t node);
   /// Room for `n` more entries, so that inserting them cannot throw.
   void reserve(std::size_t n);
-  [[nodiscard]] const raw_entry* find(std::uint64_t key) const noexcept;  // null if absent
-  [[nodiscard]] raw_entry* find(std::uint64_t key) noexcept {
-    return const_cast<raw_entry*>(std::as_const(*this).find(key));
-  }
+  /// The node of `key`, or no_index.
+  [[nodiscard]] std::uint32_t find(std::uint64_t key) const noexcept;
   bool erase(std::uint64_t key) noexcept;
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   template <class F>
   void for_each(F&& f) const {
     for (const cell& c : cells_)
-      if (c.value.node != no_index) f(c.key, c.value);
+      if (c.node != no_index) f(c.key, c.node);
   }
 
  private:
   struct cell {
     std::uint64_t key = 0;
-    raw_entry value;
+    std::uint32_t node = no_index;
   };
   [[nodiscard]] std::size_t home(std::uint64_t key) const noexcept;
   void grow();
@@ -556,12 +547,11 @@ class buffer_pool {
   [[nodiscard]] std::expected<raw_range<Int>, errc> raw_at(const void* pointer) const {
     std::scoped_lock lock(mutex_);
     const auto offset = offset_of(pointer);
-    const detail::raw_entry* entry = offset ? raw_.find(*offset) : nullptr;
-    if (entry == nullptr) return std::unexpected(errc::invalid_argument);
+    const std::uint32_t node = offset ? raw_.find(*offset) : no_index;
+    if (node == no_index) return std::unexpected(errc::invalid_argument);
     const std::byte* data = static_cast<const std::byte*>(pointer);
-    return raw_range<Int>{static_cast<Int>(*offset), static_cast<Int>(entry->size),
-                          static_cast<Int>(engine_.node_size(entry->node)),
-                          const_cast<std::byte*>(data)};
+    return raw_range<Int>{static_cast<Int>(*offset), static_cast<Int>(engine_.tag(node)),
+                          static_cast<Int>(engine_.node_size(node)), const_cast<std::byte*>(data)};
   }
 
   /// Grows or shrinks the raw range at `offset` in place to `size` bytes (its offset and
@@ -751,9 +741,9 @@ class buffer_pool {
     if (borrowed_.load() + raw_.size() > e.used_ranges)
       return std::unexpected("more borrowed and raw ranges than live slices");
     bool raw_ok = true;
-    raw_.for_each([&](std::uint64_t offset, const detail::raw_entry& r) {
-      raw_ok = raw_ok && engine_.is_live(r.node) && engine_.node_offset(r.node) == offset &&
-               r.size <= engine_.node_size(r.node);
+    raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
+      raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset &&
+               engine_.tag(node) <= engine_.node_size(node);
     });
     if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
     return {};
@@ -819,12 +809,12 @@ class buffer_pool {
         if (a) {
           if (raw) {
             try {
-              raw_.insert(a->offset,
-                          {size, a->node, static_cast<std::uint8_t>(std::countr_zero(alignment))});
+              raw_.insert(a->offset, a->node);
             } catch (...) {  // strong guarantee: the range goes back
               engine_.release(a->node);
               throw;
             }
+            engine_.set_tag(a->node, size, static_cast<std::uint8_t>(std::countr_zero(alignment)));
           }
           const auto* region = regions_[a->region].get();
           shade(*region, a->offset, a->capacity, false);
@@ -872,12 +862,12 @@ class buffer_pool {
   }
 
   std::expected<Int, errc> resize_raw_locked(std::uint64_t offset, std::uint64_t size) {
-    detail::raw_entry* entry = raw_.find(offset);
-    if (!detail::expects(entry != nullptr,
+    const std::uint32_t node = raw_.find(offset);
+    if (!detail::expects(node != no_index,
                          "resize_raw: the offset does not start a live raw range of this pool"))
       return std::unexpected(errc::invalid_argument);
-    auto capacity = resize_locked(entry->node, size);
-    if (capacity) entry->size = size;
+    auto capacity = resize_locked(node, size);
+    if (capacity) engine_.set_tag(node, size, engine_.small_tag(node));
     return capacity;
   }
 
@@ -939,22 +929,21 @@ class buffer_pool {
   }
 
   bool release_raw_locked(std::uint64_t offset, const raw_request* request) noexcept {
-    const detail::raw_entry* entry = raw_.find(offset);
-    if (!detail::expects(entry != nullptr,
+    const std::uint32_t node = raw_.find(offset);
+    if (!detail::expects(node != no_index,
                          "release_raw: the offset does not start a live raw range of this pool "
                          "(released twice, a slice's range, another pool's, or inside a range)"))
       return false;
     if (request != nullptr) {
-      if (!detail::expects(request->size == entry->size,
+      if (!detail::expects(request->size == engine_.tag(node),
                            "release_raw: the size differs from the size the range was acquired "
                            "with"))
         return false;
-      if (!detail::expects(request->alignment == std::uint64_t{1} << entry->alignment_log2,
+      if (!detail::expects(request->alignment == std::uint64_t{1} << engine_.small_tag(node),
                            "release_raw: the alignment differs from the alignment the range was "
                            "acquired with"))
         return false;
     }
-    const std::uint32_t node = entry->node;
     raw_.erase(offset);
     release_locked(node);
     return true;

@@ -1212,6 +1212,20 @@ std::vector<range_view> engine::ranges(std::uint32_t id) const {
   return out;
 }
 
+void engine::set_tag(std::uint32_t n, std::uint64_t tag, std::uint8_t small) noexcept {
+  nodes_[n].link = static_cast<std::uint32_t>(tag);
+  nodes_[n].cprev = static_cast<std::uint32_t>(tag >> 32);
+  nodes_[n].small = small;
+}
+
+std::uint64_t engine::tag(std::uint32_t n) const noexcept {
+  return std::uint64_t{nodes_[n].link} | std::uint64_t{nodes_[n].cprev} << 32;
+}
+
+std::uint8_t engine::small_tag(std::uint32_t n) const noexcept {
+  return nodes_[n].small;
+}
+
 void engine::set_marks(std::uint32_t n, std::uint8_t marks) noexcept {
   nodes_[n].marks = marks;
 }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The pool's offset -> raw_entry map for raw ranges: open addressing, backward-shift deletion.
+// The pool's offset -> node map for raw ranges: open addressing, backward-shift deletion.
 module;
 #include <cstddef>
 #include <cstdint>
@@ -23,26 +23,25 @@ void offset_map::grow() {
   old.swap(cells_);
   count_ = 0;
   for (const cell& c : old)
-    if (c.value.node != no_index) insert(c.key, c.value);
+    if (c.node != no_index) insert(c.key, c.node);
 }
 
 void offset_map::reserve(std::size_t n) {
   while (2 * (count_ + n) > cells_.size()) grow();
 }
 
-void offset_map::insert(std::uint64_t key, const raw_entry& value) {
+void offset_map::insert(std::uint64_t key, std::uint32_t node) {
   if (2 * (count_ + 1) > cells_.size()) grow();  // keep the load at most one half
   std::size_t i = home(key);
-  while (cells_[i].value.node != no_index) i = (i + 1) & (cells_.size() - 1);
-  cells_[i] = {key, value};
+  while (cells_[i].node != no_index) i = (i + 1) & (cells_.size() - 1);
+  cells_[i] = {key, node};
   ++count_;
 }
 
-const raw_entry* offset_map::find(std::uint64_t key) const noexcept {
-  if (cells_.empty()) return nullptr;
+std::uint32_t offset_map::find(std::uint64_t key) const noexcept {
+  if (cells_.empty()) return no_index;
   for (std::size_t i = home(key);; i = (i + 1) & (cells_.size() - 1)) {
-    if (cells_[i].value.node == no_index) return nullptr;
-    if (cells_[i].key == key) return &cells_[i].value;
+    if (cells_[i].node == no_index || cells_[i].key == key) return cells_[i].node;
   }
 }
 
@@ -51,14 +50,14 @@ bool offset_map::erase(std::uint64_t key) noexcept {
   const std::size_t mask = cells_.size() - 1;
   std::size_t i = home(key);
   for (;; i = (i + 1) & mask) {
-    if (cells_[i].value.node == no_index) return false;
+    if (cells_[i].node == no_index) return false;
     if (cells_[i].key == key) break;
   }
   // Backward shift: pull later cells of the probe run into the hole while their home
   // does not lie cyclically in (hole, cell], so every key stays reachable from its home.
   for (std::size_t j = i;;) {
     j = (j + 1) & mask;
-    if (cells_[j].value.node == no_index) break;
+    if (cells_[j].node == no_index) break;
     const std::size_t h = home(cells_[j].key);
     const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
     if (!stays) {
@@ -66,7 +65,7 @@ bool offset_map::erase(std::uint64_t key) noexcept {
       i = j;
     }
   }
-  cells_[i].value.node = no_index;
+  cells_[i].node = no_index;
   --count_;
   return true;
 }
