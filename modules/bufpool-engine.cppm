@@ -253,6 +253,9 @@ class engine {
   engine_allocation take_cached(std::uint32_t n) noexcept;
   std::optional<engine_allocation> greedy_fit(offset_t len, offset_t align, unsigned level);
   engine_allocation carve_wild(offset_t start, offset_t len);
+  [[nodiscard]] offset_t fit_capacity(offset_t avail, offset_t len) const noexcept;
+  engine_allocation mark_used(std::uint32_t n, offset_t start, offset_t capacity,
+                              bool by_greedy) noexcept;
   // What the cache changes in the coalesced view of a region (or of all, no_index): its
   // bytes, how many fewer ranges there are once merged, and the largest merged range that
   // holds a cached one.

@@ -836,15 +836,7 @@ void engine::cache_unlink(std::uint32_t n) noexcept {
 
 engine_allocation engine::take_cached(std::uint32_t n) noexcept {
   cache_unlink(n);
-  node& u = nodes_[n];
-  u.state = node_used;
-  u.greedy = true;
-  region_rec& r = regions_[u.region];
-  r.used_bytes += u.size;
-  ++r.used_ranges;
-  used_bytes_ += u.size;
-  ++used_ranges_;
-  return engine_allocation{n, u.region, u.offset, u.size};
+  return mark_used(n, nodes_[n].offset, nodes_[n].size, true);
 }
 
 void engine::trim() noexcept {
@@ -897,6 +889,33 @@ engine::cache_view engine::view_of_cache(std::uint32_t region) const noexcept {
   return v;
 }
 
+// The capacity a range of `len` bytes gets where `avail` bytes are free from its start: len
+// rounded up to the granule where the room allows, and a tail that could never hold an
+// aligned slice of its own stays with the range.
+offset_t engine::fit_capacity(offset_t avail, offset_t len) const noexcept {
+  const offset_t g = limits_.min_alignment;
+  const offset_t rem = len & (g - 1);
+  const offset_t extra = rem == 0 ? 0 : g - rem;
+  const offset_t capacity = avail - len >= extra ? len + extra : avail;
+  return avail - capacity < g ? avail : capacity;
+}
+
+// Node `n` (linked where it belongs) becomes the used range [start, start + capacity).
+engine_allocation engine::mark_used(std::uint32_t n, offset_t start, offset_t capacity,
+                                    bool by_greedy) noexcept {
+  node& u = nodes_[n];
+  u.offset = start;
+  u.size = capacity;
+  u.state = node_used;
+  u.greedy = by_greedy;
+  region_rec& r = regions_[u.region];
+  r.used_bytes += capacity;
+  ++r.used_ranges;
+  used_bytes_ += capacity;
+  ++used_ranges_;
+  return engine_allocation{n, u.region, start, capacity};
+}
+
 // greedy's placement of `len` bytes at `align`: the best fit among the indexed free ranges
 // (greedy shares the best-fit descent: measured, a looser fit left more free ranges and cost
 // more per acquire+release, because index updates, not the search, dominate), else the front
@@ -929,14 +948,10 @@ std::optional<engine_allocation> engine::greedy_fit(offset_t len, offset_t align
 // less than a granule, is left).
 engine_allocation engine::carve_wild(offset_t start, offset_t len) {
   const std::uint32_t w = wild_;
-  const offset_t g = limits_.min_alignment;
   const offset_t from = nodes_[w].offset;
   const offset_t pad = start - from;
   const offset_t avail = nodes_[w].size - pad;
-  const offset_t rem = len & (g - 1);
-  const offset_t extra = rem == 0 ? 0 : g - rem;
-  offset_t capacity = avail - len >= extra ? len + extra : avail;
-  if (avail - capacity < g) capacity = avail;
+  const offset_t capacity = fit_capacity(avail, len);
   const offset_t tail = avail - capacity;
 
   // Every node first: a failed allocation changes nothing.
@@ -963,17 +978,7 @@ engine_allocation engine::carve_wild(offset_t start, offset_t len) {
     nodes_[p].size = pad;
     add_free(p);
   }
-  node& u = nodes_[used];
-  u.offset = start;
-  u.size = capacity;
-  u.state = node_used;
-  u.greedy = true;
-  region_rec& r = regions_[u.region];
-  r.used_bytes += capacity;
-  ++r.used_ranges;
-  used_bytes_ += capacity;
-  ++used_ranges_;
-  return engine_allocation{used, u.region, start, capacity};
+  return mark_used(used, start, capacity, true);
 }
 
 // Splits free node `n` into [padding][used: start, capacity][tail]. The free node keeps
@@ -981,16 +986,10 @@ engine_allocation engine::carve_wild(offset_t start, offset_t len) {
 // else the padding; the used range gets a new node unless it takes the whole range.
 std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t start,
                                                      offset_t len) {
-  const offset_t g = limits_.min_alignment;
   const offset_t from = nodes_[n].offset;
   const offset_t pad = start - from;
   const offset_t avail = nodes_[n].size - pad;
-  // Round the capacity up to the granule where the range allows; absorb a tail that
-  // could never hold an aligned slice of its own.
-  const offset_t rem = len & (g - 1);
-  const offset_t extra = rem == 0 ? 0 : g - rem;
-  offset_t capacity = avail - len >= extra ? len + extra : avail;
-  if (avail - capacity < g) capacity = avail;
+  const offset_t capacity = fit_capacity(avail, len);
   const offset_t tail = avail - capacity;
 
   std::uint32_t used = n;
@@ -1027,17 +1026,7 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
     }
     resize_free(n, from, pad);
   }
-  node& u = nodes_[used];
-  u.offset = start;
-  u.size = capacity;
-  u.state = node_used;
-  u.greedy = false;
-  region_rec& r = regions_[u.region];
-  r.used_bytes += capacity;
-  ++r.used_ranges;
-  used_bytes_ += capacity;
-  ++used_ranges_;
-  return engine_allocation{used, u.region, start, capacity};
+  return mark_used(used, start, capacity, false);
 }
 
 // Frees a used node: into the size-class cache if greedy gave it a class capacity, else
@@ -1122,7 +1111,6 @@ std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
     return std::unexpected(errc::invalid_argument);
   if (size == 0) return std::unexpected(errc::invalid_size);
   if (size > limits_.max_size) return std::unexpected(errc::too_large);
-  const offset_t g = limits_.min_alignment;
   const offset_t len = std::max(size, limits_.min_size);
   const offset_t offset = nodes_[n].offset;
   const offset_t capacity = nodes_[n].size;
@@ -1140,12 +1128,7 @@ std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
   if (q != no_index && nodes_[q].state != node_free) q = no_index;
   const offset_t room = capacity + (q == no_index ? 0 : nodes_[q].size);  // cannot overflow
   if (len > room) return std::unexpected(errc::out_of_memory);
-  // The new capacity: len rounded up to the granule where the room allows, and a tail
-  // that could never hold a slice of its own stays with the range (as in carve).
-  const offset_t rem = len & (g - 1);
-  const offset_t extra = rem == 0 ? 0 : g - rem;
-  offset_t target = room - len >= extra ? len + extra : room;
-  if (room - target < g) target = room;
+  const offset_t target = fit_capacity(room, len);
   if (target == capacity) return capacity;
 
   if (target < capacity && q == no_index) {  // the tail becomes a free range of its own
