@@ -662,7 +662,7 @@ class buffer_pool {
   /// Slices that carry a guard, parked ones included. O(1).
   [[nodiscard]] std::size_t active_guard_count() const noexcept { return guarded_.load(); }
 
-  /// Totals over the pool. O(log n).
+  /// Totals over the pool. O(log n + C), C = ranges in the size-class cache (see engine).
   [[nodiscard]] pool_stats stats() const {
     std::scoped_lock lock(mutex_);
     const engine_stats e = engine_.stats();
