@@ -266,7 +266,7 @@ class engine {
     offset_t largest = 0;
   };
   [[nodiscard]] cache_view view_of_cache(std::uint32_t region) const noexcept;
-  [[nodiscard]] bool free_or_cached(std::uint32_t n) const noexcept;
+  [[nodiscard]] bool is_free(std::uint32_t n) const noexcept;
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
 
   engine_limits limits_;

@@ -854,7 +854,8 @@ void engine::trim() noexcept {
     }
 }
 
-bool engine::free_or_cached(std::uint32_t n) const noexcept {
+// Whether range n is free: indexed, cached or the wilderness (false for no_index).
+bool engine::is_free(std::uint32_t n) const noexcept {
   return n != no_index && nodes_[n].state != node_used && nodes_[n].state != node_unused;
 }
 
@@ -870,16 +871,16 @@ engine::cache_view engine::view_of_cache(std::uint32_t region) const noexcept {
     if (region != no_index && x.region != region) return;
     v.bytes += x.size;
     ++v.ranges;
-    if (free_or_cached(x.next)) ++v.merges;
+    if (is_free(x.next)) ++v.merges;
     if (x.prev != no_index && nodes_[x.prev].state == node_free) ++v.merges;
     std::uint32_t first = no_index;
-    if (!free_or_cached(x.prev))
+    if (!is_free(x.prev))
       first = c;
-    else if (nodes_[x.prev].state == node_free && !free_or_cached(nodes_[x.prev].prev))
+    else if (nodes_[x.prev].state == node_free && !is_free(nodes_[x.prev].prev))
       first = x.prev;
     if (first == no_index) return;
     offset_t merged = 0;
-    for (std::uint32_t m = first; free_or_cached(m); m = nodes_[m].next) merged += nodes_[m].size;
+    for (std::uint32_t m = first; is_free(m); m = nodes_[m].next) merged += nodes_[m].size;
     v.largest = std::max(v.largest, merged);
   };
   if (wild_ != no_index) visit(wild_);
