@@ -326,6 +326,7 @@ class bufpool_contestant final : public contestant {
     typename Pool::options_type o;
     o.min_alignment = 8;
     o.max_alignment = 4096;
+    o.slabs = true;
     return o;
   }
   void grow(std::size_t size) {

@@ -72,6 +72,9 @@ struct region_stats {
   offset_t free_bytes = 0;      ///< Bytes in its free ranges.
   std::size_t free_ranges = 0;  ///< Number of its free ranges.
   std::size_t used_ranges = 0;  ///< Number of its used ranges.
+  /// Bytes of free slab slots (set by the pool when its option `slabs` is on; see
+  /// pool_stats::spare_bytes). The engine counts the slabs as used ranges.
+  offset_t spare_bytes = 0;
 };
 
 /// A range as seen by a walk over a region (for dumps and tests).

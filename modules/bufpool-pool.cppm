@@ -167,8 +167,11 @@ enum class pool_ref : std::uint8_t {
 
 /// Statistics of a whole pool.
 struct pool_stats {
-  std::uint64_t used_bytes = 0;     ///< Capacity of live slices, parked ones included.
-  std::uint64_t free_bytes = 0;     ///< Free bytes in initialized regions.
+  std::uint64_t used_bytes = 0;  ///< Capacity of live slices, parked ones included.
+  std::uint64_t free_bytes = 0;  ///< Free bytes in initialized regions.
+  /// Free slots of slabs (options `slabs`): free, but only for requests of their size
+  /// class. used_bytes + free_bytes + spare_bytes is the bytes of all initialized regions.
+  std::uint64_t spare_bytes = 0;
   std::uint64_t pending_bytes = 0;  ///< Reserved by expansions not yet initialized.
   std::uint64_t largest_free = 0;   ///< The largest free range.
   std::size_t free_ranges = 0;      ///< Number of free ranges.
@@ -216,6 +219,7 @@ enum class range_state : std::uint8_t {
   used,     ///< A live slice or raw range.
   guarded,  ///< A live slice with a guard (I/O in flight).
   parked,   ///< Destroyed while guarded: waits for its guard (collect()).
+  spare,    ///< Free slots of a slab: only for requests of the slab's size class.
 };
 
 /// One range of a region in a pool_map.
@@ -254,7 +258,7 @@ struct pool_map {
 
 /// The map as one JSON object: {"stats": {...}, "regions": [{"id", "offset", "size",
 /// "ranges": [{"offset", "size", "state"}]}], "pending": [{"offset", "size"}]}, where state
-/// is "free", "used", "guarded" or "parked". from_json() reads it back.
+/// is "free", "used", "guarded", "parked" or "spare". from_json() reads it back.
 [[nodiscard]] std::string to_json(const pool_map& map);
 
 /// Reads what to_json() wrote; invalid_argument (with nothing read) if it is not that.
@@ -349,6 +353,244 @@ class offset_map {
   std::vector<cell> cells_;  // size a power of two
   std::size_t count_ = 0;
 };
+
+// The pool's slabs (options `slabs`): small greedy raw ranges are slots of spans, engine
+// ranges of 4 .. 64 KiB (16 slots, at least 4 KiB) cut into slots of one size class.
+// Everything about a slot lives out of band: a span's free-slot bitmap (with a summary word,
+// so the lowest free slot is two bit scans away) and per slot the size and alignment it was
+// acquired with. A per-region table at 4 KiB granularity finds a slot's span from its offset
+// in O(1), so a release reads a table cell, the span record and one bitmap word: no hash,
+// no engine node.
+//
+// Spans need not start on a cell: each table cell (4 KiB of offsets) names the span that
+// covers its first offset and the span that starts inside it, at most one of each.
+// Each size class lists its spans that have a free slot; a span whose slots are all free
+// goes back to the engine unless it is the one empty span its class keeps.
+class slabs {
+ public:
+  static constexpr std::uint64_t smallest_span = std::uint64_t{1} << 12;
+  static constexpr std::uint64_t largest_slot = 4096;
+  static constexpr unsigned class_count = 28;
+  static constexpr unsigned no_class = ~0U;
+
+  // The class of a request of `size` bytes (>= 1) at `alignment` (a power of two, at least
+  // the pool's granule): the smallest slot size that holds it and is a multiple of the
+  // alignment (slots are multiples of 16 bytes: 16 .. 128, then 4 per doubling to 4096),
+  // or no_class.
+  [[nodiscard]] static unsigned class_of(std::uint64_t size, std::uint64_t alignment) noexcept;
+  [[nodiscard]] static std::uint64_t slot_size(unsigned c) noexcept;
+  // The bytes of a span of class c: 16 slots, at least 4 KiB, a power of two.
+  [[nodiscard]] static inline std::uint64_t span_size(unsigned c) noexcept {
+    return std::max(smallest_span, std::bit_ceil(16 * slot_size(c)));
+  }
+
+  struct slot {
+    std::uint64_t offset;
+    std::uint64_t capacity;
+    std::uint32_t region;
+  };
+  // A free slot of class c for `size` bytes at alignment 2^align_log2 (recorded for the
+  // release's checks), or nothing if no span of the class has one. O(1).
+  [[nodiscard]] std::optional<slot> take(unsigned c, std::uint64_t size,
+                                         unsigned align_log2) noexcept;
+  // Makes engine range `node`, [offset, offset + bytes) with bytes >= span_size(c) in region
+  // `region` ([region_offset, region_offset + region_size)), a span of class c with every
+  // slot free. Allocates first: if it throws, nothing changed.
+  void add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std::uint32_t node,
+                std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size);
+  // The span containing `offset` (in region `region`, or no_index), or no_index. O(1).
+  [[nodiscard]] std::uint32_t find(std::uint64_t offset, std::uint32_t region) const noexcept;
+
+  enum class verdict : std::uint8_t { ok, not_live, size, alignment };
+  // Frees the slot at `offset` of span s, after checking that it starts a live slot and, if
+  // `size` is not null, that size and alignment are those it was acquired with (nothing
+  // changes otherwise). If the span becomes empty and its class already keeps one, the
+  // span is dropped and `dropped` receives its engine node (else no_index).
+  verdict give_back(std::uint32_t s, std::uint64_t offset, const std::uint64_t* size,
+                    std::uint64_t alignment, std::uint32_t& dropped) noexcept;
+  // The live slot at `offset` of span s: its recorded size and its capacity, or nothing.
+  [[nodiscard]] std::optional<std::pair<std::uint64_t, std::uint64_t>> live_slot(
+      std::uint32_t s, std::uint64_t offset) const noexcept;
+  // Records a new size (at most the slot's capacity) for the live slot at `offset`.
+  void set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept;
+  // Drops every empty span, calling give(node) for each (trim). O(spans).
+  template <class F>
+  void drop_empty(F&& give) noexcept {
+    for (std::uint32_t s = 0; s < spans_.size(); ++s)
+      if (spans_[s].slots != 0 && spans_[s].live == 0) give(drop(s));
+  }
+  // Calls f(offset, size, live) for the runs of span s in offset order: each live slot on
+  // its own, free slots (and the tail no slot fits) merged.
+  template <class F>
+  void for_each_run(std::uint32_t s, F&& f) const {
+    const span& x = spans_[s];
+    std::uint64_t run = 0;  // bytes of the current free run
+    for (std::uint32_t i = 0; i < x.slots; ++i) {
+      const std::uint64_t at = x.offset + std::uint64_t{i} * x.slot;
+      if (is_free(x, i)) {
+        run += x.slot;
+        continue;
+      }
+      if (run != 0) f(at - run, run, false);
+      run = 0;
+      f(at, std::uint64_t{x.slot}, true);
+    }
+    run += x.bytes - std::uint64_t{x.slots} * x.slot;
+    if (run != 0) f(x.offset + x.bytes - run, run, false);
+  }
+
+  struct totals {
+    std::uint64_t span_bytes = 0;  // bytes of the engine ranges the spans hold
+    std::uint64_t live_bytes = 0;  // capacities of the live slots
+    std::size_t spans = 0;
+    std::size_t live_slots = 0;
+  };
+  // For the whole pool in O(1), or for one region in O(spans).
+  [[nodiscard]] inline totals all() const noexcept { return totals_; }
+  [[nodiscard]] totals of_region(std::uint32_t region) const noexcept;
+  // Checks the spans against themselves and the engine's ranges. O(spans + slots).
+  [[nodiscard]] std::expected<void, std::string> validate(const engine& e) const;
+
+ private:
+  struct span {
+    std::uint64_t offset = 0;
+    std::uint64_t bytes = 0;
+    std::uint64_t summary = 0;               // bit w: free[w] has a free slot
+    std::unique_ptr<std::uint64_t[]> free;   // bit i: slot i is free
+    std::unique_ptr<std::uint16_t[]> sizes;  // per live slot: size - 1 | log2(alignment) << 12
+    std::uint32_t node = no_index;
+    std::uint32_t region = no_index;
+    std::uint32_t next = no_index;  // the class's list of spans with a free slot
+    std::uint32_t prev = no_index;
+    std::uint32_t slot = 0;     // slot size
+    std::uint32_t inverse = 0;  // ceil(2^32 / slot): slot index = (delta * inverse) >> 32
+    std::uint16_t slots = 0;    // 0 while the record is unused
+    std::uint16_t live = 0;
+    std::uint8_t cls = 0;
+  };
+  struct cell {
+    std::uint32_t covering = no_index;  // the span covering the cell's first offset
+    std::uint32_t starting = no_index;  // the span starting after it, inside the cell
+  };
+  static constexpr unsigned cell_log2 = 12;
+  static constexpr unsigned chunk_log2 = 10;  // cells per chunk: 8 KiB, 4 MiB of offsets
+  struct table {
+    std::uint64_t first_cell = 0;
+    std::vector<std::unique_ptr<cell[]>> chunks;  // made when a span first needs them
+  };
+  [[nodiscard]] static inline bool is_free(const span& x, std::uint32_t i) noexcept {
+    return (x.free[i >> 6] >> (i & 63) & 1) != 0;
+  }
+  [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
+  void point_table(std::uint32_t s, std::uint32_t value) noexcept;
+  void link(std::uint32_t s) noexcept;
+  void unlink(std::uint32_t s) noexcept;
+  std::uint32_t drop(std::uint32_t s) noexcept;
+
+  std::vector<span> spans_;
+  std::vector<std::uint32_t> unused_;  // span records to reuse
+  std::uint32_t partial_[class_count];
+  std::uint8_t empty_[class_count] = {};  // empty spans kept per class (at most 1)
+  std::vector<table> tables_;             // by region id
+  totals totals_;
+
+ public:
+  slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }
+};
+
+// Slot sizes: 16 .. 128 in steps of 16 (classes 0 .. 7), then 4 per doubling: 160, 192,
+// 224, 256, 320, ... 4096 (classes 8 .. 27), so a slot wastes at most 20% of a request
+// above 128 bytes. The paths every acquisition and release take are defined here, inline.
+inline std::uint64_t slabs::slot_size(unsigned c) noexcept {
+  if (c < 8) return std::uint64_t{16} * (c + 1);
+  const unsigned k = c - 8;
+  return std::uint64_t{5 + k % 4} << (5 + k / 4);
+}
+
+inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noexcept {
+  if (size > largest_slot || alignment > largest_slot) return no_class;
+  unsigned c = 0;
+  if (size > 128) {
+    const auto b = static_cast<unsigned>(std::bit_width(size - 1));  // size in (2^(b-1), 2^b]
+    c = 8 + (b - 8) * 4 + static_cast<unsigned>((size - 1) >> (b - 3)) - 4;
+  } else if (size > 16) {
+    c = static_cast<unsigned>((size - 1) >> 4);
+  }
+  while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
+  return c < class_count ? c : no_class;
+}
+
+inline std::optional<slabs::slot> slabs::take(unsigned c, std::uint64_t size,
+                                              unsigned align_log2) noexcept {
+  const std::uint32_t s = partial_[c];
+  if (s == no_index) return std::nullopt;
+  span& x = spans_[s];
+  const auto w = static_cast<unsigned>(std::countr_zero(x.summary));
+  std::uint64_t& word = x.free[w];
+  const std::uint32_t i = w * 64 + static_cast<unsigned>(std::countr_zero(word));
+  word &= word - 1;
+  if (word == 0) x.summary &= ~(std::uint64_t{1} << w);
+  x.sizes[i] = static_cast<std::uint16_t>((size - 1) | std::uint64_t{align_log2} << 12);
+  if (x.live++ == 0) --empty_[c];
+  if (x.live == x.slots) unlink(s);
+  totals_.live_bytes += x.slot;
+  ++totals_.live_slots;
+  return slot{x.offset + std::uint64_t{i} * x.slot, x.slot, x.region};
+}
+
+inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) const noexcept {
+  if (region >= tables_.size()) return no_index;
+  const table& t = tables_[region];
+  const std::uint64_t k = (offset >> cell_log2) - t.first_cell;
+  if (t.chunks.empty() || (k >> chunk_log2) >= t.chunks.size()) return no_index;
+  const cell* chunk = t.chunks[k >> chunk_log2].get();
+  if (chunk == nullptr) return no_index;
+  const cell& c = chunk[k & ((1U << chunk_log2) - 1)];
+  if (c.starting != no_index && offset >= spans_[c.starting].offset) return c.starting;
+  if (c.covering != no_index && offset - spans_[c.covering].offset < spans_[c.covering].bytes)
+    return c.covering;
+  return no_index;
+}
+
+inline slabs::verdict slabs::give_back(std::uint32_t s, std::uint64_t offset,
+                                       const std::uint64_t* size, std::uint64_t alignment,
+                                       std::uint32_t& dropped) noexcept {
+  dropped = no_index;
+  span& x = spans_[s];
+  const std::uint64_t delta = offset - x.offset;
+  const auto i = static_cast<std::uint32_t>((delta * x.inverse) >> 32);
+  if (i >= x.slots || std::uint64_t{i} * x.slot != delta || is_free(x, i)) return verdict::not_live;
+  if (size != nullptr) {
+    if (*size != std::uint64_t{x.sizes[i] & 0xfffU} + 1) return verdict::size;
+    if (alignment != std::uint64_t{1} << (x.sizes[i] >> 12)) return verdict::alignment;
+  }
+  x.free[i >> 6] |= std::uint64_t{1} << (i & 63);
+  x.summary |= std::uint64_t{1} << (i >> 6);
+  totals_.live_bytes -= x.slot;
+  --totals_.live_slots;
+  if (x.live-- == x.slots) link(s);
+  if (x.live == 0 && ++empty_[x.cls] > 1) dropped = drop(s);
+  return verdict::ok;
+}
+
+// Puts span s first in its class's list (the next take() uses it).
+inline void slabs::link(std::uint32_t s) noexcept {
+  span& x = spans_[s];
+  x.prev = no_index;
+  x.next = partial_[x.cls];
+  if (x.next != no_index) spans_[x.next].prev = s;
+  partial_[x.cls] = s;
+}
+
+inline void slabs::unlink(std::uint32_t s) noexcept {
+  span& x = spans_[s];
+  if (x.prev != no_index)
+    spans_[x.prev].next = x.next;
+  else
+    partial_[x.cls] = x.next;
+  if (x.next != no_index) spans_[x.next].prev = x.prev;
+  x.next = x.prev = no_index;
+}
 
 template <class H, class Entries>
 concept has_close_all = requires(H& h, const Entries& e) { h.close_all(e); };
@@ -504,6 +746,8 @@ class buffer_pool {
   [[nodiscard]] std::expected<raw_range<Int>, errc> acquire_raw(std::uint64_t size,
                                                                 std::uint64_t alignment = 1,
                                                                 strategy how = optimal) {
+    if (options_.slabs && how.kind == strategy_kind::greedy)
+      if (auto slot = acquire_slot(size, alignment)) return *slot;
     auto r = acquire_range(size, alignment, how, true);
     if (!r) return std::unexpected(r.error());
     return raw_range<Int>{r->offset, r->size, r->capacity,
@@ -546,10 +790,17 @@ class buffer_pool {
   /// (or last resized) with. invalid_argument if there is none. O(log regions) + O(1).
   [[nodiscard]] std::expected<raw_range<Int>, errc> raw_at(const void* pointer) const {
     std::scoped_lock lock(mutex_);
-    const auto offset = offset_of(pointer);
+    const auto at = locate(pointer);
+    const std::byte* data = static_cast<const std::byte*>(pointer);
+    if (const std::uint32_t s = at ? span_of(at->offset, at->region) : no_index; s != no_index) {
+      const auto live = slabs_.live_slot(s, at->offset);
+      if (!live) return std::unexpected(errc::invalid_argument);
+      return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(live->first),
+                            static_cast<Int>(live->second), const_cast<std::byte*>(data)};
+    }
+    const auto offset = at ? std::optional(at->offset) : std::nullopt;
     const std::uint32_t node = offset ? raw_.find(*offset) : no_index;
     if (node == no_index) return std::unexpected(errc::invalid_argument);
-    const std::byte* data = static_cast<const std::byte*>(pointer);
     return raw_range<Int>{static_cast<Int>(*offset), static_cast<Int>(engine_.tag(node)),
                           static_cast<Int>(engine_.node_size(node)), const_cast<std::byte*>(data)};
   }
@@ -569,11 +820,11 @@ class buffer_pool {
   /// As resize_raw(offset, size), for the raw range whose memory starts at `pointer`.
   [[nodiscard]] std::expected<Int, errc> resize_raw(const void* pointer, std::uint64_t size) {
     std::scoped_lock lock(mutex_);  // one lock for the lookup and the resize
-    const auto offset = offset_of(pointer);
-    if (!detail::expects(offset.has_value(),
+    const auto at = locate(pointer);
+    if (!detail::expects(at.has_value(),
                          "resize_raw: the pointer is in none of this pool's regions"))
       return std::unexpected(errc::invalid_argument);
-    return resize_raw_locked(*offset, size);
+    return resize_raw_locked(at->offset, size);
   }
 
   /// Adds a region of at least `min_bytes` through the pool's handle (which must model
@@ -612,6 +863,7 @@ class buffer_pool {
   /// most engine::max_cached_ranges).
   void trim() noexcept {
     std::scoped_lock lock(mutex_);
+    slabs_.drop_empty([this](std::uint32_t node) { engine_.release(node); });
     engine_.trim();
   }
 
@@ -666,24 +918,27 @@ class buffer_pool {
   [[nodiscard]] pool_stats stats() const {
     std::scoped_lock lock(mutex_);
     const engine_stats e = engine_.stats();
+    const auto slab = slabs_.all();
     pool_stats s;
-    s.used_bytes = e.used_bytes;
+    s.used_bytes = e.used_bytes - slab.span_bytes + slab.live_bytes;
     s.free_bytes = e.free_bytes;
+    s.spare_bytes = slab.span_bytes - slab.live_bytes;
     s.pending_bytes = e.pending_bytes;
     s.largest_free = e.largest_free;
     s.free_ranges = e.free_ranges;
-    s.live_slices = e.used_ranges;
+    s.live_slices = e.used_ranges - slab.spans + slab.live_slots;
     s.guarded_slices = guarded_.load();
     s.parked_slices = parked_.size();
     s.regions = e.regions;
     return s;
   }
 
-  /// Totals of each initialized region, in initialization order. O(regions).
+  /// Totals of each initialized region, in initialization order. O(regions), times the
+  /// number of slabs when the option `slabs` is on.
   [[nodiscard]] std::vector<region_stats> region_statistics() const {
     std::scoped_lock lock(mutex_);
     std::vector<region_stats> out;
-    for (std::uint32_t i = 0; i < engine_.region_count(); ++i) out.push_back(engine_.region(i));
+    for (std::uint32_t i = 0; i < engine_.region_count(); ++i) out.push_back(region_totals(i));
     return out;
   }
 
@@ -704,6 +959,12 @@ class buffer_pool {
       const region_stats r = engine_.region(id);
       map_region region{id, r.offset, r.size, {}};
       for (const range_view& v : engine_.ranges(id)) {
+        if (const std::uint32_t s = v.used ? span_of(v.offset, id) : no_index; s != no_index) {
+          slabs_.for_each_run(s, [&](std::uint64_t offset, std::uint64_t size, bool live) {
+            region.ranges.push_back({offset, size, live ? range_state::used : range_state::spare});
+          });
+          continue;
+        }
         range_state state = range_state::free;
         if (v.used)
           state = (v.marks & mark_parked_bit) != 0    ? range_state::parked
@@ -734,16 +995,20 @@ class buffer_pool {
   [[nodiscard]] std::expected<void, std::string> validate() const {
     std::scoped_lock lock(mutex_);
     if (auto v = engine_.validate(); !v) return v;
+    if (auto v = slabs_.validate(engine_); !v) return v;
     const engine_stats e = engine_.stats();
+    const auto slab = slabs_.all();
+    const std::size_t live = e.used_ranges - slab.spans + slab.live_slots;
     if (parked_.size() > guarded_.load()) return std::unexpected("more parked than guarded");
-    if (guarded_.load() > e.used_ranges) return std::unexpected("more guarded than live slices");
-    if (borrowed_.load() > e.used_ranges) return std::unexpected("more borrowed than live slices");
-    if (borrowed_.load() + raw_.size() > e.used_ranges)
+    if (guarded_.load() > live) return std::unexpected("more guarded than live slices");
+    if (borrowed_.load() > live) return std::unexpected("more borrowed than live slices");
+    if (borrowed_.load() + raw_.size() + slab.live_slots > live)
       return std::unexpected("more borrowed and raw ranges than live slices");
     bool raw_ok = true;
     raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
       raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset &&
-               engine_.tag(node) <= engine_.node_size(node);
+               engine_.tag(node) <= engine_.node_size(node) &&
+               span_of(offset, engine_.region_of(offset)) == no_index;
     });
     if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
     return {};
@@ -755,7 +1020,8 @@ class buffer_pool {
   [[nodiscard]] std::expected<closed_pool<Int, Extra, Handle>, close_error> try_close() {
     std::scoped_lock lock(mutex_);
     if (closed_) return std::unexpected(close_error{errc::pool_closed, 0, 0});
-    const std::size_t live = engine_.stats().used_ranges;
+    const auto slab = slabs_.all();
+    const std::size_t live = engine_.stats().used_ranges - slab.spans + slab.live_slots;
     const std::size_t guarded = guarded_.load();
     if (live != 0 || guarded != 0) return std::unexpected(close_error{errc::in_use, live, guarded});
     closed_ = true;
@@ -862,9 +1128,10 @@ class buffer_pool {
   }
 
   std::expected<Int, errc> resize_raw_locked(std::uint64_t offset, std::uint64_t size) {
+    if (const std::uint32_t s = span_of(offset, engine_.region_of(offset)); s != no_index)
+      return resize_slot(s, offset, size);
     const std::uint32_t node = raw_.find(offset);
-    if (!detail::expects(node != no_index,
-                         "resize_raw: the offset does not start a live raw range of this pool"))
+    if (!detail::expects(node != no_index, not_raw_resize))
       return std::unexpected(errc::invalid_argument);
     auto capacity = resize_locked(node, size);
     if (capacity) engine_.set_tag(node, size, engine_.small_tag(node));
@@ -920,28 +1187,37 @@ class buffer_pool {
     std::uint64_t alignment;
   };
 
+  static constexpr const char* not_raw =
+      "release_raw: the offset does not start a live raw range of this pool (released twice, a "
+      "slice's range, another pool's, or inside a range)";
+  static constexpr const char* not_raw_resize =
+      "resize_raw: the offset does not start a live raw range of this pool";
+  static constexpr const char* wrong_size =
+      "release_raw: the size differs from the size the range was acquired with";
+  static constexpr const char* wrong_alignment =
+      "release_raw: the alignment differs from the alignment the range was acquired with";
+
   bool release_raw_at(const void* pointer, const raw_request* request) noexcept {
-    const auto offset = offset_of(pointer);
-    if (!detail::expects(offset.has_value(),
+    const auto at = locate(pointer);
+    if (!detail::expects(at.has_value(),
                          "release_raw: the pointer is in none of this pool's regions"))
       return false;
-    return release_raw_locked(*offset, request);
+    return release_raw_locked(at->offset, request, at->region);
   }
 
-  bool release_raw_locked(std::uint64_t offset, const raw_request* request) noexcept {
+  bool release_raw_locked(std::uint64_t offset, const raw_request* request,
+                          std::uint32_t region = no_index) noexcept {
+    if (slabs_.all().spans != 0) {
+      const std::uint32_t s =
+          span_of(offset, region != no_index ? region : engine_.region_of(offset));
+      if (s != no_index) return release_slot(s, offset, request);
+    }
     const std::uint32_t node = raw_.find(offset);
-    if (!detail::expects(node != no_index,
-                         "release_raw: the offset does not start a live raw range of this pool "
-                         "(released twice, a slice's range, another pool's, or inside a range)"))
-      return false;
+    if (!detail::expects(node != no_index, not_raw)) return false;
     if (request != nullptr) {
-      if (!detail::expects(request->size == engine_.tag(node),
-                           "release_raw: the size differs from the size the range was acquired "
-                           "with"))
-        return false;
+      if (!detail::expects(request->size == engine_.tag(node), wrong_size)) return false;
       if (!detail::expects(request->alignment == std::uint64_t{1} << engine_.small_tag(node),
-                           "release_raw: the alignment differs from the alignment the range was "
-                           "acquired with"))
+                           wrong_alignment))
         return false;
     }
     raw_.erase(offset);
@@ -949,16 +1225,104 @@ class buffer_pool {
     return true;
   }
 
-  // The pool offset of an address inside one of the regions (lock held). O(log regions).
-  std::optional<std::uint64_t> offset_of(const void* pointer) const noexcept {
+  // A slab slot for a small greedy raw request, or nothing: the engine path then serves the
+  // request or reports its error. Never throws: out of memory for a new slab's records, the
+  // engine path is taken too (so reserve_metadata() keeps its promise).
+  std::optional<raw_range<Int>> acquire_slot(std::uint64_t size, std::uint64_t alignment) {
+    if (size == 0 || size > options_.max_size || !std::has_single_bit(alignment) ||
+        alignment > options_.max_alignment)
+      return std::nullopt;
+    const unsigned c =
+        detail::slabs::class_of(std::max<std::uint64_t>(size, options_.min_size),
+                                std::max<std::uint64_t>(alignment, options_.min_alignment));
+    if (c == detail::slabs::no_class) return std::nullopt;
+    const auto align_log2 = static_cast<unsigned>(std::countr_zero(alignment));
+    std::scoped_lock lock(mutex_);
+    if (closed_) return std::nullopt;
+    auto slot = slabs_.take(c, size, align_log2);
+    if (!slot) {
+      auto a = engine_.allocate(
+          detail::slabs::span_size(c),
+          std::min<std::uint64_t>(detail::slabs::largest_slot, options_.max_alignment), greedy);
+      if (!a) return std::nullopt;
+      const auto& region = *regions_[a->region];
+      try {
+        slabs_.add_span(c, a->offset, a->capacity, a->node, a->region, region.offset, region.size);
+      } catch (...) {
+        engine_.release(a->node);
+        return std::nullopt;
+      }
+      slot = slabs_.take(c, size, align_log2);
+    }
+    const auto& region = *regions_[slot->region];
+    shade(region, slot->offset, slot->capacity, false);
+    return raw_range<Int>{static_cast<Int>(slot->offset), static_cast<Int>(size),
+                          static_cast<Int>(slot->capacity),
+                          region.base + (slot->offset - region.offset)};
+  }
+
+  // The slab span holding `offset` of region `region`, or no_index (lock held). O(1).
+  std::uint32_t span_of(std::uint64_t offset, std::uint32_t region) const noexcept {
+    return slabs_.all().spans != 0 ? slabs_.find(offset, region) : no_index;
+  }
+
+  bool release_slot(std::uint32_t s, std::uint64_t offset, const raw_request* request) noexcept {
+    std::uint64_t capacity = 0;
+    if constexpr (poisoning) {
+      if (const auto live = slabs_.live_slot(s, offset)) capacity = live->second;
+    }
+    std::uint32_t dropped = no_index;
+    const auto v = slabs_.give_back(s, offset, request != nullptr ? &request->size : nullptr,
+                                    request != nullptr ? request->alignment : 0, dropped);
+    using verdict = detail::slabs::verdict;
+    if (!detail::expects(v != verdict::not_live, not_raw) ||
+        !detail::expects(v != verdict::size, wrong_size) ||
+        !detail::expects(v != verdict::alignment, wrong_alignment))
+      return false;
+    if constexpr (poisoning) shade(region_of(offset), offset, capacity, true);
+    if (dropped != no_index) engine_.release(dropped);
+    return true;
+  }
+
+  std::expected<Int, errc> resize_slot(std::uint32_t s, std::uint64_t offset, std::uint64_t size) {
+    const auto live = slabs_.live_slot(s, offset);
+    if (!detail::expects(live.has_value(), not_raw_resize))
+      return std::unexpected(errc::invalid_argument);
+    if (size == 0) return std::unexpected(errc::invalid_size);
+    if (size > options_.max_size) return std::unexpected(errc::too_large);
+    if (std::max<std::uint64_t>(size, options_.min_size) > live->second)
+      return std::unexpected(errc::out_of_memory);
+    slabs_.set_size(s, offset, size);
+    return static_cast<Int>(live->second);
+  }
+
+  // A region's totals with its slabs' slots counted as ranges of their own.
+  region_stats region_totals(std::uint32_t id) const noexcept {
+    region_stats r = engine_.region(id);
+    if (slabs_.all().spans == 0) return r;
+    const auto slab = slabs_.of_region(id);
+    r.used_bytes = r.used_bytes - slab.span_bytes + slab.live_bytes;
+    r.used_ranges = r.used_ranges - slab.spans + slab.live_slots;
+    r.spare_bytes = slab.span_bytes - slab.live_bytes;
+    return r;
+  }
+
+  struct location {
+    std::uint64_t offset;
+    std::uint32_t region;
+  };
+  // The pool offset and region of an address inside one of the regions (lock held).
+  // O(log regions).
+  std::optional<location> locate(const void* pointer) const noexcept {
     const auto address = reinterpret_cast<std::uintptr_t>(pointer);
     auto it = std::upper_bound(by_address_.begin(), by_address_.end(), address,
                                [](std::uintptr_t a, const auto& r) { return a < r.first; });
     if (it == by_address_.begin()) return std::nullopt;
-    const auto& region = *regions_[std::prev(it)->second];
+    const std::uint32_t id = std::prev(it)->second;
+    const auto& region = *regions_[id];
     const std::uintptr_t delta = address - std::prev(it)->first;
     if (delta >= region.size) return std::nullopt;
-    return std::uint64_t{region.offset} + delta;
+    return location{std::uint64_t{region.offset} + delta, id};
   }
 
   // The engine marks of a used range, for map().
@@ -1041,6 +1405,7 @@ class buffer_pool {
   std::vector<std::unique_ptr<detail::region_info<Int, Extra>>> regions_;  // by region id
   std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_address_;       // base -> id, sorted
   detail::offset_map raw_;                                                 // live raw ranges
+  detail::slabs slabs_;  // small greedy raw ranges (options_.slabs)
   std::vector<detail::parked_range> parked_;
   std::optional<Handle> handle_;
   bool closed_ = false;

@@ -29,6 +29,8 @@ const char* name_of(range_state s) {
       return "guarded";
     case range_state::parked:
       return "parked";
+    case range_state::spare:
+      return "spare";
     case range_state::free:
       break;
   }
@@ -166,6 +168,7 @@ constexpr const char* colour_free = "#dddddd";
 constexpr const char* colour_used = "#4e79a7";
 constexpr const char* colour_guarded = "#f28e2b";
 constexpr const char* colour_parked = "#e15759";
+constexpr const char* colour_spare = "#a0cbe8";
 constexpr const char* colour_pending = "#b07aa1";
 
 const char* colour_of(range_state s) {
@@ -176,6 +179,8 @@ const char* colour_of(range_state s) {
       return colour_guarded;
     case range_state::parked:
       return colour_parked;
+    case range_state::spare:
+      return colour_spare;
     case range_state::free:
       break;
   }
@@ -208,6 +213,7 @@ std::string to_json(const pool_map& map) {
   const pool_stats& s = map.stats;
   field(out, "used_bytes", s.used_bytes);
   field(out, "free_bytes", s.free_bytes);
+  field(out, "spare_bytes", s.spare_bytes);
   field(out, "pending_bytes", s.pending_bytes);
   field(out, "largest_free", s.largest_free);
   field(out, "free_ranges", s.free_ranges);
@@ -262,6 +268,8 @@ std::expected<pool_map, errc> from_json(std::string_view json) {
             count(stats, "live_slices", s.live_slices) &&
             count(stats, "guarded_slices", s.guarded_slices) &&
             count(stats, "parked_slices", s.parked_slices) && count(stats, "regions", s.regions);
+  if (member(stats, "spare_bytes") != nullptr)  // absent in maps of pools without slabs
+    ok = ok && count(stats, "spare_bytes", s.spare_bytes);
   for (const json_value& rv : *regions) {
     const json_object* r = object(&rv);
     const json_array* ranges = array(member(r, "ranges"));
@@ -283,6 +291,8 @@ std::expected<pool_map, errc> from_json(std::string_view json) {
         range.state = range_state::guarded;
       else if (*name == "parked")
         range.state = range_state::parked;
+      else if (*name == "spare")
+        range.state = range_state::spare;
       else
         ok = *name == "free";
       region.ranges.push_back(range);
@@ -321,17 +331,15 @@ std::string to_svg(const pool_map& map) {
   const pool_stats& s = map.stats;
   append(out,
          "<text x=\"10\" y=\"20\">%zu region(s), %s used, %s free in %zu range(s), largest %s; "
-         "%zu live slice(s), %zu guarded, %zu parked; %s pending</text>\n",
+         "%s spare; %zu live slice(s), %zu guarded, %zu parked; %s pending</text>\n",
          s.regions, bytes_text(s.used_bytes).c_str(), bytes_text(s.free_bytes).c_str(),
-         s.free_ranges, bytes_text(s.largest_free).c_str(), s.live_slices, s.guarded_slices,
-         s.parked_slices, bytes_text(s.pending_bytes).c_str());
+         s.free_ranges, bytes_text(s.largest_free).c_str(), bytes_text(s.spare_bytes).c_str(),
+         s.live_slices, s.guarded_slices, s.parked_slices, bytes_text(s.pending_bytes).c_str());
   append(out, "<text x=\"10\" y=\"38\" fill=\"#555555\">scale: %s per pixel</text>\n",
          bytes_text(static_cast<std::uint64_t>(per_pixel + 0.5)).c_str());
-  const std::pair<const char*, const char*> legend[] = {{"free", colour_free},
-                                                        {"used", colour_used},
-                                                        {"guarded", colour_guarded},
-                                                        {"parked", colour_parked},
-                                                        {"pending", colour_pending}};
+  const std::pair<const char*, const char*> legend[] = {
+      {"free", colour_free},     {"used", colour_used},   {"guarded", colour_guarded},
+      {"parked", colour_parked}, {"spare", colour_spare}, {"pending", colour_pending}};
   double x = 10;
   for (const auto& [name, colour] : legend) {
     append(out, "<rect x=\"%.0f\" y=\"48\" width=\"14\" height=\"14\" fill=\"%s\"/>\n", x, colour);

@@ -146,6 +146,25 @@ TEST(AddressSanitizer, RawRangesArePoisonedWhenReleased) {
   EXPECT_TRUE(poisoned(r.pointer));
 }
 
+TEST(AddressSanitizer, SlabSlotsAreAddressableOnlyWhileLive) {
+  REQUIRE_ASAN();
+  std::vector<std::byte> memory(std::size_t{1} << 16);
+  pool32::options_type options;
+  options.slabs = true;
+  pool32 pool(options);
+  ASSERT_TRUE(pool.begin_expand(memory.size()).value().initialize(memory.data()).has_value());
+  auto a = pool.acquire_raw(48, 16, bufpool::greedy).value();
+  auto b = pool.acquire_raw(48, 16, bufpool::greedy).value();
+  EXPECT_TRUE(addressable(a.pointer, a.capacity));
+  EXPECT_TRUE(addressable(b.pointer, b.capacity));
+  EXPECT_TRUE(poisoned(b.pointer + b.capacity));  // the next slot is free
+  ASSERT_TRUE(pool.release_raw(a.pointer, 48, 16));
+  EXPECT_TRUE(poisoned(a.pointer));
+  EXPECT_TRUE(addressable(b.pointer, b.capacity));
+  ASSERT_TRUE(pool.release_raw(b.pointer, 48, 16));
+  EXPECT_TRUE(poisoned(b.pointer));
+}
+
 TEST(AddressSanitizer, OpaqueRegionsAreNeverPoisoned) {
   REQUIRE_ASAN();
   host_pool h(bufpool::region_memory::opaque);

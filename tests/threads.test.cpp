@@ -450,9 +450,13 @@ TEST(Threads, SoakEightWorkersHandOffGuardExpandAndStayConsistent) {
 // acquired, handed over through a locked queue, and checks the neighbour's byte pattern.
 constexpr int raw_workers = 4;
 
-TEST(Threads, RawRangesAcquiredAndReleasedOnDifferentThreads) {
+// Each worker acquires raw ranges, fills them, and hands them to the next worker, which
+// checks the contents and releases them: `how` greedy with slabs on takes slab slots.
+void raw_handoff(bufpool::strategy how, bool slabs) {
   std::vector<std::byte> memory(std::size_t{1} << 22);
-  pool_t pool;
+  pool_t::options_type options;
+  options.slabs = slabs;
+  pool_t pool(options);
   ASSERT_TRUE(pool.begin_expand(memory.size()).value().initialize(memory.data()));
   struct handoff {
     std::mutex lock;
@@ -466,7 +470,7 @@ TEST(Threads, RawRangesAcquiredAndReleasedOnDifferentThreads) {
     handoff& mine = queues[static_cast<std::size_t>(id)];
     handoff& next = queues[static_cast<std::size_t>((id + 1) % raw_workers)];
     for (int op = 0; op < 5000; ++op) {
-      auto r = pool.acquire_raw(1 + rng() % 256, std::uint64_t{1} << (rng() % 7));
+      auto r = pool.acquire_raw(1 + rng() % 256, std::uint64_t{1} << (rng() % 7), how);
       if (!r) {
         failures.fetch_add(1);
         continue;
@@ -498,6 +502,14 @@ TEST(Threads, RawRangesAcquiredAndReleasedOnDifferentThreads) {
   EXPECT_EQ(pool.stats().live_slices, 0u);
   const auto v = pool.validate();
   EXPECT_TRUE(v.has_value()) << v.error();
+}
+
+TEST(Threads, RawRangesAcquiredAndReleasedOnDifferentThreads) {
+  raw_handoff(bufpool::optimal, false);
+}
+
+TEST(Threads, SlabSlotsAcquiredAndReleasedOnDifferentThreads) {
+  raw_handoff(bufpool::greedy, true);
 }
 
 }  // namespace

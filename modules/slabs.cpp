@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: MIT
+// The pool's slabs: small greedy raw ranges as slots of one-class spans (see bufpool:pool).
+module;
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+module bufpool;
+
+namespace bufpool::detail {
+
+slabs::cell* slabs::cell_of(std::uint32_t region, std::uint64_t offset) noexcept {
+  table& t = tables_[region];
+  const std::uint64_t k = (offset >> cell_log2) - t.first_cell;
+  return &t.chunks[k >> chunk_log2][k & ((1U << chunk_log2) - 1)];
+}
+
+void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std::uint32_t node,
+                     std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size) {
+  // Every allocation first.
+  if (tables_.size() <= region) tables_.resize(region + 1);
+  table& t = tables_[region];
+  if (t.chunks.empty()) {
+    t.first_cell = region_offset >> cell_log2;
+    const std::uint64_t cells = ((region_offset + (region_size - 1)) >> cell_log2) - t.first_cell;
+    t.chunks.resize((cells >> chunk_log2) + 1);
+  }
+  const std::uint64_t first = (offset >> cell_log2) - t.first_cell;
+  const std::uint64_t last = ((offset + (bytes - 1)) >> cell_log2) - t.first_cell;
+  for (std::uint64_t k = first >> chunk_log2; k <= last >> chunk_log2; ++k)
+    if (!t.chunks[k]) t.chunks[k] = std::make_unique<cell[]>(std::size_t{1} << chunk_log2);
+  const auto slot = static_cast<std::uint32_t>(slot_size(c));
+  const auto slots = static_cast<std::uint16_t>(span_size(c) / slot);
+  const std::size_t words = (slots + 63) / 64;
+  auto free = std::make_unique<std::uint64_t[]>(words);
+  auto sizes = std::make_unique<std::uint16_t[]>(slots);
+  if (unused_.empty()) {
+    room_for_one(spans_);
+    if (unused_.capacity() < spans_.capacity())  // drop() must not allocate
+      unused_.reserve(spans_.capacity());
+    unused_.push_back(static_cast<std::uint32_t>(spans_.size()));
+    spans_.emplace_back();
+  }
+
+  const std::uint32_t s = unused_.back();
+  unused_.pop_back();
+  span& x = spans_[s];
+  x.offset = offset;
+  x.bytes = bytes;
+  x.free = std::move(free);
+  x.sizes = std::move(sizes);
+  for (std::size_t w = 0; w < words; ++w) x.free[w] = ~std::uint64_t{0};
+  if (slots % 64 != 0) x.free[words - 1] = (std::uint64_t{1} << (slots % 64)) - 1;
+  x.summary = words == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << words) - 1;
+  x.node = node;
+  x.region = region;
+  x.slot = slot;
+  x.inverse = static_cast<std::uint32_t>(((std::uint64_t{1} << 32) + slot - 1) / slot);
+  x.slots = slots;
+  x.live = 0;
+  x.cls = static_cast<std::uint8_t>(c);
+  point_table(s, s);
+  link(s);
+  ++empty_[c];
+  totals_.span_bytes += bytes;
+  ++totals_.spans;
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> slabs::live_slot(
+    std::uint32_t s, std::uint64_t offset) const noexcept {
+  const span& x = spans_[s];
+  const std::uint64_t delta = offset - x.offset;
+  const auto i = static_cast<std::uint32_t>((delta * x.inverse) >> 32);
+  if (i >= x.slots || std::uint64_t{i} * x.slot != delta || is_free(x, i)) return std::nullopt;
+  return std::pair{std::uint64_t{x.sizes[i] & 0xfffU} + 1, std::uint64_t{x.slot}};
+}
+
+void slabs::set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept {
+  span& x = spans_[s];
+  const auto i = static_cast<std::uint32_t>(((offset - x.offset) * x.inverse) >> 32);
+  x.sizes[i] = static_cast<std::uint16_t>((size - 1) | (x.sizes[i] & 0xf000U));
+}
+
+// Sets the cells of the table that span s touches to `value` (s, or no_index to clear): the
+// cell it starts in (as covering if it starts the cell, else as starting), and as covering
+// every later cell up to its last byte.
+void slabs::point_table(std::uint32_t s, std::uint32_t value) noexcept {
+  const span& x = spans_[s];
+  constexpr std::uint64_t cell_bytes = std::uint64_t{1} << cell_log2;
+  cell* head = cell_of(x.region, x.offset);
+  if ((x.offset & (cell_bytes - 1)) == 0)
+    head->covering = value;
+  else
+    head->starting = value;
+  for (std::uint64_t at = (x.offset | (cell_bytes - 1)) + 1; at - x.offset < x.bytes;
+       at += cell_bytes)
+    cell_of(x.region, at)->covering = value;
+}
+
+// Forgets span s, empty and counted as such (the caller gives its engine range back);
+// returns its node.
+std::uint32_t slabs::drop(std::uint32_t s) noexcept {
+  span& x = spans_[s];
+  --empty_[x.cls];
+  unlink(s);
+  point_table(s, no_index);
+  totals_.span_bytes -= x.bytes;
+  --totals_.spans;
+  const std::uint32_t node = x.node;
+  x.free.reset();
+  x.sizes.reset();
+  x.slots = 0;
+  x.node = no_index;
+  unused_.push_back(s);  // room was made when the record was created
+  return node;
+}
+
+slabs::totals slabs::of_region(std::uint32_t region) const noexcept {
+  totals t;
+  for (const span& x : spans_) {
+    if (x.slots == 0 || x.region != region) continue;
+    t.span_bytes += x.bytes;
+    t.live_bytes += std::uint64_t{x.live} * x.slot;
+    ++t.spans;
+    t.live_slots += x.live;
+  }
+  return t;
+}
+
+std::expected<void, std::string> slabs::validate(const engine& e) const {
+  const auto fail = [](const char* what) { return std::unexpected(std::string("slabs: ") + what); };
+  totals sum;
+  std::uint8_t empties[class_count] = {};
+  std::size_t listed = 0;
+  for (std::uint32_t s = 0; s < spans_.size(); ++s) {
+    const span& x = spans_[s];
+    if (x.slots == 0) continue;
+    if (!e.is_live(x.node) || e.node_offset(x.node) != x.offset || e.node_size(x.node) != x.bytes)
+      return fail("a span is not the live engine range it records");
+    if (x.cls >= class_count || x.slot != slot_size(x.cls) ||
+        x.slots != span_size(x.cls) / x.slot || x.bytes < span_size(x.cls))
+      return fail("a span's class, slot size or slot count is inconsistent");
+    if (find(x.offset, x.region) != s || find(x.offset + x.bytes / 2, x.region) != s ||
+        find(x.offset + x.bytes - 1, x.region) != s)
+      return fail("the offset table does not lead to a span");
+    std::size_t free = 0;
+    for (std::uint32_t w = 0; w * 64 < x.slots; ++w) {
+      free += static_cast<std::size_t>(std::popcount(x.free[w]));
+      if (((x.summary >> w) & 1) != (x.free[w] != 0 ? 1U : 0U))
+        return fail("a span's summary word disagrees with its bitmap");
+    }
+    if (x.slots % 64 != 0 && (x.free[x.slots / 64] >> (x.slots % 64)) != 0)
+      return fail("a span marks slots beyond its last one free");
+    if (free + x.live != x.slots) return fail("a span's live count disagrees with its bitmap");
+    for (std::uint32_t i = 0; i < x.slots; ++i)
+      if (!is_free(x, i) &&
+          ((x.sizes[i] & 0xfffU) + 1 > x.slot || (std::uint64_t{1} << (x.sizes[i] >> 12)) > x.slot))
+        return fail("a live slot records a size or alignment its slot cannot hold");
+    bool in_list = false;
+    for (std::uint32_t t = partial_[x.cls]; t != no_index && !in_list; t = spans_[t].next)
+      in_list = t == s;
+    if (in_list != (x.live < x.slots)) return fail("a span with a free slot is not listed");
+    listed += in_list ? 1 : 0;
+    if (x.live == 0) ++empties[x.cls];
+    sum.span_bytes += x.bytes;
+    sum.live_bytes += std::uint64_t{x.live} * x.slot;
+    ++sum.spans;
+    sum.live_slots += x.live;
+  }
+  std::size_t in_lists = 0;
+  for (unsigned c = 0; c < class_count; ++c) {
+    if (empties[c] != empty_[c] || empty_[c] > 1) return fail("a class keeps a wrong empty count");
+    for (std::uint32_t t = partial_[c]; t != no_index; t = spans_[t].next) {
+      if (spans_[t].slots == 0 || spans_[t].cls != c) return fail("a class lists a wrong span");
+      if (++in_lists > spans_.size()) return fail("a class list has a cycle");
+    }
+  }
+  if (in_lists != listed) return fail("a class list holds a span twice");
+  if (sum.span_bytes != totals_.span_bytes || sum.live_bytes != totals_.live_bytes ||
+      sum.spans != totals_.spans || sum.live_slots != totals_.live_slots)
+    return fail("the totals disagree with the spans");
+  return {};
+}
+
+}  // namespace bufpool::detail

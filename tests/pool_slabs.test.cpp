@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: MIT
+// Slabs (option `slabs`): small greedy raw ranges are slots of one-class spans, found by
+// offset through a per-region table; checked against a model in a randomized test.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+import bufpool;
+
+#include "violations.hpp"
+
+namespace {
+
+using pool64 = bufpool::buffer_pool<std::uint64_t>;
+using bufpool_test::g_last_violation;
+using bufpool_test::g_violations;
+using bufpool_test::recording_violations;
+
+bufpool::basic_options<std::uint64_t> slab_options() {
+  bufpool::basic_options<std::uint64_t> o;
+  o.min_alignment = 8;
+  o.max_alignment = 4096;
+  o.slabs = true;
+  return o;
+}
+
+// A slab pool over one heap block (page-aligned offsets and addresses agree on alignment).
+struct slab_pool {
+  explicit slab_pool(std::size_t bytes = std::size_t{1} << 20) : memory(bytes + 4096) {
+    auto* base = memory.data() + (4096 - reinterpret_cast<std::uintptr_t>(memory.data()) % 4096);
+    auto grow = pool.begin_expand(bytes);
+    EXPECT_TRUE(grow.has_value());
+    EXPECT_TRUE(std::move(*grow).initialize(base).has_value());
+  }
+  std::vector<std::byte> memory;
+  pool64 pool{slab_options()};
+};
+
+void expect_valid(const pool64& pool) {
+  const auto v = pool.validate();
+  EXPECT_TRUE(v.has_value()) << v.error();
+}
+
+std::uint64_t region_bytes(const pool64& pool) {
+  std::uint64_t total = 0;
+  for (const auto& r : pool.region_statistics()) total += r.size;
+  return total;
+}
+
+// used + free + spare is every byte of the regions, in total and per region.
+void expect_totals_add_up(const pool64& pool) {
+  const auto s = pool.stats();
+  EXPECT_EQ(s.used_bytes + s.free_bytes + s.spare_bytes, region_bytes(pool));
+  std::uint64_t live = 0;
+  for (const auto& r : pool.region_statistics()) {
+    EXPECT_EQ(r.used_bytes + r.free_bytes + r.spare_bytes, r.size);
+    live += r.used_ranges;
+  }
+  EXPECT_EQ(live, s.live_slices);
+}
+
+TEST(Slabs, SmallGreedyRawRangesAreSlotsOfOneSpanAndReleaseRestoresThePool) {
+  slab_pool h;
+  const auto initial = h.pool.stats();
+  std::vector<bufpool::raw_range<std::uint64_t>> live;
+  for (int i = 0; i < 10; ++i) live.push_back(h.pool.acquire_raw(64, 8, bufpool::greedy).value());
+  for (std::size_t i = 1; i < live.size(); ++i) {
+    EXPECT_EQ(live[i].capacity, 64u);
+    EXPECT_EQ(live[i].offset, live[0].offset + 64 * i);  // lowest free slot first
+    EXPECT_EQ(live[i].pointer, live[0].pointer + 64 * i);
+  }
+  const auto s = h.pool.stats();
+  EXPECT_EQ(s.used_bytes, 640u);
+  EXPECT_EQ(s.spare_bytes, 4096u - 640u);  // a 4 KiB span of 64-byte slots
+  EXPECT_EQ(s.live_slices, 10u);
+  expect_totals_add_up(h.pool);
+  expect_valid(h.pool);
+  for (const auto& r : live) EXPECT_TRUE(h.pool.release_raw(r.pointer, 64, 8));
+  EXPECT_EQ(h.pool.stats().live_slices, 0u);
+  EXPECT_EQ(h.pool.stats().spare_bytes, 4096u);  // the class keeps its one empty span
+  h.pool.trim();
+  const auto after = h.pool.stats();
+  EXPECT_EQ(after.spare_bytes, 0u);
+  EXPECT_EQ(after.free_bytes, initial.free_bytes);
+  EXPECT_EQ(after.free_ranges, initial.free_ranges);
+  EXPECT_EQ(after.largest_free, initial.largest_free);
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, EverySizeAndAlignmentGetsAnAlignedSlotWithinItsClassBound) {
+  slab_pool h(std::size_t{16} << 20);
+  for (std::uint64_t align = 1; align <= 4096; align *= 2) {
+    for (std::uint64_t size = 1; size <= 4096; size += size < 300 ? 1 : 37) {
+      const auto r = h.pool.acquire_raw(size, align, bufpool::greedy).value();
+      ASSERT_EQ(r.offset % std::max<std::uint64_t>(align, 8), 0u) << size << " @" << align;
+      ASSERT_GE(r.capacity, size);
+      ASSERT_EQ(r.capacity % std::max<std::uint64_t>(align, 8), 0u);
+      // The class: at most 16 bytes over up to 128, at most 25% over above it; an alignment
+      // above that bound at most doubles the rounded size.
+      const std::uint64_t bound =
+          size <= 128 ? ((size + 15) & ~std::uint64_t{15}) : size + size / 4;
+      ASSERT_LE(r.capacity, std::max(2 * bound, align)) << size << " @" << align;
+      if (align <= 16) ASSERT_LE(r.capacity, bound) << size;
+      ASSERT_TRUE(h.pool.release_raw(std::uint64_t{r.offset}, size, align));
+    }
+  }
+  EXPECT_GT(h.pool.stats().spare_bytes, 0u);
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, OptimalFixedAndLargeRequestsDoNotUseSlabs) {
+  slab_pool h;
+  auto a = h.pool.acquire_raw(64, 8, bufpool::optimal).value();
+  auto b = h.pool.acquire_raw(5000, 8, bufpool::greedy).value();
+  auto c = h.pool.acquire_raw(64, 8192, bufpool::greedy);
+  EXPECT_EQ(c.error(), bufpool::errc::alignment_too_big);
+  EXPECT_EQ(h.pool.stats().spare_bytes, 0u);
+  EXPECT_TRUE(h.pool.release_raw(a.pointer, 64, 8));
+  EXPECT_TRUE(h.pool.release_raw(b.pointer, 5000, 8));
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, Row12DoubleReleaseOfASlotIsAViolationAndChangesNothing) {
+  slab_pool h;
+  auto keep = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  ASSERT_TRUE(h.pool.release_raw(std::uint64_t{r.offset}));
+  const auto before = h.pool.stats();
+  recording_violations watch;
+  EXPECT_FALSE(h.pool.release_raw(std::uint64_t{r.offset}));
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 64, 8));
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_NE(g_last_violation.find("released twice"), std::string::npos);
+  EXPECT_EQ(h.pool.stats().live_slices, before.live_slices);
+  EXPECT_EQ(h.pool.stats().spare_bytes, before.spare_bytes);
+  expect_valid(h.pool);
+  EXPECT_TRUE(h.pool.release_raw(keep.pointer));
+}
+
+TEST(Slabs, Row37PointerInsideASlotIsAViolation) {
+  slab_pool h;
+  auto r = h.pool.acquire_raw(100, 8, bufpool::greedy).value();  // a 112-byte slot
+  recording_violations watch;
+  EXPECT_FALSE(h.pool.release_raw(r.pointer + 8));
+  EXPECT_FALSE(h.pool.release_raw(std::uint64_t{r.offset + 112}));  // the next, free slot
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_EQ(h.pool.stats().live_slices, 1u);
+  EXPECT_TRUE(h.pool.release_raw(r.pointer));
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, Row31ReleaseWithAnotherSizeOrAlignmentIsAViolationAndChangesNothing) {
+  slab_pool h;
+  auto r = h.pool.acquire_raw(40, 16, bufpool::greedy).value();  // a 48-byte slot
+  recording_violations watch;
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 48, 16));  // same slot, not the size given
+  EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 40, 8));
+  EXPECT_NE(g_last_violation.find("alignment differs"), std::string::npos);
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_EQ(h.pool.stats().live_slices, 1u);
+  EXPECT_TRUE(h.pool.release_raw(r.pointer, 40, 16));
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, RawAtReportsTheSizeAndResizeStaysWithinTheSlot) {
+  slab_pool h;
+  auto r = h.pool.acquire_raw(100, 8, bufpool::greedy).value();
+  EXPECT_EQ(r.capacity, 112u);
+  EXPECT_EQ(h.pool.raw_at(r.pointer).value().size, 100u);
+  EXPECT_EQ(h.pool.resize_raw(r.pointer, 112).value(), 112u);
+  EXPECT_EQ(h.pool.raw_at(r.pointer).value().size, 112u);
+  EXPECT_EQ(h.pool.resize_raw(r.pointer, 113).error(), bufpool::errc::out_of_memory);
+  EXPECT_EQ(h.pool.resize_raw(std::uint64_t{r.offset}, 0).error(), bufpool::errc::invalid_size);
+  EXPECT_EQ(h.pool.resize_raw(std::uint64_t{r.offset}, 7).value(), 112u);
+  EXPECT_EQ(h.pool.raw_at(r.pointer).value().size, 7u);
+  EXPECT_FALSE(h.pool.raw_at(r.pointer + 112).has_value());  // a free slot
+  recording_violations watch;
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 100, 8));  // the size is now 7
+  EXPECT_TRUE(h.pool.release_raw(r.pointer, 7, 8));
+  EXPECT_FALSE(h.pool.raw_at(r.pointer).has_value());
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, AnEmptySpanGoesBackToTheEngineExceptOnePerClass) {
+  slab_pool h;
+  std::vector<bufpool::raw_range<std::uint64_t>> live;
+  for (int i = 0; i < 3 * 64; ++i)  // three 4 KiB spans of 64-byte slots
+    live.push_back(h.pool.acquire_raw(64, 8, bufpool::greedy).value());
+  EXPECT_EQ(h.pool.stats().spare_bytes, 0u);
+  for (const auto& r : live) ASSERT_TRUE(h.pool.release_raw(r.pointer));
+  EXPECT_EQ(h.pool.stats().spare_bytes, 4096u);  // two went back, one is kept
+  expect_totals_add_up(h.pool);
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, MapShowsEachLiveSlotAndSpareRunsCoveringTheRegion) {
+  slab_pool h;
+  auto a = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  auto b = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  auto c = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  ASSERT_TRUE(h.pool.release_raw(b.pointer));
+  const auto map = h.pool.map();
+  ASSERT_EQ(map.regions.size(), 1u);
+  std::uint64_t at = map.regions[0].offset;
+  std::vector<bufpool::map_range> in_span;
+  for (const auto& r : map.regions[0].ranges) {
+    EXPECT_EQ(r.offset, at);  // contiguous, covering the region
+    at += r.size;
+    if (r.offset >= a.offset && r.offset < a.offset + 4096) in_span.push_back(r);
+  }
+  EXPECT_EQ(at, map.regions[0].offset + map.regions[0].size);
+  using bufpool::range_state;
+  const std::vector<bufpool::map_range> want = {{a.offset, 64, range_state::used},
+                                                {b.offset, 64, range_state::spare},
+                                                {c.offset, 64, range_state::used},
+                                                {c.offset + 64, 4096 - 192, range_state::spare}};
+  EXPECT_EQ(in_span, want);
+  const auto back = bufpool::from_json(bufpool::to_json(map));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->regions, map.regions);
+  EXPECT_EQ(back->stats.spare_bytes, map.stats.spare_bytes);
+  EXPECT_NE(bufpool::to_svg(map).find("spare"), std::string::npos);
+  EXPECT_TRUE(h.pool.release_raw(a.pointer));
+  EXPECT_TRUE(h.pool.release_raw(c.pointer));
+}
+
+TEST(Slabs, TryCloseRefusesWhileASlotIsLive) {
+  slab_pool h;
+  auto r = h.pool.acquire_raw(32, 8, bufpool::greedy).value();
+  const auto refused = h.pool.try_close();
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().live_slices, 1u);
+  EXPECT_TRUE(h.pool.release_raw(r.pointer));
+  EXPECT_TRUE(h.pool.try_close().has_value());  // the kept empty span is not a slice
+  EXPECT_EQ(h.pool.acquire_raw(32, 8, bufpool::greedy).error(), bufpool::errc::pool_closed);
+}
+
+TEST(Slabs, SlotsNeverSpanTwoRegionsAndAreFoundInEach) {
+  std::vector<std::byte> first(8192 + 4096);
+  std::vector<std::byte> second(16384 + 4096);
+  pool64 pool(slab_options());
+  for (auto* m : {&first, &second}) {
+    auto* base = m->data() + (4096 - reinterpret_cast<std::uintptr_t>(m->data()) % 4096);
+    auto grow = pool.begin_expand(m->size() - 4096).value();
+    ASSERT_TRUE(std::move(grow).initialize(base).has_value());
+  }
+  std::vector<bufpool::raw_range<std::uint64_t>> live;
+  while (auto r = pool.acquire_raw(1000, 8, bufpool::greedy)) live.push_back(*r);
+  EXPECT_GE(live.size(), 20u);  // both regions hold 1024-byte slots
+  for (const auto& r : live) {
+    const bool in_first = r.pointer >= first.data() && r.pointer < first.data() + first.size();
+    const auto* end = r.pointer + r.capacity;
+    EXPECT_TRUE(in_first ? end <= first.data() + first.size()
+                         : end <= second.data() + second.size());
+  }
+  for (const auto& r : live) ASSERT_TRUE(pool.release_raw(r.pointer, 1000, 8));
+  EXPECT_EQ(pool.stats().live_slices, 0u);
+  expect_valid(pool);
+}
+
+// Random greedy acquisitions (slots and engine ranges), releases (by offset or pointer,
+// checked or not), resizes and trims, against a model of the live ranges: no overlap,
+// alignment, capacities, exact totals, and validate().
+TEST(Slabs, RandomOperationsMatchAModelOfLiveRanges) {
+  std::vector<std::byte> memory((std::size_t{4} << 20) + 4096);
+  auto* base = memory.data() + (4096 - reinterpret_cast<std::uintptr_t>(memory.data()) % 4096);
+  pool64 pool(slab_options());
+  for (std::uint64_t k = 0; k < 4; ++k) {  // four regions, offsets not on 4 KiB
+    auto grow = pool.begin_expand((std::uint64_t{1} << 20) - 4136 * k).value();
+    ASSERT_TRUE(std::move(grow).initialize(base + (std::uint64_t{1} << 20) * k).has_value());
+  }
+  struct entry {
+    std::uint64_t size, align, capacity;
+    std::byte* pointer;
+  };
+  std::map<std::uint64_t, entry> model;  // offset -> live range
+  std::mt19937_64 rng(7);
+  for (int step = 0; step < 40000; ++step) {
+    const auto op = rng() % 16;
+    if (op < 8 || model.empty()) {
+      const std::uint64_t size = rng() % 4 == 0 ? 1 + rng() % 6000 : 1 + rng() % 300;
+      const std::uint64_t align = std::uint64_t{1} << (rng() % 4 == 0 ? rng() % 13 : 3);
+      auto r = pool.acquire_raw(size, align, rng() % 8 == 0 ? bufpool::optimal : bufpool::greedy);
+      if (!r) {
+        ASSERT_EQ(r.error(), bufpool::errc::out_of_memory);
+        continue;
+      }
+      ASSERT_EQ(r->offset % std::max<std::uint64_t>(align, 8), 0u);
+      ASSERT_GE(r->capacity, size);
+      auto next = model.lower_bound(r->offset);
+      if (next != model.end()) ASSERT_LE(r->offset + r->capacity, next->first);
+      if (next != model.begin()) {
+        const auto prev = std::prev(next);
+        ASSERT_LE(prev->first + prev->second.capacity, r->offset);
+      }
+      model[r->offset] = {size, align, r->capacity, r->pointer};
+    } else if (op < 14) {
+      auto it = std::next(model.begin(), static_cast<std::ptrdiff_t>(rng() % model.size()));
+      const entry& e = it->second;
+      switch (rng() % 3) {
+        case 0:
+          ASSERT_TRUE(pool.release_raw(e.pointer, e.size, e.align));
+          break;
+        case 1:
+          ASSERT_TRUE(pool.release_raw(e.pointer));
+          break;
+        default:
+          ASSERT_TRUE(pool.release_raw(std::uint64_t{it->first}));
+      }
+      model.erase(it);
+    } else if (op < 15) {
+      auto it = std::next(model.begin(), static_cast<std::ptrdiff_t>(rng() % model.size()));
+      const std::uint64_t size = 1 + rng() % it->second.capacity;
+      auto c = pool.resize_raw(std::uint64_t{it->first}, size);
+      ASSERT_TRUE(c.has_value());
+      ASSERT_GE(*c, size);
+      it->second.size = size;
+      it->second.capacity = *c;
+    } else {
+      pool.trim();
+    }
+    if (step % 1000 == 0 || model.empty()) {
+      expect_valid(pool);
+      std::uint64_t used = 0;
+      for (const auto& [offset, e] : model) {
+        used += e.capacity;
+        const auto at = pool.raw_at(e.pointer);
+        ASSERT_TRUE(at.has_value());
+        ASSERT_EQ(at->size, e.size);
+        ASSERT_EQ(at->capacity, e.capacity);
+      }
+      const auto s = pool.stats();
+      ASSERT_EQ(s.used_bytes, used);
+      ASSERT_EQ(s.live_slices, model.size());
+      expect_totals_add_up(pool);
+    }
+  }
+  for (const auto& [offset, e] : model) ASSERT_TRUE(pool.release_raw(e.pointer, e.size, e.align));
+  pool.trim();
+  const auto s = pool.stats();
+  EXPECT_EQ(s.used_bytes + s.spare_bytes, 0u);
+  EXPECT_EQ(s.free_ranges, 4u);  // everything coalesced again
+  expect_valid(pool);
+}
+
+TEST(SlabsDeathTest, Row12DoubleReleaseOfASlotAbortsWithTheRule) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_DEATH(
+      {
+        slab_pool h;
+        auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+        (void)h.pool.release_raw(std::uint64_t{r.offset});
+        (void)h.pool.release_raw(std::uint64_t{r.offset});
+      },
+      "does not start a live raw range");
+}
+
+}  // namespace
