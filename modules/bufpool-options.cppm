@@ -68,7 +68,7 @@ struct basic_options {
   bool auto_expand = false;
   /// Slabs for small raw ranges: a `greedy` acquire_raw() of at most 4 KiB (after min_size
   /// and min_alignment) takes a slot of its size class (16 .. 128 bytes in steps of 16, then
-  /// 4 classes per doubling, so at most 20% more than asked above 128 bytes, rounded up
+  /// 4 classes per doubling, so under 25% more than asked above 128 bytes, rounded up
   /// further to a multiple of a larger alignment) from an engine range of 16 or more slots of
   /// that class (4 to 64 KiB), and release_raw() frees it through a per-region table, in O(1)
   /// without a hash or an engine node. Free slots are "spare" in the statistics: reusable only by

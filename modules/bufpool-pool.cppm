@@ -499,7 +499,7 @@ class slabs {
 };
 
 // Slot sizes: 16 .. 128 in steps of 16 (classes 0 .. 7), then 4 per doubling: 160, 192,
-// 224, 256, 320, ... 4096 (classes 8 .. 27), so a slot wastes at most 20% of a request
+// 224, 256, 320, ... 4096 (classes 8 .. 27), so a slot is under 25% larger than a request
 // above 128 bytes. The paths every acquisition and release take are defined here, inline.
 inline std::uint64_t slabs::slot_size(unsigned c) noexcept {
   if (c < 8) return std::uint64_t{16} * (c + 1);
