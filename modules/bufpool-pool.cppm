@@ -542,7 +542,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   if (region >= tables_.size()) return no_index;
   const table& t = tables_[region];
   const std::uint64_t k = (offset >> cell_log2) - t.first_cell;
-  if (t.chunks.empty() || (k >> chunk_log2) >= t.chunks.size()) return no_index;
+  if ((k >> chunk_log2) >= t.chunks.size()) return no_index;  // also: no span in the region
   const cell* chunk = t.chunks[k >> chunk_log2].get();
   if (chunk == nullptr) return no_index;
   const cell& c = chunk[k & ((1U << chunk_log2) - 1)];
@@ -1007,8 +1007,7 @@ class buffer_pool {
     bool raw_ok = true;
     raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
       raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset &&
-               engine_.tag(node) <= engine_.node_size(node) &&
-               span_of(offset, engine_.region_of(offset)) == no_index;
+               engine_.tag(node) <= engine_.node_size(node) && span_of(offset) == no_index;
     });
     if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
     return {};
@@ -1128,8 +1127,7 @@ class buffer_pool {
   }
 
   std::expected<Int, errc> resize_raw_locked(std::uint64_t offset, std::uint64_t size) {
-    if (const std::uint32_t s = span_of(offset, engine_.region_of(offset)); s != no_index)
-      return resize_slot(s, offset, size);
+    if (const std::uint32_t s = span_of(offset); s != no_index) return resize_slot(s, offset, size);
     const std::uint32_t node = raw_.find(offset);
     if (!detail::expects(node != no_index, not_raw_resize))
       return std::unexpected(errc::invalid_argument);
@@ -1207,11 +1205,8 @@ class buffer_pool {
 
   bool release_raw_locked(std::uint64_t offset, const raw_request* request,
                           std::uint32_t region = no_index) noexcept {
-    if (slabs_.all().spans != 0) {
-      const std::uint32_t s =
-          span_of(offset, region != no_index ? region : engine_.region_of(offset));
-      if (s != no_index) return release_slot(s, offset, request);
-    }
+    if (const std::uint32_t s = span_of(offset, region); s != no_index)
+      return release_slot(s, offset, request);
     const std::uint32_t node = raw_.find(offset);
     if (!detail::expects(node != no_index, not_raw)) return false;
     if (request != nullptr) {
@@ -1261,9 +1256,11 @@ class buffer_pool {
                           region.base + (slot->offset - region.offset)};
   }
 
-  // The slab span holding `offset` of region `region`, or no_index (lock held). O(1).
-  std::uint32_t span_of(std::uint64_t offset, std::uint32_t region) const noexcept {
-    return slabs_.all().spans != 0 ? slabs_.find(offset, region) : no_index;
+  // The slab span holding `offset`, or no_index (lock held). O(1), plus O(log regions) to
+  // find the region when `region` is no_index and the pool has spans.
+  std::uint32_t span_of(std::uint64_t offset, std::uint32_t region = no_index) const noexcept {
+    if (slabs_.all().spans == 0) return no_index;
+    return slabs_.find(offset, region != no_index ? region : engine_.region_of(offset));
   }
 
   bool release_slot(std::uint32_t s, std::uint64_t offset, const raw_request* request) noexcept {

@@ -135,9 +135,17 @@ slabs::totals slabs::of_region(std::uint32_t region) const noexcept {
 
 std::expected<void, std::string> slabs::validate(const engine& e) const {
   const auto fail = [](const char* what) { return std::unexpected(std::string("slabs: ") + what); };
+  // The class lists first, once: each lists live records of its class, each at most once.
+  std::vector<bool> listed(spans_.size());
+  for (unsigned c = 0; c < class_count; ++c)
+    for (std::uint32_t t = partial_[c]; t != no_index; t = spans_[t].next) {
+      if (t >= spans_.size() || spans_[t].slots == 0 || spans_[t].cls != c)
+        return fail("a class lists a wrong span");
+      if (listed[t]) return fail("a class list holds a span twice, or has a cycle");
+      listed[t] = true;
+    }
   totals sum;
   std::uint8_t empties[class_count] = {};
-  std::size_t listed = 0;
   for (std::uint32_t s = 0; s < spans_.size(); ++s) {
     const span& x = spans_[s];
     if (x.slots == 0) continue;
@@ -162,26 +170,16 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
       if (!is_free(x, i) &&
           ((x.sizes[i] & 0xfffU) + 1 > x.slot || (std::uint64_t{1} << (x.sizes[i] >> 12)) > x.slot))
         return fail("a live slot records a size or alignment its slot cannot hold");
-    bool in_list = false;
-    for (std::uint32_t t = partial_[x.cls]; t != no_index && !in_list; t = spans_[t].next)
-      in_list = t == s;
-    if (in_list != (x.live < x.slots)) return fail("a span with a free slot is not listed");
-    listed += in_list ? 1 : 0;
+    if (listed[s] != (x.live < x.slots))
+      return fail("a span is listed exactly when it has a free slot: not so");
     if (x.live == 0) ++empties[x.cls];
     sum.span_bytes += x.bytes;
     sum.live_bytes += std::uint64_t{x.live} * x.slot;
     ++sum.spans;
     sum.live_slots += x.live;
   }
-  std::size_t in_lists = 0;
-  for (unsigned c = 0; c < class_count; ++c) {
+  for (unsigned c = 0; c < class_count; ++c)
     if (empties[c] != empty_[c] || empty_[c] > 1) return fail("a class keeps a wrong empty count");
-    for (std::uint32_t t = partial_[c]; t != no_index; t = spans_[t].next) {
-      if (spans_[t].slots == 0 || spans_[t].cls != c) return fail("a class lists a wrong span");
-      if (++in_lists > spans_.size()) return fail("a class list has a cycle");
-    }
-  }
-  if (in_lists != listed) return fail("a class list holds a span twice");
   if (sum.span_bytes != totals_.span_bytes || sum.live_bytes != totals_.live_bytes ||
       sum.spans != totals_.spans || sum.live_slots != totals_.live_slots)
     return fail("the totals disagree with the spans");
