@@ -327,6 +327,7 @@ class bufpool_contestant final : public contestant {
     o.min_alignment = 8;
     o.max_alignment = 4096;
     o.slabs = true;
+    o.thread_caches = true;  // buffer_pool: each thread its own slabs
     return o;
   }
   void grow(std::size_t size) {

@@ -75,6 +75,14 @@ struct basic_options {
   /// requests of their class, until their slab is empty and goes back (trim() returns every empty
   /// slab). A slot resizes in place only within its capacity.
   bool slabs = false;
+  /// With `slabs`, in a pool with a lock (buffer_pool, not local_buffer_pool): each thread
+  /// that takes slots owns one slab per size class, so that a `greedy` acquire_raw() of a slot
+  /// and a release_raw(pointer, size, alignment) of a slot of the thread's own slabs take
+  /// only a per-thread lock, never the pool's (threads sharing a pool do not wait for each
+  /// other). At most one slab per class per thread (about 528 KiB if it uses all 28); the
+  /// slabs go back to the pool when the thread exits and on trim() or try_close(), and the
+  /// statistics, map() and validate() see them as they are. Ignored otherwise.
+  bool thread_caches = false;
 
   /// Checks the options themselves: non-zero sizes with min <= max, power-of-two alignments
   /// with min <= max.

@@ -428,6 +428,7 @@ class slabs {
   [[nodiscard]] std::uint32_t find(std::uint64_t offset, std::uint32_t region) const noexcept;
 
   enum class verdict : std::uint8_t { ok, not_live, size, alignment };
+
   // Frees the slot at `offset` of span s, after checking that it starts a live slot and, if
   // `size` is not null, that size and alignment are those it was acquired with (nothing
   // changes otherwise). If the span becomes empty and its class already keeps one, the
@@ -624,6 +625,52 @@ inline void slabs::unlink(std::uint32_t s) noexcept {
   x.next = x.prev = no_index;
 }
 
+// Thread caches (options `thread_caches`): each thread that takes slots from a pool has
+// slabs of its own there, behind a lock that only the pool's operations over every slab
+// ever contend for. The pool's part is in buffer_pool; these are the type-independent parts.
+struct cache_base {
+  adaptive_mutex lock;    // taken before the pool's lock, never after
+  bool attached = false;  // held by a live thread (else the next thread to come takes it)
+};
+
+// A pool's caches, shared with the threads that hold one of them, so that a thread that
+// exits after the pool is gone finds out instead of touching it.
+struct cache_registry_base {
+  std::mutex mutex;        // attach, detach, operations over every cache, the pool's end
+  bool pool_alive = true;  // false once the pool is destroyed
+  std::uint64_t uid = 0;   // unique over the process's life, never 0
+  cache_registry_base() = default;
+  cache_registry_base(const cache_registry_base&) = delete;
+  cache_registry_base& operator=(const cache_registry_base&) = delete;
+  virtual ~cache_registry_base() = default;
+  // The thread holding `cache` exits (mutex held, the pool alive): its empty slabs go back.
+  virtual void detach(cache_base& cache) noexcept = 0;
+};
+
+inline std::atomic<std::uint64_t> next_registry_uid{1};
+
+// The caches this thread holds, the last one used first.
+struct thread_caches_held {
+  std::uint64_t last_uid = 0;
+  cache_base* last = nullptr;
+  bool exited = false;
+  std::vector<std::pair<std::shared_ptr<cache_registry_base>, cache_base*>> held;
+  thread_caches_held() = default;
+  thread_caches_held(const thread_caches_held&) = delete;
+  thread_caches_held& operator=(const thread_caches_held&) = delete;
+  ~thread_caches_held() {
+    last_uid = 0;
+    exited = true;
+    for (auto& [registry, cache] : held) {
+      std::scoped_lock lock(registry->mutex);
+      if (registry->pool_alive) registry->detach(*cache);
+      cache->attached = false;
+    }
+  }
+};
+
+inline thread_local thread_caches_held this_thread_caches;
+
 template <class H, class Entries>
 concept has_close_all = requires(H& h, const Entries& e) { h.close_all(e); };
 
@@ -676,6 +723,13 @@ class buffer_pool {
   explicit buffer_pool(const options_type& options)
       : options_(checked(options)), engine_(limits_of(options_)) {
     if constexpr (checked_build) checked_id_ = detail::register_pool(this);
+    if constexpr (can_cache) {
+      if (options_.slabs && options_.thread_caches) {
+        registry_ = std::make_shared<registry>();
+        registry_->pool = this;
+        registry_->uid = detail::next_registry_uid.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
   }
 
   /// A pool that owns `handle`, which frees the regions when the pool is destroyed.
@@ -688,6 +742,10 @@ class buffer_pool {
 
   ~buffer_pool() {
     if constexpr (checked_build) detail::unregister_pool(this);
+    if (registry_ != nullptr) {  // threads that exit from now on leave the pool alone
+      std::scoped_lock lock(registry_->mutex);
+      registry_->pool_alive = false;
+    }
     if (const std::size_t n = borrowed_.load(); n != 0) {
       const std::string rule = "borrowed slices outlive their pool: pool destroyed while " +
                                std::to_string(n) + " borrowed slice(s) are alive";
@@ -790,51 +848,44 @@ class buffer_pool {
   /// An offset that does not start a live raw range of this pool (released twice, a
   /// slice's range, another pool's, inside a range) is a contract violation: nothing
   /// changes and the result is false if the handler returns.
-  bool release_raw(std::uint64_t offset) noexcept {
-    std::scoped_lock lock(mutex_);
-    return release_raw_locked(offset, nullptr);
-  }
+  bool release_raw(std::uint64_t offset) noexcept { return release_raw_offset(offset, nullptr); }
 
   /// As release_raw(offset), and `size` and `alignment` must be those given to
   /// acquire_raw: a mismatch is a contract violation and nothing changes.
   bool release_raw(std::uint64_t offset, std::uint64_t size, std::uint64_t alignment) noexcept {
-    std::scoped_lock lock(mutex_);
     const raw_request request{size, alignment};
-    return release_raw_locked(offset, &request);
+    return release_raw_offset(offset, &request);
   }
 
   /// Gives back the raw range whose memory starts at `pointer`: its region is found by
   /// address in O(log regions), never by reading the memory. Same contract as above.
-  bool release_raw(const void* pointer) noexcept {
-    std::scoped_lock lock(mutex_);
-    return release_raw_at(pointer, nullptr);
-  }
+  bool release_raw(const void* pointer) noexcept { return release_raw_pointer(pointer, nullptr); }
 
   /// As release_raw(pointer), checking `size` and `alignment` as release_raw(offset, size,
   /// alignment) does.
   bool release_raw(const void* pointer, std::uint64_t size, std::uint64_t alignment) noexcept {
-    std::scoped_lock lock(mutex_);
     const raw_request request{size, alignment};
-    return release_raw_at(pointer, &request);
+    return release_raw_pointer(pointer, &request);
   }
 
   /// The live raw range whose memory starts at `pointer`, with the size it was acquired
   /// (or last resized) with. invalid_argument if there is none. O(log regions) + O(1).
   [[nodiscard]] std::expected<raw_range<Int>, errc> raw_at(const void* pointer) const {
-    std::scoped_lock lock(mutex_);
-    const auto at = locate(pointer);
-    const std::byte* data = static_cast<const std::byte*>(pointer);
-    if (const std::uint32_t s = at ? span_of(at->offset, at->region) : no_index; s != no_index) {
-      const auto live = slabs_.live_slot(s, at->offset);
-      if (!live) return std::unexpected(errc::invalid_argument);
-      return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(live->first),
-                            static_cast<Int>(live->second), const_cast<std::byte*>(data)};
-    }
-    const auto offset = at ? std::optional(at->offset) : std::nullopt;
-    const std::uint32_t node = offset ? raw_.find(*offset) : no_index;
-    if (node == no_index) return std::unexpected(errc::invalid_argument);
-    return raw_range<Int>{static_cast<Int>(*offset), static_cast<Int>(engine_.tag(node)),
-                          static_cast<Int>(engine_.node_size(node)), const_cast<std::byte*>(data)};
+    return with_all_locked([&]() -> std::expected<raw_range<Int>, errc> {
+      const auto at = locate(pointer);
+      if (!at) return std::unexpected(errc::invalid_argument);
+      auto* data = const_cast<std::byte*>(static_cast<const std::byte*>(pointer));
+      if (const auto slab = find_slab(at->offset, at->region)) {
+        const auto live = slab->slabs->live_slot(slab->span, at->offset);
+        if (!live) return std::unexpected(errc::invalid_argument);
+        return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(live->first),
+                              static_cast<Int>(live->second), data};
+      }
+      const std::uint32_t node = raw_.find(at->offset);
+      if (node == no_index) return std::unexpected(errc::invalid_argument);
+      return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(engine_.tag(node)),
+                            static_cast<Int>(engine_.node_size(node)), data};
+    });
   }
 
   /// Grows or shrinks the raw range at `offset` in place to `size` bytes (its offset and
@@ -845,18 +896,18 @@ class buffer_pool {
   /// live raw range is a contract violation (invalid_argument if the handler returns).
   /// O(log n).
   [[nodiscard]] std::expected<Int, errc> resize_raw(std::uint64_t offset, std::uint64_t size) {
-    std::scoped_lock lock(mutex_);
-    return resize_raw_locked(offset, size);
+    return with_all_locked([&] { return resize_raw_locked(offset, size); });
   }
 
   /// As resize_raw(offset, size), for the raw range whose memory starts at `pointer`.
   [[nodiscard]] std::expected<Int, errc> resize_raw(const void* pointer, std::uint64_t size) {
-    std::scoped_lock lock(mutex_);  // one lock for the lookup and the resize
-    const auto at = locate(pointer);
-    if (!detail::expects(at.has_value(),
-                         "resize_raw: the pointer is in none of this pool's regions"))
-      return std::unexpected(errc::invalid_argument);
-    return resize_raw_locked(at->offset, size);
+    return with_all_locked([&]() -> std::expected<Int, errc> {  // one lock for both steps
+      const auto at = locate(pointer);
+      if (!detail::expects(at.has_value(),
+                           "resize_raw: the pointer is in none of this pool's regions"))
+        return std::unexpected(errc::invalid_argument);
+      return resize_raw_locked(at->offset, size);
+    });
   }
 
   /// Adds a region of at least `min_bytes` through the pool's handle (which must model
@@ -892,11 +943,13 @@ class buffer_pool {
   /// their free neighbours); trim() changes only where later requests land. The pool also
   /// flushes on its own when the cache holds too much, before an `optimal` or `fixed`
   /// request, and when a request finds no other room. O(C log n) for C cached ranges (at
-  /// most engine::max_cached_ranges).
+  /// most engine::max_cached_ranges). Also gives back every empty slab (option `slabs`),
+  /// the pool's own and every thread cache's.
   void trim() noexcept {
-    std::scoped_lock lock(mutex_);
-    slabs_.drop_empty([this](std::uint32_t node) { engine_.release(node); });
-    engine_.trim();
+    with_all_locked([this] {
+      drop_empty_slabs();
+      engine_.trim();
+    });
   }
 
   /// Retries the guards of slices destroyed while guarded; ranges whose guard releases
@@ -946,32 +999,20 @@ class buffer_pool {
   /// Slices that carry a guard, parked ones included. O(1).
   [[nodiscard]] std::size_t active_guard_count() const noexcept { return guarded_.load(); }
 
-  /// Totals over the pool. O(log n + C), C = ranges in the size-class cache (see engine).
+  /// Totals over the pool. O(log n + C + T), C = ranges in the size-class cache (see
+  /// engine), T = thread caches (option `thread_caches`).
   [[nodiscard]] pool_stats stats() const {
-    std::scoped_lock lock(mutex_);
-    const engine_stats e = engine_.stats();
-    const auto slab = slabs_.all();
-    pool_stats s;
-    s.used_bytes = e.used_bytes - slab.span_bytes + slab.live_bytes;
-    s.free_bytes = e.free_bytes;
-    s.spare_bytes = slab.span_bytes - slab.live_bytes;
-    s.pending_bytes = e.pending_bytes;
-    s.largest_free = e.largest_free;
-    s.free_ranges = e.free_ranges;
-    s.live_slices = e.used_ranges - slab.spans + slab.live_slots;
-    s.guarded_slices = guarded_.load();
-    s.parked_slices = parked_.size();
-    s.regions = e.regions;
-    return s;
+    return with_all_locked([this] { return stats_locked(); });
   }
 
   /// Totals of each initialized region, in initialization order. O(regions), times the
   /// number of slabs when the option `slabs` is on.
   [[nodiscard]] std::vector<region_stats> region_statistics() const {
-    std::scoped_lock lock(mutex_);
-    std::vector<region_stats> out;
-    for (std::uint32_t i = 0; i < engine_.region_count(); ++i) out.push_back(region_totals(i));
-    return out;
+    return with_all_locked([this] {
+      std::vector<region_stats> out;
+      for (std::uint32_t i = 0; i < engine_.region_count(); ++i) out.push_back(region_totals(i));
+      return out;
+    });
   }
 
   /// The ranges of region `id` in offset order (for pictures and tests). O(ranges).
@@ -981,36 +1022,38 @@ class buffer_pool {
   }
 
   /// A snapshot of the whole pool for pictures and tools: every region's ranges with their
-  /// state (free, used, guarded, parked), the pending expansions and the statistics.
+  /// state (free, used, guarded, parked, spare), the pending expansions and the statistics.
   /// O(ranges). See to_json() and to_svg().
   [[nodiscard]] pool_map map() const {
-    pool_map out;
-    out.stats = stats();
-    std::scoped_lock lock(mutex_);
-    for (std::uint32_t id = 0; id < engine_.region_count(); ++id) {
-      const region_stats r = engine_.region(id);
-      map_region region{id, r.offset, r.size, {}};
-      for (const range_view& v : engine_.ranges(id)) {
-        if (const std::uint32_t s = v.used ? span_of(v.offset, id) : no_index; s != no_index) {
-          slabs_.for_each_run(s, [&](std::uint64_t offset, std::uint64_t size, bool live) {
-            region.ranges.push_back({offset, size, live ? range_state::used : range_state::spare});
-          });
-          continue;
+    return with_all_locked([this] {
+      pool_map out;
+      out.stats = stats_locked();
+      for (std::uint32_t id = 0; id < engine_.region_count(); ++id) {
+        const region_stats r = engine_.region(id);
+        map_region region{id, r.offset, r.size, {}};
+        for (const range_view& v : engine_.ranges(id)) {
+          if (const auto slab = v.used ? find_slab(v.offset, id) : std::nullopt) {
+            slab->slabs->for_each_run(
+                slab->span, [&](std::uint64_t offset, std::uint64_t size, bool live) {
+                  region.ranges.push_back(
+                      {offset, size, live ? range_state::used : range_state::spare});
+                });
+            continue;
+          }
+          range_state state = range_state::free;
+          if (v.used)
+            state = (v.marks & mark_parked_bit) != 0    ? range_state::parked
+                    : (v.marks & mark_guarded_bit) != 0 ? range_state::guarded
+                                                        : range_state::used;
+          region.ranges.push_back({v.offset, v.size, state});
         }
-        range_state state = range_state::free;
-        if (v.used)
-          state = (v.marks & mark_parked_bit) != 0    ? range_state::parked
-                  : (v.marks & mark_guarded_bit) != 0 ? range_state::guarded
-                                                      : range_state::used;
-        region.ranges.push_back({v.offset, v.size, state});
+        out.regions.push_back(std::move(region));
       }
-      out.regions.push_back(std::move(region));
-    }
-    for (const auto& [offset, size] : engine_.pending_spans())
-      out.pending.push_back({offset, size});
-    return out;
+      for (const auto& [offset, size] : engine_.pending_spans())
+        out.pending.push_back({offset, size});
+      return out;
+    });
   }
-
   /// map() as JSON (see to_json).
   [[nodiscard]] std::string dump_json() const { return to_json(map()); }
   /// map() as an SVG picture (see to_svg).
@@ -1025,41 +1068,27 @@ class buffer_pool {
   /// Checks every invariant of the engine and the pool's counters; never touches pool
   /// memory. O(ranges).
   [[nodiscard]] std::expected<void, std::string> validate() const {
-    std::scoped_lock lock(mutex_);
-    if (auto v = engine_.validate(); !v) return v;
-    if (auto v = slabs_.validate(engine_); !v) return v;
-    const engine_stats e = engine_.stats();
-    const auto slab = slabs_.all();
-    const std::size_t live = e.used_ranges - slab.spans + slab.live_slots;
-    if (parked_.size() > guarded_.load()) return std::unexpected("more parked than guarded");
-    if (guarded_.load() > live) return std::unexpected("more guarded than live slices");
-    if (borrowed_.load() > live) return std::unexpected("more borrowed than live slices");
-    if (borrowed_.load() + raw_.size() + slab.live_slots > live)
-      return std::unexpected("more borrowed and raw ranges than live slices");
-    bool raw_ok = true;
-    raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
-      raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset &&
-               engine_.tag(node) <= engine_.node_size(node) && span_of(offset) == no_index;
-    });
-    if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
-    return {};
+    return with_all_locked([this] { return validate_locked(); });
   }
 
   /// Closes the pool: refused (in_use) while any slice is alive or guarded, because the
   /// memory is about to be handed back. On success acquisitions and expansions fail with
   /// pool_closed from now on, and the caller receives the handle and every region.
   [[nodiscard]] std::expected<closed_pool<Int, Extra, Handle>, close_error> try_close() {
-    std::scoped_lock lock(mutex_);
-    if (closed_) return std::unexpected(close_error{errc::pool_closed, 0, 0});
-    const auto slab = slabs_.all();
-    const std::size_t live = engine_.stats().used_ranges - slab.spans + slab.live_slots;
-    const std::size_t guarded = guarded_.load();
-    if (live != 0 || guarded != 0) return std::unexpected(close_error{errc::in_use, live, guarded});
-    closed_ = true;
-    unpoison_all();
-    closed_pool<Int, Extra, Handle> out{std::move(handle_), make_entries()};
-    handle_.reset();
-    return out;
+    return with_all_locked([this]() -> std::expected<closed_pool<Int, Extra, Handle>, close_error> {
+      if (closed_) return std::unexpected(close_error{errc::pool_closed, 0, 0});
+      const auto slab = slab_totals();
+      const std::size_t live = engine_.stats().used_ranges - slab.spans + slab.live_slots;
+      const std::size_t guarded = guarded_.load();
+      if (live != 0 || guarded != 0)
+        return std::unexpected(close_error{errc::in_use, live, guarded});
+      drop_empty_slabs();  // all of them: no thread cache may hand out a slot any more
+      closed_ = true;
+      unpoison_all();
+      closed_pool<Int, Extra, Handle> out{std::move(handle_), make_entries()};
+      handle_.reset();
+      return out;
+    });
   }
 
   /// Whether try_close() has succeeded.
@@ -1071,6 +1100,40 @@ class buffer_pool {
  private:
   template <class P>
   friend class expansion_handle;
+
+  static constexpr bool can_cache = !std::is_same_v<Mutex, null_mutex>;
+
+  // One thread's slabs in this pool, with copies of the regions they are in (a region never
+  // changes once initialized), so that the thread finds its slots by address without the
+  // pool's lock.
+  struct cache : detail::cache_base {
+    detail::slabs slabs;
+    std::vector<std::optional<detail::region_info<Int, Extra>>> regions;  // by id
+    std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_address;     // base -> id, sorted
+    // Strong guarantee.
+    void add_region(const detail::region_info<Int, Extra>& r, std::uint32_t id) {
+      if (id < regions.size() && regions[id]) return;
+      by_address.reserve(by_address.size() + 1);
+      if (regions.size() <= id) regions.resize(id + 1);
+      regions[id].emplace(r);
+      const auto base = reinterpret_cast<std::uintptr_t>(r.base);
+      by_address.insert(
+          std::upper_bound(by_address.begin(), by_address.end(), std::pair{base, std::uint32_t{0}}),
+          {base, id});
+    }
+  };
+
+  struct registry final : detail::cache_registry_base {
+    buffer_pool* pool = nullptr;
+    std::vector<std::unique_ptr<cache>> caches;  // only ever grows
+    void detach(detail::cache_base& c) noexcept override {
+      auto& mine = static_cast<cache&>(c);
+      std::scoped_lock cache_lock(mine.lock);
+      std::scoped_lock lock(pool->mutex_);
+      mine.slabs.drop_empty([this](std::uint32_t node) { pool->engine_.release(node); });
+    }
+  };
+
   template <class P, class G>
   friend class basic_slice;
 
@@ -1159,7 +1222,7 @@ class buffer_pool {
   }
 
   std::expected<Int, errc> resize_raw_locked(std::uint64_t offset, std::uint64_t size) {
-    if (const std::uint32_t s = span_of(offset); s != no_index) return resize_slot(s, offset, size);
+    if (const auto slab = find_slab(offset, no_index)) return resize_slot(*slab, offset, size);
     const std::uint32_t node = raw_.find(offset);
     if (!detail::expects(node != no_index, not_raw_resize))
       return std::unexpected(errc::invalid_argument);
@@ -1227,20 +1290,47 @@ class buffer_pool {
   static constexpr const char* wrong_alignment =
       "release_raw: the alignment differs from the alignment the range was acquired with";
 
-  bool release_raw_at(const void* pointer, const raw_request* request) noexcept {
-    const auto at = locate(pointer);
-    if (!detail::expects(at.has_value(),
-                         "release_raw: the pointer is in none of this pool's regions"))
-      return false;
-    return release_raw_locked(at->offset, request, at->region);
+  // ---- releases -------------------------------------------------------------------------
+  // A slot of the calling thread's own slabs is freed under that cache's lock alone; any
+  // other slot or raw range under the pool's lock; a slot of another thread's slabs (rare:
+  // a release on another thread than the acquisition) under that thread's cache lock,
+  // found by asking each cache in turn.
+
+  bool release_raw_pointer(const void* pointer, const raw_request* request) noexcept {
+    if constexpr (can_cache) {
+      if (registry_ != nullptr)
+        if (const auto done = release_cached(pointer, request)) return *done;
+    }
+    std::optional<location> at;
+    {
+      std::scoped_lock lock(mutex_);
+      at = locate(pointer);
+      if (!detail::expects(at.has_value(),
+                           "release_raw: the pointer is in none of this pool's regions"))
+        return false;
+      if (const auto done = release_pool_locked(at->offset, request, at->region)) return *done;
+    }
+    return release_in_caches(at->offset, at->region, request);
   }
 
-  bool release_raw_locked(std::uint64_t offset, const raw_request* request,
-                          std::uint32_t region = no_index) noexcept {
+  bool release_raw_offset(std::uint64_t offset, const raw_request* request) noexcept {
+    std::uint32_t region = no_index;
+    {
+      std::scoped_lock lock(mutex_);
+      if (const auto done = release_pool_locked(offset, request, no_index)) return *done;
+      if (registry_ != nullptr) region = engine_.region_of(offset);
+    }
+    return release_in_caches(offset, region, request);
+  }
+
+  // Frees the pool's slot or raw range at `offset` (lock held); nothing, and nothing
+  // reported, if the pool's own slabs and raw ranges have none there.
+  std::optional<bool> release_pool_locked(std::uint64_t offset, const raw_request* request,
+                                          std::uint32_t region) noexcept {
     if (const std::uint32_t s = span_of(offset, region); s != no_index)
-      return release_slot(s, offset, request);
+      return release_slot(slabs_, nullptr, s, region, offset, request);
     const std::uint32_t node = raw_.find(offset);
-    if (!detail::expects(node != no_index, not_raw)) return false;
+    if (node == no_index) return std::nullopt;
     if (request != nullptr) {
       if (!detail::expects(request->size == engine_.tag(node), wrong_size)) return false;
       if (!detail::expects(request->alignment == std::uint64_t{1} << engine_.small_tag(node),
@@ -1251,6 +1341,67 @@ class buffer_pool {
     release_locked(node);
     return true;
   }
+
+  // Frees a slot of some thread's slabs (no lock held), or reports that nothing of this
+  // pool starts at `offset`. O(threads that took slots).
+  bool release_in_caches(std::uint64_t offset, std::uint32_t region,
+                         const raw_request* request) noexcept {
+    if (registry_ != nullptr && region != no_index) {
+      std::scoped_lock registry_lock(registry_->mutex);
+      for (const auto& c : registry_->caches) {
+        std::scoped_lock cache_lock(c->lock);
+        if (const std::uint32_t s = c->slabs.find(offset, region); s != no_index)
+          return release_slot(c->slabs, c.get(), s, region, offset, request);
+      }
+    }
+    return detail::expects(false, not_raw);
+  }
+
+  // The calling thread's own slot at `pointer`, freed under its cache's lock; nothing if
+  // the thread's slabs do not hold `pointer`.
+  std::optional<bool> release_cached(const void* pointer, const raw_request* request) noexcept {
+    cache* const held = held_cache();
+    if (held == nullptr) return std::nullopt;
+    cache& mine = *held;
+    std::scoped_lock cache_lock(mine.lock);
+    const auto at = locate_in(mine.by_address, mine.regions, pointer);
+    if (!at) return std::nullopt;
+    const std::uint32_t s = mine.slabs.find(at->offset, at->region);
+    if (s == no_index) return std::nullopt;
+    return release_slot(mine.slabs, &mine, s, at->region, at->offset, request);
+  }
+
+  // Frees the slot at `offset` of span s of `slabs`: the pool's (owner null, the pool's
+  // lock held) or thread cache `owner`'s (its lock held; the pool's is taken to give an
+  // emptied span back). `region` may be no_index for the pool's own slabs.
+  bool release_slot(detail::slabs& slabs, cache* owner, std::uint32_t s, std::uint32_t region,
+                    std::uint64_t offset, const raw_request* request) noexcept {
+    std::uint64_t capacity = 0;
+    if constexpr (poisoning) {
+      if (const auto live = slabs.live_slot(s, offset)) capacity = live->second;
+    }
+    std::uint32_t dropped = no_index;
+    const auto v = slabs.give_back(s, offset, request != nullptr ? &request->size : nullptr,
+                                   request != nullptr ? request->alignment : 0, dropped);
+    using verdict = detail::slabs::verdict;
+    if (!detail::expects(v != verdict::not_live, not_raw) ||
+        !detail::expects(v != verdict::size, wrong_size) ||
+        !detail::expects(v != verdict::alignment, wrong_alignment))
+      return false;
+    if constexpr (poisoning)
+      shade(owner != nullptr ? *owner->regions[region] : region_of(offset), offset, capacity, true);
+    if (dropped != no_index) {
+      if (owner == nullptr) {
+        engine_.release(dropped);
+      } else {
+        std::scoped_lock lock(mutex_);
+        engine_.release(dropped);
+      }
+    }
+    return true;
+  }
+
+  // ---- slab acquisitions ------------------------------------------------------------------
 
   // A slab slot for a small greedy raw request, or nothing: the engine path then serves the
   // request or reports its error. Never throws: out of memory for a new slab's records, the
@@ -1266,76 +1417,174 @@ class buffer_pool {
                                 std::max<std::uint64_t>(alignment, options_.min_alignment));
     if (c == detail::slabs::no_class) return std::nullopt;
     const auto align_log2 = static_cast<unsigned>(std::countr_zero(alignment));
+    if constexpr (can_cache) {
+      if (registry_ != nullptr)
+        if (cache* mine = this_thread_cache()) return acquire_cached(*mine, c, size, align_log2);
+    }
     std::scoped_lock lock(mutex_);
     if (closed_) return std::nullopt;
     auto slot = slabs_.take(c, size, align_log2);
     if (!slot) {
-      auto a = engine_.allocate(
-          detail::slabs::span_size(c),
-          std::min<std::uint64_t>(detail::slabs::largest_slot, options_.max_alignment), greedy);
-      if (!a) return std::nullopt;
-      const auto& region = *regions_[a->region];
-      try {
-        slabs_.add_span(c, a->offset, a->capacity, a->node, a->region, region.offset, region.size);
-      } catch (...) {
-        engine_.release(a->node);
-        return std::nullopt;
-      }
+      if (!add_span(slabs_, nullptr, c)) return std::nullopt;
       slot = slabs_.take(c, size, align_log2);
     }
-    const auto& region = *regions_[slot->region];
-    shade(region, slot->offset, slot->capacity, false);
-    return raw_range<Int>{static_cast<Int>(slot->offset), static_cast<Int>(size),
-                          static_cast<Int>(slot->capacity),
-                          region.base + (slot->offset - region.offset)};
+    return slot_range(*regions_[slot->region], *slot, size);
   }
 
-  // The slab span holding `offset`, or no_index (lock held). O(1), plus O(log regions) to
-  // find the region when `region` is no_index and the pool has spans.
+  std::optional<raw_range<Int>> acquire_cached(cache& mine, unsigned c, std::uint64_t size,
+                                               unsigned align_log2) noexcept {
+    std::scoped_lock cache_lock(mine.lock);
+    auto slot = mine.slabs.take(c, size, align_log2);
+    if (!slot) {
+      std::scoped_lock lock(mutex_);
+      if (closed_ || !add_span(mine.slabs, &mine, c)) return std::nullopt;
+      slot = mine.slabs.take(c, size, align_log2);
+    }
+    return slot_range(*mine.regions[slot->region], *slot, size);
+  }
+
+  // Makes an engine range a new span of class c in `slabs` (the pool's lock held), noting
+  // its region in `owner` (a thread cache whose lock is held, or null). False if there is
+  // no room or no memory for the records; nothing changed then.
+  bool add_span(detail::slabs& slabs, cache* owner, unsigned c) noexcept {
+    auto a = engine_.allocate(
+        detail::slabs::span_size(c),
+        std::min<std::uint64_t>(detail::slabs::largest_slot, options_.max_alignment), greedy);
+    if (!a) return false;
+    const auto& region = *regions_[a->region];
+    try {
+      if (owner != nullptr) owner->add_region(region, a->region);
+      slabs.add_span(c, a->offset, a->capacity, a->node, a->region, region.offset, region.size);
+    } catch (...) {
+      engine_.release(a->node);
+      return false;
+    }
+    return true;
+  }
+
+  static raw_range<Int> slot_range(const detail::region_info<Int, Extra>& region,
+                                   const detail::slabs::slot& slot, std::uint64_t size) noexcept {
+    shade(region, slot.offset, slot.capacity, false);
+    return raw_range<Int>{static_cast<Int>(slot.offset), static_cast<Int>(size),
+                          static_cast<Int>(slot.capacity),
+                          region.base + (slot.offset - region.offset)};
+  }
+
+  // The pool's slab span holding `offset`, or no_index (lock held). O(1), plus O(log
+  // regions) to find the region when `region` is no_index and the pool has spans.
   std::uint32_t span_of(std::uint64_t offset, std::uint32_t region = no_index) const noexcept {
     if (slabs_.all().spans == 0) return no_index;
     return slabs_.find(offset, region != no_index ? region : engine_.region_of(offset));
   }
 
-  bool release_slot(std::uint32_t s, std::uint64_t offset, const raw_request* request) noexcept {
-    std::uint64_t capacity = 0;
-    if constexpr (poisoning) {
-      if (const auto live = slabs_.live_slot(s, offset)) capacity = live->second;
-    }
-    std::uint32_t dropped = no_index;
-    const auto v = slabs_.give_back(s, offset, request != nullptr ? &request->size : nullptr,
-                                    request != nullptr ? request->alignment : 0, dropped);
-    using verdict = detail::slabs::verdict;
-    if (!detail::expects(v != verdict::not_live, not_raw) ||
-        !detail::expects(v != verdict::size, wrong_size) ||
-        !detail::expects(v != verdict::alignment, wrong_alignment))
-      return false;
-    if constexpr (poisoning) shade(region_of(offset), offset, capacity, true);
-    if (dropped != no_index) engine_.release(dropped);
-    return true;
+  struct slab_at {
+    const detail::slabs* slabs;
+    std::uint32_t span;
+  };
+  // The slabs (the pool's or a thread cache's) with a span holding `offset`, or nothing
+  // (every lock held: see with_all_locked).
+  std::optional<slab_at> find_slab(std::uint64_t offset, std::uint32_t region) const noexcept {
+    if (const std::uint32_t s = span_of(offset, region); s != no_index) return slab_at{&slabs_, s};
+    if (registry_ == nullptr) return std::nullopt;
+    if (region == no_index) region = engine_.region_of(offset);
+    for (const auto& c : registry_->caches)
+      if (const std::uint32_t s = c->slabs.find(offset, region); s != no_index)
+        return slab_at{&c->slabs, s};
+    return std::nullopt;
   }
 
-  std::expected<Int, errc> resize_slot(std::uint32_t s, std::uint64_t offset, std::uint64_t size) {
-    const auto live = slabs_.live_slot(s, offset);
+  std::expected<Int, errc> resize_slot(const slab_at& at, std::uint64_t offset,
+                                       std::uint64_t size) {
+    const auto live = at.slabs->live_slot(at.span, offset);
     if (!detail::expects(live.has_value(), not_raw_resize))
       return std::unexpected(errc::invalid_argument);
     if (size == 0) return std::unexpected(errc::invalid_size);
     if (size > options_.max_size) return std::unexpected(errc::too_large);
     if (std::max<std::uint64_t>(size, options_.min_size) > live->second)
       return std::unexpected(errc::out_of_memory);
-    slabs_.set_size(s, offset, size);
+    // The slabs are this pool's (find_slab() hands them out as const for const callers).
+    const_cast<detail::slabs*>(at.slabs)->set_size(at.span, offset, size);
     return static_cast<Int>(live->second);
+  }
+
+  // ---- totals over every slab -------------------------------------------------------------
+
+  [[nodiscard]] pool_stats stats_locked() const {
+    const engine_stats e = engine_.stats();
+    const auto slab = slab_totals();
+    pool_stats s;
+    s.used_bytes = e.used_bytes - slab.span_bytes + slab.live_bytes;
+    s.free_bytes = e.free_bytes;
+    s.spare_bytes = slab.span_bytes - slab.live_bytes;
+    s.pending_bytes = e.pending_bytes;
+    s.largest_free = e.largest_free;
+    s.free_ranges = e.free_ranges;
+    s.live_slices = e.used_ranges - slab.spans + slab.live_slots;
+    s.guarded_slices = guarded_.load();
+    s.parked_slices = parked_.size();
+    s.regions = e.regions;
+    return s;
+  }
+
+  std::expected<void, std::string> validate_locked() const {
+    if (auto v = engine_.validate(); !v) return v;
+    if (auto v = slabs_.validate(engine_); !v) return v;
+    if (registry_ != nullptr)
+      for (const auto& c : registry_->caches)
+        if (auto v = c->slabs.validate(engine_); !v)
+          return std::unexpected("thread cache " + v.error());
+    const engine_stats e = engine_.stats();
+    const auto slab = slab_totals();
+    const std::size_t live = e.used_ranges - slab.spans + slab.live_slots;
+    if (parked_.size() > guarded_.load()) return std::unexpected("more parked than guarded");
+    if (guarded_.load() > live) return std::unexpected("more guarded than live slices");
+    if (borrowed_.load() > live) return std::unexpected("more borrowed than live slices");
+    if (borrowed_.load() + raw_.size() + slab.live_slots > live)
+      return std::unexpected("more borrowed and raw ranges than live slices");
+    bool raw_ok = true;
+    raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
+      raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset &&
+               engine_.tag(node) <= engine_.node_size(node) && !find_slab(offset, no_index);
+    });
+    if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
+    return {};
+  }
+
+  detail::slabs::totals slab_totals() const noexcept {
+    detail::slabs::totals t = slabs_.all();
+    if (registry_ != nullptr)
+      for (const auto& c : registry_->caches) add_totals(t, c->slabs.all());
+    return t;
+  }
+
+  static void add_totals(detail::slabs::totals& t, const detail::slabs::totals& more) noexcept {
+    t.span_bytes += more.span_bytes;
+    t.live_bytes += more.live_bytes;
+    t.spans += more.spans;
+    t.live_slots += more.live_slots;
   }
 
   // A region's totals with its slabs' slots counted as ranges of their own.
   region_stats region_totals(std::uint32_t id) const noexcept {
     region_stats r = engine_.region(id);
-    if (slabs_.all().spans == 0) return r;
-    const auto slab = slabs_.of_region(id);
+    detail::slabs::totals slab;
+    if (slabs_.all().spans != 0) slab = slabs_.of_region(id);
+    if (registry_ != nullptr)
+      for (const auto& c : registry_->caches)
+        if (c->slabs.all().spans != 0) add_totals(slab, c->slabs.of_region(id));
     r.used_bytes = r.used_bytes - slab.span_bytes + slab.live_bytes;
     r.used_ranges = r.used_ranges - slab.spans + slab.live_slots;
     r.spare_bytes = slab.span_bytes - slab.live_bytes;
     return r;
+  }
+
+  // Gives every empty span back to the engine, the pool's and every thread's (every lock
+  // held).
+  void drop_empty_slabs() noexcept {
+    const auto give = [this](std::uint32_t node) { engine_.release(node); };
+    slabs_.drop_empty(give);
+    if (registry_ != nullptr)
+      for (const auto& c : registry_->caches) c->slabs.drop_empty(give);
   }
 
   struct location {
@@ -1345,15 +1594,95 @@ class buffer_pool {
   // The pool offset and region of an address inside one of the regions (lock held).
   // O(log regions).
   std::optional<location> locate(const void* pointer) const noexcept {
+    return locate_in(by_address_, regions_, pointer);
+  }
+  // The same over `by_address` (base address -> region id, sorted) and `regions` (by id,
+  // pointer-like).
+  template <class Regions>
+  static std::optional<location> locate_in(
+      const std::vector<std::pair<std::uintptr_t, std::uint32_t>>& by_address,
+      const Regions& regions, const void* pointer) noexcept {
     const auto address = reinterpret_cast<std::uintptr_t>(pointer);
-    auto it = std::upper_bound(by_address_.begin(), by_address_.end(), address,
+    auto it = std::upper_bound(by_address.begin(), by_address.end(), address,
                                [](std::uintptr_t a, const auto& r) { return a < r.first; });
-    if (it == by_address_.begin()) return std::nullopt;
+    if (it == by_address.begin()) return std::nullopt;
     const std::uint32_t id = std::prev(it)->second;
-    const auto& region = *regions_[id];
+    const auto& region = *regions[id];
     const std::uintptr_t delta = address - std::prev(it)->first;
     if (delta >= region.size) return std::nullopt;
     return location{std::uint64_t{region.offset} + delta, id};
+  }
+
+  // ---- thread caches (options `thread_caches`) ---------------------------------------------
+
+  // The calling thread's cache in this pool, or null if it has none.
+  cache* held_cache() const noexcept {
+    auto& held = detail::this_thread_caches;
+    if (held.last_uid == registry_->uid) return static_cast<cache*>(held.last);
+    if (held.exited) return nullptr;  // its list is gone
+    for (const auto& [r, c] : held.held)
+      if (r.get() == registry_.get()) {
+        held.last_uid = registry_->uid;
+        held.last = c;
+        return static_cast<cache*>(c);
+      }
+    return nullptr;
+  }
+
+  // The calling thread's cache in this pool, attached on first use; null if the thread is
+  // exiting or out of memory (the caller then takes the pool's slabs).
+  cache* this_thread_cache() noexcept {
+    if (cache* mine = held_cache()) return mine;
+    auto& held = detail::this_thread_caches;
+    if (held.exited) return nullptr;
+    try {
+      std::erase_if(held.held, [](const auto& h) {  // caches of pools that are gone
+        std::scoped_lock lock(h.first->mutex);
+        return !h.first->pool_alive;
+      });
+      held.held.reserve(held.held.size() + 1);
+      cache* mine = nullptr;
+      {
+        std::scoped_lock lock(registry_->mutex);
+        for (const auto& c : registry_->caches)
+          if (!c->attached) {
+            mine = c.get();
+            break;
+          }
+        if (mine == nullptr) {
+          registry_->caches.reserve(registry_->caches.size() + 1);
+          registry_->caches.push_back(std::make_unique<cache>());
+          mine = registry_->caches.back().get();
+        }
+        mine->attached = true;
+      }
+      held.held.emplace_back(registry_, mine);
+      held.last_uid = registry_->uid;
+      held.last = mine;
+      return mine;
+    } catch (...) {
+      return nullptr;
+    }
+  }
+
+  // Runs f() with every lock taken, in order: the registry's, every thread cache's, the
+  // pool's; with only the pool's when there are no thread caches.
+  template <class F>
+  decltype(auto) with_all_locked(F&& f) const {
+    if (registry_ == nullptr) {
+      std::scoped_lock lock(mutex_);
+      return f();
+    }
+    std::scoped_lock registry_lock(registry_->mutex);
+    for (const auto& c : registry_->caches) c->lock.lock();
+    struct unlock_caches {
+      const std::vector<std::unique_ptr<cache>>& caches;
+      ~unlock_caches() {
+        for (const auto& c : caches) c->lock.unlock();
+      }
+    } unlock{registry_->caches};
+    std::scoped_lock lock(mutex_);
+    return f();
   }
 
   // The engine marks of a used range, for map().
@@ -1436,7 +1765,8 @@ class buffer_pool {
   std::vector<std::unique_ptr<detail::region_info<Int, Extra>>> regions_;  // by region id
   std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_address_;       // base -> id, sorted
   detail::offset_map raw_;                                                 // live raw ranges
-  detail::slabs slabs_;  // small greedy raw ranges (options_.slabs)
+  detail::slabs slabs_;                 // small greedy raw ranges (options_.slabs)
+  std::shared_ptr<registry> registry_;  // thread caches (options_.thread_caches), or null
   std::vector<detail::parked_range> parked_;
   std::optional<Handle> handle_;
   bool closed_ = false;

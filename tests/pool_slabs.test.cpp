@@ -22,11 +22,12 @@ using bufpool_test::g_last_violation;
 using bufpool_test::g_violations;
 using bufpool_test::recording_violations;
 
-bufpool::basic_options<std::uint64_t> slab_options() {
+bufpool::basic_options<std::uint64_t> slab_options(bool thread_caches = false) {
   bufpool::basic_options<std::uint64_t> o;
   o.min_alignment = 8;
   o.max_alignment = 4096;
   o.slabs = true;
+  o.thread_caches = thread_caches;
   return o;
 }
 
@@ -267,11 +268,12 @@ TEST(Slabs, SlotsNeverSpanTwoRegionsAndAreFoundInEach) {
 
 // Random greedy acquisitions (slots and engine ranges), releases (by offset or pointer,
 // checked or not), resizes and trims, against a model of the live ranges: no overlap,
-// alignment, capacities, exact totals, and validate().
-TEST(Slabs, RandomOperationsMatchAModelOfLiveRanges) {
+// alignment, capacities, exact totals, and validate(). With thread caches, the slots are
+// the calling thread's: a release by pointer takes the cache's path, by offset the pool's.
+void random_operations_match_a_model(bool thread_caches) {
   std::vector<std::byte> memory((std::size_t{4} << 20) + 4096);
   auto* base = memory.data() + (4096 - reinterpret_cast<std::uintptr_t>(memory.data()) % 4096);
-  pool64 pool(slab_options());
+  pool64 pool(slab_options(thread_caches));
   for (std::uint64_t k = 0; k < 4; ++k) {  // four regions, offsets not on 4 KiB
     auto grow = pool.begin_expand((std::uint64_t{1} << 20) - 4136 * k).value();
     ASSERT_TRUE(std::move(grow).initialize(base + (std::uint64_t{1} << 20) * k).has_value());
@@ -348,6 +350,14 @@ TEST(Slabs, RandomOperationsMatchAModelOfLiveRanges) {
   EXPECT_EQ(s.used_bytes + s.spare_bytes, 0u);
   EXPECT_EQ(s.free_ranges, 4u);  // everything coalesced again
   expect_valid(pool);
+}
+
+TEST(Slabs, RandomOperationsMatchAModelOfLiveRanges) {
+  random_operations_match_a_model(false);
+}
+
+TEST(Slabs, RandomOperationsWithThreadCachesMatchAModelOfLiveRanges) {
+  random_operations_match_a_model(true);
 }
 
 TEST(SlabsDeathTest, Row12DoubleReleaseOfASlotAbortsWithTheRule) {

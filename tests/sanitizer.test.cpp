@@ -146,11 +146,13 @@ TEST(AddressSanitizer, RawRangesArePoisonedWhenReleased) {
   EXPECT_TRUE(poisoned(r.pointer));
 }
 
-TEST(AddressSanitizer, SlabSlotsAreAddressableOnlyWhileLive) {
-  REQUIRE_ASAN();
+// With and without thread caches (whose slots are poisoned through the thread's copy of
+// the region).
+void slab_slots_are_addressable_only_while_live(bool thread_caches) {
   std::vector<std::byte> memory(std::size_t{1} << 16);
   pool32::options_type options;
   options.slabs = true;
+  options.thread_caches = thread_caches;
   pool32 pool(options);
   ASSERT_TRUE(pool.begin_expand(memory.size()).value().initialize(memory.data()).has_value());
   auto a = pool.acquire_raw(48, 16, bufpool::greedy).value();
@@ -163,6 +165,16 @@ TEST(AddressSanitizer, SlabSlotsAreAddressableOnlyWhileLive) {
   EXPECT_TRUE(addressable(b.pointer, b.capacity));
   ASSERT_TRUE(pool.release_raw(b.pointer, 48, 16));
   EXPECT_TRUE(poisoned(b.pointer));
+}
+
+TEST(AddressSanitizer, SlabSlotsAreAddressableOnlyWhileLive) {
+  REQUIRE_ASAN();
+  slab_slots_are_addressable_only_while_live(false);
+}
+
+TEST(AddressSanitizer, ThreadCachedSlabSlotsAreAddressableOnlyWhileLive) {
+  REQUIRE_ASAN();
+  slab_slots_are_addressable_only_while_live(true);
 }
 
 TEST(AddressSanitizer, OpaqueRegionsAreNeverPoisoned) {

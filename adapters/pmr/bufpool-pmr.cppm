@@ -174,7 +174,8 @@ class owning_backend final : public backend {
     typename pool_type::options_type o;
     o.min_alignment = granule;
     o.max_alignment = region_alignment;
-    o.slabs = true;  // small blocks: O(1) slots found by offset, no hash or engine node
+    o.slabs = true;          // small blocks: O(1) slots found by offset, no hash or engine node
+    o.thread_caches = true;  // thread-safe: each thread its own slabs (no effect otherwise)
     return o;
   }
 
