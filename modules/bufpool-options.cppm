@@ -66,22 +66,26 @@ struct basic_options {
   /// Grow on demand: an acquisition that finds no space asks the pool's handle for a new
   /// region (see buffer_pool::grow) and retries once. Needs a handle that can grow.
   bool auto_expand = false;
-  /// Slabs for small raw ranges: a `greedy` acquire_raw() of at most 4 KiB (after min_size
-  /// and min_alignment) takes a slot of its size class (16 .. 128 bytes in steps of 16, then
-  /// 4 classes per doubling, so under 25% more than asked above 128 bytes, rounded up
-  /// further to a multiple of a larger alignment) from an engine range of 16 or more slots of
-  /// that class (4 to 64 KiB), and release_raw() frees it through a per-region table, in O(1)
-  /// without a hash or an engine node. Free slots are "spare" in the statistics: reusable only by
-  /// requests of their class, until their slab is empty and goes back (trim() returns every empty
-  /// slab). A slot resizes in place only within its capacity.
+  /// Slabs for small raw ranges: a `greedy` acquire_raw() of at most 64 KiB (after min_size
+  /// and min_alignment, at an alignment of at most 4 KiB) takes a slot of its size class (16
+  /// .. 128 bytes in steps of 16, then 4 classes per doubling, so under 25% more than asked
+  /// above 128 bytes, rounded up further to a multiple of a larger alignment) from an engine
+  /// range of slots of that class (16 slots of up to 4 KiB, at least 4 KiB; 4 to 6 larger
+  /// ones: 4 to 256 KiB), and release_raw() frees it through a per-region table, in O(1)
+  /// without a hash or an engine node. Free slots are "spare" in the statistics: reusable
+  /// only by requests of their class, until their slab is empty and goes back (trim()
+  /// returns every empty slab). A slot resizes in place only within its capacity.
   bool slabs = false;
   /// With `slabs`, in a pool with a lock (buffer_pool, not local_buffer_pool): each thread
-  /// that takes slots owns one slab per size class, so that a `greedy` acquire_raw() of a slot
-  /// and a release_raw(pointer, size, alignment) of a slot of the thread's own slabs take
-  /// only a per-thread lock, never the pool's (threads sharing a pool do not wait for each
-  /// other). At most one slab per class per thread (about 528 KiB if it uses all 28); the
-  /// slabs go back to the pool when the thread exits and on trim() or try_close(), and the
-  /// statistics, map() and validate() see them as they are. Ignored otherwise.
+  /// that takes slots has slabs of its own, so that a `greedy` acquire_raw() of a slot and a
+  /// release_raw(pointer[, size, alignment]) of one of the thread's own slots take only a
+  /// per-thread lock, not the pool's (threads sharing a pool do not wait for each other); a
+  /// slot released on another thread, or by offset, takes the pool's lock and then its
+  /// owner's (O(threads)). A thread keeps at most one empty slab per class (2448 KiB of
+  /// slabs if it uses all 44 classes, 528 KiB for the 28 up to 4 KiB); when it exits, its
+  /// empty slabs go back and the rest wait for the next thread. trim() and try_close() give
+  /// back every thread's empty slabs; the statistics, map() and validate() see every slot.
+  /// Ignored otherwise.
   bool thread_caches = false;
 
   /// Checks the options themselves: non-zero sizes with min <= max, power-of-two alignments

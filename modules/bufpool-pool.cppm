@@ -380,8 +380,9 @@ class offset_map {
   std::size_t count_ = 0;
 };
 
-// The pool's slabs (options `slabs`): small greedy raw ranges are slots of spans, engine
-// ranges of 4 .. 64 KiB (16 slots, at least 4 KiB) cut into slots of one size class.
+// The pool's slabs (options `slabs`): greedy raw ranges of up to 64 KiB are slots of spans,
+// engine ranges of 4 .. 256 KiB (16 slots of up to 4 KiB, at least 4 KiB; 4 to 6 larger
+// slots) cut into slots of one size class.
 // Everything about a slot lives out of band: a span's free-slot bitmap (with a summary word,
 // so the lowest free slot is two bit scans away) and per slot the size and alignment it was
 // acquired with. A per-region table at 4 KiB granularity finds a slot's span from its offset
@@ -395,8 +396,10 @@ class offset_map {
 class slabs {
  public:
   static constexpr std::uint64_t smallest_span = std::uint64_t{1} << 12;
-  static constexpr std::uint64_t largest_slot = 4096;
-  static constexpr unsigned class_count = 28;
+  static constexpr std::uint64_t largest_small_slot = 4096;  // 16 slots per span up to here
+  static constexpr std::uint64_t largest_slot = 65536;
+  static constexpr std::uint64_t largest_alignment = 4096;  // spans are aligned to this
+  static constexpr unsigned class_count = 44;
   static constexpr unsigned no_class = ~0U;
 
   // The class of a request of `size` bytes (>= 1) at `alignment` (a power of two, at least
@@ -405,9 +408,12 @@ class slabs {
   // or no_class.
   [[nodiscard]] static unsigned class_of(std::uint64_t size, std::uint64_t alignment) noexcept;
   [[nodiscard]] static constexpr std::uint64_t slot_size(unsigned c) noexcept;
-  // The bytes of a span of class c: 16 slots, at least 4 KiB, a power of two.
+  // The bytes of a span of class c, a power of two: 16 slots of up to 4 KiB (at least 4
+  // KiB), else 4 to 6 slots.
   [[nodiscard]] static inline std::uint64_t span_size(unsigned c) noexcept {
-    return std::max(smallest_span, std::bit_ceil(16 * slot_size(c)));
+    const std::uint64_t slot = slot_size(c);
+    return slot <= largest_small_slot ? std::max(smallest_span, std::bit_ceil(16 * slot))
+                                      : std::bit_ceil(4 * slot);
   }
 
   struct slot {
@@ -484,13 +490,13 @@ class slabs {
     std::uint64_t bytes = 0;
     std::uint64_t summary = 0;               // bit w: free[w] has a free slot
     std::unique_ptr<std::uint64_t[]> free;   // bit i: slot i is free
-    std::unique_ptr<std::uint16_t[]> sizes;  // per live slot: size - 1 | log2(alignment) << 12
+    std::unique_ptr<std::uint16_t[]> sizes;  // per live slot: see set_record()
     std::uint32_t node = no_index;
     std::uint32_t region = no_index;
     std::uint32_t next = no_index;  // the class's list of spans with a free slot
     std::uint32_t prev = no_index;
     std::uint32_t slot = 0;     // slot size
-    std::uint32_t inverse = 0;  // ceil(2^32 / slot): slot index = (delta * inverse) >> 32
+    std::uint64_t inverse = 0;  // ceil(2^40 / slot): slot index = (delta * inverse) >> 40
     std::uint16_t slots = 0;    // 0 while the record is unused
     std::uint16_t live = 0;
     std::uint8_t cls = 0;
@@ -507,6 +513,33 @@ class slabs {
   };
   [[nodiscard]] static inline bool is_free(const span& x, std::uint32_t i) noexcept {
     return (x.free[i >> 6] >> (i & 63) & 1) != 0;
+  }
+  // The slot of span x at `delta` bytes from its start (exact for every delta below 2^24:
+  // delta * (inverse * slot - 2^40) < 2^40), or x.slots if `delta` does not start one.
+  [[nodiscard]] static inline std::uint32_t slot_index(const span& x,
+                                                       std::uint64_t delta) noexcept {
+    const auto i = static_cast<std::uint32_t>((delta * x.inverse) >> 40);
+    return i < x.slots && std::uint64_t{i} * x.slot == delta ? i : x.slots;
+  }
+  // A live slot's record of the size and alignment it was acquired with: one uint16 for a
+  // slot of up to 4 KiB (size - 1 | log2(alignment) << 12), two for a larger one.
+  static inline void set_record(span& x, std::uint32_t i, std::uint64_t size,
+                                unsigned align_log2) noexcept {
+    if (x.slot <= largest_small_slot) {
+      x.sizes[i] = static_cast<std::uint16_t>((size - 1) | std::uint64_t{align_log2} << 12);
+    } else {
+      x.sizes[2 * i] = static_cast<std::uint16_t>(size - 1);
+      x.sizes[2 * i + 1] = static_cast<std::uint16_t>(align_log2);
+    }
+  }
+  [[nodiscard]] static inline std::uint64_t recorded_size(const span& x, std::uint32_t i) noexcept {
+    return x.slot <= largest_small_slot ? std::uint64_t{x.sizes[i] & 0xfffU} + 1
+                                        : std::uint64_t{x.sizes[2 * i]} + 1;
+  }
+  [[nodiscard]] static inline std::uint64_t recorded_alignment(const span& x,
+                                                               std::uint32_t i) noexcept {
+    return std::uint64_t{1} << (x.slot <= largest_small_slot ? x.sizes[i] >> 12
+                                                             : x.sizes[2 * i + 1]);
   }
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
   void point_table(std::uint32_t s, std::uint32_t value) noexcept;
@@ -526,8 +559,9 @@ class slabs {
 };
 
 // Slot sizes: 16 .. 128 in steps of 16 (classes 0 .. 7), then 4 per doubling: 160, 192,
-// 224, 256, 320, ... 4096 (classes 8 .. 27), so a slot is under 25% larger than a request
-// above 128 bytes. The paths every acquisition and release take are defined here, inline.
+// 224, 256, 320, ... 4096 (classes 8 .. 27), ... 65536 (class 43), so a slot is under 25%
+// larger than a request above 128 bytes. The paths every acquisition and release take are
+// defined here, inline.
 constexpr std::uint64_t slabs::slot_size(unsigned c) noexcept {
   if (c < 8) return std::uint64_t{16} * (c + 1);
   const unsigned k = c - 8;
@@ -535,10 +569,16 @@ constexpr std::uint64_t slabs::slot_size(unsigned c) noexcept {
 }
 
 inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noexcept {
-  if (size > largest_slot || alignment > largest_slot) return no_class;
+  if (size > largest_slot || alignment > largest_alignment) return no_class;
+  if (size > largest_small_slot) {  // size in (2^(b-1), 2^b]: 4 classes per doubling
+    const auto b = static_cast<unsigned>(std::bit_width(size - 1));
+    unsigned c = 8 + (b - 8) * 4 + static_cast<unsigned>((size - 1) >> (b - 3)) - 4;
+    while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
+    return c < class_count ? c : no_class;
+  }
   // The smallest class that holds (size - 1) / 16 + 1 granules of 16 bytes.
   static constexpr auto by_granules = [] {
-    std::array<std::uint8_t, largest_slot / 16> t{};
+    std::array<std::uint8_t, largest_small_slot / 16> t{};
     unsigned c = 0;
     for (std::uint64_t g = 0; g < t.size(); ++g) {
       while (slot_size(c) < 16 * (g + 1)) ++c;
@@ -563,7 +603,7 @@ inline std::optional<slabs::slot> slabs::take(unsigned c, std::uint64_t size,
   const std::uint32_t i = w * 64 + static_cast<unsigned>(std::countr_zero(word));
   word &= word - 1;
   if (word == 0) x.summary &= ~(std::uint64_t{1} << w);
-  x.sizes[i] = static_cast<std::uint16_t>((size - 1) | std::uint64_t{align_log2} << 12);
+  set_record(x, i, size, align_log2);
   if (x.live++ == 0) --empty_[c];
   if (x.live == x.slots) unlink(s);
   totals_.live_bytes += x.slot;
@@ -590,12 +630,11 @@ inline slabs::verdict slabs::give_back(std::uint32_t s, std::uint64_t offset,
                                        std::uint32_t& dropped) noexcept {
   dropped = no_index;
   span& x = spans_[s];
-  const std::uint64_t delta = offset - x.offset;
-  const auto i = static_cast<std::uint32_t>((delta * x.inverse) >> 32);
-  if (i >= x.slots || std::uint64_t{i} * x.slot != delta || is_free(x, i)) return verdict::not_live;
+  const std::uint32_t i = slot_index(x, offset - x.offset);
+  if (i == x.slots || is_free(x, i)) return verdict::not_live;
   if (size != nullptr) {
-    if (*size != std::uint64_t{x.sizes[i] & 0xfffU} + 1) return verdict::size;
-    if (alignment != std::uint64_t{1} << (x.sizes[i] >> 12)) return verdict::alignment;
+    if (*size != recorded_size(x, i)) return verdict::size;
+    if (alignment != recorded_alignment(x, i)) return verdict::alignment;
   }
   x.free[i >> 6] |= std::uint64_t{1} << (i & 63);
   x.summary |= std::uint64_t{1} << (i >> 6);
@@ -1449,7 +1488,7 @@ class buffer_pool {
   bool add_span(detail::slabs& slabs, cache* owner, unsigned c) noexcept {
     auto a = engine_.allocate(
         detail::slabs::span_size(c),
-        std::min<std::uint64_t>(detail::slabs::largest_slot, options_.max_alignment), greedy);
+        std::min<std::uint64_t>(detail::slabs::largest_alignment, options_.max_alignment), greedy);
     if (!a) return false;
     const auto& region = *regions_[a->region];
     try {

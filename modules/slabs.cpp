@@ -39,7 +39,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   const auto slots = static_cast<std::uint16_t>(span_size(c) / slot);
   const std::size_t words = (slots + 63) / 64;
   auto free = std::make_unique<std::uint64_t[]>(words);
-  auto sizes = std::make_unique<std::uint16_t[]>(slots);
+  auto sizes = std::make_unique<std::uint16_t[]>(slot <= largest_small_slot ? slots : 2 * slots);
   if (unused_.empty()) {
     room_for_one(spans_);
     if (unused_.capacity() < spans_.capacity())  // drop() must not allocate
@@ -61,7 +61,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   x.node = node;
   x.region = region;
   x.slot = slot;
-  x.inverse = static_cast<std::uint32_t>(((std::uint64_t{1} << 32) + slot - 1) / slot);
+  x.inverse = ((std::uint64_t{1} << 40) + slot - 1) / slot;
   x.slots = slots;
   x.live = 0;
   x.cls = static_cast<std::uint8_t>(c);
@@ -75,16 +75,15 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
 std::optional<std::pair<std::uint64_t, std::uint64_t>> slabs::live_slot(
     std::uint32_t s, std::uint64_t offset) const noexcept {
   const span& x = spans_[s];
-  const std::uint64_t delta = offset - x.offset;
-  const auto i = static_cast<std::uint32_t>((delta * x.inverse) >> 32);
-  if (i >= x.slots || std::uint64_t{i} * x.slot != delta || is_free(x, i)) return std::nullopt;
-  return std::pair{std::uint64_t{x.sizes[i] & 0xfffU} + 1, std::uint64_t{x.slot}};
+  const std::uint32_t i = slot_index(x, offset - x.offset);
+  if (i == x.slots || is_free(x, i)) return std::nullopt;
+  return std::pair{recorded_size(x, i), std::uint64_t{x.slot}};
 }
 
 void slabs::set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept {
   span& x = spans_[s];
-  const auto i = static_cast<std::uint32_t>(((offset - x.offset) * x.inverse) >> 32);
-  x.sizes[i] = static_cast<std::uint16_t>((size - 1) | (x.sizes[i] & 0xf000U));
+  const std::uint32_t i = slot_index(x, offset - x.offset);
+  set_record(x, i, size, static_cast<unsigned>(std::countr_zero(recorded_alignment(x, i))));
 }
 
 // Sets the cells of the table that span s touches to `value` (s, or no_index to clear): the
@@ -168,7 +167,8 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
     if (free + x.live != x.slots) return fail("a span's live count disagrees with its bitmap");
     for (std::uint32_t i = 0; i < x.slots; ++i)
       if (!is_free(x, i) &&
-          ((x.sizes[i] & 0xfffU) + 1 > x.slot || (std::uint64_t{1} << (x.sizes[i] >> 12)) > x.slot))
+          (recorded_size(x, i) > x.slot || recorded_alignment(x, i) > largest_alignment ||
+           x.slot % recorded_alignment(x, i) != 0))
         return fail("a live slot records a size or alignment its slot cannot hold");
     if (listed[s] != (x.live < x.slots))
       return fail("a span is listed exactly when it has a free slot: not so");
