@@ -67,14 +67,15 @@ struct basic_options {
   /// region (see buffer_pool::grow) and retries once. Needs a handle that can grow.
   bool auto_expand = false;
   /// Slabs for small raw ranges: a `greedy` acquire_raw() of at most 64 KiB (after min_size
-  /// and min_alignment, at an alignment of at most 4 KiB) takes a slot of its size class (16
-  /// .. 128 bytes in steps of 16, then 4 classes per doubling, so under 25% more than asked
-  /// above 128 bytes, rounded up further to a multiple of a larger alignment) from an engine
-  /// range of slots of that class (16 slots of up to 4 KiB, at least 4 KiB; 4 to 6 larger
-  /// ones: 4 to 256 KiB), and release_raw() frees it through a per-region table, in O(1)
-  /// without a hash or an engine node. Free slots are "spare" in the statistics: reusable
-  /// only by requests of their class, until their slab is empty and goes back (trim()
-  /// returns every empty slab). A slot resizes in place only within its capacity.
+  /// and min_alignment, at an alignment of at most 4 KiB) takes a slot of its size class
+  /// (from 16 to 128 bytes in steps of 16, then 4 classes per doubling, so under 25% more
+  /// than asked above 128 bytes, rounded up further to a multiple of a larger alignment)
+  /// from an engine range of slots of that class (16 slots of up to 4 KiB, at least 4 KiB;
+  /// 4 to 6 larger ones: 4 to 256 KiB), and release_raw() frees it through a per-region
+  /// table, in O(1) without a hash or an engine node. Free slots are "spare" in the
+  /// statistics: reusable only by requests of their class, until their slab is empty and
+  /// goes back (trim() returns every empty slab). A slot resizes in place only within its
+  /// capacity.
   bool slabs = false;
   /// With `slabs`, in a pool with a lock (buffer_pool, not local_buffer_pool): each thread
   /// that takes slots has slabs of its own, so that a `greedy` acquire_raw() of a slot and a
