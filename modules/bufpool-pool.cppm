@@ -1116,8 +1116,7 @@ class buffer_pool {
   [[nodiscard]] std::expected<closed_pool<Int, Extra, Handle>, close_error> try_close() {
     return with_all_locked([this]() -> std::expected<closed_pool<Int, Extra, Handle>, close_error> {
       if (closed_) return std::unexpected(close_error{errc::pool_closed, 0, 0});
-      const auto slab = slab_totals();
-      const std::size_t live = engine_.stats().used_ranges - slab.spans + slab.live_slots;
+      const std::size_t live = stats_locked().live_slices;
       const std::size_t guarded = guarded_.load();
       if (live != 0 || guarded != 0)
         return std::unexpected(close_error{errc::in_use, live, guarded});
@@ -1572,9 +1571,8 @@ class buffer_pool {
       for (const auto& c : registry_->caches)
         if (auto v = c->slabs.validate(engine_); !v)
           return std::unexpected("thread cache " + v.error());
-    const engine_stats e = engine_.stats();
     const auto slab = slab_totals();
-    const std::size_t live = e.used_ranges - slab.spans + slab.live_slots;
+    const std::size_t live = stats_locked().live_slices;
     if (parked_.size() > guarded_.load()) return std::unexpected("more parked than guarded");
     if (guarded_.load() > live) return std::unexpected("more guarded than live slices");
     if (borrowed_.load() > live) return std::unexpected("more borrowed than live slices");
