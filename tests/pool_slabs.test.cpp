@@ -13,6 +13,7 @@
 #include <vector>
 import bufpool;
 
+#include "page_aligned_pool.hpp"
 #include "violations.hpp"
 
 namespace {
@@ -32,15 +33,9 @@ bufpool::basic_options<std::uint64_t> slab_options(bool thread_caches = false) {
 }
 
 // A slab pool over one heap block (page-aligned offsets and addresses agree on alignment).
-struct slab_pool {
-  explicit slab_pool(std::size_t bytes = std::size_t{1} << 20) : memory(bytes + 4096) {
-    auto* base = memory.data() + (4096 - reinterpret_cast<std::uintptr_t>(memory.data()) % 4096);
-    auto grow = pool.begin_expand(bytes);
-    EXPECT_TRUE(grow.has_value());
-    EXPECT_TRUE(std::move(*grow).initialize(base).has_value());
-  }
-  std::vector<std::byte> memory;
-  pool64 pool{slab_options()};
+struct slab_pool : bufpool_test::page_aligned_pool<pool64> {
+  explicit slab_pool(std::size_t bytes = std::size_t{1} << 20)
+      : page_aligned_pool(slab_options(), bytes) {}
 };
 
 void expect_valid(const pool64& pool) {

@@ -20,6 +20,7 @@
 #include <vector>
 import bufpool;
 
+#include "page_aligned_pool.hpp"
 #include "violations.hpp"
 
 namespace {
@@ -40,15 +41,9 @@ pool_t::options_type cached_options() {
 }
 
 // A pool with thread caches over one page-aligned heap block.
-struct cached_pool {
-  explicit cached_pool(std::size_t bytes = std::size_t{4} << 20) : memory(bytes + 4096) {
-    auto* base = memory.data() + (4096 - reinterpret_cast<std::uintptr_t>(memory.data()) % 4096);
-    auto grow = pool->begin_expand(bytes);
-    EXPECT_TRUE(grow.has_value());
-    EXPECT_TRUE(std::move(*grow).initialize(base).has_value());
-  }
-  std::vector<std::byte> memory;
-  std::unique_ptr<pool_t> pool = std::make_unique<pool_t>(cached_options());
+struct cached_pool : bufpool_test::page_aligned_pool<pool_t> {
+  explicit cached_pool(std::size_t bytes = std::size_t{4} << 20)
+      : page_aligned_pool(cached_options(), bytes) {}
 };
 
 void expect_valid(const pool_t& pool) {
@@ -95,7 +90,7 @@ TEST(ThreadCaches, EachThreadTakesItsSlotsFromSlabsOfItsOwn) {
   std::barrier both(2);
   auto take = [&](int id) {
     for (int i = 0; i < 8; ++i) {
-      got[id].push_back(h.pool->acquire_raw(64, 8, bufpool::greedy).value());
+      got[id].push_back(h.pool.acquire_raw(64, 8, bufpool::greedy).value());
       both.arrive_and_wait();  // the two threads alternate requests of the same class
     }
   };
@@ -103,15 +98,15 @@ TEST(ThreadCaches, EachThreadTakesItsSlotsFromSlabsOfItsOwn) {
   std::thread b(take, 1);
   a.join();
   b.join();
-  const auto mine = slab_starts(*h.pool, got[0]);
-  const auto theirs = slab_starts(*h.pool, got[1]);
+  const auto mine = slab_starts(h.pool, got[0]);
+  const auto theirs = slab_starts(h.pool, got[1]);
   EXPECT_EQ(mine.size(), 1u);
   EXPECT_EQ(theirs.size(), 1u);
   EXPECT_NE(*mine.begin(), *theirs.begin());
-  expect_exact(*h.pool, 16 * 64, 16);
+  expect_exact(h.pool, 16 * 64, 16);
   for (const auto& list : got)
-    for (const auto& r : list) EXPECT_TRUE(h.pool->release_raw(r.pointer, 64, 8));
-  expect_all_back(*h.pool);
+    for (const auto& r : list) EXPECT_TRUE(h.pool.release_raw(r.pointer, 64, 8));
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCaches, AThreadsOwnSlotsAreReleasedAndReusedOnItsCache) {
@@ -124,7 +119,7 @@ TEST(ThreadCaches, AThreadsOwnSlotsAreReleasedAndReusedOnItsCache) {
       if (live.empty() || rng() % 2 == 0) {
         const std::uint64_t size = 1 + rng() % 4096;
         const std::uint64_t align = std::uint64_t{1} << (rng() % 8);
-        auto r = h.pool->acquire_raw(size, align, bufpool::greedy);
+        auto r = h.pool.acquire_raw(size, align, bufpool::greedy);
         ASSERT_TRUE(r.has_value());
         ASSERT_EQ(r->offset % align, 0u);
         live.emplace_back(*r, align);
@@ -133,16 +128,16 @@ TEST(ThreadCaches, AThreadsOwnSlotsAreReleasedAndReusedOnItsCache) {
         std::swap(live[rng() % live.size()], live.back());
         const auto [r, align] = live.back();
         live.pop_back();
-        ASSERT_TRUE(rng() % 4 == 0 ? h.pool->release_raw(r.pointer)
-                                   : h.pool->release_raw(r.pointer, r.size, align));
+        ASSERT_TRUE(rng() % 4 == 0 ? h.pool.release_raw(r.pointer)
+                                   : h.pool.release_raw(r.pointer, r.size, align));
         held -= r.capacity;
       }
-      if (step % 2000 == 0) expect_exact(*h.pool, held, live.size());
+      if (step % 2000 == 0) expect_exact(h.pool, held, live.size());
     }
-    for (const auto& [r, align] : live) ASSERT_TRUE(h.pool->release_raw(r.pointer));
+    for (const auto& [r, align] : live) ASSERT_TRUE(h.pool.release_raw(r.pointer));
   });
   t.join();
-  expect_all_back(*h.pool);
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCaches, SlotsReleasedOnAnotherThreadGoBackToTheirOwnersSlabs) {
@@ -152,28 +147,28 @@ TEST(ThreadCaches, SlotsReleasedOnAnotherThreadGoBackToTheirOwnersSlabs) {
   std::latch released(1);
   std::thread owner([&] {
     for (int i = 0; i < 40; ++i)
-      handed.push_back(h.pool->acquire_raw(100, 16, bufpool::greedy).value());
+      handed.push_back(h.pool.acquire_raw(100, 16, bufpool::greedy).value());
     taken.count_down();
     released.wait();  // the owner is alive while another thread releases its slots
-    expect_exact(*h.pool, 0, 0);
+    expect_exact(h.pool, 0, 0);
     // The owner reuses what was released for it.
-    auto again = h.pool->acquire_raw(100, 16, bufpool::greedy).value();
-    EXPECT_TRUE(h.pool->release_raw(again.pointer, 100, 16));
+    auto again = h.pool.acquire_raw(100, 16, bufpool::greedy).value();
+    EXPECT_TRUE(h.pool.release_raw(again.pointer, 100, 16));
   });
   taken.wait();
-  expect_exact(*h.pool, 40 * 112, 40);
+  expect_exact(h.pool, 40 * 112, 40);
   for (std::size_t i = 0; i < handed.size(); ++i) {
     const auto& r = handed[i];
     if (i % 3 == 0)
-      EXPECT_TRUE(h.pool->release_raw(r.pointer, 100, 16));
+      EXPECT_TRUE(h.pool.release_raw(r.pointer, 100, 16));
     else if (i % 3 == 1)
-      EXPECT_TRUE(h.pool->release_raw(r.pointer));
+      EXPECT_TRUE(h.pool.release_raw(r.pointer));
     else
-      EXPECT_TRUE(h.pool->release_raw(std::uint64_t{r.offset}, 100, 16));
+      EXPECT_TRUE(h.pool.release_raw(std::uint64_t{r.offset}, 100, 16));
   }
   released.count_down();
   owner.join();
-  expect_all_back(*h.pool);
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCaches, ThreadExitGivesEmptySlabsBackAndLeavesLiveSlotsUsable) {
@@ -182,25 +177,25 @@ TEST(ThreadCaches, ThreadExitGivesEmptySlabsBackAndLeavesLiveSlotsUsable) {
   std::thread t([&] {
     std::vector<raw_t> slots;
     for (const std::uint64_t size : {24U, 200U, 1000U, 3000U})
-      slots.push_back(h.pool->acquire_raw(size, 8, bufpool::greedy).value());
+      slots.push_back(h.pool.acquire_raw(size, 8, bufpool::greedy).value());
     kept = slots[1];
     for (const auto& r : slots)
-      if (r.offset != kept.offset) EXPECT_TRUE(h.pool->release_raw(r.pointer, r.size, 8));
+      if (r.offset != kept.offset) EXPECT_TRUE(h.pool.release_raw(r.pointer, r.size, 8));
   });
   t.join();
   // Only the slab with the live slot stays: the other three went back at the thread's exit.
-  const auto s = h.pool->stats();
+  const auto s = h.pool.stats();
   EXPECT_EQ(s.live_slices, 1u);
   EXPECT_EQ(s.used_bytes, kept.capacity);
   std::size_t used_ranges = 0;
-  for (const auto& r : h.pool->region_ranges(0)) used_ranges += r.used ? 1 : 0;
+  for (const auto& r : h.pool.region_ranges(0)) used_ranges += r.used ? 1 : 0;
   EXPECT_EQ(used_ranges, 1u);
-  expect_exact(*h.pool, kept.capacity, 1);
-  auto at = h.pool->raw_at(kept.pointer);
+  expect_exact(h.pool, kept.capacity, 1);
+  auto at = h.pool.raw_at(kept.pointer);
   ASSERT_TRUE(at.has_value());
   EXPECT_EQ(at->size, 200u);
-  EXPECT_TRUE(h.pool->release_raw(kept.pointer, 200, 8));
-  expect_all_back(*h.pool);
+  EXPECT_TRUE(h.pool.release_raw(kept.pointer, 200, 8));
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCaches, TheNextThreadTakesOverTheSlabsOfOneThatExited) {
@@ -209,16 +204,16 @@ TEST(ThreadCaches, TheNextThreadTakesOverTheSlabsOfOneThatExited) {
   for (int n = 0; n < 40; ++n) {  // 40 threads one after another, each keeping 4 slots
     std::thread t([&] {
       for (int i = 0; i < 4; ++i)
-        kept.push_back(h.pool->acquire_raw(64, 8, bufpool::greedy).value());
+        kept.push_back(h.pool.acquire_raw(64, 8, bufpool::greedy).value());
     });
     t.join();
   }
   // 160 slots of 64 bytes: 3 slabs of 64 slots when each thread fills the slabs the last
   // one left, not a slab per thread.
-  EXPECT_EQ(slab_starts(*h.pool, kept).size(), 3u);
-  expect_exact(*h.pool, 160 * 64, 160);
-  for (const auto& r : kept) EXPECT_TRUE(h.pool->release_raw(r.pointer, 64, 8));
-  expect_all_back(*h.pool);
+  EXPECT_EQ(slab_starts(h.pool, kept).size(), 3u);
+  expect_exact(h.pool, 160 * 64, 160);
+  for (const auto& r : kept) EXPECT_TRUE(h.pool.release_raw(r.pointer, 64, 8));
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCaches, TrimGivesBackTheEmptySlabsOfLiveThreads) {
@@ -227,43 +222,43 @@ TEST(ThreadCaches, TrimGivesBackTheEmptySlabsOfLiveThreads) {
   std::latch trimmed(1);
   std::thread t([&] {
     for (const std::uint64_t size : {16U, 512U, 4096U}) {
-      auto r = h.pool->acquire_raw(size, 8, bufpool::greedy).value();
-      EXPECT_TRUE(h.pool->release_raw(r.pointer, size, 8));
+      auto r = h.pool.acquire_raw(size, 8, bufpool::greedy).value();
+      EXPECT_TRUE(h.pool.release_raw(r.pointer, size, 8));
     }
     emptied.count_down();
     trimmed.wait();
-    auto r = h.pool->acquire_raw(512, 8, bufpool::greedy);  // the cache works on after trim
+    auto r = h.pool.acquire_raw(512, 8, bufpool::greedy);  // the cache works on after trim
     ASSERT_TRUE(r.has_value());
-    EXPECT_TRUE(h.pool->release_raw(r->pointer, 512, 8));
+    EXPECT_TRUE(h.pool.release_raw(r->pointer, 512, 8));
   });
   emptied.wait();
-  EXPECT_GT(h.pool->stats().spare_bytes, 0u);  // each class keeps its empty slab
-  h.pool->trim();
-  const auto s = h.pool->stats();
+  EXPECT_GT(h.pool.stats().spare_bytes, 0u);  // each class keeps its empty slab
+  h.pool.trim();
+  const auto s = h.pool.stats();
   EXPECT_EQ(s.spare_bytes, 0u);
   EXPECT_EQ(s.free_ranges, 1u);
   trimmed.count_down();
   t.join();
-  expect_all_back(*h.pool);
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCaches, MisuseOnTheCachedPathIsReportedAndChangesNothing) {
   cached_pool h;
   recording_violations recording;
-  auto r = h.pool->acquire_raw(64, 8, bufpool::greedy).value();
-  EXPECT_FALSE(h.pool->release_raw(r.pointer, 48, 8));  // same class, another size
+  auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 48, 8));  // same class, another size
   EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
-  EXPECT_FALSE(h.pool->release_raw(r.pointer, 64, 16));
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 64, 16));
   EXPECT_NE(g_last_violation.find("alignment differs"), std::string::npos);
-  EXPECT_FALSE(h.pool->release_raw(r.pointer + 8, 64, 8));  // inside the slot
+  EXPECT_FALSE(h.pool.release_raw(r.pointer + 8, 64, 8));  // inside the slot
   EXPECT_NE(g_last_violation.find("does not start a live raw range"), std::string::npos);
   EXPECT_EQ(g_violations, 3);
-  expect_exact(*h.pool, 64, 1);
-  EXPECT_TRUE(h.pool->release_raw(r.pointer, 64, 8));
-  EXPECT_FALSE(h.pool->release_raw(r.pointer, 64, 8));  // twice
-  EXPECT_FALSE(h.pool->release_raw(r.pointer));
+  expect_exact(h.pool, 64, 1);
+  EXPECT_TRUE(h.pool.release_raw(r.pointer, 64, 8));
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 64, 8));  // twice
+  EXPECT_FALSE(h.pool.release_raw(r.pointer));
   EXPECT_EQ(g_violations, 5);
-  expect_all_back(*h.pool);
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCaches, TryCloseTakesBackEveryThreadsSlabs) {
@@ -271,22 +266,22 @@ TEST(ThreadCaches, TryCloseTakesBackEveryThreadsSlabs) {
   std::latch released(1);
   std::latch closed(1);
   std::thread t([&] {
-    auto r = h.pool->acquire_raw(300, 8, bufpool::greedy).value();
-    EXPECT_TRUE(h.pool->release_raw(r.pointer, 300, 8));
+    auto r = h.pool.acquire_raw(300, 8, bufpool::greedy).value();
+    EXPECT_TRUE(h.pool.release_raw(r.pointer, 300, 8));
     released.count_down();
     closed.wait();
     // The thread's cache must not hand out memory of a closed pool.
-    auto after = h.pool->acquire_raw(300, 8, bufpool::greedy);
+    auto after = h.pool.acquire_raw(300, 8, bufpool::greedy);
     ASSERT_FALSE(after.has_value());
     EXPECT_EQ(after.error(), bufpool::errc::pool_closed);
   });
   released.wait();
-  auto slot = h.pool->acquire_raw(64, 8, bufpool::greedy).value();
-  const auto refused = h.pool->try_close();
+  auto slot = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  const auto refused = h.pool.try_close();
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().live_slices, 1u);
-  EXPECT_TRUE(h.pool->release_raw(slot.pointer, 64, 8));
-  EXPECT_TRUE(h.pool->try_close().has_value());
+  EXPECT_TRUE(h.pool.release_raw(slot.pointer, 64, 8));
+  EXPECT_TRUE(h.pool.try_close().has_value());
   closed.count_down();
   t.join();
 }
@@ -296,15 +291,15 @@ TEST(ThreadCaches, APoolDestroyedBeforeItsThreadsExitIsLeftAlone) {
   std::latch used(1);
   std::latch destroyed(1);
   std::thread t([&] {
-    auto r = h->pool->acquire_raw(64, 8, bufpool::greedy).value();
-    EXPECT_TRUE(h->pool->release_raw(r.pointer, 64, 8));
+    auto r = h->pool.acquire_raw(64, 8, bufpool::greedy).value();
+    EXPECT_TRUE(h->pool.release_raw(r.pointer, 64, 8));
     used.count_down();
     destroyed.wait();
     // A new pool on the same thread gets a cache of its own.
     cached_pool other;
-    auto s = other.pool->acquire_raw(64, 8, bufpool::greedy).value();
-    EXPECT_TRUE(other.pool->release_raw(s.pointer, 64, 8));
-    expect_all_back(*other.pool);
+    auto s = other.pool.acquire_raw(64, 8, bufpool::greedy).value();
+    EXPECT_TRUE(other.pool.release_raw(s.pointer, 64, 8));
+    expect_all_back(other.pool);
   });  // exits after both pools are gone
   used.wait();
   h.reset();
@@ -331,7 +326,7 @@ TEST(ThreadCaches, StressWithHandoffsAndPoolWideOperations) {
       const auto pick = rng() % 8;
       if (pick < 4 || mine.empty()) {
         const std::uint64_t size = 1 + rng() % (rng() % 8 == 0 ? 8000 : 600);
-        auto r = h.pool->acquire_raw(size, 8, bufpool::greedy);
+        auto r = h.pool.acquire_raw(size, 8, bufpool::greedy);
         if (!r) {
           failures.fetch_add(1);
           continue;
@@ -341,7 +336,7 @@ TEST(ThreadCaches, StressWithHandoffsAndPoolWideOperations) {
       } else if (pick < 6) {
         const raw_t r = mine.back();
         mine.pop_back();
-        if (!h.pool->release_raw(r.pointer, r.size, 8)) failures.fetch_add(1);
+        if (!h.pool.release_raw(r.pointer, r.size, 8)) failures.fetch_add(1);
       } else {
         queue& next = queues[static_cast<std::size_t>((id + 1) % workers)];
         std::scoped_lock l(next.lock);
@@ -355,30 +350,30 @@ TEST(ThreadCaches, StressWithHandoffsAndPoolWideOperations) {
           taken.swap(queues[static_cast<std::size_t>(id)].items);
         }
         for (const auto& r : taken)
-          if (!h.pool->release_raw(r.pointer)) failures.fetch_add(1);
+          if (!h.pool.release_raw(r.pointer)) failures.fetch_add(1);
       }
     }
     for (const auto& r : mine)
-      if (!h.pool->release_raw(r.pointer, r.size, 8)) failures.fetch_add(1);
+      if (!h.pool.release_raw(r.pointer, r.size, 8)) failures.fetch_add(1);
     running.fetch_sub(1);
   };
   std::vector<std::thread> threads;
   for (int id = 0; id < workers; ++id) threads.emplace_back(run, id);
   int rounds = 0;
   while (running.load() != 0) {
-    const auto s = h.pool->stats();
+    const auto s = h.pool.stats();
     std::uint64_t total = 0;
-    for (const auto& r : h.pool->region_statistics()) total += r.size;
+    for (const auto& r : h.pool.region_statistics()) total += r.size;
     EXPECT_EQ(s.used_bytes + s.free_bytes + s.spare_bytes, total);
-    expect_valid(*h.pool);
-    if (++rounds % 4 == 0) h.pool->trim();
-    if (rounds % 8 == 0) EXPECT_FALSE(h.pool->map().regions.empty());
+    expect_valid(h.pool);
+    if (++rounds % 4 == 0) h.pool.trim();
+    if (rounds % 8 == 0) EXPECT_FALSE(h.pool.map().regions.empty());
   }
   for (auto& t : threads) t.join();
   for (auto& q : queues)
-    for (const auto& r : q.items) EXPECT_TRUE(h.pool->release_raw(r.pointer));
+    for (const auto& r : q.items) EXPECT_TRUE(h.pool.release_raw(r.pointer));
   EXPECT_EQ(failures.load(), 0);
-  expect_all_back(*h.pool);
+  expect_all_back(h.pool);
 }
 
 TEST(ThreadCachesDeathTest, DoubleReleaseOnTheCachedPathAbortsWithTheRule) {
@@ -386,9 +381,9 @@ TEST(ThreadCachesDeathTest, DoubleReleaseOnTheCachedPathAbortsWithTheRule) {
   EXPECT_DEATH(
       {
         cached_pool h;
-        auto r = h.pool->acquire_raw(64, 8, bufpool::greedy).value();
-        (void)h.pool->release_raw(r.pointer, 64, 8);
-        (void)h.pool->release_raw(r.pointer, 64, 8);
+        auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+        (void)h.pool.release_raw(r.pointer, 64, 8);
+        (void)h.pool.release_raw(r.pointer, 64, 8);
       },
       "does not start a live raw range");
 }
