@@ -290,9 +290,10 @@ class boost_pmr_contestant final : public contestant {
 
 // The core pool through its raw API with the `greedy` strategy (the fast one, with size
 // classes, as bufpool.pmr and bufpool.boost use), or `optimal` in a fixed pool (F: exact best
-// fit, the most a pool that cannot grow will hold), grown as bufpool.pmr grows (1 MiB first,
-// doubling up to 64 MiB; a larger request gets its own region) from a counting upstream, 4
-// KiB-aligned so offsets and addresses agree on alignment.
+// fit, the most a pool that cannot grow will hold), grown as bufpool.pmr grows by default
+// (resource_options: 64 KiB first, doubling up to 8 MiB; a larger request gets its own
+// region) from a counting upstream, 4 KiB-aligned so offsets and addresses agree on
+// alignment.
 template <class Pool>
 class bufpool_contestant final : public contestant {
  public:
@@ -311,8 +312,12 @@ class bufpool_contestant final : public contestant {
       if (fixed_) throw std::bad_alloc();
       std::scoped_lock lock(grow_mutex_);
       if (auto r = pool_->acquire_raw(n, align, how_)) return r->pointer;
-      grow(std::max(next_, (n + 4095) & ~std::size_t{4095}));
-      next_ = std::min(2 * next_, std::size_t{64} << 20);
+      const std::size_t needed = (n + 4095) & ~std::size_t{4095};
+      grow(std::max(next_, needed));
+      if (needed <= next_)
+        next_ =
+            std::min(static_cast<std::size_t>(static_cast<double>(next_) * growth_.growth_factor),
+                     growth_.max_region_size);
     }
   }
   void deallocate(void* p, std::size_t n, std::size_t align) override {
@@ -339,7 +344,8 @@ class bufpool_contestant final : public contestant {
   std::vector<std::pair<void*, std::size_t>> regions_;
   std::unique_ptr<Pool> pool_ = std::make_unique<Pool>(options());
   std::mutex grow_mutex_;
-  std::size_t next_ = std::size_t{1} << 20;
+  static constexpr bufpool::pmr::resource_options growth_{};
+  std::size_t next_ = growth_.first_region_size;
   bool fixed_ = false;
   bufpool::strategy how_ = bufpool::greedy;
   contestant_resource view_{*this};

@@ -243,6 +243,30 @@ TEST(PoolResource, GrowthOptionsGiveGeometricRegionsCappedByTheMaximum) {
   expect_valid(r);
 }
 
+TEST(PoolResource, DefaultGrowthDoublesFrom64KiBToAnEightMiBCapSoRegionsFollowDemand) {
+  counting_resource up;
+  pool_resource r(&up);
+  // 48 MiB in 64 KiB blocks: the upstream regions double from 64 KiB to 8 MiB, then stay
+  // at 8 MiB, so the resource holds at most one region more than it needs.
+  constexpr std::size_t block = std::size_t{64} << 10;
+  constexpr std::size_t total = std::size_t{48} << 20;
+  std::vector<void*> got;
+  for (std::size_t n = 0; n < total; n += block) got.push_back(r.allocate(block, 8));
+  std::vector<std::size_t> sizes;
+  std::size_t held = 0;
+  for (const auto& q : up.requests()) {
+    sizes.push_back(q.bytes);
+    held += q.bytes;
+  }
+  ASSERT_GE(sizes.size(), 9u);
+  for (std::size_t i = 0; i < 8; ++i) EXPECT_EQ(sizes[i], block << i) << "region " << i;
+  for (std::size_t i = 8; i < sizes.size(); ++i) EXPECT_EQ(sizes[i], std::size_t{8} << 20);
+  EXPECT_EQ(resource_options{}.max_region_size, std::size_t{8} << 20);
+  EXPECT_LE(held, total + (std::size_t{8} << 20));
+  for (void* p : got) r.deallocate(p, block, 8);
+  expect_valid(r);
+}
+
 TEST(PoolResource, RequestLargerThanTheNextRegionGetsARegionOfItsOwnSize) {
   counting_resource up;
   pool_resource r(resource_options{4096, 2.0, 1 << 20}, &up);

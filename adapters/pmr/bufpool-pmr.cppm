@@ -33,7 +33,9 @@ export namespace bufpool::pmr {
 struct resource_options {
   std::size_t first_region_size = std::size_t{64} << 10;  ///< Bytes (rounded up to 4 KiB).
   double growth_factor = 2.0;                             ///< >= 1.
-  std::size_t max_region_size = std::size_t{64} << 20;    ///< >= first_region_size.
+  /// >= first_region_size. Growth stops doubling here, so the regions the resource holds
+  /// exceed what it needs by at most about this much once it is past twice this size.
+  std::size_t max_region_size = std::size_t{8} << 20;
   /// true: allocate and deallocate may be called from many threads at once (like
   /// `synchronized_pool_resource`). false: no locking, one thread at a time (like
   /// `monotonic_buffer_resource` and `unsynchronized_pool_resource`), and faster.
