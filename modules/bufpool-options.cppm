@@ -68,8 +68,8 @@ struct basic_options {
   bool auto_expand = false;
   /// Slabs for small raw ranges: a `greedy` acquire_raw() of at most 64 KiB (after min_size
   /// and min_alignment, at an alignment of at most 4 KiB) takes a slot of its size class
-  /// (from 16 to 128 bytes in steps of 16, then 4 classes per doubling, so under 25% more
-  /// than asked above 128 bytes, rounded up further to a multiple of a larger alignment)
+  /// (from 8 to 256 bytes in steps of 8, then 4 classes per doubling, so under 25% more
+  /// than asked above 256 bytes, rounded up further to a multiple of a larger alignment)
   /// from an engine range of slots of that class (16 slots of up to 4 KiB, at least 4 KiB;
   /// 4 to 6 larger ones: 4 to 256 KiB), and release_raw() frees it through a per-region
   /// table, in O(1) without a hash or an engine node. Free slots are "spare" in the
@@ -82,8 +82,8 @@ struct basic_options {
   /// release_raw(pointer[, size, alignment]) of one of the thread's own slots take only a
   /// per-thread lock, not the pool's (threads sharing a pool do not wait for each other); a
   /// slot released on another thread, or by offset, takes the pool's lock and then its
-  /// owner's (O(threads)). A thread keeps at most one empty slab per class (2448 KiB of
-  /// slabs if it uses all 44 classes, 528 KiB for the 28 up to 4 KiB); when it exits, its
+  /// owner's (O(threads)). A thread keeps at most one empty slab per class (2528 KiB of
+  /// slabs if it uses all 64 classes, 608 KiB for the 48 up to 4 KiB); when it exits, its
   /// empty slabs go back and the rest wait for the next thread. trim() and try_close() give
   /// back every thread's empty slabs; the statistics, map() and validate() see every slot.
   /// Ignored otherwise.

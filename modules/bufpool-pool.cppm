@@ -399,12 +399,12 @@ class slabs {
   static constexpr std::uint64_t largest_small_slot = 4096;  // 16 slots per span up to here
   static constexpr std::uint64_t largest_slot = 65536;
   static constexpr std::uint64_t largest_alignment = 4096;  // spans are aligned to this
-  static constexpr unsigned class_count = 44;
+  static constexpr unsigned class_count = 64;
   static constexpr unsigned no_class = ~0U;
 
   // The class of a request of `size` bytes (>= 1) at `alignment` (a power of two, at least
   // the pool's granule): the smallest slot size that holds it and is a multiple of the
-  // alignment (slots are multiples of 16 bytes: 16 .. 128, then 4 per doubling to 4096),
+  // alignment (slots are multiples of 8 bytes: 8 .. 256, then 4 per doubling to 65536),
   // or no_class.
   [[nodiscard]] static unsigned class_of(std::uint64_t size, std::uint64_t alignment) noexcept;
   [[nodiscard]] static constexpr std::uint64_t slot_size(unsigned c) noexcept;
@@ -558,37 +558,37 @@ class slabs {
   slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }
 };
 
-// Slot sizes: 16 .. 128 in steps of 16 (classes 0 .. 7), then 4 per doubling: 160, 192,
-// 224, 256, 320, ... 4096 (classes 8 .. 27), ... 65536 (class 43), so a slot is under 25%
-// larger than a request above 128 bytes. The paths every acquisition and release take are
-// defined here, inline.
+// Slot sizes: 8 .. 256 in steps of 8 (classes 0 .. 31: small objects, the most numerous,
+// waste under 8 bytes each), then 4 per doubling: 320, 384, 448, 512, 640, ... 4096
+// (classes 32 .. 47), ... 65536 (class 63), so a slot is under 25% larger than a request
+// above 256 bytes. The paths every acquisition and release take are defined here, inline.
 constexpr std::uint64_t slabs::slot_size(unsigned c) noexcept {
-  if (c < 8) return std::uint64_t{16} * (c + 1);
-  const unsigned k = c - 8;
-  return std::uint64_t{5 + k % 4} << (5 + k / 4);
+  if (c < 32) return std::uint64_t{8} * (c + 1);
+  const unsigned k = c - 32;
+  return std::uint64_t{5 + k % 4} << (6 + k / 4);
 }
 
 inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noexcept {
   if (size > largest_slot || alignment > largest_alignment) return no_class;
   if (size > largest_small_slot) {  // size in (2^(b-1), 2^b]: 4 classes per doubling
     const auto b = static_cast<unsigned>(std::bit_width(size - 1));
-    unsigned c = 8 + (b - 8) * 4 + static_cast<unsigned>((size - 1) >> (b - 3)) - 4;
+    unsigned c = 32 + (b - 9) * 4 + static_cast<unsigned>((size - 1) >> (b - 3)) - 4;
     while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
     return c < class_count ? c : no_class;
   }
-  // The smallest class that holds (size - 1) / 16 + 1 granules of 16 bytes.
+  // The smallest class that holds (size - 1) / 8 + 1 granules of 8 bytes.
   static constexpr auto by_granules = [] {
-    std::array<std::uint8_t, largest_small_slot / 16> t{};
+    std::array<std::uint8_t, largest_small_slot / 8> t{};
     unsigned c = 0;
     for (std::uint64_t g = 0; g < t.size(); ++g) {
-      while (slot_size(c) < 16 * (g + 1)) ++c;
+      while (slot_size(c) < 8 * (g + 1)) ++c;
       t[g] = static_cast<std::uint8_t>(c);
     }
     return t;
   }();
-  unsigned c = by_granules[(size - 1) >> 4];
-  // Every slot size is a multiple of 16: only a larger alignment may need a larger class.
-  if (alignment > 16)
+  unsigned c = by_granules[(size - 1) >> 3];
+  // Every slot size is a multiple of 8: only a larger alignment may need a larger class.
+  if (alignment > 8)
     while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
   return c < class_count ? c : no_class;
 }

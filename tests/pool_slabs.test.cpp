@@ -97,10 +97,10 @@ TEST(Slabs, EverySizeAndAlignmentGetsAnAlignedSlotWithinItsClassBound) {
       ASSERT_EQ(r.offset % std::max<std::uint64_t>(align, 8), 0u) << size << " @" << align;
       ASSERT_GE(r.capacity, size);
       ASSERT_EQ(r.capacity % std::max<std::uint64_t>(align, 8), 0u);
-      // The class: at most 16 bytes over up to 128, at most 25% over above it; an alignment
-      // above that bound at most doubles the rounded size.
-      const std::uint64_t bound =
-          size <= 128 ? ((size + 15) & ~std::uint64_t{15}) : size + size / 4;
+      // The class: the size rounded up to 8 bytes (16 at alignment 16) up to 256, at most
+      // 25% over above it; an alignment above that bound at most doubles the rounded size.
+      const std::uint64_t step = std::clamp<std::uint64_t>(align, 8, 16);
+      const std::uint64_t bound = size <= 256 ? (size + step - 1) / step * step : size + size / 4;
       ASSERT_LE(r.capacity, std::max(2 * bound, align)) << size << " @" << align;
       if (align <= 16) ASSERT_LE(r.capacity, bound) << size;
       ASSERT_TRUE(h.pool.release_raw(std::uint64_t{r.offset}, size, align));
@@ -170,15 +170,15 @@ TEST(Slabs, Row31ReleaseWithAnotherSizeOrAlignmentIsAViolationAndChangesNothing)
 TEST(Slabs, RawAtReportsTheSizeAndResizeStaysWithinTheSlot) {
   slab_pool h;
   auto r = h.pool.acquire_raw(100, 8, bufpool::greedy).value();
-  EXPECT_EQ(r.capacity, 112u);
+  EXPECT_EQ(r.capacity, 104u);  // small classes are 8 bytes apart
   EXPECT_EQ(h.pool.raw_at(r.pointer).value().size, 100u);
-  EXPECT_EQ(h.pool.resize_raw(r.pointer, 112).value(), 112u);
-  EXPECT_EQ(h.pool.raw_at(r.pointer).value().size, 112u);
-  EXPECT_EQ(h.pool.resize_raw(r.pointer, 113).error(), bufpool::errc::out_of_memory);
+  EXPECT_EQ(h.pool.resize_raw(r.pointer, 104).value(), 104u);
+  EXPECT_EQ(h.pool.raw_at(r.pointer).value().size, 104u);
+  EXPECT_EQ(h.pool.resize_raw(r.pointer, 105).error(), bufpool::errc::out_of_memory);
   EXPECT_EQ(h.pool.resize_raw(std::uint64_t{r.offset}, 0).error(), bufpool::errc::invalid_size);
-  EXPECT_EQ(h.pool.resize_raw(std::uint64_t{r.offset}, 7).value(), 112u);
+  EXPECT_EQ(h.pool.resize_raw(std::uint64_t{r.offset}, 7).value(), 104u);
   EXPECT_EQ(h.pool.raw_at(r.pointer).value().size, 7u);
-  EXPECT_FALSE(h.pool.raw_at(r.pointer + 112).has_value());  // a free slot
+  EXPECT_FALSE(h.pool.raw_at(r.pointer + 104).has_value());  // a free slot
   recording_violations watch;
   EXPECT_FALSE(h.pool.release_raw(r.pointer, 100, 8));  // the size is now 7
   EXPECT_TRUE(h.pool.release_raw(r.pointer, 7, 8));
