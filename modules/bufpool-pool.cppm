@@ -13,6 +13,7 @@ module;
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -488,9 +489,9 @@ class slabs {
   struct span {
     std::uint64_t offset = 0;
     std::uint64_t bytes = 0;
-    std::uint64_t summary = 0;               // bit w: free[w] has a free slot
-    std::unique_ptr<std::uint64_t[]> free;   // bit i: slot i is free
-    std::unique_ptr<std::uint16_t[]> sizes;  // per live slot: see set_record()
+    std::uint64_t summary = 0;       // bit w: free[w] has a free slot
+    std::uint64_t* free = nullptr;   // bit i: slot i is free (records: see take_records())
+    std::uint16_t* sizes = nullptr;  // per live slot: see set_record()
     std::uint32_t node = no_index;
     std::uint32_t region = no_index;
     std::uint32_t next = no_index;  // the class's list of spans with a free slot
@@ -542,6 +543,8 @@ class slabs {
                                                              : x.sizes[2 * i + 1]);
   }
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
+  [[nodiscard]] static std::size_t record_words(unsigned c) noexcept;
+  [[nodiscard]] std::uint64_t* take_records(unsigned c);
   void point_table(std::uint32_t s, std::uint32_t value) noexcept;
   void link(std::uint32_t s) noexcept;
   void unlink(std::uint32_t s) noexcept;
@@ -553,6 +556,16 @@ class slabs {
   std::uint8_t empty_[class_count] = {};  // empty spans kept per class (at most 1)
   std::vector<table> tables_;             // by region id
   totals totals_;
+  // The spans' bitmaps and slot records live in chunks that are freed only with the slabs
+  // (so that destroying them is O(chunks), not O(spans)); a dropped span's records wait in
+  // its class's list for the next span of the class.
+  struct chunk_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete(p); }
+  };
+  std::vector<std::unique_ptr<std::byte, chunk_delete>> chunks_;
+  std::byte* chunk_next_ = nullptr;
+  std::size_t chunk_left_ = 0;
+  std::uint64_t* spare_records_[class_count] = {};
 
  public:
   slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }

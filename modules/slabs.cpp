@@ -7,6 +7,7 @@ module;
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <utility>
@@ -38,23 +39,22 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   const auto slot = static_cast<std::uint32_t>(slot_size(c));
   const auto slots = static_cast<std::uint16_t>(span_size(c) / slot);
   const std::size_t words = (slots + 63) / 64;
-  auto free = std::make_unique<std::uint64_t[]>(words);
-  auto sizes = std::make_unique<std::uint16_t[]>(slot <= largest_small_slot ? slots : 2 * slots);
   if (unused_.empty()) {
     room_for_one(spans_);
     if (unused_.capacity() < spans_.capacity())  // drop() must not allocate
       unused_.reserve(spans_.capacity());
     unused_.push_back(static_cast<std::uint32_t>(spans_.size()));
-    spans_.emplace_back();
+    spans_.emplace_back();  // an unused record: nothing changes if take_records() throws
   }
+  std::uint64_t* const records = take_records(c);
 
   const std::uint32_t s = unused_.back();
   unused_.pop_back();
   span& x = spans_[s];
   x.offset = offset;
   x.bytes = bytes;
-  x.free = std::move(free);
-  x.sizes = std::move(sizes);
+  x.free = records;
+  x.sizes = std::launder(reinterpret_cast<std::uint16_t*>(records + words));
   for (std::size_t w = 0; w < words; ++w) x.free[w] = ~std::uint64_t{0};
   if (slots % 64 != 0) x.free[words - 1] = (std::uint64_t{1} << (slots % 64)) - 1;
   x.summary = words == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << words) - 1;
@@ -70,6 +70,37 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   ++empty_[c];
   totals_.span_bytes += bytes;
   ++totals_.spans;
+}
+
+// The words of a span's records in class c: its free-slot bitmap, then its slot records
+// (see set_record()), rounded up to whole words.
+std::size_t slabs::record_words(unsigned c) noexcept {
+  const std::uint64_t slots = span_size(c) / slot_size(c);
+  const std::uint64_t records = slot_size(c) <= largest_small_slot ? slots : 2 * slots;
+  return static_cast<std::size_t>((slots + 63) / 64 + (2 * records + 7) / 8);
+}
+
+// Records for a new span of class c: a dropped span's, else carved from the current chunk
+// (chunks double from 4 KiB to 64 KiB). Throws std::bad_alloc with nothing changed.
+std::uint64_t* slabs::take_records(unsigned c) {
+  if (std::uint64_t* const spare = spare_records_[c]; spare != nullptr) {
+    spare_records_[c] = reinterpret_cast<std::uint64_t*>(static_cast<std::uintptr_t>(spare[0]));
+    return spare;
+  }
+  const std::size_t bytes = 8 * record_words(c);
+  if (chunk_left_ < bytes) {
+    room_for_one(chunks_);
+    const std::size_t grown = std::size_t{4096} << std::min<std::size_t>(chunks_.size(), 4);
+    const std::size_t size = std::max(grown, bytes);
+    chunks_.emplace_back(static_cast<std::byte*>(::operator new(size)));
+    chunk_next_ = chunks_.back().get();
+    chunk_left_ = size;
+  }
+  // operator new created the words and records: std::launder reaches them.
+  std::uint64_t* const at = std::launder(reinterpret_cast<std::uint64_t*>(chunk_next_));
+  chunk_next_ += bytes;
+  chunk_left_ -= bytes;
+  return at;
 }
 
 std::optional<std::pair<std::uint64_t, std::uint64_t>> slabs::live_slot(
@@ -112,8 +143,11 @@ std::uint32_t slabs::drop(std::uint32_t s) noexcept {
   totals_.span_bytes -= x.bytes;
   --totals_.spans;
   const std::uint32_t node = x.node;
-  x.free.reset();
-  x.sizes.reset();
+  // The records wait for the class's next span, linked through their first word.
+  x.free[0] = reinterpret_cast<std::uintptr_t>(spare_records_[x.cls]);
+  spare_records_[x.cls] = x.free;
+  x.free = nullptr;
+  x.sizes = nullptr;
   x.slots = 0;
   x.node = no_index;
   unused_.push_back(s);  // room was made when the record was created
