@@ -22,15 +22,7 @@ using pool64 = bufpool::buffer_pool<std::uint64_t>;
 using bufpool_test::g_last_violation;
 using bufpool_test::g_violations;
 using bufpool_test::recording_violations;
-
-bufpool::basic_options<std::uint64_t> slab_options(bool thread_caches = false) {
-  bufpool::basic_options<std::uint64_t> o;
-  o.min_alignment = 8;
-  o.max_alignment = 4096;
-  o.slabs = true;
-  o.thread_caches = thread_caches;
-  return o;
-}
+using bufpool_test::slab_options;
 
 // A slab pool over one heap block (page-aligned offsets and addresses agree on alignment).
 struct slab_pool : bufpool_test::page_aligned_pool<pool64> {

@@ -31,19 +31,10 @@ using bufpool_test::g_last_violation;
 using bufpool_test::g_violations;
 using bufpool_test::recording_violations;
 
-pool_t::options_type cached_options() {
-  pool_t::options_type o;
-  o.min_alignment = 8;
-  o.max_alignment = 4096;
-  o.slabs = true;
-  o.thread_caches = true;
-  return o;
-}
-
 // A pool with thread caches over one page-aligned heap block.
 struct cached_pool : bufpool_test::page_aligned_pool<pool_t> {
   explicit cached_pool(std::size_t bytes = std::size_t{4} << 20)
-      : page_aligned_pool(cached_options(), bytes) {}
+      : page_aligned_pool(bufpool_test::slab_options(true), bytes) {}
 };
 
 void expect_valid(const pool_t& pool) {

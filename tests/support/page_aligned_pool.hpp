@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// A pool over one heap block whose first region starts on a 4 KiB boundary, so that offsets
-// and addresses agree on alignment. Include after `import bufpool;` and <gtest/gtest.h>.
+// The slab tests' options, and a pool over one heap block whose first region starts on a 4
+// KiB boundary, so that offsets and addresses agree on alignment. Include after `import
+// bufpool;` and <gtest/gtest.h>.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +10,16 @@
 #include <vector>
 
 namespace bufpool_test {
+
+// Slabs (optionally with thread caches) for 8-aligned requests of up to 4 KiB alignment.
+inline bufpool::basic_options<std::uint64_t> slab_options(bool thread_caches = false) {
+  bufpool::basic_options<std::uint64_t> o;
+  o.min_alignment = 8;
+  o.max_alignment = 4096;
+  o.slabs = true;
+  o.thread_caches = thread_caches;
+  return o;
+}
 
 template <class Pool>
 struct page_aligned_pool {
