@@ -189,6 +189,38 @@ TEST(ThreadCaches, ThreadExitGivesEmptySlabsBackAndLeavesLiveSlotsUsable) {
   expect_all_back(h.pool);
 }
 
+// Destroyed at its thread's exit after the thread's list of caches (it is constructed
+// first, so destroyed last): it releases its slot and takes and releases another one.
+struct late_user {
+  pool_t* pool = nullptr;
+  raw_t slot{};
+  bool released = false;
+  bool reacquired = false;
+  std::atomic<int>* done = nullptr;
+  ~late_user() {
+    if (pool == nullptr) return;
+    released = pool->release_raw(slot.pointer, 64, 8);
+    if (auto again = pool->acquire_raw(64, 8, bufpool::greedy)) {
+      reacquired = pool->release_raw(again->pointer, 64, 8);
+    }
+    done->store((released ? 1 : 0) + (reacquired ? 2 : 0));
+  }
+};
+
+TEST(ThreadCaches, AThreadLocalsDestructorUsesThePoolAfterTheThreadsCachesAreGone) {
+  cached_pool h;
+  std::atomic<int> done{-1};
+  std::thread t([&] {
+    thread_local late_user user;  // constructed before the thread's first pool call
+    user.pool = &h.pool;
+    user.done = &done;
+    user.slot = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  });
+  t.join();
+  EXPECT_EQ(done.load(), 3);  // released on the exited cache, then served by the pool's slabs
+  expect_all_back(h.pool);
+}
+
 TEST(ThreadCaches, TheNextThreadTakesOverTheSlabsOfOneThatExited) {
   cached_pool h;
   std::vector<raw_t> kept;
