@@ -1366,26 +1366,14 @@ class buffer_pool {
   // a release on another thread than the acquisition) under that thread's cache lock,
   // found by asking each cache in turn.
 
-  // A slot of the thread's cache or of the pool's slabs is freed here, inlined where
-  // release_raw() is called; anything else (a raw range of the engine, another thread's
-  // slot, misuse) out of line, where every lookup is made again.
+  // A slot of the thread's cache or of the pool's slabs is freed inline where release_raw()
+  // is called; a raw range of the engine and another thread's slot out of line.
   [[gnu::always_inline]] bool release_raw_pointer(const void* pointer,
                                                   const raw_request* request) noexcept {
     if constexpr (can_cache) {
       if (registry_ != nullptr)
         if (const auto done = release_cached(pointer, request)) return *done;
     }
-    {
-      std::scoped_lock lock(mutex_);
-      if (const auto at = locate(pointer))
-        if (const std::uint32_t s = span_of(at->offset, at->region); s != no_index)
-          return release_slot(slabs_, nullptr, s, at->region, at->offset, request);
-    }
-    return release_raw_pointer_slow(pointer, request);
-  }
-
-  [[gnu::noinline]] bool release_raw_pointer_slow(const void* pointer,
-                                                  const raw_request* request) noexcept {
     std::optional<location> at;
     {
       std::scoped_lock lock(mutex_);
@@ -1415,6 +1403,12 @@ class buffer_pool {
                                                                  std::uint32_t region) noexcept {
     if (const std::uint32_t s = span_of(offset, region); s != no_index)
       return release_slot(slabs_, nullptr, s, region, offset, request);
+    return release_raw_range_locked(offset, request);
+  }
+
+  // The raw range of the engine at `offset` (lock held), as release_pool_locked().
+  [[gnu::noinline]] std::optional<bool> release_raw_range_locked(
+      std::uint64_t offset, const raw_request* request) noexcept {
     const std::uint32_t node = raw_.find(offset);
     if (node == no_index) return std::nullopt;
     if (request != nullptr) {
@@ -1430,8 +1424,8 @@ class buffer_pool {
 
   // Frees a slot of some thread's slabs (no lock held), or reports that nothing of this
   // pool starts at `offset`. O(threads that took slots).
-  bool release_in_caches(std::uint64_t offset, std::uint32_t region,
-                         const raw_request* request) noexcept {
+  [[gnu::noinline]] bool release_in_caches(std::uint64_t offset, std::uint32_t region,
+                                           const raw_request* request) noexcept {
     if (registry_ != nullptr && region != no_index) {
       std::scoped_lock registry_lock(registry_->mutex);
       for (const auto& c : registry_->caches) {
