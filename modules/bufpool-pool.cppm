@@ -397,6 +397,10 @@ class offset_map {
 //
 // Spans need not start on a cell: each table cell (4 KiB of offsets) names the span that
 // covers its first offset and the span that starts inside it, at most one of each.
+// A release by pointer first asks a small direct-mapped table of hints, by 4 KiB page of
+// addresses, for the span last found there: a hint is checked against the span record (a
+// dropped span covers nothing), so it is never wrong, only missing, and a hit skips the
+// search of the region by address and the offset table.
 // Each size class lists its spans that have a free slot; a span whose slots are all free
 // goes back to the engine unless it is the one empty span its class keeps.
 class slabs {
@@ -426,18 +430,33 @@ class slabs {
     std::uint64_t offset;
     std::uint64_t capacity;
     std::uint32_t region;
+    std::byte* address;  // the slot's memory
   };
   // A free slot of class c for `size` bytes at alignment 2^align_log2 (recorded for the
   // release's checks), or nothing if no span of the class has one. O(1).
   [[nodiscard]] std::optional<slot> take(unsigned c, std::uint64_t size,
                                          unsigned align_log2) noexcept;
   // Makes engine range `node`, [offset, offset + bytes) with bytes >= span_size(c) in region
-  // `region` ([region_offset, region_offset + region_size)), a span of class c with every
-  // slot free. Allocates first: if it throws, nothing changed.
+  // `region` ([region_offset, region_offset + region_size)), whose memory starts at
+  // `address`, a span of class c with every slot free. Allocates first: if it throws,
+  // nothing changed.
   void add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std::uint32_t node,
-                std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size);
+                std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size,
+                std::byte* address);
   // The span containing `offset` (in region `region`, or no_index), or no_index. O(1).
   [[nodiscard]] std::uint32_t find(std::uint64_t offset, std::uint32_t region) const noexcept;
+  // Notes span s, found by find(), as the hint for `address` (memory of the span).
+  void note_hint(std::uintptr_t address, std::uint32_t s) noexcept {
+    hints_[hint_of(address)] = {address >> hint_page_log2, s};
+  }
+  struct place {
+    std::uint32_t span;
+    std::uint32_t region;
+    std::uint64_t offset;
+  };
+  // The span holding the memory at `address`, its region and the offset there, if the
+  // hint of its page names that span; else nothing (ask find()). O(1).
+  [[nodiscard]] std::optional<place> find_hinted(std::uintptr_t address) const noexcept;
 
   enum class verdict : std::uint8_t { ok, not_live, size, alignment };
 
@@ -493,7 +512,8 @@ class slabs {
  private:
   struct span {
     std::uint64_t offset = 0;
-    std::uint64_t bytes = 0;
+    std::uint64_t bytes = 0;         // 0 while the record is unused
+    std::byte* address = nullptr;    // the span's memory
     std::uint64_t summary = 0;       // bit w: free[w] has a free slot
     std::uint64_t* free = nullptr;   // bit i: slot i is free (records: see take_records())
     std::uint16_t* sizes = nullptr;  // per live slot: see set_record()
@@ -547,6 +567,15 @@ class slabs {
     return std::uint64_t{1} << (x.slot <= largest_small_slot ? x.sizes[i] >> 12
                                                              : x.sizes[2 * i + 1]);
   }
+  struct hint {
+    std::uintptr_t page = ~std::uintptr_t{0};  // address >> hint_page_log2: none yet
+    std::uint32_t span = no_index;
+  };
+  static constexpr unsigned hint_page_log2 = 12;
+  static constexpr unsigned hint_log2 = 10;  // 1024 hints (16 KiB), made with the first span
+  [[nodiscard]] static std::size_t hint_of(std::uintptr_t address) noexcept {
+    return (address >> hint_page_log2) & ((std::size_t{1} << hint_log2) - 1);
+  }
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
   [[nodiscard]] static std::size_t record_words(unsigned c) noexcept;
   [[nodiscard]] std::uint64_t* take_records(unsigned c);
@@ -571,6 +600,7 @@ class slabs {
   std::byte* chunk_next_ = nullptr;
   std::size_t chunk_left_ = 0;
   std::uint64_t* spare_records_[class_count] = {};
+  std::unique_ptr<hint[]> hints_;  // null until the first span
 
  public:
   slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }
@@ -626,7 +656,8 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
   if (x.live == x.slots) unlink(s);
   totals_.live_bytes += x.slot;
   ++totals_.live_slots;
-  return slot{x.offset + std::uint64_t{i} * x.slot, x.slot, x.region};
+  return slot{x.offset + std::uint64_t{i} * x.slot, x.slot, x.region,
+              x.address + std::size_t{i} * x.slot};
 }
 
 inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) const noexcept {
@@ -641,6 +672,17 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   if (c.covering != no_index && offset - spans_[c.covering].offset < spans_[c.covering].bytes)
     return c.covering;
   return no_index;
+}
+
+[[gnu::always_inline]] inline std::optional<slabs::place> slabs::find_hinted(
+    std::uintptr_t address) const noexcept {
+  if (!hints_) return std::nullopt;
+  const hint& h = hints_[hint_of(address)];
+  if (h.page != address >> hint_page_log2) return std::nullopt;
+  const span& x = spans_[h.span];
+  const std::uintptr_t delta = address - reinterpret_cast<std::uintptr_t>(x.address);
+  if (delta >= x.bytes) return std::nullopt;
+  return place{h.span, x.region, x.offset + delta};
 }
 
 [[gnu::always_inline]] inline slabs::verdict slabs::give_back(std::uint32_t s, std::uint64_t offset,
@@ -1374,14 +1416,18 @@ class buffer_pool {
       if (registry_ != nullptr)
         if (const auto done = release_cached(pointer, request)) return *done;
     }
+    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
     std::optional<location> at;
     {
       std::scoped_lock lock(mutex_);
+      if (const auto hit = slabs_.find_hinted(address))
+        return release_slot(slabs_, nullptr, hit->span, hit->region, hit->offset, request);
       at = locate(pointer);
       if (!detail::expects(at.has_value(),
                            "release_raw: the pointer is in none of this pool's regions"))
         return false;
-      if (const auto done = release_pool_locked(at->offset, request, at->region)) return *done;
+      if (const auto done = release_pool_locked(at->offset, request, at->region, address))
+        return *done;
     }
     return release_in_caches(at->offset, at->region, request);
   }
@@ -1397,12 +1443,15 @@ class buffer_pool {
   }
 
   // Frees the pool's slot or raw range at `offset` (lock held); nothing, and nothing
-  // reported, if the pool's own slabs and raw ranges have none there.
-  [[gnu::always_inline]] std::optional<bool> release_pool_locked(std::uint64_t offset,
-                                                                 const raw_request* request,
-                                                                 std::uint32_t region) noexcept {
-    if (const std::uint32_t s = span_of(offset, region); s != no_index)
+  // reported, if the pool's own slabs and raw ranges have none there. A slot found is
+  // noted as the hint for `address` (its memory), if not 0.
+  [[gnu::always_inline]] std::optional<bool> release_pool_locked(
+      std::uint64_t offset, const raw_request* request, std::uint32_t region,
+      std::uintptr_t address = 0) noexcept {
+    if (const std::uint32_t s = span_of(offset, region); s != no_index) {
+      if (address != 0) slabs_.note_hint(address, s);
       return release_slot(slabs_, nullptr, s, region, offset, request);
+    }
     return release_raw_range_locked(offset, request);
   }
 
@@ -1445,10 +1494,14 @@ class buffer_pool {
     if (held == nullptr) return std::nullopt;
     cache& mine = *held;
     std::scoped_lock cache_lock(mine.lock);
+    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+    if (const auto hit = mine.slabs.find_hinted(address))
+      return release_slot(mine.slabs, &mine, hit->span, hit->region, hit->offset, request);
     const auto at = locate_in(mine.by_address, mine.regions, pointer);
     if (!at) return std::nullopt;
     const std::uint32_t s = mine.slabs.find(at->offset, at->region);
     if (s == no_index) return std::nullopt;
+    mine.slabs.note_hint(address, s);
     return release_slot(mine.slabs, &mine, s, at->region, at->offset, request);
   }
 
@@ -1555,7 +1608,8 @@ class buffer_pool {
     const auto& region = *regions_[a->region];
     try {
       if (owner != nullptr) owner->add_region(region, a->region);
-      slabs.add_span(c, a->offset, a->capacity, a->node, a->region, region.offset, region.size);
+      slabs.add_span(c, a->offset, a->capacity, a->node, a->region, region.offset, region.size,
+                     region.base + (a->offset - region.offset));
     } catch (...) {
       engine_.release(a->node);
       return false;
@@ -1567,8 +1621,7 @@ class buffer_pool {
                                    const detail::slabs::slot& slot, std::uint64_t size) noexcept {
     shade(region, slot.offset, slot.capacity, false);
     return raw_range<Int>{static_cast<Int>(slot.offset), static_cast<Int>(size),
-                          static_cast<Int>(slot.capacity),
-                          region.base + (slot.offset - region.offset)};
+                          static_cast<Int>(slot.capacity), slot.address};
   }
 
   // The pool's slab span holding `offset`, or no_index (lock held). O(1), plus O(log

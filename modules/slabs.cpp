@@ -23,8 +23,10 @@ slabs::cell* slabs::cell_of(std::uint32_t region, std::uint64_t offset) noexcept
 }
 
 void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std::uint32_t node,
-                     std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size) {
+                     std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size,
+                     std::byte* address) {
   // Every allocation first.
+  if (!hints_) hints_ = std::make_unique<hint[]>(std::size_t{1} << hint_log2);
   if (tables_.size() <= region) tables_.resize(region + 1);
   table& t = tables_[region];
   if (t.chunks.empty()) {
@@ -53,6 +55,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   span& x = spans_[s];
   x.offset = offset;
   x.bytes = bytes;
+  x.address = address;
   x.free = records;
   x.sizes = std::launder(reinterpret_cast<std::uint16_t*>(records + words));
   for (std::size_t w = 0; w < words; ++w) x.free[w] = ~std::uint64_t{0};
@@ -149,6 +152,7 @@ std::uint32_t slabs::drop(std::uint32_t s) noexcept {
   x.free = nullptr;
   x.sizes = nullptr;
   x.slots = 0;
+  x.bytes = 0;  // covers nothing: a hint that names it misses
   x.node = no_index;
   unused_.push_back(s);  // room was made when the record was created
   return node;

@@ -255,6 +255,82 @@ TEST(Slabs, SlotsNeverSpanTwoRegionsAndAreFoundInEach) {
   expect_valid(pool);
 }
 
+// A release by pointer first asks the hint of the pointer's 4 KiB page of addresses. Here
+// the second region's offsets start 2 KiB past a 4 KiB boundary while its memory starts on
+// one, so every span there covers parts of two pages and shares each with a neighbour:
+// releases that alternate between neighbours find their own span every time.
+TEST(Slabs, ReleasesByPointerFindTheirSpanWhenTwoSpansShareAPage) {
+  for (const bool thread_caches : {false, true}) {
+    std::vector<std::byte> memory(6144 + 65536 + 8192);
+    auto* first = memory.data() + (4096 - reinterpret_cast<std::uintptr_t>(memory.data()) % 4096);
+    pool64 pool(slab_options(thread_caches));
+    auto grow = pool.begin_expand(6144).value();
+    ASSERT_TRUE(std::move(grow).initialize(first).has_value());
+    grow = pool.begin_expand(65536).value();
+    ASSERT_TRUE(std::move(grow).initialize(first + 8192).has_value());
+    std::vector<bufpool::raw_range<std::uint64_t>> live;
+    while (auto r = pool.acquire_raw(64, 8, bufpool::greedy)) live.push_back(*r);
+    // Slots by page of address, those of the second region only (offset 6144 on).
+    std::map<std::uintptr_t, std::vector<bufpool::raw_range<std::uint64_t>>> by_page;
+    for (const auto& r : live)
+      if (r.offset >= 6144)
+        by_page[reinterpret_cast<std::uintptr_t>(r.pointer) / 4096].push_back(r);
+    std::size_t shared = 0;
+    for (const auto& [page, slots] : by_page) {
+      // Slots of two spans (4 KiB of offsets each): alternate between them.
+      std::vector<bufpool::raw_range<std::uint64_t>> low, high;
+      for (const auto& r : slots)
+        (r.offset / 4096 == slots.front().offset / 4096 ? low : high).push_back(r);
+      if (high.empty()) continue;
+      ++shared;
+      for (std::size_t i = 0; i < std::min(low.size(), high.size()); ++i) {
+        ASSERT_TRUE(pool.release_raw(low[i].pointer, 64, 8));
+        ASSERT_TRUE(pool.release_raw(high[i].pointer, 64, 8));
+      }
+      recording_violations watch;
+      EXPECT_FALSE(pool.release_raw(low.front().pointer));
+      EXPECT_FALSE(pool.release_raw(high.front().pointer));
+      EXPECT_EQ(g_violations, 2);
+    }
+    EXPECT_GE(shared, 10u);
+    expect_valid(pool);
+  }
+}
+
+// A dropped span covers nothing, and its record is reused by the next span, elsewhere: the
+// hints that named it must miss, so releasing its old slots again is reported, not taken
+// for a slot of the new span.
+TEST(Slabs, ReleasingASlotOfADroppedSpanAgainIsAViolationAndChangesNothing) {
+  slab_pool h;
+  std::vector<bufpool::raw_range<std::uint64_t>> gone;
+  for (int i = 0; i < 3 * 64; ++i)  // three 4 KiB spans of 64-byte slots
+    gone.push_back(h.pool.acquire_raw(64, 8, bufpool::greedy).value());
+  for (const auto& r : gone) ASSERT_TRUE(h.pool.release_raw(r.pointer));  // two spans dropped
+  const auto release_again = [&](const std::vector<bufpool::raw_range<std::uint64_t>>& live) {
+    const auto before = h.pool.stats();
+    recording_violations watch;
+    int refused = 0;
+    for (const auto& r : gone) {
+      const bool reused = std::any_of(live.begin(), live.end(), [&](const auto& l) {
+        return r.pointer >= l.pointer && r.pointer < l.pointer + l.capacity;
+      });
+      if (!reused) refused += h.pool.release_raw(r.pointer, 64, 8) ? 0 : 1;
+    }
+    EXPECT_EQ(g_violations, refused);
+    EXPECT_EQ(h.pool.stats().live_slices, before.live_slices);
+    EXPECT_EQ(h.pool.stats().spare_bytes, before.spare_bytes);
+    expect_valid(h.pool);
+    return refused;
+  };
+  EXPECT_EQ(release_again({}), 3 * 64);
+  std::vector<bufpool::raw_range<std::uint64_t>> live;
+  for (int i = 0; i < 2 * 32; ++i)  // the dropped records again, as spans of 128-byte slots
+    live.push_back(h.pool.acquire_raw(128, 8, bufpool::greedy).value());
+  EXPECT_GE(release_again(live), 64);  // at least the kept empty span's
+  for (const auto& r : live) ASSERT_TRUE(h.pool.release_raw(r.pointer, 128, 8));
+  expect_valid(h.pool);
+}
+
 // Random greedy acquisitions (slots and engine ranges), releases (by offset or pointer,
 // checked or not), resizes and trims, against a model of the live ranges: no overlap,
 // alignment, capacities, exact totals, and validate(). With thread caches, the slots are
