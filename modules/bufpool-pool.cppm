@@ -129,22 +129,24 @@ struct null_mutex {
 /// spins for a short while (with the CPU's spin-wait hint) before it sleeps in
 /// std::atomic::wait. The pool's critical sections are short and constant (a slab slot is a
 /// few dozen instructions), so the holder is usually done before a sleep would even start.
+// (In a module, a member function defined in its class is not implicitly inline: `inline`
+// lets the importers inline lock() and unlock() instead of calling them.)
 class adaptive_mutex {
  public:
   /// Spins up to 1000 times while the lock is held, then sleeps until it is released.
-  void lock() noexcept {
+  inline void lock() noexcept {
     std::uint32_t seen = free;
     if (!state_.compare_exchange_strong(seen, held, std::memory_order_acquire,
                                         std::memory_order_relaxed)) [[unlikely]]
       wait_for_lock();
   }
   /// Releases the lock, waking one sleeper if there may be any.
-  void unlock() noexcept {
+  inline void unlock() noexcept {
     if (state_.exchange(free, std::memory_order_release) == contended) [[unlikely]]
       state_.notify_one();
   }
   /// Takes the lock if it is free.
-  bool try_lock() noexcept {
+  inline bool try_lock() noexcept {
     std::uint32_t seen = free;
     return state_.compare_exchange_strong(seen, held, std::memory_order_acquire,
                                           std::memory_order_relaxed);
@@ -446,7 +448,7 @@ class slabs {
   // The span containing `offset` (in region `region`, or no_index), or no_index. O(1).
   [[nodiscard]] std::uint32_t find(std::uint64_t offset, std::uint32_t region) const noexcept;
   // Notes span s, found by find(), as the hint for `address` (memory of the span).
-  void note_hint(std::uintptr_t address, std::uint32_t s) noexcept {
+  inline void note_hint(std::uintptr_t address, std::uint32_t s) noexcept {
     hints_[hint_of(address)] = {address >> hint_page_log2, s};
   }
   struct place {
@@ -573,7 +575,7 @@ class slabs {
   };
   static constexpr unsigned hint_page_log2 = 12;
   static constexpr unsigned hint_log2 = 10;  // 1024 hints (16 KiB), made with the first span
-  [[nodiscard]] static std::size_t hint_of(std::uintptr_t address) noexcept {
+  [[nodiscard]] static inline std::size_t hint_of(std::uintptr_t address) noexcept {
     return (address >> hint_page_log2) & ((std::size_t{1} << hint_log2) - 1);
   }
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
