@@ -709,7 +709,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
 }
 
 // Puts span s first in its class's list (the next take() uses it).
-inline void slabs::link(std::uint32_t s) noexcept {
+[[gnu::always_inline]] inline void slabs::link(std::uint32_t s) noexcept {
   span& x = spans_[s];
   x.prev = no_index;
   x.next = partial_[x.cls];
@@ -717,7 +717,7 @@ inline void slabs::link(std::uint32_t s) noexcept {
   partial_[x.cls] = s;
 }
 
-inline void slabs::unlink(std::uint32_t s) noexcept {
+[[gnu::always_inline]] inline void slabs::unlink(std::uint32_t s) noexcept {
   span& x = spans_[s];
   if (x.prev != no_index)
     spans_[x.prev].next = x.next;
