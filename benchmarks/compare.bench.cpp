@@ -306,9 +306,14 @@ class bufpool_contestant final : public contestant {
     pool_.reset();
     for (const auto& [p, n] : regions_) up_.deallocate(p, n, 4096);
   }
+  // One try inline, growth out of line (as bufpool.pmr's resource does it), so that the
+  // compiler does not set up the growth loop's state on every call.
   void* allocate(std::size_t n, std::size_t align) override {
+    if (auto r = pool_->acquire_raw(n, align, how_)) return r->pointer;
+    return allocate_growing(n, align);
+  }
+  [[gnu::noinline]] void* allocate_growing(std::size_t n, std::size_t align) {
     for (;;) {
-      if (auto r = pool_->acquire_raw(n, align, how_)) return r->pointer;
       if (fixed_) throw std::bad_alloc();
       std::scoped_lock lock(grow_mutex_);
       if (auto r = pool_->acquire_raw(n, align, how_)) return r->pointer;
