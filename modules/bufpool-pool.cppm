@@ -727,11 +727,107 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   x.next = x.prev = no_index;
 }
 
+// Whether heavy_barrier() works in this process (Linux membarrier, registered on first
+// call); false in ThreadSanitizer builds, which cannot see the order it makes.
+bool heavy_barrier_available() noexcept;
+// Makes every running thread of the process pass a full memory barrier before it returns
+// (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)). Only when heavy_barrier_available().
+void heavy_barrier() noexcept;
+
+// The lock of a thread cache, biased towards the thread that holds the cache (its owner):
+// the owner enters with a store and a load, no atomic read-modify-write, so its
+// acquisitions and releases do not wait for its own pending stores to drain. Any other
+// thread (a release of one of the cache's slots elsewhere, an operation over the whole
+// pool) takes the mutex, revokes the owner's fast path, makes a heavy barrier and waits
+// for the owner to leave. This is Dekker's exclusion with asymmetric fences: the CPU may
+// reorder the owner's store of owner_in_ after its load of revoked_, but the heavy barrier
+// orders every running thread between the other thread's store of revoked_ and its load
+// of owner_in_, so at least one of the two sees the other's store.
+// A heavy barrier costs microseconds: once other threads have entered 64 times, and more
+// than once per 64 owner entries, the bias ends for good and the owner takes the mutex
+// too, as every thread does where the heavy barrier is unavailable.
+class cache_lock {
+ public:
+  cache_lock() noexcept : biased_(heavy_barrier_available()) {}
+
+  // The owner. Returns whether it entered without the mutex (give it to owner_unlock()).
+  [[gnu::always_inline]] inline bool owner_lock() noexcept {
+    if (biased_.load(std::memory_order_relaxed)) [[likely]] {
+      owner_in_.store(true, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // the heavy barrier's other half
+      if (!revoked_.load(std::memory_order_acquire)) [[likely]] {
+        owner_entries_.store(owner_entries_.load(std::memory_order_relaxed) + 1,
+                             std::memory_order_relaxed);
+        return true;
+      }
+      owner_in_.store(false, std::memory_order_release);
+    }
+    mutex_.lock();
+    return false;
+  }
+  [[gnu::always_inline]] inline void owner_unlock(bool fast) noexcept {
+    if (fast)
+      owner_in_.store(false, std::memory_order_release);
+    else
+      mutex_.unlock();
+  }
+
+  // Any other thread. Several caches can share one heavy barrier: begin_lock() each, one
+  // heavy_barrier() if any of them returned true, then finish_lock() each.
+  inline void lock() noexcept {
+    if (begin_lock()) heavy_barrier();
+    finish_lock();
+  }
+  inline void unlock() noexcept {
+    revoked_.store(false, std::memory_order_release);
+    mutex_.unlock();
+  }
+  // Takes the mutex and revokes the owner's fast path; true if a heavy barrier must follow.
+  inline bool begin_lock() noexcept {
+    mutex_.lock();
+    if (!biased_.load(std::memory_order_relaxed)) return false;
+    ++other_entries_;  // under the mutex
+    if (other_entries_ > 64 && other_entries_ * 64 > owner_entries_.load(std::memory_order_relaxed))
+      biased_.store(false, std::memory_order_relaxed);  // published by the barrier
+    revoked_.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  // Waits until the owner is out of its fast path (after the heavy barrier).
+  inline void finish_lock() noexcept {
+    while (owner_in_.load(std::memory_order_acquire)) wait_for_owner();
+  }
+
+ private:
+  [[gnu::noinline]] static void wait_for_owner() noexcept;
+
+  adaptive_mutex mutex_;
+  std::atomic<bool> biased_;
+  std::atomic<bool> owner_in_{false};            // written by the owner only
+  std::atomic<bool> revoked_{false};             // written under mutex_ only
+  std::atomic<std::uint64_t> owner_entries_{0};  // written by the owner only
+  std::uint64_t other_entries_ = 0;              // under mutex_
+};
+
+// The owner's side of a cache_lock, as a scope.
+class owner_scope {
+ public:
+  [[gnu::always_inline]] inline explicit owner_scope(cache_lock& l) noexcept
+      : lock_(l), fast_(l.owner_lock()) {}
+  [[gnu::always_inline]] inline ~owner_scope() { lock_.owner_unlock(fast_); }
+  owner_scope(const owner_scope&) = delete;
+  owner_scope& operator=(const owner_scope&) = delete;
+
+ private:
+  cache_lock& lock_;
+  bool fast_;
+};
+
 // Thread caches (options `thread_caches`): each thread that takes slots from a pool has
-// slabs of its own there, behind a lock that only the pool's operations over every slab
-// ever contend for. The pool's part is in buffer_pool; these are the type-independent parts.
+// slabs of its own there, behind a lock biased towards that thread (see cache_lock) that
+// only the pool's operations over every slab ever contend for. The pool's part is in
+// buffer_pool; these are the type-independent parts.
 struct cache_base {
-  adaptive_mutex lock;    // taken before the pool's lock, never after
+  cache_lock lock;        // taken before the pool's lock, never after
   bool attached = false;  // held by a live thread (else the next thread to come takes it)
 };
 
@@ -1236,7 +1332,7 @@ class buffer_pool {
     std::vector<std::unique_ptr<cache>> caches;  // only ever grows
     void detach(detail::cache_base& c) noexcept override {
       auto& mine = static_cast<cache&>(c);
-      std::scoped_lock cache_lock(mine.lock);
+      detail::owner_scope cache_lock(mine.lock);  // the exiting thread is the owner
       std::scoped_lock lock(pool->mutex_);
       mine.slabs.drop_empty([this](std::uint32_t node) { pool->engine_.release(node); });
     }
@@ -1495,7 +1591,7 @@ class buffer_pool {
     cache* const held = held_cache();
     if (held == nullptr) return std::nullopt;
     cache& mine = *held;
-    std::scoped_lock cache_lock(mine.lock);
+    detail::owner_scope cache_lock(mine.lock);
     const auto address = reinterpret_cast<std::uintptr_t>(pointer);
     if (const auto hit = mine.slabs.find_hinted(address))
       return release_slot(mine.slabs, &mine, hit->span, hit->region, hit->offset, request);
@@ -1588,7 +1684,7 @@ class buffer_pool {
   template <bool Grow>
   [[gnu::always_inline]] std::optional<raw_range<Int>> acquire_cached(
       cache& mine, unsigned c, std::uint64_t size, unsigned align_log2) noexcept {
-    std::scoped_lock cache_lock(mine.lock);
+    detail::owner_scope cache_lock(mine.lock);
     auto slot = mine.slabs.take(c, size, align_log2);
     if (!slot) {
       if constexpr (!Grow) return std::nullopt;
@@ -1834,7 +1930,10 @@ class buffer_pool {
       return f();
     }
     std::scoped_lock registry_lock(registry_->mutex);
-    for (const auto& c : registry_->caches) c->lock.lock();
+    bool barrier = false;  // one heavy barrier for every cache
+    for (const auto& c : registry_->caches) barrier |= c->lock.begin_lock();
+    if (barrier) detail::heavy_barrier();
+    for (const auto& c : registry_->caches) c->lock.finish_lock();
     struct unlock_caches {
       const std::vector<std::unique_ptr<cache>>& caches;
       ~unlock_caches() {

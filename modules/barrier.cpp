@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+// The heavy barrier of thread caches' biased locks (see detail::cache_lock).
+module;
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BUFPOOL_TSAN 1
+#endif
+#endif
+#if !defined(BUFPOOL_TSAN) && defined(__SANITIZE_THREAD__)
+#define BUFPOOL_TSAN 1
+#endif
+module bufpool;
+
+namespace bufpool::detail {
+
+namespace {
+#if defined(__linux__) && defined(SYS_membarrier) && !defined(BUFPOOL_TSAN)
+long membarrier(int command) noexcept {
+  return syscall(SYS_membarrier, command, 0U, 0);
+}
+#endif
+}  // namespace
+
+bool heavy_barrier_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier) && !defined(BUFPOOL_TSAN)
+  static const bool available = [] {
+    const long commands = membarrier(MEMBARRIER_CMD_QUERY);
+    return commands > 0 && (commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 &&
+           membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
+void heavy_barrier() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier) && !defined(BUFPOOL_TSAN)
+  if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return;
+#endif
+  // Registered when the first biased lock was made: nothing else can fail here, and
+  // without the barrier an owner could be inside with another thread.
+  std::fputs("bufpool: membarrier failed after it was registered\n", stderr);
+  std::abort();
+}
+
+void cache_lock::wait_for_owner() noexcept {
+  // The owner's fast path is a few dozen instructions, unless it was preempted inside.
+  std::this_thread::yield();
+}
+
+}  // namespace bufpool::detail
