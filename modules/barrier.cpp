@@ -45,9 +45,13 @@ bool heavy_barrier_available() noexcept {
 void heavy_barrier() noexcept {
 #if defined(__linux__) && defined(SYS_membarrier) && !defined(BUFPOOL_TSAN)
   if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return;
+  // Registered when the first biased lock was made; once more, in case this process was
+  // forked from the one that registered.
+  if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+      membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+    return;
 #endif
-  // Registered when the first biased lock was made: nothing else can fail here, and
-  // without the barrier an owner could be inside with another thread.
+  // Without the barrier an owner could be inside with another thread.
   std::fputs("bufpool: membarrier failed after it was registered\n", stderr);
   std::abort();
 }

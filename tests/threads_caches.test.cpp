@@ -3,6 +3,8 @@
 // frees them without the pool's lock; slots released on another thread, thread exit, trim(),
 // try_close() and the pool's end (run under the tsan preset in CI).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -487,6 +489,27 @@ TEST(ThreadCaches, OwnersFastPathExcludesPoolWideOperationsAndOtherThreadsReleas
       EXPECT_TRUE(h.pool.release_raw(r.pointer));
     }
   EXPECT_EQ(failures.load(), 0);
+  expect_all_back(h.pool);
+}
+
+// A forked child uses the pool it inherited, with its thread's cache: a pool-wide operation
+// there needs the heavy barrier too, in a process that did not register for it itself.
+TEST(ThreadCaches, AForkedChildUsesItsThreadsCacheAndPoolWideOperations) {
+  cached_pool h;
+  auto kept = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  const pid_t child = fork();
+  ASSERT_NE(child, -1);
+  if (child == 0) {
+    auto r = h.pool.acquire_raw(64, 8, bufpool::greedy);
+    const bool ok = r && h.pool.stats().live_slices == 2 && h.pool.release_raw(r->pointer) &&
+                    h.pool.release_raw(kept.pointer) && h.pool.stats().live_slices == 0 &&
+                    h.pool.validate().has_value();
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_TRUE(h.pool.release_raw(kept.pointer));
   expect_all_back(h.pool);
 }
 
