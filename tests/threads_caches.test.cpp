@@ -46,6 +46,16 @@ void expect_valid(const pool_t& pool) {
   EXPECT_TRUE(v.has_value()) << v.error();
 }
 
+// used + free + spare is every byte of the regions, and validate() passes (also while
+// other threads work).
+void expect_adds_up(const pool_t& pool) {
+  const auto s = pool.stats();
+  std::uint64_t total = 0;
+  for (const auto& r : pool.region_statistics()) total += r.size;
+  EXPECT_EQ(s.used_bytes + s.free_bytes + s.spare_bytes, total);
+  expect_valid(pool);
+}
+
 // used + free + spare is every byte of the regions, and used is what the caller holds.
 void expect_exact(const pool_t& pool, std::uint64_t held_bytes, std::size_t held) {
   const auto s = pool.stats();
@@ -388,11 +398,7 @@ TEST(ThreadCaches, StressWithHandoffsAndPoolWideOperations) {
   for (int id = 0; id < workers; ++id) threads.emplace_back(run, id);
   int rounds = 0;
   while (running.load() != 0) {
-    const auto s = h.pool.stats();
-    std::uint64_t total = 0;
-    for (const auto& r : h.pool.region_statistics()) total += r.size;
-    EXPECT_EQ(s.used_bytes + s.free_bytes + s.spare_bytes, total);
-    expect_valid(h.pool);
+    expect_adds_up(h.pool);
     if (++rounds % 4 == 0) h.pool.trim();
     if (rounds % 8 == 0) EXPECT_FALSE(h.pool.map().regions.empty());
   }
@@ -475,11 +481,7 @@ TEST(ThreadCaches, OwnersFastPathExcludesPoolWideOperationsAndOtherThreadsReleas
   std::vector<std::thread> threads;
   for (int id = 0; id < owners; ++id) threads.emplace_back(owner, id);
   while (running.load() != 0) {
-    const auto s = h.pool.stats();
-    std::uint64_t total = 0;
-    for (const auto& r : h.pool.region_statistics()) total += r.size;
-    EXPECT_EQ(s.used_bytes + s.free_bytes + s.spare_bytes, total);
-    expect_valid(h.pool);
+    expect_adds_up(h.pool);
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   for (auto& t : threads) t.join();
