@@ -412,9 +412,10 @@ TEST(ThreadCaches, StressWithHandoffsAndPoolWideOperations) {
 // The owner of a cache enters it without a read-modify-write while other threads seldom
 // need it (see cache_lock): here two owners churn slots, each slot stamped with its owner
 // and a serial number checked at release, while a monitor runs pool-wide operations and
-// the owners now and then hand a slot to each other. The rates keep the owners' fast
-// path (under one other-thread entry per 64 owner entries). Two threads inside one cache
-// at once would hand out a slot twice, lose one, or break the totals.
+// the owners now and then hand a slot to each other. The rates keep the owners on their
+// fast path for much of the run; the other threads' entries may end the bias before its
+// end, so the switch is exercised too. Two threads inside one cache at once would hand out
+// a slot twice, lose one, or break the totals.
 TEST(ThreadCaches, OwnersFastPathExcludesPoolWideOperationsAndOtherThreadsReleases) {
   cached_pool h(std::size_t{16} << 20);
   constexpr int owners = 2;
