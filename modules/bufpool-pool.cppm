@@ -574,10 +574,16 @@ class slabs {
     std::uint32_t span = no_index;
   };
   static constexpr unsigned hint_page_log2 = 12;
-  static constexpr unsigned hint_log2 = 10;  // 1024 hints (16 KiB), made with the first span
-  [[nodiscard]] static inline std::size_t hint_of(std::uintptr_t address) noexcept {
-    return (address >> hint_page_log2) & ((std::size_t{1} << hint_log2) - 1);
+  // One hint per 4 KiB page of the spans' peak bytes, a power of two: 1024 (16 KiB, made with
+  // the first span) to 65536 (1 MiB, for 256 MiB of spans).
+  static constexpr unsigned hint_min_log2 = 10;
+  static constexpr unsigned hint_max_log2 = 16;
+  [[nodiscard]] inline std::size_t hint_of(std::uintptr_t address) const noexcept {
+    return (address >> hint_page_log2) & hint_mask_;
   }
+  // Makes the hint table cover `span_bytes` of spans (see hint_min_log2). Allocates; when
+  // it grows, the old hints are dropped, as they only save searches.
+  void cover_with_hints(std::uint64_t span_bytes);
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
   [[nodiscard]] static std::size_t record_words(unsigned c) noexcept;
   [[nodiscard]] std::uint64_t* take_records(unsigned c);
@@ -603,6 +609,7 @@ class slabs {
   std::size_t chunk_left_ = 0;
   std::uint64_t* spare_records_[class_count] = {};
   std::unique_ptr<hint[]> hints_;  // null until the first span
+  std::size_t hint_mask_ = 0;      // hints - 1
 
  public:
   slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }

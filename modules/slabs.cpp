@@ -26,7 +26,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
                      std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size,
                      std::byte* address) {
   // Every allocation first.
-  if (!hints_) hints_ = std::make_unique<hint[]>(std::size_t{1} << hint_log2);
+  cover_with_hints(totals_.span_bytes + bytes);
   if (tables_.size() <= region) tables_.resize(region + 1);
   table& t = tables_[region];
   if (t.chunks.empty()) {
@@ -73,6 +73,15 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   ++empty_[c];
   totals_.span_bytes += bytes;
   ++totals_.spans;
+}
+
+void slabs::cover_with_hints(std::uint64_t span_bytes) {
+  const std::uint64_t wanted =
+      std::clamp(std::bit_ceil(span_bytes >> hint_page_log2), std::uint64_t{1} << hint_min_log2,
+                 std::uint64_t{1} << hint_max_log2);
+  if (hints_ && wanted <= hint_mask_ + 1) return;
+  hints_ = std::make_unique<hint[]>(wanted);
+  hint_mask_ = wanted - 1;
 }
 
 // The words of a span's records in class c: its free-slot bitmap, then its slot records

@@ -331,6 +331,48 @@ TEST(Slabs, ReleasingASlotOfADroppedSpanAgainIsAViolationAndChangesNothing) {
   expect_valid(h.pool);
 }
 
+// The hint table grows with the spans (one hint per 4 KiB page, from 1024 hints): hints noted
+// before a growth are dropped with the old table, and every release by pointer after it is
+// still checked against its slot, with or without thread caches.
+TEST(Slabs, ReleasesByPointerStayCheckedWhileTheHintTableGrowsWithTheSpans) {
+  for (const bool thread_caches : {false, true}) {
+    bufpool_test::page_aligned_pool<pool64> h(slab_options(thread_caches), std::size_t{40} << 20);
+    std::vector<bufpool::raw_range<std::uint64_t>> live;
+    // 4 KiB slots up to 32 MiB of spans: the table grows from 1024 to 8192 hints on the way,
+    // while every third step releases a slot (noting its hint) that a later step reuses.
+    for (std::size_t step = 1; h.pool.stats().used_bytes < (std::uint64_t{32} << 20); ++step) {
+      live.push_back(h.pool.acquire_raw(4096, 8, bufpool::greedy).value());
+      if (step % 3 == 0) {
+        const auto middle = live.begin() + static_cast<std::ptrdiff_t>(live.size() / 2);
+        ASSERT_TRUE(h.pool.release_raw(middle->pointer, 4096, 8));
+        live.erase(middle);
+      }
+    }
+    const auto before = h.pool.stats();
+    {
+      recording_violations watch;
+      for (std::size_t i = 0; i < live.size(); i += 97)
+        EXPECT_FALSE(h.pool.release_raw(live[i].pointer + 8, 4096, 8));  // an interior pointer
+      for (std::size_t i = 0; i < live.size(); i += 89)
+        EXPECT_FALSE(h.pool.release_raw(live[i].pointer, 2048, 8));  // another size
+      EXPECT_EQ(g_violations, static_cast<int>((live.size() + 96) / 97 + (live.size() + 88) / 89));
+    }
+    const auto after = h.pool.stats();
+    EXPECT_EQ(after.used_bytes, before.used_bytes);
+    EXPECT_EQ(after.live_slices, before.live_slices);
+    for (const auto& r : live) ASSERT_TRUE(h.pool.release_raw(r.pointer, 4096, 8));
+    {
+      recording_violations watch;
+      for (std::size_t i = 0; i < live.size(); i += 101)
+        EXPECT_FALSE(h.pool.release_raw(live[i].pointer, 4096, 8));  // released twice
+      EXPECT_EQ(g_violations, static_cast<int>((live.size() + 100) / 101));
+    }
+    EXPECT_EQ(h.pool.stats().live_slices, 0u);
+    expect_totals_add_up(h.pool);
+    expect_valid(h.pool);
+  }
+}
+
 // Random greedy acquisitions (slots and engine ranges), releases (by offset or pointer,
 // checked or not), resizes and trims, against a model of the live ranges: no overlap,
 // alignment, capacities, exact totals, and validate(). With thread caches, the slots are
