@@ -399,10 +399,11 @@ class offset_map {
 //
 // Spans need not start on a cell: each table cell (4 KiB of offsets) names the span that
 // covers its first offset and the span that starts inside it, at most one of each.
-// A release by pointer first asks a small direct-mapped table of hints, by 4 KiB page of
-// addresses, for the span last found there: a hint is checked against the span record (a
-// dropped span covers nothing), so it is never wrong, only missing, and a hit skips the
-// search of the region by address and the offset table.
+// A release by pointer first asks a direct-mapped table of hints (one per 4 KiB page of the
+// spans' peak bytes, 1024 to 65536), by 4 KiB page of addresses, for the span last found
+// there: a hint is checked against the span record (a dropped span covers nothing), so it is
+// never wrong, only missing, and a hit skips the search of the region by address and the
+// offset table.
 // Each size class lists its spans that have a free slot; a span whose slots are all free
 // goes back to the engine unless it is the one empty span its class keeps.
 class slabs {

@@ -331,15 +331,15 @@ TEST(Slabs, ReleasingASlotOfADroppedSpanAgainIsAViolationAndChangesNothing) {
   expect_valid(h.pool);
 }
 
-// The hint table grows with the spans (one hint per 4 KiB page, from 1024 hints): hints noted
-// before a growth are dropped with the old table, and every release by pointer after it is
-// still checked against its slot, with or without thread caches.
+// The hint table grows with the spans (one hint per 4 KiB page, from 1024 hints), replacing
+// the hints noted before; every release by pointer, before and after a growth, is still
+// checked against its slot, with or without thread caches.
 TEST(Slabs, ReleasesByPointerStayCheckedWhileTheHintTableGrowsWithTheSpans) {
   for (const bool thread_caches : {false, true}) {
     bufpool_test::page_aligned_pool<pool64> h(slab_options(thread_caches), std::size_t{40} << 20);
     std::vector<bufpool::raw_range<std::uint64_t>> live;
-    // 4 KiB slots up to 32 MiB of spans: the table grows from 1024 to 8192 hints on the way,
-    // while every third step releases a slot (noting its hint) that a later step reuses.
+    // 4 KiB slots up to 32 MiB of spans, so the table of the slabs holding them grows on the
+    // way, while every third step releases a slot (noting its hint) that a later step reuses.
     for (std::size_t step = 1; h.pool.stats().used_bytes < (std::uint64_t{32} << 20); ++step) {
       live.push_back(h.pool.acquire_raw(4096, 8, bufpool::greedy).value());
       if (step % 3 == 0) {
