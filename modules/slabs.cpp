@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The pool's slabs: small greedy raw ranges as slots of one-class spans (see bufpool:pool).
+// The pool's slabs: small greedy raw ranges as slots of one-class spans (see bufpool:slabs).
 module;
 #include <algorithm>
 #include <bit>

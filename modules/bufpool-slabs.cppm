@@ -1,0 +1,374 @@
+// SPDX-License-Identifier: MIT
+// bufpool:slabs — slabs: small greedy raw ranges as slots of one-class spans, all bookkeeping out
+// of band.
+module;
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+export module bufpool:slabs;
+
+import :engine;
+
+export namespace bufpool {
+
+namespace detail {
+
+// The pool's slabs (options `slabs`): greedy raw ranges of up to 64 KiB are slots of spans,
+// engine ranges of 4 .. 256 KiB (16 slots of up to 4 KiB, at least 4 KiB; 4 to 6 larger
+// slots) cut into slots of one size class.
+// Everything about a slot lives out of band: a span's free-slot bitmap (with a summary word,
+// so the lowest free slot is two bit scans away) and per slot the size and alignment it was
+// acquired with. A per-region table at 4 KiB granularity finds a slot's span from its offset
+// in O(1), so a release reads a table cell, the span record and one bitmap word: no hash,
+// no engine node.
+//
+// Spans need not start on a cell: each table cell (4 KiB of offsets) names the span that
+// covers its first offset and the span that starts inside it, at most one of each.
+// A release by pointer first asks a direct-mapped table of hints (one per 4 KiB page of the
+// spans' peak bytes, 1024 to 65536), by 4 KiB page of addresses, for the span last found
+// there: a hint is checked against the span record (a dropped span covers nothing), so it is
+// never wrong, only missing, and a hit skips the search of the region by address and the
+// offset table.
+// Each size class lists its spans that have a free slot; a span whose slots are all free
+// goes back to the engine unless it is the one empty span its class keeps.
+class slabs {
+ public:
+  static constexpr std::uint64_t smallest_span = std::uint64_t{1} << 12;
+  static constexpr std::uint64_t largest_small_slot = 4096;  // 16 slots per span up to here
+  static constexpr std::uint64_t largest_slot = 65536;
+  static constexpr std::uint64_t largest_alignment = 4096;  // spans are aligned to this
+  static constexpr unsigned class_count = 64;
+  static constexpr unsigned no_class = ~0U;
+
+  // The class of a request of `size` bytes (>= 1) at `alignment` (a power of two, at least
+  // the pool's granule): the smallest slot size that holds it and is a multiple of the
+  // alignment (slots are multiples of 8 bytes: 8 .. 256, then 4 per doubling to 65536),
+  // or no_class.
+  [[nodiscard]] static unsigned class_of(std::uint64_t size, std::uint64_t alignment) noexcept;
+  [[nodiscard]] static constexpr std::uint64_t slot_size(unsigned c) noexcept;
+  // The bytes of a span of class c, a power of two: 16 slots of up to 4 KiB (at least 4
+  // KiB), else 4 to 6 slots.
+  [[nodiscard]] static inline std::uint64_t span_size(unsigned c) noexcept {
+    const std::uint64_t slot = slot_size(c);
+    return slot <= largest_small_slot ? std::max(smallest_span, std::bit_ceil(16 * slot))
+                                      : std::bit_ceil(4 * slot);
+  }
+
+  struct slot {
+    std::uint64_t offset;
+    std::uint64_t capacity;
+    std::uint32_t region;
+    std::byte* address;  // the slot's memory
+  };
+  // A free slot of class c for `size` bytes at alignment 2^align_log2 (recorded for the
+  // release's checks), or nothing if no span of the class has one. O(1).
+  [[nodiscard]] std::optional<slot> take(unsigned c, std::uint64_t size,
+                                         unsigned align_log2) noexcept;
+  // Makes engine range `node`, [offset, offset + bytes) with bytes >= span_size(c) in region
+  // `region` ([region_offset, region_offset + region_size)), whose memory starts at
+  // `address`, a span of class c with every slot free. Allocates first: if it throws,
+  // nothing changed.
+  void add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std::uint32_t node,
+                std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size,
+                std::byte* address);
+  // The span containing `offset` (in region `region`, or no_index), or no_index. O(1).
+  [[nodiscard]] std::uint32_t find(std::uint64_t offset, std::uint32_t region) const noexcept;
+  // Notes span s, found by find(), as the hint for `address` (memory of the span).
+  inline void note_hint(std::uintptr_t address, std::uint32_t s) noexcept {
+    hints_[hint_of(address)] = {address >> hint_page_log2, s};
+  }
+  struct place {
+    std::uint32_t span;
+    std::uint32_t region;
+    std::uint64_t offset;
+  };
+  // The span holding the memory at `address`, its region and the offset there, if the
+  // hint of its page names that span; else nothing (ask find()). O(1).
+  [[nodiscard]] std::optional<place> find_hinted(std::uintptr_t address) const noexcept;
+
+  enum class verdict : std::uint8_t { ok, not_live, size, alignment };
+
+  // Frees the slot at `offset` of span s, after checking that it starts a live slot and, if
+  // `size` is not null, that size and alignment are those it was acquired with (nothing
+  // changes otherwise). If the span becomes empty and its class already keeps one, the
+  // span is dropped and `dropped` receives its engine node (else no_index).
+  verdict give_back(std::uint32_t s, std::uint64_t offset, const std::uint64_t* size,
+                    std::uint64_t alignment, std::uint32_t& dropped) noexcept;
+  // The live slot at `offset` of span s: its recorded size and its capacity, or nothing.
+  [[nodiscard]] std::optional<std::pair<std::uint64_t, std::uint64_t>> live_slot(
+      std::uint32_t s, std::uint64_t offset) const noexcept;
+  // Records a new size (at most the slot's capacity) for the live slot at `offset`.
+  void set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept;
+  // Drops every empty span, calling give(node) for each (trim). O(spans).
+  template <class F>
+  void drop_empty(F&& give) noexcept {
+    for (std::uint32_t s = 0; s < spans_.size(); ++s)
+      if (spans_[s].slots != 0 && spans_[s].live == 0) give(drop(s));
+  }
+  // Calls f(offset, size, live) for the runs of span s in offset order: each live slot on
+  // its own, free slots (and the tail no slot fits) merged.
+  template <class F>
+  void for_each_run(std::uint32_t s, F&& f) const {
+    const span& x = spans_[s];
+    std::uint64_t run = 0;  // bytes of the current free run
+    for (std::uint32_t i = 0; i < x.slots; ++i) {
+      const std::uint64_t at = x.offset + std::uint64_t{i} * x.slot;
+      if (is_free(x, i)) {
+        run += x.slot;
+        continue;
+      }
+      if (run != 0) f(at - run, run, false);
+      run = 0;
+      f(at, std::uint64_t{x.slot}, true);
+    }
+    run += x.bytes - std::uint64_t{x.slots} * x.slot;
+    if (run != 0) f(x.offset + x.bytes - run, run, false);
+  }
+
+  struct totals {
+    std::uint64_t span_bytes = 0;  // bytes of the engine ranges the spans hold
+    std::uint64_t live_bytes = 0;  // capacities of the live slots
+    std::size_t spans = 0;
+    std::size_t live_slots = 0;
+  };
+  // For the whole pool in O(1), or for one region in O(spans).
+  [[nodiscard]] inline totals all() const noexcept { return totals_; }
+  [[nodiscard]] totals of_region(std::uint32_t region) const noexcept;
+  // Checks the spans against themselves and the engine's ranges. O(spans + slots).
+  [[nodiscard]] std::expected<void, std::string> validate(const engine& e) const;
+
+ private:
+  struct span {
+    std::uint64_t offset = 0;
+    std::uint64_t bytes = 0;         // 0 while the record is unused
+    std::byte* address = nullptr;    // the span's memory
+    std::uint64_t summary = 0;       // bit w: free[w] has a free slot
+    std::uint64_t* free = nullptr;   // bit i: slot i is free (records: see take_records())
+    std::uint16_t* sizes = nullptr;  // per live slot: see set_record()
+    std::uint32_t node = no_index;
+    std::uint32_t region = no_index;
+    std::uint32_t next = no_index;  // the class's list of spans with a free slot
+    std::uint32_t prev = no_index;
+    std::uint32_t slot = 0;     // slot size
+    std::uint64_t inverse = 0;  // ceil(2^40 / slot): slot index = (delta * inverse) >> 40
+    std::uint16_t slots = 0;    // 0 while the record is unused
+    std::uint16_t live = 0;
+    std::uint8_t cls = 0;
+  };
+  struct cell {
+    std::uint32_t covering = no_index;  // the span covering the cell's first offset
+    std::uint32_t starting = no_index;  // the span starting after it, inside the cell
+  };
+  static constexpr unsigned cell_log2 = 12;
+  static constexpr unsigned chunk_log2 = 10;  // cells per chunk: 8 KiB, 4 MiB of offsets
+  struct table {
+    std::uint64_t first_cell = 0;
+    std::vector<std::unique_ptr<cell[]>> chunks;  // made when a span first needs them
+  };
+  [[nodiscard]] static inline bool is_free(const span& x, std::uint32_t i) noexcept {
+    return (x.free[i >> 6] >> (i & 63) & 1) != 0;
+  }
+  // The slot of span x at `delta` bytes from its start (exact for every delta below 2^24:
+  // delta * (inverse * slot - 2^40) < 2^40), or x.slots if `delta` does not start one.
+  [[nodiscard]] static inline std::uint32_t slot_index(const span& x,
+                                                       std::uint64_t delta) noexcept {
+    const auto i = static_cast<std::uint32_t>((delta * x.inverse) >> 40);
+    return i < x.slots && std::uint64_t{i} * x.slot == delta ? i : x.slots;
+  }
+  // A live slot's record of the size and alignment it was acquired with: one uint16 for a
+  // slot of up to 4 KiB (size - 1 | log2(alignment) << 12), two for a larger one.
+  static inline void set_record(span& x, std::uint32_t i, std::uint64_t size,
+                                unsigned align_log2) noexcept {
+    if (x.slot <= largest_small_slot) {
+      x.sizes[i] = static_cast<std::uint16_t>((size - 1) | std::uint64_t{align_log2} << 12);
+    } else {
+      x.sizes[2 * i] = static_cast<std::uint16_t>(size - 1);
+      x.sizes[2 * i + 1] = static_cast<std::uint16_t>(align_log2);
+    }
+  }
+  [[nodiscard]] static inline std::uint64_t recorded_size(const span& x, std::uint32_t i) noexcept {
+    return x.slot <= largest_small_slot ? std::uint64_t{x.sizes[i] & 0xfffU} + 1
+                                        : std::uint64_t{x.sizes[2 * i]} + 1;
+  }
+  [[nodiscard]] static inline std::uint64_t recorded_alignment(const span& x,
+                                                               std::uint32_t i) noexcept {
+    return std::uint64_t{1} << (x.slot <= largest_small_slot ? x.sizes[i] >> 12
+                                                             : x.sizes[2 * i + 1]);
+  }
+  struct hint {
+    std::uintptr_t page = ~std::uintptr_t{0};  // address >> hint_page_log2: none yet
+    std::uint32_t span = no_index;
+  };
+  static constexpr unsigned hint_page_log2 = 12;
+  // One hint per 4 KiB page of the spans' peak bytes, a power of two: 1024 (16 KiB, made with
+  // the first span) to 65536 (1 MiB, for 256 MiB of spans).
+  static constexpr unsigned hint_min_log2 = 10;
+  static constexpr unsigned hint_max_log2 = 16;
+  [[nodiscard]] inline std::size_t hint_of(std::uintptr_t address) const noexcept {
+    return (address >> hint_page_log2) & hint_mask_;
+  }
+  // Makes the hint table cover `span_bytes` of spans (see hint_min_log2). Allocates; when
+  // it grows, the old hints are dropped, as they only save searches.
+  void cover_with_hints(std::uint64_t span_bytes);
+  [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
+  [[nodiscard]] static std::size_t record_words(unsigned c) noexcept;
+  [[nodiscard]] std::uint64_t* take_records(unsigned c);
+  void point_table(std::uint32_t s, std::uint32_t value) noexcept;
+  void link(std::uint32_t s) noexcept;
+  void unlink(std::uint32_t s) noexcept;
+  std::uint32_t drop(std::uint32_t s) noexcept;
+
+  std::vector<span> spans_;
+  std::vector<std::uint32_t> unused_;  // span records to reuse
+  std::uint32_t partial_[class_count];
+  std::uint8_t empty_[class_count] = {};  // empty spans kept per class (at most 1)
+  std::vector<table> tables_;             // by region id
+  totals totals_;
+  // The spans' bitmaps and slot records live in chunks that are freed only with the slabs
+  // (so that destroying them is O(chunks), not O(spans)); a dropped span's records wait in
+  // its class's list for the next span of the class.
+  struct chunk_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete(p); }
+  };
+  std::vector<std::unique_ptr<std::byte, chunk_delete>> chunks_;
+  std::byte* chunk_next_ = nullptr;
+  std::size_t chunk_left_ = 0;
+  std::uint64_t* spare_records_[class_count] = {};
+  std::unique_ptr<hint[]> hints_;  // null until the first span
+  std::size_t hint_mask_ = 0;      // hints - 1
+
+ public:
+  slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }
+};
+
+// Slot sizes: 8 .. 256 in steps of 8 (classes 0 .. 31: small objects, the most numerous,
+// waste under 8 bytes each), then 4 per doubling: 320, 384, 448, 512, 640, ... 4096
+// (classes 32 .. 47), ... 65536 (class 63), so a slot is under 25% larger than a request
+// above 256 bytes. The paths every acquisition and release take are defined here, inline.
+constexpr std::uint64_t slabs::slot_size(unsigned c) noexcept {
+  if (c < 32) return std::uint64_t{8} * (c + 1);
+  const unsigned k = c - 32;
+  return std::uint64_t{5 + k % 4} << (6 + k / 4);
+}
+
+inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noexcept {
+  if (size > largest_slot || alignment > largest_alignment) return no_class;
+  if (size > largest_small_slot) {  // size in (2^(b-1), 2^b]: 4 classes per doubling
+    const auto b = static_cast<unsigned>(std::bit_width(size - 1));
+    unsigned c = 32 + (b - 9) * 4 + static_cast<unsigned>((size - 1) >> (b - 3)) - 4;
+    while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
+    return c < class_count ? c : no_class;
+  }
+  // The smallest class that holds (size - 1) / 8 + 1 granules of 8 bytes.
+  static constexpr auto by_granules = [] {
+    std::array<std::uint8_t, largest_small_slot / 8> t{};
+    unsigned c = 0;
+    for (std::uint64_t g = 0; g < t.size(); ++g) {
+      while (slot_size(c) < 8 * (g + 1)) ++c;
+      t[g] = static_cast<std::uint8_t>(c);
+    }
+    return t;
+  }();
+  unsigned c = by_granules[(size - 1) >> 3];
+  // Every slot size is a multiple of 8: only a larger alignment may need a larger class.
+  if (alignment > 8)
+    while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
+  return c < class_count ? c : no_class;
+}
+
+[[gnu::always_inline]] inline std::optional<slabs::slot> slabs::take(unsigned c, std::uint64_t size,
+                                                                     unsigned align_log2) noexcept {
+  const std::uint32_t s = partial_[c];
+  if (s == no_index) return std::nullopt;
+  span& x = spans_[s];
+  const auto w = static_cast<unsigned>(std::countr_zero(x.summary));
+  std::uint64_t& word = x.free[w];
+  const std::uint32_t i = w * 64 + static_cast<unsigned>(std::countr_zero(word));
+  word &= word - 1;
+  if (word == 0) x.summary &= ~(std::uint64_t{1} << w);
+  set_record(x, i, size, align_log2);
+  if (x.live++ == 0) --empty_[c];
+  if (x.live == x.slots) unlink(s);
+  totals_.live_bytes += x.slot;
+  ++totals_.live_slots;
+  return slot{x.offset + std::uint64_t{i} * x.slot, x.slot, x.region,
+              x.address + std::size_t{i} * x.slot};
+}
+
+inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) const noexcept {
+  if (region >= tables_.size()) return no_index;
+  const table& t = tables_[region];
+  const std::uint64_t k = (offset >> cell_log2) - t.first_cell;
+  if ((k >> chunk_log2) >= t.chunks.size()) return no_index;  // also: no span in the region
+  const cell* chunk = t.chunks[k >> chunk_log2].get();
+  if (chunk == nullptr) return no_index;
+  const cell& c = chunk[k & ((1U << chunk_log2) - 1)];
+  if (c.starting != no_index && offset >= spans_[c.starting].offset) return c.starting;
+  if (c.covering != no_index && offset - spans_[c.covering].offset < spans_[c.covering].bytes)
+    return c.covering;
+  return no_index;
+}
+
+[[gnu::always_inline]] inline std::optional<slabs::place> slabs::find_hinted(
+    std::uintptr_t address) const noexcept {
+  if (!hints_) return std::nullopt;
+  const hint& h = hints_[hint_of(address)];
+  if (h.page != address >> hint_page_log2) return std::nullopt;
+  const span& x = spans_[h.span];
+  const std::uintptr_t delta = address - reinterpret_cast<std::uintptr_t>(x.address);
+  if (delta >= x.bytes) return std::nullopt;
+  return place{h.span, x.region, x.offset + delta};
+}
+
+[[gnu::always_inline]] inline slabs::verdict slabs::give_back(std::uint32_t s, std::uint64_t offset,
+                                                              const std::uint64_t* size,
+                                                              std::uint64_t alignment,
+                                                              std::uint32_t& dropped) noexcept {
+  dropped = no_index;
+  span& x = spans_[s];
+  const std::uint32_t i = slot_index(x, offset - x.offset);
+  if (i == x.slots || is_free(x, i)) return verdict::not_live;
+  if (size != nullptr) {
+    if (*size != recorded_size(x, i)) return verdict::size;
+    if (alignment != recorded_alignment(x, i)) return verdict::alignment;
+  }
+  x.free[i >> 6] |= std::uint64_t{1} << (i & 63);
+  x.summary |= std::uint64_t{1} << (i >> 6);
+  totals_.live_bytes -= x.slot;
+  --totals_.live_slots;
+  if (x.live-- == x.slots) link(s);
+  if (x.live == 0 && ++empty_[x.cls] > 1) dropped = drop(s);
+  return verdict::ok;
+}
+
+// Puts span s first in its class's list (the next take() uses it).
+[[gnu::always_inline]] inline void slabs::link(std::uint32_t s) noexcept {
+  span& x = spans_[s];
+  x.prev = no_index;
+  x.next = partial_[x.cls];
+  if (x.next != no_index) spans_[x.next].prev = s;
+  partial_[x.cls] = s;
+}
+
+[[gnu::always_inline]] inline void slabs::unlink(std::uint32_t s) noexcept {
+  span& x = spans_[s];
+  if (x.prev != no_index)
+    spans_[x.prev].next = x.next;
+  else
+    partial_[x.cls] = x.next;
+  if (x.next != no_index) spans_[x.next].prev = x.prev;
+  x.next = x.prev = no_index;
+}
+
+}  // namespace detail
+
+}  // namespace bufpool
