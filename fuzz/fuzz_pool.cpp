@@ -5,10 +5,7 @@
 // Any discrepancy prints which check failed, the operation index and the values, then aborts so
 // that libFuzzer records the input.
 //
-// Input: byte 0 chooses the pool options and whether the pool starts with a region; every
-// following operation starts with an opcode byte (see `step`) and reads its arguments from
-// the bytes after it. The reader returns 0 once the input is exhausted. fuzz/make-corpus.py
-// writes the seed corpus in this encoding: keep the two in step.
+// The input encoding is decoder.hpp's; the reference model is model.hpp's.
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -30,6 +27,7 @@
 #include <vector>
 #include "bounds.hpp"
 #include "cookies.hpp"
+#include "decoder.hpp"
 #include "model.hpp"
 #include "report.hpp"
 #include "upstream.hpp"
@@ -37,33 +35,6 @@ import bufpool;
 import bufpool.pmr;
 
 namespace {
-
-// ---- Input ------------------------------------------------------------------------------
-
-class byte_reader {
- public:
-  byte_reader(const std::uint8_t* data, std::size_t size) noexcept : data_(data), size_(size) {}
-  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  std::uint8_t u8() noexcept {
-    if (size_ == 0) return 0;
-    --size_;
-    return *data_++;
-  }
-  std::uint16_t u16() noexcept {
-    const unsigned lo = u8();
-    const unsigned hi = u8();
-    return static_cast<std::uint16_t>(lo | (hi << 8));
-  }
-  std::uint32_t u32() noexcept {
-    const std::uint32_t lo = u16();
-    const std::uint32_t hi = u16();
-    return lo | (hi << 16);
-  }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-};
 
 // ---- Guards -----------------------------------------------------------------------------
 
@@ -80,13 +51,6 @@ using slice_t = pool_t::slice_type<test_guard>;
 
 struct region_memory_deleter {
   void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t{4096}); }
-};
-
-struct request {
-  u64 size;
-  u64 alignment;
-  bufpool::strategy how;
-  bufpool::pool_ref ref;
 };
 
 // Where an acquisition landed, for slices and raw ranges alike.
@@ -128,50 +92,18 @@ struct pmr_block {
   }
 };
 
-options_t options_for(unsigned set) {
-  options_t o;
-  switch (set % 8) {
-    case 1:
-      o.min_alignment = 1;
-      break;
-    case 2:
-      o.min_alignment = 64;
-      break;
-    case 3:
-      o.max_size = 4096;
-      break;
-    case 4:
-      o.min_size = 100;
-      o.min_alignment = 8;
-      o.max_alignment = 4096;
-      break;
-    case 5:
-      o.min_alignment = 1;
-      o.max_size = 300;
-      o.max_alignment = std::uint32_t{1} << 20;
-      break;
-    case 6:
-      o.min_alignment = 4096;
-      break;
-    default:
-      break;
-  }
-  return o;
-}
-
 int g_foreign_object = 0;  // an address no pool or resource owns
 
 class session {
  public:
-  explicit session(byte_reader& in) : in_(in) {
+  explicit session(input_decoder& in) : in_(in) {
     for (auto& f : flags_) f = std::make_shared<bool>(false);
-    const std::uint8_t config = in_.u8();
-    options_ = options_for(config & 7u);
+    const pool_setup setup = in_.pool_setup_arg();
+    options_ = setup.options;
     pool_ = std::make_shared<pool_t>(options_);
     expect(pool_->options().min_alignment == options_.min_alignment, "options are kept");
-    if ((config & 0x80u) == 0) {  // start with one region, so most inputs can acquire
-      const u64 size = 256 + u64{in_.u16()};
-      begin_expand(size);
+    if (setup.initial_region_size) {  // start with one region, so most inputs can acquire
+      begin_expand(*setup.initial_region_size);
       initialize(pending_.size() - 1, 0);
     }
   }
@@ -188,212 +120,61 @@ class session {
   }
 
  private:
-  // ---- Argument decoding.
-
-  // An index below n (0 if n is 0); always reads one byte, so the input's layout does not
-  // depend on the state.
-  std::size_t pick(std::size_t n) {
-    const std::size_t k = in_.u8();
-    return n == 0 ? 0 : k % n;
-  }
-
-  u64 size_arg() {
-    const std::uint8_t k = in_.u8();
-    if (k < 128) return 1 + u64{in_.u8()};
-    if (k < 176) return 1 + u64{in_.u16()} % 4096;
-    if (k < 200) return 1 + u64{in_.u32()} % (u64{1} << 20);
-    if (k < 216) return 0;
-    const std::array<u64, 5> huge{offset_max, offset_max + 1, u64{1} << 31, ~u64{0},
-                                  (u64{1} << 32) + in_.u16()};
-    return huge[k % huge.size()];
-  }
-
-  u64 alignment_arg() {
-    const std::uint8_t k = in_.u8();
-    if (k < 200) return u64{1} << (k % 14);
-    if (k < 216) {
-      const std::array<u64, 8> invalid{0, 3, 6, 24, 48, 100, 4097, ~u64{0}};
-      return invalid[k % invalid.size()];
-    }
-    if (k < 240) return u64{1} << (14 + k % 18);
-    return u64{1} << (32 + k % 32);
-  }
-
-  // The alignment a fixed offset is rounded to: the request's, raised to the minimum.
-  [[nodiscard]] u64 effective_alignment(u64 alignment) const noexcept {
-    return std::max<u64>(alignment, options_.min_alignment);
-  }
-
-  u64 fixed_offset(u64 alignment) {
-    const std::uint8_t sel = in_.u8();
-    const std::size_t which = in_.u8();
-    u64 offset = 0;
-    auto nth_live = [&]() {
-      return std::next(model_.live.begin(),
-                       static_cast<std::ptrdiff_t>(which % model_.live.size()));
-    };
-    switch (sel % 8) {
-      case 0:  // the end of a live range: free if the next range is
-        if (!model_.live.empty()) {
-          const auto it = nth_live();
-          offset = it->first + it->second.capacity;
-        }
-        break;
-      case 1:  // the start of a live range: occupied
-        if (!model_.live.empty()) offset = nth_live()->first;
-        break;
-      case 2: {  // somewhere in a region
-        const u64 delta = in_.u16();
-        if (!model_.regions.empty())
-          offset = model_.regions[which % model_.regions.size()].offset + delta;
-        break;
-      }
-      case 3: {  // the start of a free gap
-        std::vector<u64> gaps;
-        model_.for_each_gap([&](u64 o, u64) { gaps.push_back(o); });
-        if (!gaps.empty()) offset = gaps[which % gaps.size()];
-        break;
-      }
-      case 4:  // a pending reservation: never allocatable
-        if (!model_.pending.empty())
-          offset = std::next(model_.pending.begin(),
-                             static_cast<std::ptrdiff_t>(which % model_.pending.size()))
-                       ->first;
-        break;
-      case 5:
-        offset = in_.u32();
-        break;
-      case 6:  // near the top of the offset space
-        offset = offset_max - which;
-        break;
-      default:  // beyond the offset integer
-        offset = (u64{in_.u32()} << 32) | which;
-        break;
-    }
-    const u64 a = effective_alignment(alignment);
-    if ((sel & 0x10u) != 0 && std::has_single_bit(a) && a <= (u64{1} << 40))
-      offset = (offset + a - 1) & ~(a - 1);
-    if ((sel & 0x20u) != 0) offset += in_.u8();
-    return offset;
-  }
-
-  request request_arg() {
-    request q{};
-    q.size = size_arg();
-    q.alignment = alignment_arg();
-    const std::uint8_t s = in_.u8();
-    switch (s % 8) {
-      case 4:
-      case 5:
-        q.how = bufpool::greedy;
-        break;
-      case 6:
-      case 7:
-        q.how = bufpool::fixed(fixed_offset(q.alignment));
-        break;
-      default:
-        q.how = bufpool::optimal;
-        break;
-    }
-    switch ((s >> 3) & 3u) {
-      case 2:
-        q.ref = bufpool::pool_ref::shared;
-        break;
-      case 3:
-        q.ref = bufpool::pool_ref::weak;
-        break;
-      default:
-        q.ref = bufpool::pool_ref::borrowed;
-        break;
-    }
-    return q;
-  }
-
   // ---- Dispatch.
 
-  void step(std::uint8_t op) {
-    switch (op % 32) {
-      case 0:
-      case 1:
-      case 2:
-      case 3:
-      case 31:
-        g_op_name = "acquire";
+  void step(std::uint8_t opcode) {
+    const operation op = operation_for(opcode);
+    g_op_name = name_of(op);
+    switch (op) {
+      case operation::acquire:
         return op_acquire(false);
-      case 4:
-      case 5:
-        g_op_name = "acquire_raw";
+      case operation::acquire_raw:
         return op_acquire(true);
-      case 6:
-        g_op_name = "release_raw(offset)";
+      case operation::release_raw_by_offset:
         return op_release_raw(false);
-      case 7:
-        g_op_name = "release_raw(pointer)";
+      case operation::release_raw_by_pointer:
         return op_release_raw(true);
-      case 8:
-        g_op_name = "reclaim";
+      case operation::reclaim:
         return op_reclaim();
-      case 9:
-        g_op_name = "destroy slice";
+      case operation::destroy_slice:
         return op_destroy();
-      case 10:
-        g_op_name = "try_resize";
+      case operation::try_resize:
         return op_try_resize();
-      case 11:
-        g_op_name = "guard";
+      case operation::guard:
         return op_guard();
-      case 12:
-        g_op_name = "try_unguard";
+      case operation::try_unguard:
         return op_try_unguard();
-      case 13:
-        g_op_name = "unguard_unchecked";
+      case operation::unguard_unchecked:
         return op_unguard_unchecked();
-      case 14:
-        g_op_name = "set guard flag";
+      case operation::set_guard_flag:
         return op_set_flag();
-      case 15:
-        g_op_name = "collect";
+      case operation::collect:
         return op_collect();
-      case 16:
-        g_op_name = "begin_expand";
+      case operation::begin_expand:
         return op_begin_expand();
-      case 17:
-        g_op_name = "initialize";
+      case operation::initialize:
         return op_initialize();
-      case 18:
-        g_op_name = "abandon expansion";
+      case operation::abandon_expansion:
         return op_abandon();
-      case 19:
-        g_op_name = "raw misuse";
+      case operation::raw_misuse:
         return op_raw_misuse();
-      case 20:
-        g_op_name = "move slice";
+      case operation::move_slice:
         return op_move();
-      case 21:
-        g_op_name = "resize_raw";
+      case operation::resize_raw:
         return op_resize_raw();
-      case 22:
-        g_op_name = "initialize misuse";
+      case operation::initialize_misuse:
         return op_initialize_misuse();
-      case 23:
-        g_op_name = "slice data access";
+      case operation::slice_access:
         return op_access();
-      case 24:
-      case 25:
-      case 26:
-        g_op_name = "pmr allocate";
+      case operation::pmr_allocate:
         return op_pmr_allocate();
-      case 27:
-        g_op_name = "pmr deallocate";
+      case operation::pmr_deallocate:
         return op_pmr_deallocate();
-      case 28:
-        g_op_name = "pmr deallocate misuse";
+      case operation::pmr_misuse:
         return op_pmr_misuse();
-      case 29:
-        g_op_name = "pmr release";
+      case operation::pmr_release:
         return op_pmr_release();
-      default:
-        g_op_name = "full check";
+      case operation::full_check:
         return full_check();
     }
   }
@@ -429,7 +210,7 @@ class session {
              q.alignment, ": got ", outcome(got), ", expected one of ", error_set{errs});
       return false;
     }
-    const u64 align = effective_alignment(q.alignment);
+    const u64 align = effective_alignment(q.alignment, options_.min_alignment);
     const u64 len = std::max<u64>(q.size, options_.min_size);
     std::optional<u64> best;
     switch (q.how.kind) {
@@ -522,7 +303,7 @@ class session {
   }
 
   void op_acquire(bool raw) {
-    const request q = request_arg();
+    const request q = in_.request_arg(model_, options_.min_alignment);
     if (raw ? raws_.size() >= max_raws : slices_.size() >= max_slices) return;
     if (raw) {
       auto r = pool_->acquire_raw(q.size, q.alignment, q.how);
@@ -588,7 +369,7 @@ class session {
   }
 
   void op_release_raw(bool by_pointer) {
-    const std::size_t i = pick(raws_.size());
+    const std::size_t i = in_.pick(raws_.size());
     const bool checked = (in_.u8() & 1u) != 0;
     if (raws_.empty()) return;
     const raw_rec& r = raws_[i];
@@ -606,8 +387,8 @@ class session {
   }
 
   void op_resize_raw() {
-    const std::size_t i = pick(raws_.size());
-    const u64 size = size_arg();
+    const std::size_t i = in_.pick(raws_.size());
+    const u64 size = in_.size_arg();
     const bool by_pointer = (in_.u8() & 1u) != 0;
     if (raws_.empty()) return;
     raw_rec& r = raws_[i];
@@ -679,7 +460,7 @@ class session {
   }
 
   void op_reclaim() {
-    const std::size_t i = pick(slices_.size());
+    const std::size_t i = in_.pick(slices_.size());
     if (slices_.empty()) return;
     slice_rec& s = slices_[i];
     verify_slice(s, "reclaim");
@@ -697,7 +478,7 @@ class session {
   }
 
   void op_destroy() {
-    const std::size_t i = pick(slices_.size());
+    const std::size_t i = in_.pick(slices_.size());
     if (slices_.empty()) return;
     verify_slice(slices_[i], "destroy");
     {
@@ -708,8 +489,8 @@ class session {
   }
 
   void op_try_resize() {
-    const std::size_t i = pick(slices_.size());
-    const u64 size = size_arg();
+    const std::size_t i = in_.pick(slices_.size());
+    const u64 size = in_.size_arg();
     if (slices_.empty()) return;
     slice_rec& s = slices_[i];
     verify_slice(s, "try_resize");
@@ -731,7 +512,7 @@ class session {
   }
 
   void op_guard() {
-    const std::size_t i = pick(slices_.size());
+    const std::size_t i = in_.pick(slices_.size());
     const std::uint8_t how = in_.u8();
     if (slices_.empty()) return;
     slice_rec& s = slices_[i];
@@ -774,7 +555,7 @@ class session {
   }
 
   void op_try_unguard() {
-    const std::size_t i = pick(slices_.size());
+    const std::size_t i = in_.pick(slices_.size());
     if (slices_.empty()) return;
     slice_rec& s = slices_[i];
     auto r = s.slice.try_unguard();
@@ -794,7 +575,7 @@ class session {
   }
 
   void op_unguard_unchecked() {
-    const std::size_t i = pick(slices_.size());
+    const std::size_t i = in_.pick(slices_.size());
     if (slices_.empty()) return;
     slice_rec& s = slices_[i];
     auto r = s.slice.unguard_unchecked();
@@ -820,8 +601,8 @@ class session {
   }
 
   void op_move() {
-    const std::size_t i = pick(slices_.size());
-    const std::size_t j = pick(slices_.size());
+    const std::size_t i = in_.pick(slices_.size());
+    const std::size_t j = in_.pick(slices_.size());
     const bool assign = (in_.u8() & 1u) != 0;
     if (slices_.empty()) return;
     slice_rec& s = slices_[i];
@@ -854,7 +635,7 @@ class session {
   }
 
   void op_access() {
-    const std::size_t i = pick(slices_.size());
+    const std::size_t i = in_.pick(slices_.size());
     if (slices_.empty()) return;
     slice_rec& s = slices_[i];
     auto w = s.slice.try_bytes();
@@ -877,22 +658,6 @@ class session {
   }
 
   // ---- Expansion.
-
-  u64 expand_size_arg() {
-    const std::uint8_t k = in_.u8();
-    const u64 left = (offset_max + 1) - model_.frontier();  // offsets left at the end
-    if (k < 96) return 1 + u64{in_.u16()} % 16384;
-    if (k < 160) return 4096 * (1 + u64{in_.u8()} % 64);
-    if (k < 192) return 1 + u64{in_.u32()} % max_region_size;
-    if (k < 204) return 0;
-    if (k < 224) {  // up to the end of the offset space, or just short of it
-      const u64 d = in_.u16();
-      return left > d ? left - d : std::max<u64>(left, 1);
-    }
-    if (k < 240) return left + 1 + in_.u8();  // too big for the end: searches the holes
-    const std::array<u64, 4> huge{offset_max, offset_max + 1, ~u64{0}, u64{1} << 31};
-    return huge[k % huge.size()];
-  }
 
   void begin_expand(u64 size) {
     std::uint32_t errs = 0;
@@ -931,7 +696,7 @@ class session {
   }
 
   void op_begin_expand() {
-    const u64 size = expand_size_arg();
+    const u64 size = in_.expand_size_arg(model_.frontier());
     if (pending_.size() >= max_pending) return;
     begin_expand(size);
   }
@@ -966,20 +731,20 @@ class session {
   }
 
   void op_initialize() {
-    const std::size_t i = pick(pending_.size());
+    const std::size_t i = in_.pick(pending_.size());
     const std::size_t shift = 8 * (in_.u8() % 4);
     if (pending_.empty()) return;
     initialize(i, shift);
   }
 
   void op_abandon() {
-    const std::size_t i = pick(pending_.size());
+    const std::size_t i = in_.pick(pending_.size());
     if (pending_.empty()) return;
     abandon(i);
   }
 
   void op_initialize_misuse() {
-    const std::size_t i = pick(pending_.size());
+    const std::size_t i = in_.pick(pending_.size());
     const std::uint8_t how = in_.u8();
     const u64 into = in_.u16();
     if (pending_.empty()) return;
@@ -1010,7 +775,7 @@ class session {
 
   void op_raw_misuse() {
     const std::uint8_t kind = in_.u8();
-    const std::size_t i = pick(raws_.size());
+    const std::size_t i = in_.pick(raws_.size());
     const u64 arg = in_.u16();
     const bufpool::pool_stats before = pool_->stats();
     const std::size_t guards = pool_->active_guard_count();
@@ -1080,21 +845,14 @@ class session {
 
   void ensure_resource() {
     if (resource_) return;
-    const std::uint8_t k = in_.u8();
-    if ((k & 1u) != 0) {  // over a user buffer of any size and alignment
-      user_size_ = in_.u16() % 12288;
-      const std::size_t misalign = in_.u8() % 64;
+    const resource_setup setup = in_.resource_setup_arg();
+    if (setup.over_user_buffer) {  // over a user buffer of any size and alignment
+      user_size_ = setup.user_size;
       user_storage_.assign(user_size_ + 64, std::byte{0});
-      user_buffer_ = user_storage_.data() + misalign;
+      user_buffer_ = user_storage_.data() + setup.misalign;
       resource_.emplace(static_cast<void*>(user_buffer_), user_size_, &upstream_);
     } else {
-      bufpool::pmr::resource_options o;
-      o.first_region_size = 1 + std::size_t{in_.u16()} * 4;
-      o.growth_factor = 1.0 + 0.5 * (in_.u8() % 4);
-      o.max_region_size =
-          std::max(o.first_region_size, static_cast<std::size_t>(1 + in_.u8() % 16) << 16);
-      o.thread_safe = (k & 2u) != 0;
-      resource_.emplace(o, &upstream_);
+      resource_.emplace(setup.growth, &upstream_);
     }
     resource_base_ = resource_->stats();
     expect(upstream_.outstanding() == 0, "a new resource takes nothing from upstream");
@@ -1114,29 +872,6 @@ class session {
     expect(s.guarded_slices == 0 && s.pending_bytes == 0, "pmr: no guards, nothing pending");
   }
 
-  std::size_t pmr_bytes_arg() {
-    const std::uint8_t k = in_.u8();
-    if (k < 160) return 1 + std::size_t{in_.u8()};
-    if (k < 200) return in_.u16();
-    if (k < 216) return 0;
-    if (k < 240) return 1 + std::size_t{in_.u32()} % (std::size_t{1} << 20);
-    constexpr std::size_t top = std::numeric_limits<std::size_t>::max();
-    const std::array<std::size_t, 5> huge{top, top - 4095, top - 4096, std::size_t{1} << 40,
-                                          std::size_t{1} << 62};
-    return huge[k % huge.size()];
-  }
-
-  std::size_t pmr_alignment_arg() {
-    const std::uint8_t k = in_.u8();
-    if (k < 200) return std::size_t{1} << (k % 13);  // 1 .. 4096
-    if (k < 224) return std::size_t{8192} << (k % 3);
-    if (k < 240) {
-      const std::array<std::size_t, 4> invalid{0, 3, 12, 4095};
-      return invalid[k % invalid.size()];
-    }
-    return 1;
-  }
-
   void expect_resource_unchanged(const bufpool::pool_stats& before,
                                  const counting_upstream::snapshot& up, const char* what) const {
     expect_stats(resource_->stats(), before, what);
@@ -1145,8 +880,8 @@ class session {
 
   void op_pmr_allocate() {
     ensure_resource();
-    const std::size_t bytes = pmr_bytes_arg();
-    const std::size_t alignment = pmr_alignment_arg();
+    const std::size_t bytes = in_.pmr_bytes_arg();
+    const std::size_t alignment = in_.pmr_alignment_arg();
     if (blocks_.size() >= max_pmr_blocks) return;
     const bufpool::pool_stats before = resource_->stats();
     const counting_upstream::snapshot up = upstream_.now();
@@ -1474,7 +1209,7 @@ class session {
     expect(!late && late.error() == errc::pool_closed, "a closed pool refuses acquisitions");
   }
 
-  byte_reader& in_;
+  input_decoder& in_;
   std::vector<std::unique_ptr<std::byte, region_memory_deleter>> memory_;  // outlives the pool
   u64 memory_bytes_ = 0;
   std::array<std::shared_ptr<bool>, flag_count> flags_;
@@ -1503,7 +1238,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   g_op = 0;
   g_op_name = "setup";
   g_misuse_expected = false;
-  byte_reader in(data, size);
+  input_decoder in(data, size);
   session s(in);
   s.run();
   return 0;

@@ -19,6 +19,12 @@ import bufpool;
 
 namespace {
 
+// The alignment a range gets (and a fixed offset is rounded to): the request's, raised to
+// the pool's minimum.
+[[nodiscard]] constexpr u64 effective_alignment(u64 alignment, u64 min_alignment) noexcept {
+  return std::max<u64>(alignment, min_alignment);
+}
+
 enum class range_kind : std::uint8_t { slice, raw, parked };
 
 struct model_range {
