@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 # Writes the seed corpus of bufpool_fuzz (fuzz/corpus/): one small input per operation family,
-# in the byte encoding fuzz_pool.cpp decodes. Usage: fuzz/make-corpus.py [output dir]
+# in the byte encoding fuzz/decoder.hpp decodes. Usage: fuzz/make-corpus.py [output dir]
 import os
 import struct
 import sys
 
-# Opcodes (the first byte of every operation; fuzz_pool.cpp takes it modulo 32).
+# Opcodes (the first byte of every operation; decoder.hpp's operation_for takes it modulo 32).
 ACQUIRE, ACQUIRE_RAW = 0, 4
 RELEASE_RAW_OFFSET, RELEASE_RAW_POINTER = 6, 7
 RECLAIM, DESTROY, TRY_RESIZE = 8, 9, 10
