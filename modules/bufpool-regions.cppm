@@ -1,16 +1,27 @@
 // SPDX-License-Identifier: MIT
-// bufpool:regions — what a pool knows of an initialized region: base, extra, host bytes.
+// bufpool:regions — a pool's initialized regions: their records, the search by address, and
+// the AddressSanitizer poisoning of their host memory.
 module;
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "build_flags.hpp"
 export module bufpool:regions;
 
+import :engine;
 import :options;
 
 export namespace bufpool {
 
 namespace detail {
 
+// What a pool keeps of one initialized region. A region never changes once initialized, so a
+// thread cache may keep a copy.
 template <offset_integer Int, class Extra>
 struct region_info {
   Int offset;
@@ -22,6 +33,72 @@ struct region_info {
   std::uintptr_t host_begin = 0;
   std::uintptr_t host_end = 0;
 };
+
+// Where an address lies in the pool: its offset and its region's id.
+struct location {
+  std::uint64_t offset;
+  std::uint32_t region;
+};
+
+// The regions' base addresses, sorted, with their ids: finds the region holding an address
+// in O(log regions) without reading any memory.
+class address_index {
+ public:
+  // Room for one more region, so that the insert() that follows cannot throw.
+  void reserve_one() { room_for_one(by_base_); }
+  void insert(std::uintptr_t base, std::uint32_t id) {
+    by_base_.insert(std::upper_bound(by_base_.begin(), by_base_.end(), std::pair{base, id}),
+                    {base, id});
+  }
+  // The offset and region of `pointer` among `regions` (by id, pointer-like), or nothing if
+  // it is in none of them.
+  template <class Regions>
+  [[nodiscard]] std::optional<location> locate(const Regions& regions,
+                                               const void* pointer) const noexcept {
+    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+    auto it = std::upper_bound(by_base_.begin(), by_base_.end(), address,
+                               [](std::uintptr_t a, const auto& r) { return a < r.first; });
+    if (it == by_base_.begin()) return std::nullopt;
+    const auto [base, id] = *std::prev(it);
+    const auto& region = *regions[id];
+    const std::uintptr_t delta = address - base;
+    if (delta >= region.size) return std::nullopt;
+    return location{std::uint64_t{region.offset} + delta, id};
+  }
+
+ private:
+  std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_base_;
+};
+
+// Whether this build poisons free host memory (AddressSanitizer builds).
+inline constexpr bool poisoning = BUFPOOL_POISONING != 0;
+
+// AddressSanitizer builds: makes [offset, offset + size) of region `r` unaddressable
+// (`poison`) or addressable again, limited to the region's host memory. Nothing otherwise.
+template <class Region>
+void set_poisoned([[maybe_unused]] const Region& r, [[maybe_unused]] std::uint64_t offset,
+                  [[maybe_unused]] std::uint64_t size, [[maybe_unused]] bool poison) noexcept {
+#ifdef BUFPOOL_ASAN
+  const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(r.base) + (offset - r.offset);
+  const std::uintptr_t begin = std::max(at, r.host_begin);
+  const std::uintptr_t end = std::min(at + size, r.host_end);
+  if (begin >= end) return;
+  if (poison)
+    __asan_poison_memory_region(reinterpret_cast<const void*>(begin), end - begin);
+  else
+    __asan_unpoison_memory_region(reinterpret_cast<const void*>(begin), end - begin);
+#endif
+}
+// A range that becomes free: later use through a stale pointer is reported.
+template <class Region>
+void poison(const Region& r, std::uint64_t offset, std::uint64_t size) noexcept {
+  set_poisoned(r, offset, size, true);
+}
+// A range handed out (or memory handed back to its owner): addressable again.
+template <class Region>
+void unpoison(const Region& r, std::uint64_t offset, std::uint64_t size) noexcept {
+  set_poisoned(r, offset, size, false);
+}
 
 }  // namespace detail
 

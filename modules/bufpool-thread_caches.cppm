@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: MIT
-// bufpool:thread_caches — per-thread caches of slabs: the registry a pool shares with its threads,
-// and the thread-locals.
+// bufpool:thread_caches — a pool's per-thread caches of slabs: the set the pool talks to, the
+// registry it shares with its threads, and the thread-locals that find a thread's cache.
 module;
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 export module bufpool:thread_caches;
 
+import :engine;
 import :locks;
+import :options;
+import :regions;
 import :slabs;
 
 export namespace bufpool {
@@ -19,8 +23,8 @@ namespace detail {
 
 // Thread caches (options `thread_caches`): each thread that takes slots from a pool has
 // slabs of its own there, behind a lock biased towards that thread (see cache_lock) that
-// only the pool's operations over every slab ever contend for. The pool's part is in
-// buffer_pool; these are the type-independent parts.
+// only the pool's operations over every slab ever contend for. thread_cache_set (below) is
+// what a pool holds; these are the parts that do not depend on the pool's types.
 struct cache_base {
   cache_lock lock;        // taken before the pool's lock, never after
   bool attached = false;  // held by a live thread (else the next thread to come takes it)
@@ -71,6 +75,190 @@ struct thread_caches_held {
 };
 
 inline thread_local thread_caches_held this_thread_caches;
+
+// A pool's thread caches: created with the pool when its options ask for them (else the set
+// is empty and enabled() is false). The pool reaches a cache only through this class: the
+// calling thread's own (attached on first use), another thread's for a release that crosses
+// threads, or all of them, locked, for the operations over the whole pool.
+template <offset_integer Int, class Extra>
+class thread_cache_set {
+ public:
+  using region = region_info<Int, Extra>;
+
+  // One thread's slabs in the pool, with copies of the regions they are in, so that the
+  // thread finds its slots by address without the pool's lock.
+  struct cache : cache_base {
+    detail::slabs slabs;
+    std::vector<std::optional<region>> regions;  // by id
+    address_index by_address;
+    // Notes region `id` (a no-op if known). Strong guarantee.
+    void add_region(const region& r, std::uint32_t id) {
+      if (id < regions.size() && regions[id]) return;
+      by_address.reserve_one();
+      if (regions.size() <= id) regions.resize(id + 1);
+      regions[id].emplace(r);
+      by_address.insert(reinterpret_cast<std::uintptr_t>(r.base), id);
+    }
+  };
+
+  // Gives the empty spans of `slabs` back to `pool`, taking the pool's lock: what happens to
+  // a cache whose thread exits while the pool lives.
+  using give_back_empty_spans = void (*)(void* pool, detail::slabs& slabs) noexcept;
+
+  thread_cache_set() = default;
+  thread_cache_set(const thread_cache_set&) = delete;
+  thread_cache_set& operator=(const thread_cache_set&) = delete;
+
+  // Turns the caches on for `pool`. Called once, from the pool's constructor.
+  void enable(void* pool, give_back_empty_spans give_back) {
+    registry_ = std::make_shared<registry>();
+    registry_->pool = pool;
+    registry_->give_back = give_back;
+    registry_->uid = next_registry_uid.fetch_add(1, std::memory_order_relaxed);
+  }
+  [[nodiscard]] inline bool enabled() const noexcept { return registry_ != nullptr; }
+
+  // The pool is being destroyed: threads that exit from now on leave it alone.
+  void pool_gone() noexcept {
+    if (registry_ == nullptr) return;
+    std::scoped_lock lock(registry_->mutex);
+    registry_->pool_alive = false;
+  }
+
+  // The calling thread's cache, or null if it has none (enabled() only).
+  [[gnu::always_inline]] inline cache* held() const noexcept {
+    const auto& last = this_thread_last;
+    if (last.uid == registry_->uid) return static_cast<cache*>(last.cache);
+    return find_held();
+  }
+  // The calling thread's cache, attached on first use; null if the thread is exiting or out
+  // of memory (the caller then takes the pool's own slabs). enabled() only.
+  [[gnu::always_inline]] inline cache* held_or_attach() noexcept {
+    if (cache* mine = held()) return mine;
+    return attach();
+  }
+
+  // Calls release(cache, span, region, offset) under the calling thread's cache's lock if
+  // that cache holds the slot at `pointer`; nothing otherwise. enabled() only.
+  template <class F>
+  [[gnu::always_inline]] inline std::optional<bool> release_own(const void* pointer,
+                                                                F&& release) noexcept {
+    cache* const mine = held();
+    if (mine == nullptr) return std::nullopt;
+    owner_scope cache_lock(mine->lock);
+    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+    if (const auto hit = mine->slabs.find_hinted(address))
+      return release(*mine, hit->span, hit->region, hit->offset);
+    const auto at = mine->by_address.locate(mine->regions, pointer);
+    if (!at) return std::nullopt;
+    const std::uint32_t s = mine->slabs.find(at->offset, at->region);
+    if (s == no_index) return std::nullopt;
+    mine->slabs.note_hint(address, s);
+    return release(*mine, s, at->region, at->offset);
+  }
+
+  // Calls release(cache, span) under the lock of the cache (any thread's) whose slabs hold
+  // `offset` of `region`; nothing if none does. O(caches).
+  template <class F>
+  std::optional<bool> release_in_any(std::uint64_t offset, std::uint32_t region,
+                                     F&& release) noexcept {
+    if (registry_ == nullptr) return std::nullopt;
+    std::scoped_lock registry_lock(registry_->mutex);
+    for (const auto& c : registry_->caches) {
+      std::scoped_lock cache_lock(c->lock);
+      if (const std::uint32_t s = c->slabs.find(offset, region); s != no_index)
+        return release(*c, s);
+    }
+    return std::nullopt;
+  }
+
+  // Calls f(cache) for every cache (with every lock held: see with_all_locked()).
+  template <class F>
+  void for_each(F&& f) const {
+    if (registry_ != nullptr)
+      for (const auto& c : registry_->caches) f(*c);
+  }
+
+  // Runs f() with every lock taken, in order: the registry's, every cache's, then
+  // `pool_mutex`; with only `pool_mutex` when the caches are off.
+  template <class Mutex, class F>
+  decltype(auto) with_all_locked(Mutex& pool_mutex, F&& f) const {
+    if (registry_ == nullptr) {
+      std::scoped_lock lock(pool_mutex);
+      return f();
+    }
+    std::scoped_lock registry_lock(registry_->mutex);
+    bool barrier = false;  // one heavy barrier for every cache
+    for (const auto& c : registry_->caches) barrier |= c->lock.begin_lock();
+    if (barrier) heavy_barrier();
+    for (const auto& c : registry_->caches) c->lock.finish_lock();
+    struct unlock_caches {
+      const std::vector<std::unique_ptr<cache>>& caches;
+      ~unlock_caches() {
+        for (const auto& c : caches) c->lock.unlock();
+      }
+    } unlock{registry_->caches};
+    std::scoped_lock lock(pool_mutex);
+    return f();
+  }
+
+ private:
+  struct registry final : cache_registry_base {
+    void* pool = nullptr;
+    give_back_empty_spans give_back = nullptr;
+    std::vector<std::unique_ptr<cache>> caches;  // only ever grows
+    void detach(cache_base& c) noexcept override {
+      auto& mine = static_cast<cache&>(c);
+      owner_scope cache_lock(mine.lock);  // the exiting thread is the owner
+      give_back(pool, mine.slabs);
+    }
+  };
+
+  [[gnu::noinline]] cache* find_held() const noexcept {
+    auto& last = this_thread_last;
+    if (last.exited) return nullptr;  // its list is gone
+    for (const auto& [r, c] : this_thread_caches.held)
+      if (r.get() == registry_.get()) {
+        last = {registry_->uid, c, false};
+        return static_cast<cache*>(c);
+      }
+    return nullptr;
+  }
+
+  [[gnu::noinline]] cache* attach() noexcept {
+    if (this_thread_last.exited) return nullptr;
+    auto& held = this_thread_caches;
+    try {
+      std::erase_if(held.held, [](const auto& h) {  // caches of pools that are gone
+        std::scoped_lock lock(h.first->mutex);
+        return !h.first->pool_alive;
+      });
+      held.held.reserve(held.held.size() + 1);
+      cache* mine = nullptr;
+      {
+        std::scoped_lock lock(registry_->mutex);
+        for (const auto& c : registry_->caches)
+          if (!c->attached) {
+            mine = c.get();
+            break;
+          }
+        if (mine == nullptr) {
+          registry_->caches.reserve(registry_->caches.size() + 1);
+          registry_->caches.push_back(std::make_unique<cache>());
+          mine = registry_->caches.back().get();
+        }
+        mine->attached = true;
+      }
+      held.held.emplace_back(registry_, mine);
+      this_thread_last = {registry_->uid, mine, false};
+      return mine;
+    } catch (...) {
+      return nullptr;
+    }
+  }
+
+  std::shared_ptr<registry> registry_;  // null while the caches are off
+};
 
 }  // namespace detail
 

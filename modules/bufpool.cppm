@@ -15,3 +15,6 @@ export import :slabs;
 export import :thread_caches;
 export import :slice;
 export import :pool;
+export import :pool_ranges;
+export import :pool_inspect;
+export import :pool_guards;

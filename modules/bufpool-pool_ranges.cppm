@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: MIT
+// bufpool:pool_ranges — the pool's acquisition and release paths: engine ranges (slices and
+// raw ranges), slab slots of the pool or of thread caches, and every release_raw().
+module;
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "build_flags.hpp"
+export module bufpool:pool_ranges;
+
+import :contracts;
+import :engine;
+import :errors;
+import :options;
+import :pool;
+import :regions;
+import :slabs;
+import :thread_caches;
+import :types;
+
+namespace bufpool {
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_range(std::uint64_t size,
+                                                                  std::uint64_t alignment,
+                                                                  strategy how, bool raw)
+    -> std::expected<range, errc> {
+  for (int attempt = 0;; ++attempt) {
+    {
+      std::scoped_lock lock(mutex_);
+      if (closed_) return std::unexpected(errc::pool_closed);
+      auto a = engine_.allocate(size, alignment, how);
+      if (a) {
+        if (raw) {
+          try {
+            raw_.insert(a->offset, a->node);
+          } catch (...) {  // strong guarantee: the range goes back
+            engine_.release(a->node);
+            throw;
+          }
+          engine_.set_tag(a->node, size, static_cast<std::uint8_t>(std::countr_zero(alignment)));
+        }
+        const auto* region = regions_[a->region].get();
+        detail::unpoison(*region, a->offset, a->capacity);
+        return range{a->node, static_cast<Int>(a->offset), static_cast<Int>(size),
+                     static_cast<Int>(a->capacity), region};
+      }
+      if (a.error() != errc::out_of_memory || attempt > 1) return std::unexpected(a.error());
+      if (attempt == 0 && parked_.empty()) attempt = 1;  // nothing to collect
+      if (attempt == 1 && !can_grow()) return std::unexpected(a.error());
+    }
+    if (attempt == 0) {
+      collect();  // parked ranges whose I/O has finished may make room
+    } else if constexpr (growing_handle<Handle, buffer_pool>) {
+      // A new region that holds the request wherever its offset lands.
+      const std::uint64_t need = size > ~std::uint64_t{0} - alignment ? size : size + alignment;
+      if (!grow(need)) return std::unexpected(errc::out_of_memory);
+    }
+  }
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::can_grow() const noexcept -> bool {
+  if constexpr (growing_handle<Handle, buffer_pool>)
+    return options_.auto_expand && handle_.has_value();
+  else
+    return false;
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize(std::uint32_t node, std::uint64_t size)
+    -> std::expected<Int, errc> {
+  std::scoped_lock lock(mutex_);
+  return resize_locked(node, size);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_locked(std::uint32_t node,
+                                                                  std::uint64_t size)
+    -> std::expected<Int, errc> {
+  const std::uint64_t before = detail::poisoning ? engine_.node_size(node) : 0;
+  auto capacity = engine_.resize(node, size);
+  if (!capacity) return std::unexpected(capacity.error());
+  if constexpr (detail::poisoning) {
+    const std::uint64_t start = engine_.node_offset(node);
+    if (*capacity > before)
+      detail::unpoison(region_of(start), start + before, *capacity - before);
+    else if (*capacity < before)
+      detail::poison(region_of(start), start + *capacity, before - *capacity);
+  }
+  return static_cast<Int>(*capacity);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_raw_locked(std::uint64_t offset,
+                                                                      std::uint64_t size)
+    -> std::expected<Int, errc> {
+  if (const auto slab = find_slab(offset, no_index)) return resize_slot(*slab, offset, size);
+  const std::uint32_t node = raw_.find(offset);
+  if (!detail::expects(node != no_index, not_raw_resize))
+    return std::unexpected(errc::invalid_argument);
+  auto capacity = resize_locked(node, size);
+  if (capacity) engine_.set_tag(node, size, engine_.small_tag(node));
+  return capacity;
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::release(std::uint32_t node) noexcept -> void {
+  std::scoped_lock lock(mutex_);
+  detail::expects(release_locked(node), "a slice is given back once: double release");
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_locked(std::uint32_t node) noexcept
+    -> bool {
+  if constexpr (detail::poisoning) {  // other builds skip even the region lookup
+    if (!engine_.is_live(node)) return false;
+    const std::uint64_t start = engine_.node_offset(node);
+    detail::poison(region_of(start), start, engine_.node_size(node));
+  }
+  return engine_.release(node);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+[[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_pointer(
+    const void* pointer, const raw_request* request) noexcept -> bool {
+  if constexpr (can_cache) {
+    if (caches_.enabled())
+      if (const auto done = caches_.release_own(
+              pointer, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
+                return release_slot(mine.slabs, &mine, s, region, at, request);
+              }))
+        return *done;
+  }
+  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+  std::optional<detail::location> at;
+  {
+    std::scoped_lock lock(mutex_);
+    if (const auto hit = slabs_.find_hinted(address))
+      return release_slot(slabs_, nullptr, hit->span, hit->region, hit->offset, request);
+    at = locate(pointer);
+    if (!detail::expects(at.has_value(),
+                         "release_raw: the pointer is in none of this pool's regions"))
+      return false;
+    if (const auto done = release_pool_locked(at->offset, request, at->region, address))
+      return *done;
+  }
+  return release_in_caches(at->offset, at->region, request);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
+    std::uint64_t offset, const raw_request* request) noexcept -> bool {
+  std::uint32_t region = no_index;
+  {
+    std::scoped_lock lock(mutex_);
+    if (const auto done = release_pool_locked(offset, request, no_index)) return *done;
+    if (caches_.enabled()) region = engine_.region_of(offset);
+  }
+  return release_in_caches(offset, region, request);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+[[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_pool_locked(
+    std::uint64_t offset, const raw_request* request, std::uint32_t region,
+    std::uintptr_t address) noexcept -> std::optional<bool> {
+  if (const std::uint32_t s = span_of(offset, region); s != no_index) {
+    if (address != 0) slabs_.note_hint(address, s);
+    return release_slot(slabs_, nullptr, s, region, offset, request);
+  }
+  return release_raw_range_locked(offset, request);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+[[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_range_locked(
+    std::uint64_t offset, const raw_request* request) noexcept -> std::optional<bool> {
+  const std::uint32_t node = raw_.find(offset);
+  if (node == no_index) return std::nullopt;
+  if (request != nullptr) {
+    if (!detail::expects(request->size == engine_.tag(node), wrong_size)) return false;
+    if (!detail::expects(request->alignment == std::uint64_t{1} << engine_.small_tag(node),
+                         wrong_alignment))
+      return false;
+  }
+  raw_.erase(offset);
+  release_locked(node);
+  return true;
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+[[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_in_caches(
+    std::uint64_t offset, std::uint32_t region, const raw_request* request) noexcept -> bool {
+  if (region != no_index)
+    if (const auto done =
+            caches_.release_in_any(offset, region, [&](cache& owner, std::uint32_t s) {
+              return release_slot(owner.slabs, &owner, s, region, offset, request);
+            }))
+      return *done;
+  return detail::expects(false, not_raw);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+[[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_slot(
+    detail::slabs& slabs, cache* owner, std::uint32_t s, std::uint32_t region, std::uint64_t offset,
+    const raw_request* request) noexcept -> bool {
+  std::uint64_t capacity = 0;
+  if constexpr (detail::poisoning) {
+    if (const auto live = slabs.live_slot(s, offset)) capacity = live->second;
+  }
+  std::uint32_t dropped = no_index;
+  const auto v = slabs.give_back(s, offset, request != nullptr ? &request->size : nullptr,
+                                 request != nullptr ? request->alignment : 0, dropped);
+  using verdict = detail::slabs::verdict;
+  if (!detail::expects(v != verdict::not_live, not_raw) ||
+      !detail::expects(v != verdict::size, wrong_size) ||
+      !detail::expects(v != verdict::alignment, wrong_alignment))
+    return false;
+  if constexpr (detail::poisoning)
+    detail::poison(owner != nullptr ? *owner->regions[region] : region_of(offset), offset,
+                   capacity);
+  if (dropped != no_index) {
+    if (owner == nullptr) {
+      engine_.release(dropped);
+    } else {
+      std::scoped_lock lock(mutex_);
+      engine_.release(dropped);
+    }
+  }
+  return true;
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+[[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_raw_slow(
+    std::uint64_t size, std::uint64_t alignment, strategy how)
+    -> std::expected<raw_range<Int>, errc> {
+  if (options_.slabs && how.kind == strategy_kind::greedy)
+    if (auto slot = acquire_slot<true>(size, alignment)) return *slot;
+  auto r = acquire_range(size, alignment, how, true);
+  if (!r) return std::unexpected(r.error());
+  return raw_range<Int>{r->offset, r->size, r->capacity,
+                        r->region->base + (r->offset - r->region->offset)};
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+template <bool Grow>
+[[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_slot(
+    std::uint64_t size, std::uint64_t alignment) -> std::optional<raw_range<Int>> {
+  // A power of two (x ^ (x - 1) > x - 1, false for 0) up to max_alignment; written so
+  // that the compiler does not make it a popcount (20 instructions without -mpopcnt).
+  if (size == 0 || size > options_.max_size || (alignment ^ (alignment - 1)) <= alignment - 1 ||
+      alignment > options_.max_alignment)
+    return std::nullopt;
+  const unsigned c =
+      detail::slabs::class_of(std::max<std::uint64_t>(size, options_.min_size),
+                              std::max<std::uint64_t>(alignment, options_.min_alignment));
+  if (c == detail::slabs::no_class) return std::nullopt;
+  const auto align_log2 = static_cast<unsigned>(std::countr_zero(alignment));
+  if constexpr (can_cache) {
+    if (caches_.enabled())
+      if (cache* mine = caches_.held_or_attach())
+        return acquire_cached<Grow>(*mine, c, size, align_log2);
+  }
+  std::scoped_lock lock(mutex_);
+  if (closed_) return std::nullopt;
+  auto slot = slabs_.take(c, size, align_log2);
+  if (!slot) {
+    if (!Grow || !add_span(slabs_, nullptr, c)) return std::nullopt;
+    slot = slabs_.take(c, size, align_log2);
+  }
+  return slot_range(*regions_[slot->region], *slot, size);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+template <bool Grow>
+[[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_cached(
+    cache& mine, unsigned c, std::uint64_t size, unsigned align_log2) noexcept
+    -> std::optional<raw_range<Int>> {
+  detail::owner_scope cache_lock(mine.lock);
+  auto slot = mine.slabs.take(c, size, align_log2);
+  if (!slot) {
+    if constexpr (!Grow) return std::nullopt;
+    std::scoped_lock lock(mutex_);
+    if (closed_ || !add_span(mine.slabs, &mine, c)) return std::nullopt;
+    slot = mine.slabs.take(c, size, align_log2);
+  }
+  return slot_range(*mine.regions[slot->region], *slot, size);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::add_span(detail::slabs& slabs, cache* owner,
+                                                             unsigned c) noexcept -> bool {
+  auto a = engine_.allocate(
+      detail::slabs::span_size(c),
+      std::min<std::uint64_t>(detail::slabs::largest_alignment, options_.max_alignment), greedy);
+  if (!a) return false;
+  const auto& region = *regions_[a->region];
+  try {
+    if (owner != nullptr) owner->add_region(region, a->region);
+    slabs.add_span(c, a->offset, a->capacity, a->node, a->region, region.offset, region.size,
+                   region.base + (a->offset - region.offset));
+  } catch (...) {
+    engine_.release(a->node);
+    return false;
+  }
+  return true;
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::slot_range(
+    const detail::region_info<Int, Extra>& region, const detail::slabs::slot& slot,
+    std::uint64_t size) noexcept -> raw_range<Int> {
+  detail::unpoison(region, slot.offset, slot.capacity);
+  return raw_range<Int>{static_cast<Int>(slot.offset), static_cast<Int>(size),
+                        static_cast<Int>(slot.capacity), slot.address};
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::span_of(std::uint64_t offset,
+                                                            std::uint32_t region) const noexcept
+    -> std::uint32_t {
+  if (slabs_.all().spans == 0) return no_index;
+  return slabs_.find(offset, region != no_index ? region : engine_.region_of(offset));
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::find_slab(std::uint64_t offset,
+                                                              std::uint32_t region) const noexcept
+    -> std::optional<slab_at> {
+  if (const std::uint32_t s = span_of(offset, region); s != no_index) return slab_at{&slabs_, s};
+  if (!caches_.enabled()) return std::nullopt;
+  if (region == no_index) region = engine_.region_of(offset);
+  std::optional<slab_at> found;
+  caches_.for_each([&](const cache& c) {
+    if (const std::uint32_t s = c.slabs.find(offset, region); !found && s != no_index)
+      found = slab_at{&c.slabs, s};
+  });
+  return found;
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_slot(const slab_at& at,
+                                                                std::uint64_t offset,
+                                                                std::uint64_t size)
+    -> std::expected<Int, errc> {
+  const auto live = at.slabs->live_slot(at.span, offset);
+  if (!detail::expects(live.has_value(), not_raw_resize))
+    return std::unexpected(errc::invalid_argument);
+  if (size == 0) return std::unexpected(errc::invalid_size);
+  if (size > options_.max_size) return std::unexpected(errc::too_large);
+  if (std::max<std::uint64_t>(size, options_.min_size) > live->second)
+    return std::unexpected(errc::out_of_memory);
+  // The slabs are this pool's (find_slab() hands them out as const for const callers).
+  const_cast<detail::slabs*>(at.slabs)->set_size(at.span, offset, size);
+  return static_cast<Int>(live->second);
+}
+
+}  // namespace bufpool
