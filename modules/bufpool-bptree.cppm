@@ -5,13 +5,18 @@ module;
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <expected>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <vector>
+
+#include "internal_assert.hpp"
 module bufpool:bptree;
 
+import :contracts;
 import :engine;
 
 namespace bufpool {
@@ -67,6 +72,8 @@ class bptree {
       split_child(top, 0);
     }
     std::uint32_t b = root_;
+    std::uint32_t parent = no_index;  // the leaf's parent and slot there (checked builds)
+    unsigned slot = 0;
     while (!nodes_[b].leaf) {
       unsigned i = child_for(b, size, offset);
       if (nodes_[nodes_[b].child[i]].count == fanout) {  // split before entering
@@ -83,21 +90,28 @@ class bptree {
         for (unsigned j = 0; j < levels_; ++j)
           m[j * fanout + i] = std::max(m[j * fanout + i], usable(size, offset, j));
       }
+      parent = b;
+      slot = i;
       b = x.child[i];
     }
     bnode& leaf = nodes_[b];
     unsigned p = 0;
     while (p < leaf.count && less(leaf.key[p], leaf.tie[p], size, offset)) ++p;
+    // Keys are unique (each free range is indexed once): a duplicate means a double insert.
+    BUFPOOL_ASSERT(p == leaf.count || less(size, offset, leaf.key[p], leaf.tie[p]));
     shift_right(leaf, p);
     leaf.key[p] = size;
     leaf.tie[p] = offset;
     leaf.child[p] = value;
     ++leaf.count;
     ++count_;
+    // The maxima raised on the way down describe the leaf exactly.
+    BUFPOOL_ASSERT(parent == no_index || column_exact(parent, slot));
   }
 
   // Removes the entry with this key, which must be present.
   void erase(offset_t size, offset_t offset) noexcept {
+    BUFPOOL_ASSERT(root_ != no_index && count_ != 0);
     std::uint32_t path[64];
     unsigned at[64];
     unsigned depth = 0;
@@ -108,11 +122,14 @@ class bptree {
         fill_child(b, i);
         i = child_for(b, size, offset);
       }
+      BUFPOOL_ASSERT(depth < 64);
       path[depth] = b;
       at[depth++] = i;
       b = nodes_[b].child[i];
     }
     bnode& leaf = nodes_[b];
+    // Topped up on the way down, so a leaf below the root can lose an entry.
+    BUFPOOL_ASSERT(b == root_ || leaf.count > min_fill);
     const unsigned p = position(leaf, size, offset);
     shift_left(leaf, p);
     --leaf.count;
@@ -120,6 +137,8 @@ class bptree {
     // The path's summaries may shrink: recompute them while they change.
     while (depth-- > 0)
       if (!refresh(path[depth], at[depth])) break;
+    // Where the recomputation stopped, the node above must already be exact.
+    BUFPOOL_ASSERT(depth + 1 == 0 || depth == 0 || column_exact(path[depth - 1], at[depth - 1]));
     // A root with one child hands over to it; an empty root leaf goes.
     if (!nodes_[root_].leaf && nodes_[root_].count == 1) {
       const std::uint32_t old = root_;
@@ -141,12 +160,16 @@ class bptree {
       const offset_t* row = maxima(b) + level * fanout;
       unsigned i = 0;
       while (i < nodes_[b].count && row[i] < size) ++i;
-      if (i == nodes_[b].count) return no_index;  // out of space? (only at the root)
+      if (i == nodes_[b].count) {    // out of space? (only at the root)
+        BUFPOOL_ASSERT(b == root_);  // below it, the parent's maximum promised a fit
+        return no_index;
+      }
       b = nodes_[b].child[i];
     }
     const bnode& leaf = nodes_[b];
     for (unsigned i = 0; i < leaf.count; ++i)
       if (usable(leaf.key[i], leaf.tie[i], level) >= size) return leaf.child[i];
+    BUFPOOL_ASSERT(b == root_);  // else a stale maximum led here
     return no_index;
   }
 
@@ -193,10 +216,14 @@ class bptree {
     }
     bnode& leaf = nodes_[b];
     const unsigned p = position(leaf, key, tie);
+    // The new key keeps its place among the leaf's entries.
+    BUFPOOL_ASSERT(p == 0 || less(leaf.key[p - 1], leaf.tie[p - 1], new_key, new_tie));
+    BUFPOOL_ASSERT(p + 1 == leaf.count || less(new_key, new_tie, leaf.key[p + 1], leaf.tie[p + 1]));
     leaf.key[p] = new_key;
     leaf.tie[p] = new_tie;
     while (depth-- > 0)  // a subtree's largest key may have changed
       if (!refresh(path[depth], at[depth])) break;
+    BUFPOOL_ASSERT(depth + 1 == 0 || depth == 0 || column_exact(path[depth - 1], at[depth - 1]));
   }
 
   // Checks order, fill, uniform depth, keys and maxima; appends the entries in order.
@@ -279,6 +306,8 @@ class bptree {
   static unsigned position(const bnode& leaf, offset_t key, offset_t tie) noexcept {
     unsigned p = 0;
     while (p + 1 < leaf.count && (leaf.key[p] != key || leaf.tie[p] != tie)) ++p;
+    // Else the last entry would stand in for the missing key, and the wrong range would go.
+    BUFPOOL_ASSERT(p < leaf.count && leaf.key[p] == key && leaf.tie[p] == tie);
     return p;
   }
 
@@ -292,6 +321,7 @@ class bptree {
 
   // Makes room at position p (keys, children and, for inner nodes, maxima columns).
   void shift_right(bnode& x, unsigned p) noexcept {
+    BUFPOOL_ASSERT(x.count < fanout && p <= x.count);
     const unsigned n = x.count - p;
     std::memmove(&x.key[p + 1], &x.key[p], n * sizeof(offset_t));
     std::memmove(&x.tie[p + 1], &x.tie[p], n * sizeof(offset_t));
@@ -304,6 +334,7 @@ class bptree {
   }
 
   void shift_left(bnode& x, unsigned p) noexcept {
+    BUFPOOL_ASSERT(p < x.count);
     const unsigned n = x.count - p - 1;
     std::memmove(&x.key[p], &x.key[p + 1], n * sizeof(offset_t));
     std::memmove(&x.tie[p], &x.tie[p + 1], n * sizeof(offset_t));
@@ -351,6 +382,7 @@ class bptree {
     const std::uint32_t c = nodes_[b].child[i];
     const bnode& y = nodes_[c];
     bnode& x = nodes_[b];
+    BUFPOOL_ASSERT(!x.leaf && i < x.count && y.count != 0);
     bool changed = x.key[i] != y.key[y.count - 1] || x.tie[i] != y.tie[y.count - 1];
     x.key[i] = y.key[y.count - 1];
     x.tie[i] = y.tie[y.count - 1];
@@ -364,9 +396,21 @@ class bptree {
     return changed;
   }
 
+  // Whether child i's key and maxima column in b describe the child (for the checks).
+  [[nodiscard]] bool column_exact(std::uint32_t b, unsigned i) const noexcept {
+    const bnode& x = nodes_[b];
+    const bnode& y = nodes_[x.child[i]];
+    if (y.count == 0 || x.key[i] != y.key[y.count - 1] || x.tie[i] != y.tie[y.count - 1])
+      return false;
+    for (unsigned j = 0; j < levels_; ++j)
+      if (maxima(b)[j * fanout + i] != summary(x.child[i], j)) return false;
+    return true;
+  }
+
   // Splits full child i of b (b has room) into two halves.
   void split_child(std::uint32_t b, unsigned i) {
     const std::uint32_t c = nodes_[b].child[i];
+    BUFPOOL_ASSERT(nodes_[c].count == fanout && nodes_[b].count < fanout);
     const std::uint32_t d = new_node(nodes_[c].leaf);  // may reallocate: indices only
     constexpr unsigned half = fanout / 2;
     for (unsigned k = half; k < fanout; ++k) move_entry(c, k, d, k - half);
@@ -383,6 +427,8 @@ class bptree {
   // merge with a sibling, so the child can lose one.
   void fill_child(std::uint32_t b, unsigned i) noexcept {
     bnode& x = nodes_[b];
+    // Every non-root node keeps min_fill entries: a thinner one was lost earlier.
+    BUFPOOL_ASSERT(!x.leaf && x.count >= 2 && i < x.count && nodes_[x.child[i]].count == min_fill);
     if (i > 0 && nodes_[x.child[i - 1]].count > min_fill) {  // borrow from the left
       const std::uint32_t l = x.child[i - 1];
       const std::uint32_t c = x.child[i];
@@ -409,6 +455,7 @@ class bptree {
     const unsigned left = i > 0 ? i - 1 : i;
     const std::uint32_t l = x.child[left];
     const std::uint32_t r = x.child[left + 1];
+    BUFPOOL_ASSERT(nodes_[l].count + nodes_[r].count <= fanout);
     for (unsigned k = 0; k < nodes_[r].count; ++k) move_entry(r, k, l, nodes_[l].count + k);
     nodes_[l].count = static_cast<std::uint8_t>(nodes_[l].count + nodes_[r].count);
     shift_left(nodes_[b], left + 1);
