@@ -6,15 +6,18 @@ module;
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <expected>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
+#include <source_location>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "internal_assert.hpp"
 module bufpool;
 
 import :bptree;
@@ -37,6 +40,29 @@ using detail::node_unused;
 using detail::node_used;
 using detail::node_wild;
 using detail::pad_to;
+
+namespace {
+
+// Whether range n and its physical neighbours link to each other, in one region, with no gap
+// or overlap between them (O(1), for the checks; a template so it can see engine::node).
+template <class Nodes, class Regions>
+bool linked_in_place(const Nodes& nodes, const Regions& regions, std::uint32_t n) noexcept {
+  const auto& x = nodes[n];
+  if (x.size == 0 || x.region >= regions.size()) return false;
+  if (x.prev == no_index) {
+    if (regions[x.region].first != n || regions[x.region].offset != x.offset) return false;
+  } else {
+    const auto& p = nodes[x.prev];
+    if (p.next != n || p.region != x.region || last_of(p.offset, p.size) + 1 != x.offset)
+      return false;
+  }
+  if (x.next == no_index)
+    return last_of(x.offset, x.size) == last_of(regions[x.region].offset, regions[x.region].size);
+  const auto& q = nodes[x.next];
+  return q.prev == n && q.region == x.region && last_of(x.offset, x.size) + 1 == q.offset;
+}
+
+}  // namespace
 
 engine::engine(const engine_limits& limits) : limits_(limits) {
   granule_log2_ = static_cast<unsigned>(std::countr_zero(limits_.min_alignment));
@@ -71,6 +97,7 @@ void engine::reserve_nodes(std::size_t nodes) {
 std::uint32_t engine::new_node() {
   if (free_nodes_ != no_index) {
     const std::uint32_t n = free_nodes_;
+    BUFPOOL_ASSERT(n < nodes_.size() && nodes_[n].state == node_unused);
     free_nodes_ = nodes_[n].link;
     nodes_[n] = node{};
     return n;
@@ -88,6 +115,10 @@ std::uint32_t engine::new_node() {
 }
 
 void engine::free_node(std::uint32_t n) noexcept {
+  // Not freed twice, and no neighbour still links to it.
+  BUFPOOL_ASSERT(n < nodes_.size() && nodes_[n].state != node_unused);
+  BUFPOOL_ASSERT(nodes_[n].prev == no_index || nodes_[nodes_[n].prev].next != n);
+  BUFPOOL_ASSERT(nodes_[n].next == no_index || nodes_[nodes_[n].next].prev != n);
   nodes_[n].state = node_unused;
   nodes_[n].link = free_nodes_;
   free_nodes_ = n;
@@ -98,6 +129,7 @@ void engine::free_node(std::uint32_t n) noexcept {
 
 void engine::add_free(std::uint32_t n) {
   node& x = nodes_[n];
+  BUFPOOL_ASSERT(x.state != node_free && x.size != 0 && x.region < regions_.size());
   x.state = node_free;
   sizes_->insert(x.size, x.offset, n);
   offsets_->insert(last_of(x.offset, x.size), 0, n);
@@ -110,9 +142,12 @@ void engine::add_free(std::uint32_t n) {
 
 void engine::remove_free(std::uint32_t n) noexcept {
   node& x = nodes_[n];
+  BUFPOOL_ASSERT(x.state == node_free);
   sizes_->erase(x.size, x.offset);
   offsets_->erase(last_of(x.offset, x.size), 0);
   region_rec& r = regions_[x.region];
+  BUFPOOL_ASSERT(r.free_ranges != 0 && r.free_bytes >= x.size);
+  BUFPOOL_ASSERT(free_ranges_ != 0 && free_bytes_ >= x.size);
   r.free_bytes -= x.size;
   --r.free_ranges;
   free_bytes_ -= x.size;
@@ -123,6 +158,7 @@ void engine::remove_free(std::uint32_t n) noexcept {
 // size index moves its entry; the offset index changes only if its last offset moved.
 void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept {
   node& x = nodes_[n];
+  BUFPOOL_ASSERT(x.state == node_free && size != 0);
   sizes_->erase(x.size, x.offset);
   const offset_t old_last = last_of(x.offset, x.size);
   const offset_t new_last = last_of(offset, size);
@@ -139,6 +175,9 @@ void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexce
 std::uint32_t engine::find_containing(offset_t offset) const noexcept {
   const auto e = offsets_->lower_bound(offset, 0);  // the first free range ending at or after
   if (!e || nodes_[e->node].offset > offset) return no_index;
+  // The entry found names a free range that ends where its key says.
+  BUFPOOL_ASSERT(nodes_[e->node].state == node_free &&
+                 last_of(nodes_[e->node].offset, nodes_[e->node].size) == e->key);
   return e->node;
 }
 
@@ -146,6 +185,8 @@ std::uint32_t engine::find_containing(offset_t offset) const noexcept {
 void engine::link_before(std::uint32_t m, std::uint32_t n) noexcept {
   node& x = nodes_[n];
   node& y = nodes_[m];
+  BUFPOOL_ASSERT(m != n && x.region != no_index);
+  BUFPOOL_ASSERT(x.prev == no_index ? regions_[x.region].first == n : nodes_[x.prev].next == n);
   y.region = x.region;
   y.prev = x.prev;
   y.next = n;
@@ -159,6 +200,8 @@ void engine::link_before(std::uint32_t m, std::uint32_t n) noexcept {
 // Unlinks node m from its region.
 void engine::unlink(std::uint32_t m) noexcept {
   const node& y = nodes_[m];
+  BUFPOOL_ASSERT(y.prev == no_index ? regions_[y.region].first == m : nodes_[y.prev].next == m);
+  BUFPOOL_ASSERT(y.next == no_index || nodes_[y.next].prev == m);
   if (y.prev != no_index)
     nodes_[y.prev].next = y.next;
   else
@@ -246,6 +289,7 @@ unsigned engine::class_index(offset_t capacity) const noexcept {
 
 void engine::cache_push(std::uint32_t n) noexcept {
   node& x = nodes_[n];
+  BUFPOOL_ASSERT(x.state == node_used && class_capacity(x.size) == x.size);
   class_list& list = classes_[class_index(x.size)];
   x.state = node_cached;
   x.cprev = no_index;
@@ -260,6 +304,9 @@ void engine::cache_push(std::uint32_t n) noexcept {
 void engine::cache_unlink(std::uint32_t n) noexcept {
   node& x = nodes_[n];
   class_list& list = classes_[class_index(x.size)];
+  BUFPOOL_ASSERT(x.state == node_cached && list.count != 0);
+  BUFPOOL_ASSERT(x.cprev == no_index ? list.head == n : nodes_[x.cprev].link == n);
+  BUFPOOL_ASSERT(cached_ranges_ != 0 && cached_bytes_ >= x.size);
   --list.count;
   if (x.cprev != no_index)
     nodes_[x.cprev].link = x.link;
@@ -309,6 +356,7 @@ engine_allocation engine::mark_used(std::uint32_t n, offset_t start, offset_t ca
   u.size = capacity;
   u.state = node_used;
   u.greedy = by_greedy;
+  BUFPOOL_ASSERT(linked_in_place(nodes_, regions_, n));
   region_rec& r = regions_[u.region];
   r.used_bytes += capacity;
   ++r.used_ranges;
@@ -351,6 +399,8 @@ engine_allocation engine::carve_wild(offset_t start, offset_t len) {
   const std::uint32_t w = wild_;
   const offset_t from = nodes_[w].offset;
   const offset_t pad = start - from;
+  BUFPOOL_ASSERT(w != no_index && nodes_[w].state == node_wild);
+  BUFPOOL_ASSERT(start >= from && pad < nodes_[w].size && len <= nodes_[w].size - pad);
   const offset_t avail = nodes_[w].size - pad;
   const offset_t capacity = fit_capacity(avail, len);
   const offset_t tail = avail - capacity;
@@ -389,6 +439,9 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
                                                      offset_t len) {
   const offset_t from = nodes_[n].offset;
   const offset_t pad = start - from;
+  // The index gave a free range that holds the request where it must start.
+  BUFPOOL_ASSERT(nodes_[n].state == node_free);
+  BUFPOOL_ASSERT(start >= from && pad < nodes_[n].size && len <= nodes_[n].size - pad);
   const offset_t avail = nodes_[n].size - pad;
   const offset_t capacity = fit_capacity(avail, len);
   const offset_t tail = avail - capacity;
@@ -437,6 +490,8 @@ bool engine::release(std::uint32_t n) noexcept {
   node& x = nodes_[n];
   x.marks = 0;
   region_rec& r = regions_[x.region];
+  BUFPOOL_ASSERT(r.used_ranges != 0 && r.used_bytes >= x.size);
+  BUFPOOL_ASSERT(used_ranges_ != 0 && used_bytes_ >= x.size);
   r.used_bytes -= x.size;
   --r.used_ranges;
   used_bytes_ -= x.size;
@@ -462,8 +517,12 @@ std::uint32_t engine::coalesce(std::uint32_t n) noexcept {
   const offset_t size = nodes_[n].size;
   std::uint32_t p = nodes_[n].prev;
   std::uint32_t q = nodes_[n].next;
+  // A range that left use (or the cache, or the wilderness), still in its place.
+  BUFPOOL_ASSERT(nodes_[n].state != node_free && nodes_[n].state != node_unused);
+  BUFPOOL_ASSERT(linked_in_place(nodes_, regions_, n));
   if (wild_ != no_index && (p == wild_ || q == wild_)) {  // the wilderness takes it back
     const std::uint32_t w = wild_;
+    BUFPOOL_ASSERT(nodes_[w].state == node_wild);
     const std::uint32_t other = p == w ? q : p;  // an indexed free range beyond it merges too
     unlink(n);
     free_node(n);
@@ -478,6 +537,7 @@ std::uint32_t engine::coalesce(std::uint32_t n) noexcept {
       nodes_[w].size += o_size;
       if (o_offset < nodes_[w].offset) nodes_[w].offset = o_offset;
     }
+    BUFPOOL_ASSERT(linked_in_place(nodes_, regions_, w));
     return w;
   }
   if (p != no_index && nodes_[p].state != node_free) p = no_index;
@@ -495,12 +555,14 @@ std::uint32_t engine::coalesce(std::uint32_t n) noexcept {
     unlink(n);
     free_node(n);
     resize_free(q, from, merged);
+    BUFPOOL_ASSERT(linked_in_place(nodes_, regions_, q));
     return q;
   }
   if (p != no_index) {  // the previous range absorbs this one
     unlink(n);
     free_node(n);
     resize_free(p, nodes_[p].offset, nodes_[p].size + size);
+    BUFPOOL_ASSERT(linked_in_place(nodes_, regions_, p));
     return p;
   }
   add_free(n);  // no allocation: index room covers every node (see new_node)
@@ -556,6 +618,7 @@ std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
   r.used_bytes = r.used_bytes - capacity + target;  // modular: the result is in range
   used_bytes_ = used_bytes_ - capacity + target;
   nodes_[n].size = target;
+  BUFPOOL_ASSERT(linked_in_place(nodes_, regions_, n));
   return target;
 }
 

@@ -5,15 +5,18 @@ module;
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <expected>
 #include <iterator>
 #include <map>
 #include <memory>
 #include <set>
+#include <source_location>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "internal_assert.hpp"
 module bufpool;
 
 import :bptree;
@@ -80,6 +83,11 @@ std::expected<offset_t, errc> engine::reserve(offset_t size) {
 }
 
 void engine::cancel(offset_t offset, offset_t size) noexcept {
+  // Only a span reserve() handed out can come back: anything else would wrap the counters.
+  // (Pending bytes count modulo 2^64: 0 with a span pending is the whole u64 space.)
+  BUFPOOL_ASSERT(pending_spans_ != 0 && size != 0);
+  BUFPOOL_ASSERT(pending_bytes_ == 0 || size <= pending_bytes_);
+  BUFPOOL_ASSERT(space_full_ || last_of(offset, size) < frontier_);
   pending_bytes_ -= size;
   --pending_spans_;
   // Merge with the gaps on either side.
@@ -108,6 +116,7 @@ void engine::cancel(offset_t offset, offset_t size) noexcept {
     space_full_ = false;
     return;
   }
+  BUFPOOL_ASSERT(!spare_gaps_.empty() && !spare_gap_sizes_.empty());
   auto by_offset = std::move(spare_gaps_.back());  // kept by reserve(): no allocation
   spare_gaps_.pop_back();
   auto by_size = std::move(spare_gap_sizes_.back());
@@ -120,6 +129,10 @@ void engine::cancel(offset_t offset, offset_t size) noexcept {
 }
 
 std::uint32_t engine::publish(offset_t offset, offset_t size) {
+  // A span reserve() handed out (see cancel()).
+  BUFPOOL_ASSERT(pending_spans_ != 0 && size != 0);
+  BUFPOOL_ASSERT(pending_bytes_ == 0 || size <= pending_bytes_);
+  BUFPOOL_ASSERT(space_full_ || last_of(offset, size) < frontier_);
   detail::room_for_one(regions_);  // every allocation first: a failure changes nothing
   detail::room_for_one(region_index_);
   const std::uint32_t n = new_node();
@@ -231,6 +244,12 @@ std::vector<std::pair<offset_t, offset_t>> engine::pending_spans() const {
     next = end_last + 1;
   }
   if (!done && next <= last) out.emplace_back(next, last - next + 1);
+  // What is neither a region nor a gap is pending: the counter must agree (modulo 2^64).
+  BUFPOOL_ASSERT([&] {
+    offset_t bytes = 0;
+    for (const auto& span : out) bytes += span.second;
+    return bytes == pending_bytes_;
+  }());
   return out;
 }
 
