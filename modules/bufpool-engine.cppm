@@ -19,7 +19,7 @@ import :options;
 
 namespace bufpool::detail {
 template <bool Maxima>
-class bptree;  // defined in engine.cpp
+class bptree;  // defined in bufpool:bptree
 
 // Room for one more element, growing geometrically, so that the next push cannot throw:
 // callers allocate first and change state after (strong guarantee).

@@ -3,8 +3,12 @@
 module;
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <source_location>
 #include <utility>
 #include <vector>
+
+#include "internal_assert.hpp"
 module bufpool;
 
 namespace bufpool::detail {
@@ -21,9 +25,11 @@ std::size_t offset_map::home(std::uint64_t key) const noexcept {
 void offset_map::grow() {
   std::vector<cell> old(cells_.empty() ? 16 : 2 * cells_.size());
   old.swap(cells_);
+  const std::size_t count = count_;
   count_ = 0;
   for (const cell& c : old)
     if (c.node != no_index) insert(c.key, c.node);
+  BUFPOOL_ASSERT(count_ == count);  // every entry moved, none twice
 }
 
 void offset_map::reserve(std::size_t n) {
@@ -32,14 +38,20 @@ void offset_map::reserve(std::size_t n) {
 
 void offset_map::insert(std::uint64_t key, std::uint32_t node) {
   if (2 * (count_ + 1) > cells_.size()) grow();  // keep the load at most one half
+  BUFPOOL_ASSERT(node != no_index && 2 * (count_ + 1) <= cells_.size());
   std::size_t i = home(key);
-  while (cells_[i].node != no_index) i = (i + 1) & (cells_.size() - 1);
+  while (cells_[i].node != no_index) {
+    BUFPOOL_ASSERT(cells_[i].key != key);  // each raw range's offset is entered once
+    i = (i + 1) & (cells_.size() - 1);
+  }
   cells_[i] = {key, node};
   ++count_;
 }
 
 std::uint32_t offset_map::find(std::uint64_t key) const noexcept {
   if (cells_.empty()) return no_index;
+  // A free cell ends every probe: the load stays at most one half.
+  BUFPOOL_ASSERT(2 * count_ <= cells_.size());
   for (std::size_t i = home(key);; i = (i + 1) & (cells_.size() - 1)) {
     if (cells_[i].node == no_index || cells_[i].key == key) return cells_[i].node;
   }
@@ -61,10 +73,13 @@ bool offset_map::erase(std::uint64_t key) noexcept {
     const std::size_t h = home(cells_[j].key);
     const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
     if (!stays) {
+      // The entry moves towards its home, never past it: it stays reachable.
+      BUFPOOL_ASSERT(((i - h) & mask) < ((j - h) & mask));
       cells_[i] = cells_[j];
       i = j;
     }
   }
+  BUFPOOL_ASSERT(count_ != 0);
   cells_[i].node = no_index;
   --count_;
   return true;

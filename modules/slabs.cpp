@@ -5,20 +5,26 @@ module;
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <expected>
 #include <memory>
 #include <new>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "internal_assert.hpp"
 module bufpool;
 
 namespace bufpool::detail {
 
 slabs::cell* slabs::cell_of(std::uint32_t region, std::uint64_t offset) noexcept {
+  BUFPOOL_ASSERT(region < tables_.size());
   table& t = tables_[region];
   const std::uint64_t k = (offset >> cell_log2) - t.first_cell;
+  BUFPOOL_ASSERT((k >> chunk_log2) < t.chunks.size() && t.chunks[k >> chunk_log2]);
   return &t.chunks[k >> chunk_log2][k & ((1U << chunk_log2) - 1)];
 }
 
@@ -41,6 +47,9 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   const auto slot = static_cast<std::uint32_t>(slot_size(c));
   const auto slots = static_cast<std::uint16_t>(span_size(c) / slot);
   const std::size_t words = (slots + 63) / 64;
+  // A class gets a span only when none of its spans has a free slot, so it never keeps two
+  // empty ones.
+  BUFPOOL_ASSERT(slots != 0 && words <= 64 && partial_[c] == no_index && empty_[c] == 0);
   if (unused_.empty()) {
     room_for_one(spans_);
     if (unused_.capacity() < spans_.capacity())  // drop() must not allocate
@@ -126,6 +135,7 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> slabs::live_slot(
 void slabs::set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept {
   span& x = spans_[s];
   const std::uint32_t i = slot_index(x, offset - x.offset);
+  BUFPOOL_ASSERT(i < x.slots && !is_free(x, i) && size != 0 && size <= x.slot);
   set_record(x, i, size, static_cast<unsigned>(std::countr_zero(recorded_alignment(x, i))));
 }
 
@@ -135,20 +145,41 @@ void slabs::set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) 
 void slabs::point_table(std::uint32_t s, std::uint32_t value) noexcept {
   const span& x = spans_[s];
   constexpr std::uint64_t cell_bytes = std::uint64_t{1} << cell_log2;
+  // Spans do not overlap: a new span finds its cells free, a dropped one finds them its own.
+  const std::uint32_t was = value == no_index ? s : no_index;
+  BUFPOOL_ASSERT(x.slots != 0 && x.bytes != 0);
   cell* head = cell_of(x.region, x.offset);
-  if ((x.offset & (cell_bytes - 1)) == 0)
+  if ((x.offset & (cell_bytes - 1)) == 0) {
+    BUFPOOL_ASSERT(head->covering == was);
     head->covering = value;
-  else
+  } else {
+    BUFPOOL_ASSERT(head->starting == was);
     head->starting = value;
+  }
   for (std::uint64_t at = (x.offset | (cell_bytes - 1)) + 1; at - x.offset < x.bytes;
-       at += cell_bytes)
-    cell_of(x.region, at)->covering = value;
+       at += cell_bytes) {
+    cell* c = cell_of(x.region, at);
+    BUFPOOL_ASSERT(c->covering == was);
+    c->covering = value;
+  }
 }
 
 // Forgets span s, empty and counted as such (the caller gives its engine range back);
 // returns its node.
 std::uint32_t slabs::drop(std::uint32_t s) noexcept {
   span& x = spans_[s];
+  // Only an empty span goes: no live slot, every slot free in the bitmap, every bitmap word
+  // in the summary.
+  BUFPOOL_ASSERT(x.slots != 0 && x.live == 0 && empty_[x.cls] != 0);
+  BUFPOOL_ASSERT([&] {
+    for (std::uint32_t w = 0; w * 64 < x.slots; ++w) {
+      const std::uint64_t all =
+          x.slots - w * 64 >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << (x.slots % 64)) - 1;
+      if (x.free[w] != all || ((x.summary >> w) & 1) == 0) return false;
+    }
+    return true;
+  }());
+  BUFPOOL_ASSERT(totals_.spans != 0 && totals_.span_bytes >= x.bytes);
   --empty_[x.cls];
   unlink(s);
   point_table(s, no_index);
@@ -171,6 +202,7 @@ slabs::totals slabs::of_region(std::uint32_t region) const noexcept {
   totals t;
   for (const span& x : spans_) {
     if (x.slots == 0 || x.region != region) continue;
+    BUFPOOL_ASSERT(x.live <= x.slots);
     t.span_bytes += x.bytes;
     t.live_bytes += std::uint64_t{x.live} * x.slot;
     ++t.spans;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <expected>
 #include <initializer_list>
 #include <ostream>
@@ -1273,4 +1274,34 @@ TEST(Wilderness, ANewLargerRegionTakesOverAndResizeGrowsIntoIt) {
   EXPECT_EQ(d->offset, b->offset + b->capacity);
   EXPECT_EQ(e.stats().free_ranges, 2u);
   EXPECT_TRUE(valid(e));
+}
+
+// Internal assertions (checked builds): a broken invariant fails where it breaks, naming the
+// file, line and condition. cancel() of a span that reserve() never handed out would wrap the
+// engine's pending counters and surface later, if at all; the assertion in cancel() stops it.
+TEST(EngineInternalAssertDeathTest, CancelOfASpanNeverReservedAbortsAtItsCause) {
+  if (!bufpool::checked_build) GTEST_SKIP() << "internal assertions are compiled out in this build";
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_DEATH(
+      {
+        bufpool::engine e(limits_u32());
+        e.cancel(0, 4 * kib);
+      },
+      "internal assertion failed: pending_spans_ != 0 && size != 0 .*engine_space\\.cpp:[0-9]+");
+}
+
+// A violation handler that returns lets misuse be skipped, but not a broken invariant.
+TEST(EngineInternalAssertDeathTest, AbortsEvenIfTheViolationHandlerReturns) {
+  if (!bufpool::checked_build) GTEST_SKIP() << "internal assertions are compiled out in this build";
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_DEATH(
+      {
+        bufpool::set_violation_handler([](const bufpool::contract_violation& v) {
+          std::fprintf(stderr, "handler saw: %s\n", v.rule);
+        });
+        bufpool::engine e(limits_u32());
+        auto span = e.reserve(4 * kib);
+        if (span) e.cancel(*span, 8 * kib);  // more than was reserved
+      },
+      "handler saw: internal assertion failed: .*size <= pending_bytes_");
 }
