@@ -58,11 +58,9 @@ struct pool_map {
 
 /// The map as one JSON object: {"stats": {...}, "regions": [{"id", "offset", "size",
 /// "ranges": [{"offset", "size", "state"}]}], "pending": [{"offset", "size"}]}, where state
-/// is "free", "used", "guarded", "parked" or "spare". from_json() reads it back.
+/// is "free", "used", "guarded", "parked" or "spare". The tools read it back
+/// (tools/map_reader.hpp).
 [[nodiscard]] std::string to_json(const pool_map& map);
-
-/// Reads what to_json() wrote; invalid_argument (with nothing read) if it is not that.
-[[nodiscard]] std::expected<pool_map, errc> from_json(std::string_view json);
 
 /// The map as an SVG picture: one bar per region (and per pending span), all drawn to one
 /// scale (bytes per pixel), ranges coloured by state, with a legend and the statistics.

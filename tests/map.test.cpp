@@ -12,6 +12,8 @@
 #include <vector>
 import bufpool;
 
+#include "map_reader.hpp"
+
 namespace {
 
 using pool32 = bufpool::buffer_pool<>;
@@ -111,7 +113,7 @@ TEST(PoolMap, JsonReadsBackToTheSameMap) {
   const bufpool::pool_map map = s.pool.map();
   const std::string json = bufpool::to_json(map);
   EXPECT_NE(json.find("\"state\":\"parked\""), std::string::npos);
-  auto back = bufpool::from_json(json);
+  auto back = bufpool::tools::from_json(json);
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->regions, map.regions);
   EXPECT_EQ(back->pending, map.pending);
@@ -124,14 +126,14 @@ TEST(PoolMap, JsonReadsBackToTheSameMap) {
 TEST(PoolMap, FromJsonRejectsWhatToJsonDoesNotWrite) {
   for (const char* bad : {"", "{}", "[]", "{\"stats\":{}}", "{\"stats\":{},\"regions\":[],",
                           "{\"stats\":{},\"regions\":[],\"pending\":[]}"}) {
-    auto r = bufpool::from_json(bad);
+    auto r = bufpool::tools::from_json(bad);
     ASSERT_FALSE(r.has_value()) << bad;
     EXPECT_EQ(r.error(), bufpool::errc::invalid_argument);
   }
   scene s;
   std::string json = s.pool.dump_json();
   json.replace(json.find("parked"), 6, "wobbly");
-  EXPECT_FALSE(bufpool::from_json(json).has_value());
+  EXPECT_FALSE(bufpool::tools::from_json(json).has_value());
 }
 
 TEST(PoolMap, SvgDrawsEachStateInItsColourWithALegend) {

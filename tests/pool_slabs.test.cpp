@@ -13,6 +13,7 @@
 #include <vector>
 import bufpool;
 
+#include "map_reader.hpp"
 #include "page_aligned_pool.hpp"
 #include "violations.hpp"
 
@@ -212,7 +213,7 @@ TEST(Slabs, MapShowsEachLiveSlotAndSpareRunsCoveringTheRegion) {
                                                 {c.offset, 64, range_state::used},
                                                 {c.offset + 64, 4096 - 192, range_state::spare}};
   EXPECT_EQ(in_span, want);
-  const auto back = bufpool::from_json(bufpool::to_json(map));
+  const auto back = bufpool::tools::from_json(bufpool::to_json(map));
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->regions, map.regions);
   EXPECT_EQ(back->stats.spare_bytes, map.stats.spare_bytes);

@@ -10,6 +10,8 @@
 #include <string>
 import bufpool;
 
+#include "map_reader.hpp"
+
 int main(int argc, char** argv) {
   const char* input = nullptr;
   const char* output = nullptr;
@@ -34,7 +36,7 @@ int main(int argc, char** argv) {
   } else {
     json.assign(std::istreambuf_iterator<char>(std::cin), {});
   }
-  const auto map = bufpool::from_json(json);
+  const auto map = bufpool::tools::from_json(json);
   if (!map) {
     std::fprintf(stderr, "bufpool-map: not a bufpool JSON dump\n");
     return 1;
