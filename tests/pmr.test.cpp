@@ -230,6 +230,51 @@ TEST(PoolResource, BufferConstructorWithoutUpstreamUsesTheDefaultResource) {
   std::pmr::set_default_resource(old);
 }
 
+// Drop-in fidelity item 4: a buffer with options (thread_safe = false, retained_bytes).
+TEST(PoolResource, BufferWithOptionsUsesTheBufferFirstAndAppliesTheOptions) {
+  counting_resource up;
+  alignas(64) std::byte buffer[1024];
+  resource_options o;
+  o.first_region_size = 8192;
+  o.max_region_size = 8192;
+  o.thread_safe = false;
+  o.retained_bytes = 8192;
+  pool_resource r(buffer, sizeof buffer, o, &up);
+  EXPECT_FALSE(r.options().thread_safe);
+  EXPECT_EQ(r.options().retained_bytes, 8192u);
+  EXPECT_EQ(r.upstream_resource(), &up);
+  void* in_buffer = r.allocate(1024, 8);
+  EXPECT_TRUE(inside(in_buffer, 1024, buffer, sizeof buffer));
+  EXPECT_EQ(up.allocations(), 0u);
+  void* more = r.allocate(100, 8);  // the buffer is full
+  ASSERT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(up.requests()[0].bytes, 8192u);  // the options' first region, not 1024
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 8192u);  // retained for the next cycle
+  EXPECT_TRUE(inside(r.allocate(1024, 8), 1024, buffer, sizeof buffer));  // the buffer again
+  (void)r.allocate(100, 8);
+  EXPECT_EQ(up.allocations(), 1u);  // from the retained region
+  (void)more;
+  expect_valid(r);
+}
+
+TEST(PoolResource, BufferWithOptionsWithoutUpstreamUsesTheDefaultResource) {
+  counting_resource up;
+  std::pmr::memory_resource* old = std::pmr::set_default_resource(&up);
+  {
+    std::byte buffer[256];
+    resource_options o;
+    o.thread_safe = false;
+    pool_resource r(buffer, sizeof buffer, o);
+    EXPECT_EQ(r.upstream_resource(), &up);
+    EXPECT_FALSE(r.options().thread_safe);
+    void* p = r.allocate(64);
+    EXPECT_TRUE(inside(p, 64, buffer, sizeof buffer));
+    r.deallocate(p, 64);
+  }
+  std::pmr::set_default_resource(old);
+}
+
 TEST(PoolResource, GrowthOptionsGiveGeometricRegionsCappedByTheMaximum) {
   counting_resource up;
   pool_resource r(resource_options{4096, 2.0, 16384}, &up);
@@ -348,6 +393,24 @@ TEST(PoolResource, BufferWithoutAWholeGranuleIsNotUsed) {
   s.deallocate(q, 8, 8);
 }
 
+// Drop-in fidelity item 7, as documented on the buffer constructors: only the bytes before
+// the buffer's first 8-aligned address and after its last one are lost, never more.
+TEST(PoolResource, BufferLosesOnlyTheBytesOutsideItsEightAlignedGranules) {
+  alignas(64) static std::byte storage[256];
+  for (std::size_t head = 0; head < 8; ++head) {
+    for (std::size_t tail = 0; tail < 8; ++tail) {
+      std::byte* buffer = storage + head;
+      const std::size_t size = 128 - head - tail;  // [head, 128 - tail)
+      const std::size_t usable = 128 - (head == 0 ? 0 : 8) - (tail == 0 ? 0 : 8);
+      pool_resource r(buffer, size, std::pmr::null_memory_resource());
+      void* p = r.allocate(usable, 8);
+      EXPECT_TRUE(inside(p, usable, buffer, size)) << head << " " << tail;
+      EXPECT_THROW((void)r.allocate(1, 1), std::bad_alloc) << head << " " << tail;
+      r.deallocate(p, usable, 8);
+    }
+  }
+}
+
 // BAD_INPUTS row 29: a misaligned buffer gives addresses aligned in absolute terms, and
 // nothing outside the buffer.
 TEST(PoolResource, Row29MisalignedBufferGivesAbsolutelyAlignedAddressesInsideIt) {
@@ -419,6 +482,24 @@ TEST(PoolResource, Row04HugeRequestGivesBadAllocNotATruncatedRange) {
   counting_resource up;
   pool_resource r(&up);
   EXPECT_THROW((void)r.allocate(std::numeric_limits<std::size_t>::max() - 10, 16), std::bad_alloc);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+}
+
+// Drop-in fidelity item 5 (BAD_INPUTS row 5): libstdc++'s aligned operator new rounds the
+// size up to the alignment and wraps; such a size must never reach the upstream.
+TEST(PoolResource, Row05SizeThatOverflowsWhenAlignedIsBadAllocWithoutAskingUpstream) {
+  counting_resource up;
+  pool_resource r(&up);
+  constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+  EXPECT_THROW((void)r.allocate(max - 100, 8192), std::bad_alloc);
+  EXPECT_THROW((void)r.allocate(max - 8190, 8192), std::bad_alloc);
+  EXPECT_THROW((void)r.allocate(max, 16), std::bad_alloc);
+  EXPECT_THROW((void)r.allocate(max - 4000, 64), std::bad_alloc);  // its region size overflows
+  EXPECT_EQ(up.allocations(), 0u);
+  EXPECT_EQ(r.stats().live_slices, 0u);
+  void* p = r.allocate(100, 8192);  // still usable
+  EXPECT_EQ(address(p) % 8192, 0u);
+  r.deallocate(p, 100, 8192);
   EXPECT_EQ(up.outstanding_bytes(), 0u);
 }
 

@@ -448,9 +448,29 @@ class pool_resource : public std::pmr::memory_resource {
   /// stays the first region after release(). The first region taken from upstream then has
   /// `size` bytes (rounded up to region_alignment). `(nullptr, size)`: no buffer, `size` is
   /// only the first upstream region size. `(buffer, 0)`: no buffer.
+  ///
+  /// The pool hands out memory in granules of 8 bytes at 8-aligned addresses: the bytes of
+  /// the buffer before its first 8-aligned address and after its last one (at most 7 at
+  /// each end) are never used, and a buffer that holds no whole aligned granule is not used
+  /// at all. An 8-aligned buffer whose size is a multiple of 8 loses nothing.
   pool_resource(void* buffer, std::size_t size,
                 std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
       : pool_resource(with_first(size), upstream, buffer, size) {}
+
+  /// As pool_resource(buffer, size, upstream), with growth, locking and retention from
+  /// `options` (invalid growth options are a contract violation: the default growth is
+  /// used): the first region taken from upstream has `options.first_region_size` bytes, not
+  /// `size`. The buffer loses the same bytes at its ends as above.
+  ///
+  /// ```
+  /// static std::byte buffer[1 << 16];
+  /// bufpool::pmr::resource_options o;
+  /// o.thread_safe = false;
+  /// bufpool::pmr::pool_resource arena(buffer, sizeof buffer, o);
+  /// ```
+  pool_resource(void* buffer, std::size_t size, const resource_options& options,
+                std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
+      : pool_resource(options, upstream, buffer, size) {}
 
   /// Growth and locking from `options` (invalid growth options are a contract violation:
   /// the default growth is used).
@@ -500,11 +520,16 @@ class pool_resource : public std::pmr::memory_resource {
 
  protected:
   /// allocate(): `bytes` (0 counts as 1, so the pointer is unique) aligned to `alignment`.
-  /// An alignment that is not a power of two is a contract violation, then std::bad_alloc.
+  /// An alignment that is not a power of two is a contract violation, then std::bad_alloc;
+  /// a size that overflows when rounded up to `alignment` is std::bad_alloc at once (the
+  /// upstream is not asked).
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
     if (!bufpool::detail::expects(std::has_single_bit(alignment),
                                   "pool_resource::allocate: the alignment must be a power of two"))
       throw std::bad_alloc();
+    // A size that cannot be rounded up to its alignment is refused here: an upstream may
+    // round it itself, wrap around and return a block far too small.
+    if (bytes > std::numeric_limits<std::size_t>::max() - (alignment - 1)) throw std::bad_alloc();
     return backend_->allocate(bytes == 0 ? 1 : bytes, alignment);  // 0: a unique pointer
   }
 
