@@ -359,12 +359,25 @@ TEST(PoolResource, Row28NullBufferWithSizeIsAFirstRegionSizeHint) {
   ASSERT_EQ(up.allocations(), 1u);
   EXPECT_EQ(up.requests()[0].bytes, 12288u);
   r.deallocate(p, 10);
-  r.release();  // still no buffer after release: the next allocation goes upstream again
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  r.release();  // still no buffer after release: only the region the cycle used is kept
+  EXPECT_EQ(up.outstanding_bytes(), 12288u);
+  EXPECT_EQ(r.kept_bytes(), 12288u);
   p = r.allocate(10);
-  EXPECT_EQ(up.allocations(), 2u);
-  EXPECT_EQ(up.requests()[1].bytes, 12288u);
+  EXPECT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(r.kept_bytes(), 0u);
   r.deallocate(p, 10);
+  resource_options o;
+  o.first_region_size = 10000;
+  o.retained_bytes = 0;
+  pool_resource s(nullptr, 10000, o, &up);  // keeps nothing: upstream again after release
+  p = s.allocate(10);
+  s.deallocate(p, 10);
+  s.release();
+  EXPECT_EQ(up.outstanding_bytes(), 12288u);  // r's region only
+  p = s.allocate(10);
+  EXPECT_EQ(up.allocations(), 3u);
+  EXPECT_EQ(up.requests()[2].bytes, 12288u);
+  s.deallocate(p, 10);
 }
 
 // BAD_INPUTS row 29: a zero-sized buffer is no buffer.
@@ -522,7 +535,7 @@ TEST(PoolResource, EveryPointerIsAlignedForAlignmentsUpTo64KiB) {
   expect_valid(r);
   EXPECT_EQ(r.stats().live_slices, 0u);
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());  // dedicated blocks went back
   EXPECT_EQ(up.mismatches(), 0u);
 }
 
@@ -582,9 +595,11 @@ TEST(PoolResource, IsEqualIsIdentity) {
 
 // ---- release and destruction ---------------------------------------------------------
 
-TEST(PoolResource, ReleaseReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
+TEST(PoolResource, ReleaseWithNoRetentionReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
   counting_resource up;
-  pool_resource r(resource_options{4096, 2.0, 1 << 20}, &up);
+  resource_options o{4096, 2.0, 1 << 20};
+  o.retained_bytes = 0;  // as the standard resources do
+  pool_resource r(o, &up);
   for (int i = 0; i < 20; ++i) (void)r.allocate(3000, 64);  // live allocations: allowed
   (void)r.allocate(10, 65536);
   EXPECT_GT(up.allocations(), 5u);
@@ -611,18 +626,118 @@ TEST(PoolResource, ReleaseKeepsTheLargestRegionsUpToRetainedBytesForTheNextCycle
   r.release();
   EXPECT_EQ(up.outstanding_bytes(), 12288u);  // 16 KiB went back: larger than what is left
   EXPECT_EQ(up.mismatches(), 0u);
-  EXPECT_EQ(r.stats().regions, 2u);
-  EXPECT_EQ(r.stats().used_bytes, 0u);
-  EXPECT_EQ(r.stats().free_bytes, 12288u);
+  EXPECT_EQ(r.kept_bytes(), 12288u);
+  EXPECT_EQ(r.stats().regions, 0u);                       // they join the pool when it needs them
   for (int i = 0; i < 3; ++i) (void)r.allocate(3000, 8);  // refilled from kept regions
   EXPECT_EQ(up.allocations(), 3u);
+  EXPECT_EQ(r.kept_bytes(), 0u);
+  EXPECT_EQ(r.stats().regions, 2u);
   expect_valid(r);
-  o.retained_bytes = ~std::size_t{0};  // everything
+  o.retained_bytes = ~std::size_t{0};  // everything (the default)
   pool_resource all(o, &up);
   for (int i = 0; i < 7; ++i) (void)all.allocate(3000, 8);
   all.release();
-  EXPECT_EQ(all.stats().regions, 3u);
+  EXPECT_EQ(all.kept_bytes(), 4096u + 8192u + 16384u);
 }  // destruction gives everything back
+
+// Drop-in fidelity item 2: the defaults serve an arena loop. One request of an arena loop:
+// `n` strings in a vector, then the containers go.
+void serve(pool_resource& r, int n) {
+  std::pmr::vector<std::pmr::string> v(&r);
+  for (int i = 0; i < n; ++i) v.emplace_back(40 + i % 100, 'x');
+}
+
+TEST(PoolResource, DefaultReleaseKeepsWhatTheCycleUsedSoTheNextCycleTakesNothingFromUpstream) {
+  counting_resource up;
+  pool_resource r(&up);  // default options
+  serve(r, 20000);
+  const std::size_t taken = up.allocations();
+  const std::size_t held = up.outstanding_bytes();
+  EXPECT_GT(taken, 3u);
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), held);  // nothing went back
+  EXPECT_EQ(r.kept_bytes(), held);
+  serve(r, 20000);  // the same cycle again: no page of it is new
+  EXPECT_EQ(up.allocations(), taken);
+  EXPECT_EQ(r.kept_bytes(), 0u);
+  r.release();
+  EXPECT_EQ(up.mismatches(), 0u);
+  expect_valid(r);
+}
+
+TEST(PoolResource, DefaultReleaseGivesBackTheKeptRegionsNineCyclesInARowDidNotNeed) {
+  counting_resource up;
+  pool_resource r(&up);
+  constexpr std::size_t first = resource_options{}.first_region_size;
+  ASSERT_EQ(r.options().idle_cycles, 8u);
+  serve(r, 20000);  // a large cycle: several regions
+  r.release();
+  const std::size_t large = up.outstanding_bytes();
+  ASSERT_GT(large, first);
+  for (unsigned cycle = 0; cycle < 8; ++cycle) {  // small ones: the smallest region is enough
+    serve(r, 10);
+    EXPECT_EQ(r.kept_bytes(), large - first);
+    r.release();
+    EXPECT_EQ(up.outstanding_bytes(), large) << cycle;  // still kept: idle for 8 or fewer
+  }
+  serve(r, 10);
+  r.release();  // the ninth small cycle in a row: the excess goes back
+  EXPECT_EQ(up.outstanding_bytes(), first);
+  EXPECT_EQ(r.kept_bytes(), first);
+  serve(r, 20000);  // large again: the kept region, then growth from upstream
+  EXPECT_GT(up.outstanding_bytes(), first);
+  EXPECT_EQ(up.mismatches(), 0u);
+  expect_valid(r);
+}
+
+TEST(PoolResource, IdleCyclesZeroKeepsOnlyWhatTheEndingCycleUsed) {
+  counting_resource up;
+  resource_options o;
+  o.idle_cycles = 0;
+  pool_resource r(o, &up);
+  serve(r, 20000);
+  r.release();
+  serve(r, 10);  // needs only the first region
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), o.first_region_size);
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, ArenaLoopOfVaryingRequestsTakesFromUpstreamOnlyAtItsLargestRequest) {
+  counting_resource up;
+  pool_resource r(&up);
+  std::mt19937 rng(11);
+  serve(r, 16000);  // the largest request comes first
+  r.release();
+  const std::size_t taken = up.allocations();
+  for (int cycle = 0; cycle < 60; ++cycle) {
+    const int n = cycle % 4 == 3 ? 16000 : static_cast<int>(1000 + rng() % 15000);
+    serve(r, n);
+    EXPECT_EQ(up.allocations(), taken) << "cycle " << cycle;
+    r.release();
+  }
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, KeptRegionsRejoinInGrowthOrderThenGrowthContinuesGeometrically) {
+  counting_resource up;
+  pool_resource r(resource_options{4096, 2.0, 1 << 20}, &up);
+  for (int i = 0; i < 7; ++i) (void)r.allocate(3000, 8);  // regions of 4, 8 and 16 KiB
+  ASSERT_EQ(up.allocations(), 3u);
+  r.release();
+  EXPECT_EQ(r.kept_bytes(), 28672u);
+  for (int i = 0; i < 8; ++i) (void)r.allocate(3000, 8);  // the same three hold 1 + 2 + 5
+  EXPECT_EQ(up.allocations(), 3u);
+  EXPECT_EQ(r.kept_bytes(), 0u);
+  (void)r.allocate(3000, 8);  // full: the next region doubles the largest one
+  ASSERT_EQ(up.allocations(), 4u);
+  EXPECT_EQ(up.requests()[3].bytes, 32768u);
+  void* big = r.allocate(100000, 8);  // larger than any: a region of its own size
+  ASSERT_EQ(up.allocations(), 5u);
+  EXPECT_EQ(up.requests()[4].bytes, 102400u);
+  r.deallocate(big, 100000, 8);
+  expect_valid(r);
+}
 
 TEST(PoolResource, DestructionGivesRetainedRegionsBack) {
   counting_resource up;
@@ -645,9 +760,9 @@ TEST(PoolResource, Row33ReleaseKeepsTheUserBufferAndResetsGrowth) {
   for (int i = 0; i < 10; ++i) (void)r.allocate(500, 8);
   EXPECT_GT(up.allocations(), 0u);
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());
   const std::size_t before = up.allocations();
-  void* p = r.allocate(500, 8);
+  void* p = r.allocate(500, 8);  // the buffer first, before the kept regions
   EXPECT_TRUE(inside(p, 500, buffer + 1, 1500));
   EXPECT_EQ(up.allocations(), before);
   r.deallocate(p, 500, 8);
@@ -841,7 +956,7 @@ TEST(PoolResource, UnsynchronizedOptionServesOneThreadWithTheSameBehaviour) {
   expect_valid(r);
   EXPECT_LE(up.peak_bytes(), std::size_t{2} << 20);  // reuse keeps upstream bounded
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());
 }
 
 // ---- misuse --------------------------------------------------------------------------
@@ -1073,7 +1188,7 @@ TEST(PoolResource, Row34ThreadSafeResourceServesFourThreadsConcurrently) {
   EXPECT_EQ(r.stats().live_slices, 0u);
   expect_valid(r);
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());
   EXPECT_EQ(up.mismatches(), 0u);
 }
 

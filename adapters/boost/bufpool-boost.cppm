@@ -406,8 +406,12 @@ class pool_resource : public boost::container::pmr::memory_resource {
   pool_resource& operator=(const pool_resource&) = delete;
   ~pool_resource() override = default;
 
-  /// Gives back everything allocated, as bufpool::pmr::pool_resource::release() does.
+  /// Ends a cycle as bufpool::pmr::pool_resource::release() does (by default it keeps the
+  /// upstream regions the cycle used for the next one).
   void release() { inner_.release(); }
+  /// Bytes release() kept that the pool has not needed since (see
+  /// bufpool::pmr::pool_resource::kept_bytes()).
+  [[nodiscard]] std::size_t kept_bytes() const { return inner_.kept_bytes(); }
   /// The upstream resource; Boost's null resource for a resource over a user's pool.
   [[nodiscard]] upstream_type* upstream_resource() const noexcept { return bridge_.upstream(); }
   /// The options in use (over a user's pool: zero growth, and thread_safe as the pool is).

@@ -40,11 +40,18 @@ struct resource_options {
   /// `synchronized_pool_resource`). false: no locking, one thread at a time (like
   /// `monotonic_buffer_resource` and `unsynchronized_pool_resource`), and faster.
   bool thread_safe = true;
-  /// Bytes of upstream regions that release() keeps for the next cycle (the largest
-  /// regions first) instead of giving them back: an arena that is released and refilled
-  /// then reuses memory whose pages are already mapped. 0 (the default) gives everything
-  /// back, as the standard resources do; destruction always does.
-  std::size_t retained_bytes = 0;
+  /// The most bytes of upstream regions that release() keeps for the next cycle instead of
+  /// giving them back, so that an arena loop (fill, release(), refill) reuses memory whose
+  /// pages are already mapped: the largest regions first, among those recent cycles used
+  /// (see idle_cycles). The default has no cap beyond that; 0 gives everything back, as the
+  /// standard resources do. Destruction always gives everything back.
+  std::size_t retained_bytes = std::numeric_limits<std::size_t>::max();
+  /// A kept region that this many cycles in a row, plus the one ending, did not need is
+  /// the excess: release() gives it back. 0 keeps only what the ending cycle used; the
+  /// default keeps what any of the last 9 cycles used, so that an arena loop whose requests
+  /// vary in size does not give its largest regions back after a few small requests and
+  /// take (and fault in) new ones at the next large request.
+  unsigned idle_cycles = 8;
 
   /// 1 <= first <= max, factor >= 1 (and not NaN).
   [[nodiscard]] constexpr bool valid() const noexcept {
@@ -79,6 +86,7 @@ class backend {
   virtual void release() noexcept = 0;
   [[nodiscard]] virtual pool_stats stats() const = 0;
   [[nodiscard]] virtual std::expected<void, std::string> validate() const = 0;
+  [[nodiscard]] virtual std::size_t kept_bytes() const = 0;
 };
 
 inline constexpr std::size_t region_alignment = 4096;
@@ -122,42 +130,39 @@ class owning_backend final : public backend {
       pool_->release_raw(static_cast<const void*>(p), bytes, alignment);
   }
 
-  // O(regions): the pool is replaced, not emptied range by range. Regions up to
-  // retained_bytes (the largest first) go to the new pool instead of upstream.
+  // O(regions): the pool is replaced, not emptied range by range. Kept regions wait outside
+  // the new pool and join it only when a cycle runs out of room (allocate_growing), so the
+  // ones still waiting at the next release() are exactly those that cycle did not need:
+  // no counter on the allocation path is needed to know what a cycle used.
   void release() noexcept override {
     std::scoped_lock lock(mutex_);
+    // Of the regions recent cycles used, the largest up to retained_bytes move to the front.
     std::ranges::sort(blocks_, std::ranges::greater{}, &block::size);
     std::size_t kept = 0;
     std::size_t kept_bytes = 0;
-    for (std::size_t i = 0; i < blocks_.size(); ++i)  // kept ones move to the front
-      if (blocks_[i].size <= growth_.retained_bytes - kept_bytes) {
-        kept_bytes += blocks_[i].size;
-        std::swap(blocks_[i], blocks_[kept++]);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      block& b = blocks_[i];
+      b.idle = b.in_pool ? 0 : b.idle + 1;  // cycles in a row that did not need it
+      if (b.idle <= growth_.idle_cycles && b.size <= growth_.retained_bytes - kept_bytes) {
+        kept_bytes += b.size;
+        std::swap(b, blocks_[kept++]);
       }
-    free_all(kept);
+    }
+    free_all(kept);  // the rest, the excess included, goes back
+    for (std::size_t i = 0; i < kept; ++i) blocks_[i].in_pool = false;
+    waiting_bytes_ = kept_bytes;
     pool_ = std::make_unique<pool_type>(pool_options());
     if (buffer_ != nullptr) add_buffer();
-    std::size_t added = 0;
-    for (std::size_t i = 0; i < kept; ++i) {
-      const block b = blocks_[i];
-      bool ok = false;
-      try {
-        auto expansion = pool_->begin_expand(b.size);
-        ok = expansion && std::move(*expansion).initialize(b.pointer);
-      } catch (...) {  // out of memory for the pool's records: the region goes back
-      }
-      if (ok)
-        blocks_[added++] = b;
-      else
-        upstream_->deallocate(b.pointer, b.size, b.alignment);
-    }
-    blocks_.resize(added);
-    if (blocks_.empty()) next_size_ = first_size();
+    next_size_ = first_size();  // growth starts again (LWG 3120), kept regions first
   }
 
   [[nodiscard]] pool_stats stats() const override { return pool_->stats(); }
   [[nodiscard]] std::expected<void, std::string> validate() const override {
     return pool_->validate();
+  }
+  [[nodiscard]] std::size_t kept_bytes() const override {
+    std::scoped_lock lock(mutex_);
+    return waiting_bytes_;
   }
 
  private:
@@ -165,6 +170,8 @@ class owning_backend final : public backend {
     void* pointer;
     std::size_t size;
     std::size_t alignment;
+    bool in_pool;       // false: kept by release(), waiting outside the pool
+    unsigned idle = 0;  // releases in a row whose cycle did not need it
   };
 
   // Offsets carry the alignment, and the pool is never asked for more than
@@ -230,8 +237,32 @@ class owning_backend final : public backend {
       if (r.error() != errc::out_of_memory) throw std::bad_alloc();
       const auto needed = round_up(bytes);
       if (!needed) throw std::bad_alloc();
-      grow(std::max(next_size_, *needed));
+      if (!add_kept(*needed)) grow(std::max(next_size_, *needed));
     }
+  }
+
+  // Adds the smallest region kept by release() that holds `needed` bytes to the pool, as
+  // growth would add a new one (the regions come back in the order growth took them).
+  // False if there is none. Strong guarantee.
+  bool add_kept(std::size_t needed) {
+    block* best = nullptr;
+    for (block& b : blocks_)
+      if (!b.in_pool && b.size >= needed && (best == nullptr || b.size < best->size)) best = &b;
+    if (best == nullptr) return false;
+    pool_->reserve_metadata(2);  // may throw: the region keeps waiting
+    auto expansion = pool_->begin_expand(best->size);
+    if (!expansion || !std::move(*expansion).initialize(best->pointer)) {
+      // Cannot happen with a size_t pool; if it did, the region goes back to upstream.
+      upstream_->deallocate(best->pointer, best->size, best->alignment);
+      waiting_bytes_ -= best->size;
+      *best = blocks_.back();
+      blocks_.pop_back();
+      return false;
+    }
+    best->in_pool = true;
+    waiting_bytes_ -= best->size;
+    if (best->size >= next_size_) next_size_ = grown(best->size);
+    return true;
   }
 
   // Takes a region of `size` bytes (a multiple of region_alignment) from upstream and adds
@@ -253,7 +284,7 @@ class owning_backend final : public backend {
       upstream_->deallocate(memory, size, region_alignment);
       throw std::bad_alloc();
     }
-    blocks_.push_back({memory, size, region_alignment});
+    blocks_.push_back({memory, size, region_alignment, true});
     if (size == next_size_) next_size_ = grown(next_size_);
   }
 
@@ -268,7 +299,7 @@ class owning_backend final : public backend {
     std::scoped_lock lock(mutex_);
     void* p = upstream_->allocate(bytes, alignment);  // may throw: propagates
     try {
-      dedicated_.emplace(p, block{p, bytes, alignment});
+      dedicated_.emplace(p, block{p, bytes, alignment, false});
     } catch (...) {
       upstream_->deallocate(p, bytes, alignment);
       throw;
@@ -314,11 +345,12 @@ class owning_backend final : public backend {
   std::size_t next_size_;
   std::byte* buffer_;
   std::size_t buffer_size_;
-  Mutex mutex_;  // growth, blocks_ and dedicated_
+  mutable Mutex mutex_;  // growth, blocks_, waiting_bytes_ and dedicated_
   std::unique_ptr<pool_type> pool_;
   std::optional<typename pool_type::slice> head_pad_;
   std::optional<typename pool_type::slice> tail_pad_;
   std::vector<block> blocks_;
+  std::size_t waiting_bytes_ = 0;  // of the blocks kept by release(), not in the pool yet
   std::unordered_map<void*, block> dedicated_;
 };
 
@@ -373,6 +405,7 @@ class borrowed_backend final : public backend {
   [[nodiscard]] std::expected<void, std::string> validate() const override {
     return pool_.validate();
   }
+  [[nodiscard]] std::size_t kept_bytes() const override { return 0; }
 
  private:
   Pool& pool_;
@@ -498,11 +531,25 @@ class pool_resource : public std::pmr::memory_resource {
   pool_resource& operator=(const pool_resource&) = delete;
   ~pool_resource() override = default;
 
-  /// Owning: gives every region and dedicated allocation back to upstream, except the
-  /// user's buffer, which stays the first region; the next region taken from upstream has
-  /// the initial size again (LWG 3120). Over a user's pool: gives back every range this
-  /// resource allocated. Every pointer handed out before is invalid afterwards.
+  /// Ends a cycle: every pointer handed out before is invalid afterwards (a container that
+  /// still holds one must not use or deallocate it, even to destroy itself).
+  ///
+  /// Owning: the user's buffer stays the first region; dedicated allocations go back to
+  /// upstream; of the regions taken from upstream, those that the ending cycle or one of
+  /// the `options().idle_cycles` before it used stay for the next cycle, the largest first,
+  /// up to `options().retained_bytes` (by default all of them), and the rest goes back.
+  /// With the defaults, an arena loop takes memory from upstream only when a cycle needs
+  /// more than the last 9 did, and gives back what 9 cycles in a row did not need. Kept
+  /// regions join the pool when it runs out of room, smallest first, before any new
+  /// upstream region; growth restarts at the initial size (LWG 3120).
+  /// `retained_bytes = 0` gives everything back, as the standard resources do. O(regions).
+  ///
+  /// Over a user's pool: gives back every range this resource allocated.
   void release() { backend_->release(); }
+
+  /// Bytes of upstream regions that release() kept and the pool has not needed since (0
+  /// over a user's pool). They are not in stats() until the pool takes them.
+  [[nodiscard]] std::size_t kept_bytes() const { return backend_->kept_bytes(); }
 
   /// The upstream resource; the null resource for a resource over a user's pool.
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
@@ -582,6 +629,8 @@ class pool_resource : public std::pmr::memory_resource {
       return o;
     resource_options fallback;
     fallback.thread_safe = o.thread_safe;
+    fallback.retained_bytes = o.retained_bytes;
+    fallback.idle_cycles = o.idle_cycles;
     return fallback;
   }
 
