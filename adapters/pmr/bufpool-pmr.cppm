@@ -423,13 +423,13 @@ export namespace bufpool::pmr {
 /// `release()`, `upstream_resource()`) whose `deallocate` makes memory reusable at once.
 ///
 /// **Owning** (every constructor but the last): the resource owns a
-/// `buffer_pool<std::size_t>` and grows it. When the pool has no room, the resource asks
-/// `upstream` for a new region (geometric growth from the first region size, capped by
-/// the maximum; a larger request gets a region of its own size) and expands the pool with
-/// it. Regions from upstream are aligned to `region_alignment` and their sizes are
-/// multiples of it, so a pool offset aligned to `a <= region_alignment` is an address
-/// aligned to `a`. Requests with a larger alignment get a dedicated upstream allocation,
-/// given back by `deallocate`.
+/// `buffer_pool<std::size_t>` and grows it. When the pool has no room, the resource adds a
+/// region an earlier release() kept (see release()), else asks `upstream` for a new region
+/// (geometric growth from the first region size, capped by the maximum; a larger request
+/// gets a region of its own size) and expands the pool with it. Regions from upstream are aligned
+/// to `region_alignment` and their sizes are multiples of it, so a pool offset aligned to `a <=
+/// region_alignment` is an address aligned to `a`. Requests with a larger alignment get a dedicated
+/// upstream allocation, given back by `deallocate`.
 ///
 /// **Over a user's pool** (`pool_resource(pool)`): the resource allocates raw ranges from
 /// a pool the user owns and expands (shared memory, device memory, ...). It never grows
