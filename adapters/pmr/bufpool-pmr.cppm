@@ -19,6 +19,18 @@ module;
 #include <unordered_set>
 #include <utility>
 #include <vector>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUFPOOL_PMR_ASAN 1
+#endif
+#endif
+#if !defined(BUFPOOL_PMR_ASAN) && defined(__SANITIZE_ADDRESS__)
+#define BUFPOOL_PMR_ASAN 1
+#endif
+#ifdef BUFPOOL_PMR_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 export module bufpool.pmr;
 
 import bufpool;
@@ -91,6 +103,26 @@ class backend {
 
 inline constexpr std::size_t region_alignment = 4096;
 
+// A region release() keeps is in no pool while it waits for the next cycle: in
+// AddressSanitizer builds it is unaddressable meanwhile, so that a use after release() is
+// still reported; it is made addressable again before a pool or the upstream gets it.
+inline void hide_waiting(void* p, std::size_t n) noexcept {
+#ifdef BUFPOOL_PMR_ASAN
+  __asan_poison_memory_region(p, n);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+inline void reveal_waiting(void* p, std::size_t n) noexcept {
+#ifdef BUFPOOL_PMR_ASAN
+  __asan_unpoison_memory_region(p, n);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
 // `n` rounded up to a multiple of region_alignment, or nothing on overflow.
 inline std::optional<std::size_t> round_up(std::size_t n) noexcept {
   if (n > std::numeric_limits<std::size_t>::max() - (region_alignment - 1)) return std::nullopt;
@@ -149,7 +181,10 @@ class owning_backend final : public backend {
       }
     }
     free_all(kept);  // the rest, the excess included, goes back
-    for (std::size_t i = 0; i < kept; ++i) blocks_[i].in_pool = false;
+    for (std::size_t i = 0; i < kept; ++i) {
+      if (blocks_[i].in_pool) hide_waiting(blocks_[i].pointer, blocks_[i].size);
+      blocks_[i].in_pool = false;
+    }
     waiting_bytes_ = kept_bytes;
     pool_ = std::make_unique<pool_type>(pool_options());
     if (buffer_ != nullptr) add_buffer();
@@ -251,7 +286,15 @@ class owning_backend final : public backend {
     if (best == nullptr) return false;
     pool_->reserve_metadata(2);  // may throw: the region keeps waiting
     auto expansion = pool_->begin_expand(best->size);
-    if (!expansion || !std::move(*expansion).initialize(best->pointer)) {
+    reveal_waiting(best->pointer, best->size);
+    bool added = false;
+    try {
+      added = expansion && std::move(*expansion).initialize(best->pointer);
+    } catch (...) {  // out of memory for the pool's records: the region keeps waiting
+      hide_waiting(best->pointer, best->size);
+      throw;
+    }
+    if (!added) {
       // Cannot happen with a size_t pool; if it did, the region goes back to upstream.
       upstream_->deallocate(best->pointer, best->size, best->alignment);
       waiting_bytes_ -= best->size;
@@ -333,8 +376,10 @@ class owning_backend final : public backend {
     head_pad_.reset();
     tail_pad_.reset();
     pool_.reset();
-    for (std::size_t i = keep; i < blocks_.size(); ++i)
+    for (std::size_t i = keep; i < blocks_.size(); ++i) {
+      if (!blocks_[i].in_pool) reveal_waiting(blocks_[i].pointer, blocks_[i].size);
       upstream_->deallocate(blocks_[i].pointer, blocks_[i].size, blocks_[i].alignment);
+    }
     blocks_.resize(keep);
     for (const auto& [p, b] : dedicated_) upstream_->deallocate(b.pointer, b.size, b.alignment);
     dedicated_.clear();
