@@ -19,8 +19,16 @@
 // Sizes (full / --quick): W1 10M / 300k pairs; W2 4M / 100k; W3, W3c 1M / 100k objects;
 // W4 1M / 100k pairs; W5 400k / 50k pairs after building the live set; W6 500k / 50k pairs
 // per thread; W7 4M / 1M push_backs, maps of 100k / 20k keys then 400k / 50k erase+insert
-// steps; F runs until the first failed allocation. The full run takes about 16 minutes on
-// 2 cores today, most of it in bufpool's own rows.
+// steps, release() after every round and map; W8 400 / 80 requests of 1k..16k items each
+// (containers filled, destroyed, then release()); F runs until the first failed
+// allocation. The full run takes about 16 minutes on 2 cores today, most of it in bufpool's
+// own rows.
+//
+// Memory: peak_bytes is the upstream's high-water mark of bytes held for the pmr resources
+// (a counting upstream), malloc's own statistics for the malloc contestants. W8 also
+// reports rss_bytes, the growth of the process's peak resident set (VmHWM after a reset,
+// minus VmRSS before), honest only when each contestant runs in a fresh process, as
+// scripts/bench runs W8.
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -35,6 +43,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -356,7 +365,8 @@ class bufpool_contestant final : public contestant {
   contestant_resource view_{*this};
 };
 
-// bufpool.pmr's resource, owning and growing (or over a fixed pool for F).
+// bufpool.pmr's resource, owning and growing with its default options (or over a fixed pool
+// for F).
 class bufpool_pmr_contestant final : public contestant {
  public:
   explicit bufpool_pmr_contestant(bool thread_safe, std::size_t fixed_size = 0) {
@@ -366,9 +376,8 @@ class bufpool_pmr_contestant final : public contestant {
       (void)fixed_pool_.begin_expand(fixed_size).value().initialize(memory_).value();
       r_ = std::make_unique<bufpool::pmr::pool_resource>(fixed_pool_, bufpool::optimal);
     } else {
-      bufpool::pmr::resource_options o;
+      bufpool::pmr::resource_options o;  // the defaults a user gets without tuning
       o.thread_safe = thread_safe;
-      o.retained_bytes = ~std::size_t{0};  // release() keeps its regions (arena cycles, W3)
       r_ = std::make_unique<bufpool::pmr::pool_resource>(o, &up_);
     }
   }
@@ -471,6 +480,7 @@ struct result {
   std::int64_t peak_bytes = -1;
   std::int64_t live_bytes = 0;
   double utilization = -1;
+  std::int64_t rss_bytes = -1;  // peak resident growth of the process (W8), -1 = not measured
 };
 
 void report(benchmark::State& state, const result& r) {
@@ -479,6 +489,7 @@ void report(benchmark::State& state, const result& r) {
   state.counters["peak_bytes"] = static_cast<double>(std::max<std::int64_t>(r.peak_bytes, 0));
   state.counters["live_bytes"] = static_cast<double>(r.live_bytes);
   if (r.utilization >= 0) state.counters["utilization"] = r.utilization;
+  if (r.rss_bytes >= 0) state.counters["rss_bytes"] = static_cast<double>(r.rss_bytes);
 }
 
 inline void touch(void* p) {
@@ -663,6 +674,134 @@ void arena_workload(benchmark::State& state, const contestant_info& info, bool c
   }
 }
 
+// W8: the per-request arena loop a server runs: each request fills a few pmr containers
+// (a vector of strings, a map and an unordered_map over them) in the resource, the
+// containers go, and release() gives the request's memory back (monotonic style). Requests
+// vary in size (seeded), so a resource that keeps memory across release() keeps what the
+// largest ones needed, and one that gives it all back takes it again every cycle.
+struct request_trace {
+  std::vector<std::uint32_t> items;    // per request
+  std::vector<std::uint16_t> lengths;  // string lengths, cycled through
+  std::size_t total_items = 0;
+};
+
+// Bytes held at once by the containers of one request, as the resource sees them.
+class live_counter final : public std::pmr::memory_resource {
+ public:
+  std::int64_t now = 0;
+  std::int64_t peak = 0;
+
+ private:
+  void* do_allocate(std::size_t n, std::size_t a) override {
+    now += static_cast<std::int64_t>(n);
+    peak = std::max(peak, now);
+    return std::pmr::new_delete_resource()->allocate(n, a);
+  }
+  void do_deallocate(void* p, std::size_t n, std::size_t a) override {
+    now -= static_cast<std::int64_t>(n);
+    std::pmr::new_delete_resource()->deallocate(p, n, a);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
+
+// One request over `r`; returns what `probe` says at its peak (before the containers go).
+template <class Probe>
+std::int64_t serve_request(std::pmr::memory_resource* r, const request_trace& t, std::size_t k,
+                           std::size_t& cursor, Probe probe) {
+  std::pmr::vector<std::pmr::string> names(r);
+  std::pmr::map<std::uint32_t, std::pmr::string> by_id(r);
+  std::pmr::unordered_map<std::uint32_t, std::uint32_t> counts(r);
+  for (std::uint32_t i = 0; i < t.items[k]; ++i) {
+    const std::uint16_t len = t.lengths[cursor++ % t.lengths.size()];
+    names.emplace_back(len, static_cast<char>('a' + i % 26));
+    by_id.emplace(i, names.back());
+    ++counts[i % 1024];
+  }
+  benchmark::DoNotOptimize(names.data());
+  return probe();
+}
+
+const request_trace& arena_loop_trace() {
+  static const request_trace trace = [] {
+    std::mt19937_64 rng(seed + 8);
+    request_trace t;
+    t.items.resize(scaled(400, 80));
+    for (auto& n : t.items) n = static_cast<std::uint32_t>(1000 + rng() % 15001);  // 1k..16k
+    t.lengths.resize(4096);
+    for (auto& l : t.lengths) l = static_cast<std::uint16_t>(24 + rng() % 177);  // 24..200 B
+    for (const auto n : t.items) t.total_items += n;
+    return t;
+  }();
+  return trace;
+}
+
+// The bytes the largest request holds at once, measured through a counting resource. Run
+// after the timed loop: the memory it takes and frees would otherwise be in malloc's heap
+// before the contestant starts, and hide the contestant's own page faults and RSS.
+std::int64_t arena_loop_live_bytes(const request_trace& t) {
+  static const std::int64_t live = [&] {
+    const std::size_t largest = static_cast<std::size_t>(
+        std::max_element(t.items.begin(), t.items.end()) - t.items.begin());
+    std::size_t cursor = 0;
+    for (std::size_t k = 0; k < largest; ++k) cursor += t.items[k];  // its own strings
+    live_counter counter;
+    return serve_request(&counter, t, largest, cursor, [&] { return counter.peak; });
+  }();
+  return live;
+}
+
+// A field of /proc/self/status given in KiB, in bytes (Linux): "VmRSS:" is the resident set
+// now, "VmHWM:" its peak since reset_peak_rss(). -1 if unknown.
+std::int64_t status_bytes(const char* field) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  std::int64_t kib = -1;
+  const std::size_t n = std::strlen(field);
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::strncmp(line, field, n) == 0) kib = std::strtoll(line + n, nullptr, 10);
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
+}
+// Makes the peak resident set the current one (Linux 4.0 and later).
+bool reset_peak_rss() {
+  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (f == nullptr) return false;
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+void arena_loop_workload(benchmark::State& state, const contestant_info& info) {
+  const request_trace& t = arena_loop_trace();
+  (void)malloc_baseline();
+  for (auto _ : state) {
+    // Peak RSS is honest only in a fresh process per contestant (scripts/bench runs W8 so):
+    // memory an earlier run gave back to malloc would be reused without new pages.
+    const bool rss_known = reset_peak_rss();
+    const std::int64_t rss_before = status_bytes("VmRSS:");
+    auto c = info.make(info.uses_buffer ? std::size_t{64} << 20 : 0);  // holds any request
+    std::int64_t peak = 0;
+    std::size_t cursor = 0;
+    const auto start = clock_type::now();
+    for (std::size_t k = 0; k < t.items.size(); ++k) {
+      peak = std::max(
+          peak, serve_request(c->resource(), t, k, cursor, [&] { return c->system_bytes(); }));
+      c->release();  // the containers are gone: give the request's memory back
+    }
+    const auto stop = clock_type::now();
+    const std::int64_t rss_peak = status_bytes("VmHWM:");
+    result r;
+    r.seconds = std::chrono::duration<double>(stop - start).count();
+    r.ops = static_cast<double>(t.total_items);
+    r.peak_bytes = peak;
+    r.live_bytes = arena_loop_live_bytes(t);
+    if (rss_known && rss_before >= 0 && rss_peak >= 0) r.rss_bytes = rss_peak - rss_before;
+    report(state, r);
+  }
+}
+
 // W6: two threads doing W2, each with its own instance or sharing one.
 void threads_workload(benchmark::State& state, const contestant_info& info, bool shared) {
   if (shared && !info.thread_safe) return skip(state, "not thread-safe: cannot be shared");
@@ -700,9 +839,12 @@ void vector_workload(benchmark::State& state, const contestant_info& info) {
     auto c = info.make(info.uses_buffer ? n * 4 * 4 : 0);
     const auto start = clock_type::now();
     for (int round = 0; round < 4; ++round) {
-      std::pmr::vector<std::uint32_t> v(c->resource());
-      for (std::size_t i = 0; i < n / 4; ++i) v.push_back(static_cast<std::uint32_t>(i));
-      benchmark::DoNotOptimize(v.data());
+      {
+        std::pmr::vector<std::uint32_t> v(c->resource());
+        for (std::size_t i = 0; i < n / 4; ++i) v.push_back(static_cast<std::uint32_t>(i));
+        benchmark::DoNotOptimize(v.data());
+      }
+      c->release();  // a cycle ends
     }
     const auto stop = clock_type::now();
     result r;
@@ -750,6 +892,7 @@ void map_workload(benchmark::State& state, const contestant_info& info, MakeMap 
       auto m = make_map(*c);
       r = map_churn(*m, live, steps);
     }
+    c->release();  // the cycle ends (untimed, as the map's destruction)
     r.peak_bytes = c->system_bytes();
     r.live_bytes = static_cast<std::int64_t>(live * 48);  // ~48 B per node: an estimate
     report(state, r);
@@ -858,6 +1001,7 @@ void register_all() {
             alloc(c.resource()));
       });
     });
+    reg("W8", [](benchmark::State& s, const contestant_info& i) { arena_loop_workload(s, i); });
     reg("F", [](benchmark::State& s, const contestant_info& i) { fragmentation_workload(s, i); });
   }
 #if !defined(BUFPOOL_BENCH_MIMALLOC) && !defined(BUFPOOL_BENCH_JEMALLOC) && \

@@ -35,8 +35,18 @@ WORKLOADS = {
     "W7_umap": "pmr unordered_map insert/erase",
     "W7_map": "pmr map insert/erase",
     "W7_boostmap": "boost::container::map",
+    "W8": "arena loop: per-request pmr containers, release() after every request",
     "F": "fragmentation: 64 MiB fixed pool",
 }
+
+# W8 is judged against the resource it replaces, measured in the same run: no slower than
+# std::pmr::unsynchronized_pool_resource, and at most ARENA_MAX_MEMORY times its memory by
+# both measures (the upstream's high-water mark of bytes held, and the peak resident set
+# growth of a fresh process).
+ARENA_LOOP = "W8"
+ARENA_REFERENCE = "std-unsync-pool"
+ARENA_MAX_TIME = 1.00
+ARENA_MAX_MEMORY = 1.10
 
 # workload -> (max ratio to glibc, max peak/live or None); F and W5 growth are handled apart
 TARGETS = {
@@ -123,6 +133,9 @@ def summarize(workload, contestant, run):
            "repetitions": 0}
     if workload == "F":
         row["utilization"] = None
+    if workload == ARENA_LOOP:
+        row.update({"rss_bytes": None, "peak_bytes": None, "ratio_vs_unsync": None,
+                    "peak_vs_unsync": None, "rss_vs_unsync": None})
     entries = [e for e in run["iterations"] if isinstance(e.get("ns_per_op"), (int, float))]
     if entries:
         ns = [float(e["ns_per_op"]) for e in entries]
@@ -141,6 +154,10 @@ def summarize(workload, contestant, run):
     live = statistics.median(counter(e, "live_bytes") for e in entries)
     if peak > 0 and live > 0:
         row["peak_over_live"] = peak / live
+    if workload == ARENA_LOOP:
+        row["peak_bytes"] = peak if peak > 0 else None
+        rss = [float(e["rss_bytes"]) for e in entries if isinstance(e.get("rss_bytes"), (int, float))]
+        row["rss_bytes"] = statistics.median(rss) if rss else None
     if workload == "F":
         values = [float(e["utilization"]) for e in entries
                   if isinstance(e.get("utilization"), (int, float))]
@@ -151,6 +168,8 @@ def summarize(workload, contestant, run):
 def target_text(workload):
     if workload == "F":
         return f"util ≥{MIN_UTILIZATION:.2f}"
+    if workload == ARENA_LOOP:
+        return f"≤{ARENA_MAX_TIME:.2f}× time, ≤{ARENA_MAX_MEMORY:.2f}× peak and RSS of {ARENA_REFERENCE}"
     if workload not in TARGETS:
         return None
     max_ratio, max_pol = TARGETS[workload]
@@ -166,6 +185,12 @@ def judge(row):
     if workload == "F":
         util = row.get("utilization")
         return None if util is None else util >= MIN_UTILIZATION
+    if workload == ARENA_LOOP:
+        ratios = [row["ratio_vs_unsync"], row["peak_vs_unsync"], row["rss_vs_unsync"]]
+        if any(r is None for r in ratios):
+            return None
+        return (ratios[0] <= ARENA_MAX_TIME and ratios[1] <= ARENA_MAX_MEMORY
+                and ratios[2] <= ARENA_MAX_MEMORY)
     if workload not in TARGETS or row["ratio_vs_glibc"] is None:
         return None
     max_ratio, max_pol = TARGETS[workload]
@@ -187,9 +212,17 @@ def build_rows(runs):
             continue
         base = next((r for r in rows if r["contestant"] == BASELINE), None)
         base_ns = base["ns_per_op"] if base and "error" not in base else None
+        ref = next((r for r in rows if r["contestant"] == ARENA_REFERENCE and "error" not in r),
+                   None) if workload == ARENA_LOOP else None
         for row in rows:
             if workload != "F" and base_ns and row["ns_per_op"] is not None:
                 row["ratio_vs_glibc"] = row["ns_per_op"] / base_ns
+            if ref is not None and "error" not in row:
+                for key, ref_key in (("ratio_vs_unsync", "ns_per_op"),
+                                     ("peak_vs_unsync", "peak_bytes"),
+                                     ("rss_vs_unsync", "rss_bytes")):
+                    mine, theirs = row[ref_key], ref[ref_key]
+                    row[key] = mine / theirs if mine is not None and theirs else None
             if is_bufpool(row["contestant"]):
                 row["target"] = target_text(workload)
                 row["meets"] = judge(row)
@@ -272,7 +305,31 @@ def ns_cell(row):
     return f"n/a ({row['error']})" if "error" in row else fmt_ns(row["ns_per_op"])
 
 
+def fmt_mib(value):
+    return "–" if value is None else f"{value / 2**20:.2f}"
+
+
+def arena_table(rows, compact):
+    """W8: time and both memory measures, as ratios to the resource it replaces."""
+    header = ["contestant", "ns/op", "× unsync", "peak MiB", "× unsync", "RSS MiB", "× unsync"]
+    header += ([] if compact else ["spread"]) + ["meets"]
+    body = []
+    for row in sort_rows(ARENA_LOOP, rows):
+        if "error" in row:
+            body.append([row["contestant"], ns_cell(row)] + ["–"] * (len(header) - 2))
+            continue
+        cells = [row["contestant"], ns_cell(row), fmt_ratio(row["ratio_vs_unsync"]),
+                 fmt_mib(row["peak_bytes"]), fmt_ratio(row["peak_vs_unsync"]),
+                 fmt_mib(row["rss_bytes"]), fmt_ratio(row["rss_vs_unsync"])]
+        cells += [] if compact else [fmt_spread(row["spread_pct"])]
+        cells += [fmt_meets(row.get("meets"))]
+        body.append(cells)
+    return markdown_table(header, body)
+
+
 def full_table(workload, rows):
+    if workload == ARENA_LOOP:
+        return arena_table(rows, compact=False)
     header = ["contestant", "ns/op (median)", "spread", "× glibc", "peak/live"]
     header += ["utilization"] if workload == "F" else []
     header += ["target", "meets"]
@@ -287,7 +344,9 @@ def full_table(workload, rows):
 
 
 def compact_table(workload, rows):
-    """bufpool rows, glibc and the best other contestant."""
+    """bufpool rows, glibc and the best other contestant (W8: every row)."""
+    if workload == ARENA_LOOP:
+        return arena_table(rows, compact=True)
     others = [r for r in sort_rows(workload, rows)
               if not is_bufpool(r["contestant"]) and r["contestant"] != BASELINE and "error" not in r]
     keep = {id(r) for r in rows if is_bufpool(r["contestant"]) or r["contestant"] == BASELINE}
@@ -320,6 +379,10 @@ def report_sections(by_workload, growth, compact, level):
     last_w5 = max((i for i, w in enumerate(by_workload) if w.startswith("W5_")), default=None)
     for i, (workload, rows) in enumerate(by_workload.items()):
         lines += [f"{level} {heading(workload)}", ""]
+        if workload == ARENA_LOOP:
+            lines += [f"Peak: the upstream's high-water mark of bytes held (malloc's statistics "
+                      f"for malloc); RSS: the peak resident set growth of a fresh process per "
+                      f"run. Target for bufpool: {target_text(workload)}.", ""]
         lines += (compact_table if compact else full_table)(workload, rows)
         lines.append("")
         if i == last_w5 and growth:

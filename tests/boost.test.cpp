@@ -144,6 +144,125 @@ TEST(BoostAllocator, Row36DeallocatingThroughAnAllocatorOfAnotherPoolIsAViolatio
   a.expect_empty_and_valid();
 }
 
+// ---- alignment of addresses (drop-in fidelity item 8) -----------------------------------
+
+// A pool whose only region starts `skew` bytes past a 64-aligned address.
+struct skewed_pool {
+  explicit skewed_pool(std::size_t skew) {
+    auto grow = pool.begin_expand(4096);
+    EXPECT_TRUE(grow.has_value());
+    EXPECT_TRUE(std::move(*grow).initialize(memory + skew).has_value());
+  }
+  alignas(64) std::byte memory[4096 + 64];
+  bufpool::buffer_pool<> pool;
+};
+
+struct alignas(32) wide {
+  double d[4];
+};
+
+TEST(BoostAllocator, NeverHandsOutAMisalignedPointerWhenTheRegionBaseIsLessAligned) {
+  skewed_pool odd(1);  // base at buf + 1: no offset alignment makes a double aligned
+  allocator<double> doubles(odd.pool);
+  EXPECT_THROW((void)doubles.allocate(4), std::bad_alloc);
+  EXPECT_EQ(odd.pool.stats().live_slices, 0u);  // the refused block went back
+  allocator<char> chars(doubles);
+  char* c = chars.allocate(10);  // alignment 1: any address will do
+  chars.deallocate(c, 10);
+  pool_vector<double> v(odd.pool);
+  EXPECT_THROW(v.push_back(1.0), std::bad_alloc);
+
+  skewed_pool sixteen(16);  // 16-aligned, as a std::vector<std::byte>'s data may be
+  allocator<wide> wides(sixteen.pool);
+  EXPECT_THROW((void)wides.allocate(1), std::bad_alloc);  // offsets of 32 are at 16 mod 32
+  EXPECT_THROW((void)wides.allocate(3), std::bad_alloc);
+  std::size_t n = 2;
+  wide* reuse = nullptr;
+  EXPECT_EQ(wides.allocation_command(bc::allocate_new | bc::nothrow_allocation, 1, n, reuse),
+            nullptr);
+  EXPECT_EQ(sixteen.pool.stats().live_slices, 0u);
+  allocator<std::uint64_t> words(sixteen.pool);  // 16-aligned base: fine for 8
+  std::uint64_t* p = words.allocate(5);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint64_t), 0u);
+  words.deallocate(p, 5);
+}
+
+// The Boost pmr resource over the same pool refuses as the std one does (a violation, then
+// std::bad_alloc when the handler returns).
+TEST(BoostPoolResource, OverAPoolWithALessAlignedRegionBaseNeverHandsOutAMisalignedPointer) {
+  recording_violations rec;
+  skewed_pool odd(1);
+  bufpool::container::pool_resource r(odd.pool);
+  EXPECT_THROW((void)r.allocate(32, 8), std::bad_alloc);
+  EXPECT_EQ(g_violations, 1);
+  EXPECT_EQ(odd.pool.stats().live_slices, 0u);
+}
+
+// ---- default construction (drop-in fidelity item 15) ------------------------------------
+
+// Sets the default pool of buffer_pool<> for one scope.
+struct default_pool_scope {
+  explicit default_pool_scope(bufpool::buffer_pool<>* p)
+      : old(bufpool::container::set_default_pool(p)) {}
+  ~default_pool_scope() { bufpool::container::set_default_pool(old); }
+  default_pool_scope(const default_pool_scope&) = delete;
+  default_pool_scope& operator=(const default_pool_scope&) = delete;
+  bufpool::buffer_pool<>* old;
+};
+
+static_assert(std::is_nothrow_default_constructible_v<allocator<int>>);
+
+TEST(BoostAllocator, DefaultConstructedMapBindsToTheDefaultPool) {
+  arena a(1 << 16);
+  {
+    default_pool_scope scope(&a.pool);
+    EXPECT_EQ(bufpool::container::get_default_pool(), &a.pool);
+    using node_allocator = allocator<std::pair<const int, int>>;
+    bc::map<int, int, std::less<int>, node_allocator> m;  // no allocator given
+    for (int i = 0; i < 100; ++i) m.emplace(i, i * i);
+    EXPECT_EQ(m.get_allocator().pool(), &a.pool);
+    EXPECT_EQ(a.pool.stats().live_slices, 100u);
+    EXPECT_EQ(m.at(7), 49);
+    EXPECT_TRUE(a.holds(&*m.find(50)));
+  }
+  EXPECT_EQ(bufpool::container::get_default_pool(), nullptr);
+  a.expect_empty_and_valid();
+}
+
+TEST(BoostAllocator, DefaultConstructedAllocatorKeepsThePoolItWasBuiltWith) {
+  arena a(4096);
+  arena b(4096);
+  default_pool_scope scope(&a.pool);
+  allocator<int> x;
+  bufpool::container::set_default_pool(&b.pool);  // later allocators only
+  allocator<int> y;
+  EXPECT_EQ(x.pool(), &a.pool);
+  EXPECT_EQ(y.pool(), &b.pool);
+  EXPECT_FALSE(x == y);
+  int* p = x.allocate(4);
+  EXPECT_TRUE(a.holds(p));
+  x.deallocate(p, 4);
+  // Each pool type has its own default.
+  EXPECT_EQ(bufpool::container::get_default_pool<bufpool::local_buffer_pool<>>(), nullptr);
+}
+
+TEST(BoostAllocator, DefaultConstructedWithoutADefaultPoolAllocatesNothing) {
+  default_pool_scope scope(nullptr);
+  allocator<int> none;
+  EXPECT_EQ(none.pool(), nullptr);
+  EXPECT_EQ(none.max_size(), 0u);
+  EXPECT_THROW((void)none.allocate(1), std::bad_alloc);
+  none.deallocate(nullptr, 1);  // nothing to do
+  EXPECT_TRUE(none == allocator<int>());
+  bc::map<int, int, std::less<int>, allocator<std::pair<const int, int>>> m;
+  EXPECT_TRUE(m.empty());
+  EXPECT_THROW(m.emplace(1, 1), std::bad_alloc);
+  recording_violations rec;
+  int x = 0;
+  none.deallocate(&x, 1);  // it cannot be this allocator's
+  EXPECT_EQ(g_violations, 1);
+}
+
 // ---- in-place growth -------------------------------------------------------------------
 
 TEST(BoostAllocator, VectorGrowsInPlaceWhileTheNextRangeIsFreeWithoutMovingAnElement) {
@@ -410,6 +529,48 @@ TEST(BoostPoolResource, RegionsAreAlignedEvenOverAnUpstreamThatIgnoresAlignment)
     r.deallocate(p, 100, align);
   }
   EXPECT_TRUE(r.validate().has_value());
+}
+
+// Drop-in fidelity item 4, through the Boost resource: a buffer with options.
+TEST(BoostPoolResource, BufferWithOptionsUsesTheBufferFirstAndAppliesTheOptions) {
+  alignas(64) std::byte buffer[1024];
+  bufpool::container::pool_resource::options_type o;
+  o.thread_safe = false;
+  o.retained_bytes = std::size_t{1} << 20;
+  bufpool::container::pool_resource r(buffer, sizeof buffer, o, bc::pmr::null_memory_resource());
+  EXPECT_FALSE(r.options().thread_safe);
+  EXPECT_EQ(r.options().retained_bytes, std::size_t{1} << 20);
+  void* p = r.allocate(1024, 8);
+  EXPECT_EQ(p, static_cast<void*>(buffer));
+  EXPECT_THROW((void)r.allocate(8, 8), std::bad_alloc);  // the null upstream
+  r.deallocate(p, 1024, 8);
+}
+
+// A Boost upstream that counts the requests it sees (and serves them from operator new).
+class counting_boost_upstream final : public bc::pmr::memory_resource {
+ public:
+  int requests = 0;
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    ++requests;
+    return ::operator new(bytes, std::align_val_t{alignment});
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t alignment) override {
+    ::operator delete(p, std::align_val_t{alignment});
+  }
+  bool do_is_equal(const bc::pmr::memory_resource& o) const noexcept override { return this == &o; }
+};
+
+// Drop-in fidelity item 5, through the Boost resource: such a size never reaches upstream.
+TEST(BoostPoolResource, Row05SizeThatOverflowsWhenAlignedIsBadAllocWithoutAskingUpstream) {
+  counting_boost_upstream up;
+  {
+    bufpool::container::pool_resource r(&up);
+    EXPECT_THROW((void)r.allocate(~std::size_t{0} - 100, 8192), std::bad_alloc);
+    EXPECT_EQ(up.requests, 0);
+    EXPECT_EQ(r.stats().live_slices, 0u);
+  }
 }
 
 TEST(BoostPoolResource, OverAUserPoolNeverGrowsIt) {

@@ -372,7 +372,7 @@ TEST(FaultInjection, PmrMetadataAllocationFailuresLeaveTheResourceUnchanged) {
   for (const block& b : live) r.deallocate(b.p, b.size, b.alignment);
   EXPECT_EQ(r.stats().live_slices, 0u);
   r.release();
-  EXPECT_EQ(up.outstanding, 0u);
+  EXPECT_EQ(up.outstanding, r.kept_bytes());  // nothing leaked: only what the next cycle gets
   EXPECT_GT(points, 0);
 }
 

@@ -230,6 +230,51 @@ TEST(PoolResource, BufferConstructorWithoutUpstreamUsesTheDefaultResource) {
   std::pmr::set_default_resource(old);
 }
 
+// Drop-in fidelity item 4: a buffer with options (thread_safe = false, retained_bytes).
+TEST(PoolResource, BufferWithOptionsUsesTheBufferFirstAndAppliesTheOptions) {
+  counting_resource up;
+  alignas(64) std::byte buffer[1024];
+  resource_options o;
+  o.first_region_size = 8192;
+  o.max_region_size = 8192;
+  o.thread_safe = false;
+  o.retained_bytes = 8192;
+  pool_resource r(buffer, sizeof buffer, o, &up);
+  EXPECT_FALSE(r.options().thread_safe);
+  EXPECT_EQ(r.options().retained_bytes, 8192u);
+  EXPECT_EQ(r.upstream_resource(), &up);
+  void* in_buffer = r.allocate(1024, 8);
+  EXPECT_TRUE(inside(in_buffer, 1024, buffer, sizeof buffer));
+  EXPECT_EQ(up.allocations(), 0u);
+  void* more = r.allocate(100, 8);  // the buffer is full
+  ASSERT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(up.requests()[0].bytes, 8192u);  // the options' first region, not 1024
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), 8192u);  // retained for the next cycle
+  EXPECT_TRUE(inside(r.allocate(1024, 8), 1024, buffer, sizeof buffer));  // the buffer again
+  (void)r.allocate(100, 8);
+  EXPECT_EQ(up.allocations(), 1u);  // from the retained region
+  (void)more;
+  expect_valid(r);
+}
+
+TEST(PoolResource, BufferWithOptionsWithoutUpstreamUsesTheDefaultResource) {
+  counting_resource up;
+  std::pmr::memory_resource* old = std::pmr::set_default_resource(&up);
+  {
+    std::byte buffer[256];
+    resource_options o;
+    o.thread_safe = false;
+    pool_resource r(buffer, sizeof buffer, o);
+    EXPECT_EQ(r.upstream_resource(), &up);
+    EXPECT_FALSE(r.options().thread_safe);
+    void* p = r.allocate(64);
+    EXPECT_TRUE(inside(p, 64, buffer, sizeof buffer));
+    r.deallocate(p, 64);
+  }
+  std::pmr::set_default_resource(old);
+}
+
 TEST(PoolResource, GrowthOptionsGiveGeometricRegionsCappedByTheMaximum) {
   counting_resource up;
   pool_resource r(resource_options{4096, 2.0, 16384}, &up);
@@ -314,12 +359,25 @@ TEST(PoolResource, Row28NullBufferWithSizeIsAFirstRegionSizeHint) {
   ASSERT_EQ(up.allocations(), 1u);
   EXPECT_EQ(up.requests()[0].bytes, 12288u);
   r.deallocate(p, 10);
-  r.release();  // still no buffer after release: the next allocation goes upstream again
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  r.release();  // still no buffer after release: only the region the cycle used is kept
+  EXPECT_EQ(up.outstanding_bytes(), 12288u);
+  EXPECT_EQ(r.kept_bytes(), 12288u);
   p = r.allocate(10);
-  EXPECT_EQ(up.allocations(), 2u);
-  EXPECT_EQ(up.requests()[1].bytes, 12288u);
+  EXPECT_EQ(up.allocations(), 1u);
+  EXPECT_EQ(r.kept_bytes(), 0u);
   r.deallocate(p, 10);
+  resource_options o;
+  o.first_region_size = 10000;
+  o.retained_bytes = 0;
+  pool_resource s(nullptr, 10000, o, &up);  // keeps nothing: upstream again after release
+  p = s.allocate(10);
+  s.deallocate(p, 10);
+  s.release();
+  EXPECT_EQ(up.outstanding_bytes(), 12288u);  // r's region only
+  p = s.allocate(10);
+  EXPECT_EQ(up.allocations(), 3u);
+  EXPECT_EQ(up.requests()[2].bytes, 12288u);
+  s.deallocate(p, 10);
 }
 
 // BAD_INPUTS row 29: a zero-sized buffer is no buffer.
@@ -346,6 +404,24 @@ TEST(PoolResource, BufferWithoutAWholeGranuleIsNotUsed) {
   void* q = s.allocate(8, 8);
   EXPECT_EQ(q, static_cast<void*>(buffer + 8));
   s.deallocate(q, 8, 8);
+}
+
+// Drop-in fidelity item 7, as documented on the buffer constructors: only the bytes before
+// the buffer's first 8-aligned address and after its last one are lost, never more.
+TEST(PoolResource, BufferLosesOnlyTheBytesOutsideItsEightAlignedGranules) {
+  alignas(64) static std::byte storage[256];
+  for (std::size_t head = 0; head < 8; ++head) {
+    for (std::size_t tail = 0; tail < 8; ++tail) {
+      std::byte* buffer = storage + head;
+      const std::size_t size = 128 - head - tail;  // [head, 128 - tail)
+      const std::size_t usable = 128 - (head == 0 ? 0 : 8) - (tail == 0 ? 0 : 8);
+      pool_resource r(buffer, size, std::pmr::null_memory_resource());
+      void* p = r.allocate(usable, 8);
+      EXPECT_TRUE(inside(p, usable, buffer, size)) << head << " " << tail;
+      EXPECT_THROW((void)r.allocate(1, 1), std::bad_alloc) << head << " " << tail;
+      r.deallocate(p, usable, 8);
+    }
+  }
 }
 
 // BAD_INPUTS row 29: a misaligned buffer gives addresses aligned in absolute terms, and
@@ -422,6 +498,24 @@ TEST(PoolResource, Row04HugeRequestGivesBadAllocNotATruncatedRange) {
   EXPECT_EQ(up.outstanding_bytes(), 0u);
 }
 
+// Drop-in fidelity item 5 (BAD_INPUTS row 5): libstdc++'s aligned operator new rounds the
+// size up to the alignment and wraps; such a size must never reach the upstream.
+TEST(PoolResource, Row05SizeThatOverflowsWhenAlignedIsBadAllocWithoutAskingUpstream) {
+  counting_resource up;
+  pool_resource r(&up);
+  constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+  EXPECT_THROW((void)r.allocate(max - 100, 8192), std::bad_alloc);
+  EXPECT_THROW((void)r.allocate(max - 8190, 8192), std::bad_alloc);
+  EXPECT_THROW((void)r.allocate(max, 16), std::bad_alloc);
+  EXPECT_THROW((void)r.allocate(max - 4000, 64), std::bad_alloc);  // its region size overflows
+  EXPECT_EQ(up.allocations(), 0u);
+  EXPECT_EQ(r.stats().live_slices, 0u);
+  void* p = r.allocate(100, 8192);  // still usable
+  EXPECT_EQ(address(p) % 8192, 0u);
+  r.deallocate(p, 100, 8192);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);
+}
+
 // ---- alignment, size zero, identity --------------------------------------------------
 
 TEST(PoolResource, EveryPointerIsAlignedForAlignmentsUpTo64KiB) {
@@ -441,7 +535,7 @@ TEST(PoolResource, EveryPointerIsAlignedForAlignmentsUpTo64KiB) {
   expect_valid(r);
   EXPECT_EQ(r.stats().live_slices, 0u);
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());  // dedicated blocks went back
   EXPECT_EQ(up.mismatches(), 0u);
 }
 
@@ -501,9 +595,11 @@ TEST(PoolResource, IsEqualIsIdentity) {
 
 // ---- release and destruction ---------------------------------------------------------
 
-TEST(PoolResource, ReleaseReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
+TEST(PoolResource, ReleaseWithNoRetentionReturnsAllUpstreamMemoryAndTheResourceIsUsableAgain) {
   counting_resource up;
-  pool_resource r(resource_options{4096, 2.0, 1 << 20}, &up);
+  resource_options o{4096, 2.0, 1 << 20};
+  o.retained_bytes = 0;  // as the standard resources do
+  pool_resource r(o, &up);
   for (int i = 0; i < 20; ++i) (void)r.allocate(3000, 64);  // live allocations: allowed
   (void)r.allocate(10, 65536);
   EXPECT_GT(up.allocations(), 5u);
@@ -530,18 +626,118 @@ TEST(PoolResource, ReleaseKeepsTheLargestRegionsUpToRetainedBytesForTheNextCycle
   r.release();
   EXPECT_EQ(up.outstanding_bytes(), 12288u);  // 16 KiB went back: larger than what is left
   EXPECT_EQ(up.mismatches(), 0u);
-  EXPECT_EQ(r.stats().regions, 2u);
-  EXPECT_EQ(r.stats().used_bytes, 0u);
-  EXPECT_EQ(r.stats().free_bytes, 12288u);
+  EXPECT_EQ(r.kept_bytes(), 12288u);
+  EXPECT_EQ(r.stats().regions, 0u);                       // they join the pool when it needs them
   for (int i = 0; i < 3; ++i) (void)r.allocate(3000, 8);  // refilled from kept regions
   EXPECT_EQ(up.allocations(), 3u);
+  EXPECT_EQ(r.kept_bytes(), 0u);
+  EXPECT_EQ(r.stats().regions, 2u);
   expect_valid(r);
-  o.retained_bytes = ~std::size_t{0};  // everything
+  o.retained_bytes = ~std::size_t{0};  // everything (the default)
   pool_resource all(o, &up);
   for (int i = 0; i < 7; ++i) (void)all.allocate(3000, 8);
   all.release();
-  EXPECT_EQ(all.stats().regions, 3u);
+  EXPECT_EQ(all.kept_bytes(), 4096u + 8192u + 16384u);
 }  // destruction gives everything back
+
+// Drop-in fidelity item 2: the defaults serve an arena loop. One request of an arena loop:
+// `n` strings in a vector, then the containers go.
+void serve(pool_resource& r, int n) {
+  std::pmr::vector<std::pmr::string> v(&r);
+  for (int i = 0; i < n; ++i) v.emplace_back(40 + i % 100, 'x');
+}
+
+TEST(PoolResource, DefaultReleaseKeepsWhatTheCycleUsedSoTheNextCycleTakesNothingFromUpstream) {
+  counting_resource up;
+  pool_resource r(&up);  // default options
+  serve(r, 20000);
+  const std::size_t taken = up.allocations();
+  const std::size_t held = up.outstanding_bytes();
+  EXPECT_GT(taken, 3u);
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), held);  // nothing went back
+  EXPECT_EQ(r.kept_bytes(), held);
+  serve(r, 20000);  // the same cycle again: no page of it is new
+  EXPECT_EQ(up.allocations(), taken);
+  EXPECT_EQ(r.kept_bytes(), 0u);
+  r.release();
+  EXPECT_EQ(up.mismatches(), 0u);
+  expect_valid(r);
+}
+
+TEST(PoolResource, DefaultReleaseGivesBackTheKeptRegionsNineCyclesInARowDidNotNeed) {
+  counting_resource up;
+  pool_resource r(&up);
+  constexpr std::size_t first = resource_options{}.first_region_size;
+  ASSERT_EQ(r.options().idle_cycles, 8u);
+  serve(r, 20000);  // a large cycle: several regions
+  r.release();
+  const std::size_t large = up.outstanding_bytes();
+  ASSERT_GT(large, first);
+  for (unsigned cycle = 0; cycle < 8; ++cycle) {  // small ones: the smallest region is enough
+    serve(r, 10);
+    EXPECT_EQ(r.kept_bytes(), large - first);
+    r.release();
+    EXPECT_EQ(up.outstanding_bytes(), large) << cycle;  // still kept: idle for 8 or fewer
+  }
+  serve(r, 10);
+  r.release();  // the ninth small cycle in a row: the excess goes back
+  EXPECT_EQ(up.outstanding_bytes(), first);
+  EXPECT_EQ(r.kept_bytes(), first);
+  serve(r, 20000);  // large again: the kept region, then growth from upstream
+  EXPECT_GT(up.outstanding_bytes(), first);
+  EXPECT_EQ(up.mismatches(), 0u);
+  expect_valid(r);
+}
+
+TEST(PoolResource, IdleCyclesZeroKeepsOnlyWhatTheEndingCycleUsed) {
+  counting_resource up;
+  resource_options o;
+  o.idle_cycles = 0;
+  pool_resource r(o, &up);
+  serve(r, 20000);
+  r.release();
+  serve(r, 10);  // needs only the first region
+  r.release();
+  EXPECT_EQ(up.outstanding_bytes(), o.first_region_size);
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, ArenaLoopOfVaryingRequestsTakesFromUpstreamOnlyAtItsLargestRequest) {
+  counting_resource up;
+  pool_resource r(&up);
+  std::mt19937 rng(11);
+  serve(r, 16000);  // the largest request comes first
+  r.release();
+  const std::size_t taken = up.allocations();
+  for (int cycle = 0; cycle < 60; ++cycle) {
+    const int n = cycle % 4 == 3 ? 16000 : static_cast<int>(1000 + rng() % 15000);
+    serve(r, n);
+    EXPECT_EQ(up.allocations(), taken) << "cycle " << cycle;
+    r.release();
+  }
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
+TEST(PoolResource, KeptRegionsRejoinInGrowthOrderThenGrowthContinuesGeometrically) {
+  counting_resource up;
+  pool_resource r(resource_options{4096, 2.0, 1 << 20}, &up);
+  for (int i = 0; i < 7; ++i) (void)r.allocate(3000, 8);  // regions of 4, 8 and 16 KiB
+  ASSERT_EQ(up.allocations(), 3u);
+  r.release();
+  EXPECT_EQ(r.kept_bytes(), 28672u);
+  for (int i = 0; i < 8; ++i) (void)r.allocate(3000, 8);  // the same three hold 1 + 2 + 5
+  EXPECT_EQ(up.allocations(), 3u);
+  EXPECT_EQ(r.kept_bytes(), 0u);
+  (void)r.allocate(3000, 8);  // full: the next region doubles the largest one
+  ASSERT_EQ(up.allocations(), 4u);
+  EXPECT_EQ(up.requests()[3].bytes, 32768u);
+  void* big = r.allocate(100000, 8);  // larger than any: a region of its own size
+  ASSERT_EQ(up.allocations(), 5u);
+  EXPECT_EQ(up.requests()[4].bytes, 102400u);
+  r.deallocate(big, 100000, 8);
+  expect_valid(r);
+}
 
 TEST(PoolResource, DestructionGivesRetainedRegionsBack) {
   counting_resource up;
@@ -564,9 +760,9 @@ TEST(PoolResource, Row33ReleaseKeepsTheUserBufferAndResetsGrowth) {
   for (int i = 0; i < 10; ++i) (void)r.allocate(500, 8);
   EXPECT_GT(up.allocations(), 0u);
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());
   const std::size_t before = up.allocations();
-  void* p = r.allocate(500, 8);
+  void* p = r.allocate(500, 8);  // the buffer first, before the kept regions
   EXPECT_TRUE(inside(p, 500, buffer + 1, 1500));
   EXPECT_EQ(up.allocations(), before);
   r.deallocate(p, 500, 8);
@@ -760,7 +956,7 @@ TEST(PoolResource, UnsynchronizedOptionServesOneThreadWithTheSameBehaviour) {
   expect_valid(r);
   EXPECT_LE(up.peak_bytes(), std::size_t{2} << 20);  // reuse keeps upstream bounded
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());
 }
 
 // ---- misuse --------------------------------------------------------------------------
@@ -992,7 +1188,7 @@ TEST(PoolResource, Row34ThreadSafeResourceServesFourThreadsConcurrently) {
   EXPECT_EQ(r.stats().live_slices, 0u);
   expect_valid(r);
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), r.kept_bytes());
   EXPECT_EQ(up.mismatches(), 0u);
 }
 

@@ -46,11 +46,45 @@ static_assert(allocate_new == boost::container::allocate_new &&
               zero_memory == boost::container::zero_memory &&
               try_shrink_in_place == boost::container::try_shrink_in_place);
 
+// The default pool of each pool type (see set_default_pool): one per program, as a
+// function template's static is.
+template <class Pool>
+std::atomic<Pool*>& default_pool_slot() noexcept {
+  static std::atomic<Pool*> slot{nullptr};
+  return slot;
+}
+
 }  // namespace bufpool::container::detail
 
 /// The `bufpool.boost` module: a Boost.Container allocator and a Boost pmr memory resource
 /// over bufpool pools.
 export namespace bufpool::container {
+
+/// Makes `pool` the pool that default-constructed `allocator<T, Pool>`s (of every `T`) bind
+/// to from now on, as `std::pmr::set_default_resource` does for polymorphic allocators;
+/// null means none. Returns the previous default. Thread-safe.
+///
+/// Lifetime: an allocator binds when it is constructed and keeps that pool; setting another
+/// default later moves no existing allocator or container. So the pool must outlive every
+/// container built while it was the default: set it before building them, and reset it (or
+/// set another) before destroying it.
+///
+/// ```
+/// bufpool::buffer_pool<> pool;  // expanded with some memory
+/// bufpool::container::set_default_pool(&pool);
+/// boost::container::map<int, int, std::less<int>,
+///                       bufpool::container::allocator<std::pair<const int, int>>> m;
+/// ```
+template <class Pool = buffer_pool<>>
+Pool* set_default_pool(Pool* pool) noexcept {
+  return detail::default_pool_slot<Pool>().exchange(pool, std::memory_order_acq_rel);
+}
+
+/// The pool default-constructed `allocator<T, Pool>`s bind to (null if none). Thread-safe.
+template <class Pool = buffer_pool<>>
+[[nodiscard]] Pool* get_default_pool() noexcept {
+  return detail::default_pool_slot<Pool>().load(std::memory_order_acquire);
+}
 
 /// A stateful allocator of `T` over a `Pool` the user owns (any `buffer_pool`): a valid
 /// std allocator and a Boost.Container version-2 allocator.
@@ -60,6 +94,15 @@ export namespace bufpool::container {
 ///   without exceptions, Boost's hook `boost::container::throw_bad_alloc` is called). The
 ///   pool is unchanged by a failed call. `max_size()` is what the pool's offset integer and
 ///   options allow; a count above it (or whose byte size overflows) is `std::bad_alloc`.
+/// - The pool aligns offsets; an address is aligned as well only when the region's base
+///   address is aligned to `alignof(T)`. A block whose address would not be aligned (a
+///   region at `buffer + 1` for `double`, or a `std::vector<std::byte>` region for an
+///   `alignas(32)` type) is never handed out: it goes back and `allocate` throws
+///   `std::bad_alloc`. Give such pools regions aligned to the largest `alignof(T)` used.
+/// - Default construction binds to the pool set with set_default_pool<Pool>() (see there
+///   for the lifetime rules), so `boost::container::map<K, V, C, allocator<...>> m;` works.
+///   With no default pool the allocator has no pool: it allocates nothing (`allocate`
+///   throws `std::bad_alloc`, `max_size()` is 0) and compares equal to other pool-less ones.
 /// - `allocation_command` (Boost's extended interface): `expand_fwd` grows the block in
 ///   place when the range after it is free (so `boost::container::vector` grows without
 ///   moving its elements), `shrink_in_place` gives a block's tail back, `allocate_new`
@@ -106,7 +149,10 @@ class allocator {
   /// \fn allocator(Pool& pool)
   /// As allocator(Pool*), from a reference.
 
-  /// An allocator over `pool` (which must outlive every container using it).
+  /// An allocator over the default pool of `Pool`, get_default_pool<Pool>(), as it is now
+  /// (null: no pool; see the class notes).
+  allocator() noexcept : pool_(get_default_pool<Pool>()) {}
+  /// An allocator over `pool` (which must outlive every container using it; null: no pool).
   allocator(Pool* pool) noexcept : pool_(pool) {}   // NOLINT(google-explicit-constructor)
   allocator(Pool& pool) noexcept : pool_(&pool) {}  // NOLINT(google-explicit-constructor)
   /// The allocator of `T` over `other`'s pool (a rebind).
@@ -129,6 +175,7 @@ class allocator {
   /// The most objects one block can hold: the pool's `max_size` option (bounded by its
   /// offset integer) divided by `sizeof(T)`.
   [[nodiscard]] size_type max_size() const noexcept {
+    if (pool_ == nullptr) return 0;
     const std::uint64_t bytes =
         std::min<std::uint64_t>(pool_->options().max_size, std::numeric_limits<Int>::max());
     return static_cast<size_type>(
@@ -147,6 +194,7 @@ class allocator {
   /// allocated with, or last resized to by allocation_command().
   void deallocate(T* p, size_type n) noexcept {
     if (p == nullptr) return;
+    if (!has_pool("allocator::deallocate: an allocator without a pool allocated nothing")) return;
     pool_->release_raw(static_cast<const void*>(p), bytes_of(n), alignof(T));
   }
 
@@ -182,6 +230,7 @@ class allocator {
 
   /// The number of objects the block at `p` holds (0 if `p` is not a live block).
   [[nodiscard]] size_type size(const T* p) const noexcept {
+    if (pool_ == nullptr) return 0;
     const auto r = pool_->raw_at(p);
     return r ? static_cast<size_type>(r->size / sizeof(T)) : 0;
   }
@@ -237,10 +286,20 @@ class allocator {
     return static_cast<std::uint64_t>(n) * sizeof(T);
   }
 
+  // A violation (named by `rule`) when the allocator has no pool.
+  bool has_pool(const char* rule) const noexcept {
+    return bufpool::detail::expects(pool_ != nullptr, rule);
+  }
+
   T* try_allocate(size_type n, bool zero) {
-    if (n == 0 || n > max_size()) return nullptr;
+    if (n == 0 || n > max_size()) return nullptr;  // max_size() is 0 without a pool
     auto r = pool_->acquire_raw(bytes_of(n), alignof(T), bufpool::greedy);
     if (!r) return nullptr;
+    // The offset is aligned; the address only if the region's base is: else refuse.
+    if (reinterpret_cast<std::uintptr_t>(r->pointer) % alignof(T) != 0) {
+      pool_->release_raw(static_cast<const void*>(r->pointer), bytes_of(n), alignof(T));
+      return nullptr;
+    }
     if (zero) std::memset(r->pointer, 0, static_cast<std::size_t>(bytes_of(n)));
     return reinterpret_cast<T*>(r->pointer);
   }
@@ -258,6 +317,9 @@ class allocator {
 
   // Grows `reuse` in place to `preferred` objects, else to `limit`.
   T* expand(size_type limit, size_type preferred, size_type& received, T* reuse) {
+    if (!has_pool("allocator::allocation_command: an allocator without a pool has no block "
+                  "to expand"))
+      return nullptr;
     const auto block = pool_->raw_at(reuse);
     if (!bufpool::detail::expects(block.has_value(),
                                   "allocator::allocation_command: the block to expand is not "
@@ -282,6 +344,9 @@ class allocator {
   // only reports whether it could.
   T* shrink(unsigned command, size_type limit, size_type& received, T* reuse) {
     if (reuse == nullptr || received == 0) return nullptr;
+    if (!has_pool("allocator::allocation_command: an allocator without a pool has no block "
+                  "to shrink"))
+      return nullptr;
     const auto block = pool_->raw_at(reuse);
     if (!bufpool::detail::expects(block.has_value(),
                                   "allocator::allocation_command: the block to shrink is not a "
@@ -320,6 +385,12 @@ class pool_resource : public boost::container::pmr::memory_resource {
   pool_resource(void* buffer, std::size_t size,
                 upstream_type* upstream = boost::container::pmr::get_default_resource())
       : bridge_(checked(upstream)), inner_(buffer, size, &bridge_) {}
+  /// `buffer` becomes the first region, with growth, locking and retention from `options`,
+  /// as in bufpool::pmr::pool_resource(void*, std::size_t, const resource_options&,
+  /// std::pmr::memory_resource*).
+  pool_resource(void* buffer, std::size_t size, const options_type& options,
+                upstream_type* upstream = boost::container::pmr::get_default_resource())
+      : bridge_(checked(upstream)), inner_(buffer, size, options, &bridge_) {}
   /// Growth and locking from `options` (invalid growth options are a contract violation:
   /// the default growth is used).
   explicit pool_resource(const options_type& options,
@@ -335,8 +406,12 @@ class pool_resource : public boost::container::pmr::memory_resource {
   pool_resource& operator=(const pool_resource&) = delete;
   ~pool_resource() override = default;
 
-  /// Gives back everything allocated, as bufpool::pmr::pool_resource::release() does.
+  /// Ends a cycle as bufpool::pmr::pool_resource::release() does (by default it keeps the
+  /// upstream regions the cycle used for the next one).
   void release() { inner_.release(); }
+  /// Bytes release() kept that the pool has not needed since (see
+  /// bufpool::pmr::pool_resource::kept_bytes()).
+  [[nodiscard]] std::size_t kept_bytes() const { return inner_.kept_bytes(); }
   /// The upstream resource; Boost's null resource for a resource over a user's pool.
   [[nodiscard]] upstream_type* upstream_resource() const noexcept { return bridge_.upstream(); }
   /// The options in use (over a user's pool: zero growth, and thread_safe as the pool is).

@@ -19,6 +19,18 @@ module;
 #include <unordered_set>
 #include <utility>
 #include <vector>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUFPOOL_PMR_ASAN 1
+#endif
+#endif
+#if !defined(BUFPOOL_PMR_ASAN) && defined(__SANITIZE_ADDRESS__)
+#define BUFPOOL_PMR_ASAN 1
+#endif
+#ifdef BUFPOOL_PMR_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 export module bufpool.pmr;
 
 import bufpool;
@@ -40,11 +52,18 @@ struct resource_options {
   /// `synchronized_pool_resource`). false: no locking, one thread at a time (like
   /// `monotonic_buffer_resource` and `unsynchronized_pool_resource`), and faster.
   bool thread_safe = true;
-  /// Bytes of upstream regions that release() keeps for the next cycle (the largest
-  /// regions first) instead of giving them back: an arena that is released and refilled
-  /// then reuses memory whose pages are already mapped. 0 (the default) gives everything
-  /// back, as the standard resources do; destruction always does.
-  std::size_t retained_bytes = 0;
+  /// The most bytes of upstream regions that release() keeps for the next cycle instead of
+  /// giving them back, so that an arena loop (fill, release(), refill) reuses memory whose
+  /// pages are already mapped: the largest regions first, among those recent cycles used
+  /// (see idle_cycles). The default has no cap beyond that; 0 gives everything back, as the
+  /// standard resources do. Destruction always gives everything back.
+  std::size_t retained_bytes = std::numeric_limits<std::size_t>::max();
+  /// A kept region that this many cycles in a row, plus the one ending, did not need is
+  /// the excess: release() gives it back. 0 keeps only what the ending cycle used; the
+  /// default keeps what any of the last 9 cycles used, so that an arena loop whose requests
+  /// vary in size does not give its largest regions back after a few small requests and
+  /// take (and fault in) new ones at the next large request.
+  unsigned idle_cycles = 8;
 
   /// 1 <= first <= max, factor >= 1 (and not NaN).
   [[nodiscard]] constexpr bool valid() const noexcept {
@@ -79,9 +98,30 @@ class backend {
   virtual void release() noexcept = 0;
   [[nodiscard]] virtual pool_stats stats() const = 0;
   [[nodiscard]] virtual std::expected<void, std::string> validate() const = 0;
+  [[nodiscard]] virtual std::size_t kept_bytes() const = 0;
 };
 
 inline constexpr std::size_t region_alignment = 4096;
+
+// A region release() keeps is in no pool while it waits for the next cycle: in
+// AddressSanitizer builds it is unaddressable meanwhile, so that a use after release() is
+// still reported; it is made addressable again before a pool or the upstream gets it.
+inline void hide_waiting(void* p, std::size_t n) noexcept {
+#ifdef BUFPOOL_PMR_ASAN
+  __asan_poison_memory_region(p, n);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+inline void reveal_waiting(void* p, std::size_t n) noexcept {
+#ifdef BUFPOOL_PMR_ASAN
+  __asan_unpoison_memory_region(p, n);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
 
 // `n` rounded up to a multiple of region_alignment, or nothing on overflow.
 inline std::optional<std::size_t> round_up(std::size_t n) noexcept {
@@ -122,42 +162,42 @@ class owning_backend final : public backend {
       pool_->release_raw(static_cast<const void*>(p), bytes, alignment);
   }
 
-  // O(regions): the pool is replaced, not emptied range by range. Regions up to
-  // retained_bytes (the largest first) go to the new pool instead of upstream.
+  // O(regions): the pool is replaced, not emptied range by range. Kept regions wait outside
+  // the new pool and join it only when a cycle runs out of room (allocate_growing), so the
+  // ones still waiting at the next release() are exactly those that cycle did not need:
+  // no counter on the allocation path is needed to know what a cycle used.
   void release() noexcept override {
     std::scoped_lock lock(mutex_);
+    // Of the regions recent cycles used, the largest up to retained_bytes move to the front.
     std::ranges::sort(blocks_, std::ranges::greater{}, &block::size);
     std::size_t kept = 0;
     std::size_t kept_bytes = 0;
-    for (std::size_t i = 0; i < blocks_.size(); ++i)  // kept ones move to the front
-      if (blocks_[i].size <= growth_.retained_bytes - kept_bytes) {
-        kept_bytes += blocks_[i].size;
-        std::swap(blocks_[i], blocks_[kept++]);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      block& b = blocks_[i];
+      b.idle = b.in_pool ? 0 : b.idle + 1;  // cycles in a row that did not need it
+      if (b.idle <= growth_.idle_cycles && b.size <= growth_.retained_bytes - kept_bytes) {
+        kept_bytes += b.size;
+        std::swap(b, blocks_[kept++]);
       }
-    free_all(kept);
+    }
+    free_all(kept);  // the rest, the excess included, goes back
+    for (std::size_t i = 0; i < kept; ++i) {
+      if (blocks_[i].in_pool) hide_waiting(blocks_[i].pointer, blocks_[i].size);
+      blocks_[i].in_pool = false;
+    }
+    waiting_bytes_ = kept_bytes;
     pool_ = std::make_unique<pool_type>(pool_options());
     if (buffer_ != nullptr) add_buffer();
-    std::size_t added = 0;
-    for (std::size_t i = 0; i < kept; ++i) {
-      const block b = blocks_[i];
-      bool ok = false;
-      try {
-        auto expansion = pool_->begin_expand(b.size);
-        ok = expansion && std::move(*expansion).initialize(b.pointer);
-      } catch (...) {  // out of memory for the pool's records: the region goes back
-      }
-      if (ok)
-        blocks_[added++] = b;
-      else
-        upstream_->deallocate(b.pointer, b.size, b.alignment);
-    }
-    blocks_.resize(added);
-    if (blocks_.empty()) next_size_ = first_size();
+    next_size_ = first_size();  // growth starts again (LWG 3120), kept regions first
   }
 
   [[nodiscard]] pool_stats stats() const override { return pool_->stats(); }
   [[nodiscard]] std::expected<void, std::string> validate() const override {
     return pool_->validate();
+  }
+  [[nodiscard]] std::size_t kept_bytes() const override {
+    std::scoped_lock lock(mutex_);
+    return waiting_bytes_;
   }
 
  private:
@@ -165,6 +205,8 @@ class owning_backend final : public backend {
     void* pointer;
     std::size_t size;
     std::size_t alignment;
+    bool in_pool;       // false: kept by release(), waiting outside the pool
+    unsigned idle = 0;  // releases in a row whose cycle did not need it
   };
 
   // Offsets carry the alignment, and the pool is never asked for more than
@@ -230,8 +272,40 @@ class owning_backend final : public backend {
       if (r.error() != errc::out_of_memory) throw std::bad_alloc();
       const auto needed = round_up(bytes);
       if (!needed) throw std::bad_alloc();
-      grow(std::max(next_size_, *needed));
+      if (!add_kept(*needed)) grow(std::max(next_size_, *needed));
     }
+  }
+
+  // Adds the smallest region kept by release() that holds `needed` bytes to the pool, as
+  // growth would add a new one (the regions come back in the order growth took them).
+  // False if there is none. Strong guarantee.
+  bool add_kept(std::size_t needed) {
+    block* best = nullptr;
+    for (block& b : blocks_)
+      if (!b.in_pool && b.size >= needed && (best == nullptr || b.size < best->size)) best = &b;
+    if (best == nullptr) return false;
+    pool_->reserve_metadata(2);  // may throw: the region keeps waiting
+    auto expansion = pool_->begin_expand(best->size);
+    reveal_waiting(best->pointer, best->size);
+    bool added = false;
+    try {
+      added = expansion && std::move(*expansion).initialize(best->pointer);
+    } catch (...) {  // out of memory for the pool's records: the region keeps waiting
+      hide_waiting(best->pointer, best->size);
+      throw;
+    }
+    if (!added) {
+      // Cannot happen with a size_t pool; if it did, the region goes back to upstream.
+      upstream_->deallocate(best->pointer, best->size, best->alignment);
+      waiting_bytes_ -= best->size;
+      *best = blocks_.back();
+      blocks_.pop_back();
+      return false;
+    }
+    best->in_pool = true;
+    waiting_bytes_ -= best->size;
+    if (best->size >= next_size_) next_size_ = grown(best->size);
+    return true;
   }
 
   // Takes a region of `size` bytes (a multiple of region_alignment) from upstream and adds
@@ -253,7 +327,7 @@ class owning_backend final : public backend {
       upstream_->deallocate(memory, size, region_alignment);
       throw std::bad_alloc();
     }
-    blocks_.push_back({memory, size, region_alignment});
+    blocks_.push_back({memory, size, region_alignment, true});
     if (size == next_size_) next_size_ = grown(next_size_);
   }
 
@@ -268,7 +342,7 @@ class owning_backend final : public backend {
     std::scoped_lock lock(mutex_);
     void* p = upstream_->allocate(bytes, alignment);  // may throw: propagates
     try {
-      dedicated_.emplace(p, block{p, bytes, alignment});
+      dedicated_.emplace(p, block{p, bytes, alignment, false});
     } catch (...) {
       upstream_->deallocate(p, bytes, alignment);
       throw;
@@ -302,8 +376,10 @@ class owning_backend final : public backend {
     head_pad_.reset();
     tail_pad_.reset();
     pool_.reset();
-    for (std::size_t i = keep; i < blocks_.size(); ++i)
+    for (std::size_t i = keep; i < blocks_.size(); ++i) {
+      if (!blocks_[i].in_pool) reveal_waiting(blocks_[i].pointer, blocks_[i].size);
       upstream_->deallocate(blocks_[i].pointer, blocks_[i].size, blocks_[i].alignment);
+    }
     blocks_.resize(keep);
     for (const auto& [p, b] : dedicated_) upstream_->deallocate(b.pointer, b.size, b.alignment);
     dedicated_.clear();
@@ -314,11 +390,12 @@ class owning_backend final : public backend {
   std::size_t next_size_;
   std::byte* buffer_;
   std::size_t buffer_size_;
-  Mutex mutex_;  // growth, blocks_ and dedicated_
+  mutable Mutex mutex_;  // growth, blocks_, waiting_bytes_ and dedicated_
   std::unique_ptr<pool_type> pool_;
   std::optional<typename pool_type::slice> head_pad_;
   std::optional<typename pool_type::slice> tail_pad_;
   std::vector<block> blocks_;
+  std::size_t waiting_bytes_ = 0;  // of the blocks kept by release(), not in the pool yet
   std::unordered_map<void*, block> dedicated_;
 };
 
@@ -373,6 +450,7 @@ class borrowed_backend final : public backend {
   [[nodiscard]] std::expected<void, std::string> validate() const override {
     return pool_.validate();
   }
+  [[nodiscard]] std::size_t kept_bytes() const override { return 0; }
 
  private:
   Pool& pool_;
@@ -390,13 +468,13 @@ export namespace bufpool::pmr {
 /// `release()`, `upstream_resource()`) whose `deallocate` makes memory reusable at once.
 ///
 /// **Owning** (every constructor but the last): the resource owns a
-/// `buffer_pool<std::size_t>` and grows it. When the pool has no room, the resource asks
-/// `upstream` for a new region (geometric growth from the first region size, capped by
-/// the maximum; a larger request gets a region of its own size) and expands the pool with
-/// it. Regions from upstream are aligned to `region_alignment` and their sizes are
-/// multiples of it, so a pool offset aligned to `a <= region_alignment` is an address
-/// aligned to `a`. Requests with a larger alignment get a dedicated upstream allocation,
-/// given back by `deallocate`.
+/// `buffer_pool<std::size_t>` and grows it. When the pool has no room, the resource adds a
+/// region an earlier release() kept (see release()), else asks `upstream` for a new region
+/// (geometric growth from the first region size, capped by the maximum; a larger request
+/// gets a region of its own size) and expands the pool with it. Regions from upstream are aligned
+/// to `region_alignment` and their sizes are multiples of it, so a pool offset aligned to `a <=
+/// region_alignment` is an address aligned to `a`. Requests with a larger alignment get a dedicated
+/// upstream allocation, given back by `deallocate`.
 ///
 /// **Over a user's pool** (`pool_resource(pool)`): the resource allocates raw ranges from
 /// a pool the user owns and expands (shared memory, device memory, ...). It never grows
@@ -448,9 +526,29 @@ class pool_resource : public std::pmr::memory_resource {
   /// stays the first region after release(). The first region taken from upstream then has
   /// `size` bytes (rounded up to region_alignment). `(nullptr, size)`: no buffer, `size` is
   /// only the first upstream region size. `(buffer, 0)`: no buffer.
+  ///
+  /// The pool hands out memory in granules of 8 bytes at 8-aligned addresses: the bytes of
+  /// the buffer before its first 8-aligned address and after its last one (at most 7 at
+  /// each end) are never used, and a buffer that holds no whole aligned granule is not used
+  /// at all. An 8-aligned buffer whose size is a multiple of 8 loses nothing.
   pool_resource(void* buffer, std::size_t size,
                 std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
       : pool_resource(with_first(size), upstream, buffer, size) {}
+
+  /// As pool_resource(buffer, size, upstream), with growth, locking and retention from
+  /// `options` (invalid growth options are a contract violation: the default growth is
+  /// used): the first region taken from upstream has `options.first_region_size` bytes, not
+  /// `size`. The buffer loses the same bytes at its ends as above.
+  ///
+  /// ```
+  /// static std::byte buffer[1 << 16];
+  /// bufpool::pmr::resource_options o;
+  /// o.thread_safe = false;
+  /// bufpool::pmr::pool_resource arena(buffer, sizeof buffer, o);
+  /// ```
+  pool_resource(void* buffer, std::size_t size, const resource_options& options,
+                std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
+      : pool_resource(options, upstream, buffer, size) {}
 
   /// Growth and locking from `options` (invalid growth options are a contract violation:
   /// the default growth is used).
@@ -478,11 +576,25 @@ class pool_resource : public std::pmr::memory_resource {
   pool_resource& operator=(const pool_resource&) = delete;
   ~pool_resource() override = default;
 
-  /// Owning: gives every region and dedicated allocation back to upstream, except the
-  /// user's buffer, which stays the first region; the next region taken from upstream has
-  /// the initial size again (LWG 3120). Over a user's pool: gives back every range this
-  /// resource allocated. Every pointer handed out before is invalid afterwards.
+  /// Ends a cycle: every pointer handed out before is invalid afterwards (a container that
+  /// still holds one must not use or deallocate it, even to destroy itself).
+  ///
+  /// Owning: the user's buffer stays the first region; dedicated allocations go back to
+  /// upstream; of the regions taken from upstream, those that the ending cycle or one of
+  /// the `options().idle_cycles` before it used stay for the next cycle, the largest first,
+  /// up to `options().retained_bytes` (by default all of them), and the rest goes back.
+  /// With the defaults, an arena loop takes memory from upstream only when a cycle needs
+  /// more than the last 9 did, and gives back what 9 cycles in a row did not need. Kept
+  /// regions join the pool when it runs out of room, smallest first, before any new
+  /// upstream region; growth restarts at the initial size (LWG 3120).
+  /// `retained_bytes = 0` gives everything back, as the standard resources do. O(regions).
+  ///
+  /// Over a user's pool: gives back every range this resource allocated.
   void release() { backend_->release(); }
+
+  /// Bytes of upstream regions that release() kept and the pool has not needed since (0
+  /// over a user's pool). They are not in stats() until the pool takes them.
+  [[nodiscard]] std::size_t kept_bytes() const { return backend_->kept_bytes(); }
 
   /// The upstream resource; the null resource for a resource over a user's pool.
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
@@ -500,11 +612,16 @@ class pool_resource : public std::pmr::memory_resource {
 
  protected:
   /// allocate(): `bytes` (0 counts as 1, so the pointer is unique) aligned to `alignment`.
-  /// An alignment that is not a power of two is a contract violation, then std::bad_alloc.
+  /// An alignment that is not a power of two is a contract violation, then std::bad_alloc;
+  /// a size that overflows when rounded up to `alignment` is std::bad_alloc at once (the
+  /// upstream is not asked).
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
     if (!bufpool::detail::expects(std::has_single_bit(alignment),
                                   "pool_resource::allocate: the alignment must be a power of two"))
       throw std::bad_alloc();
+    // A size that cannot be rounded up to its alignment is refused here: an upstream may
+    // round it itself, wrap around and return a block far too small.
+    if (bytes > std::numeric_limits<std::size_t>::max() - (alignment - 1)) throw std::bad_alloc();
     return backend_->allocate(bytes == 0 ? 1 : bytes, alignment);  // 0: a unique pointer
   }
 
@@ -557,6 +674,8 @@ class pool_resource : public std::pmr::memory_resource {
       return o;
     resource_options fallback;
     fallback.thread_safe = o.thread_safe;
+    fallback.retained_bytes = o.retained_bytes;
+    fallback.idle_cycles = o.idle_cycles;
     return fallback;
   }
 
