@@ -79,10 +79,10 @@ struct region_stats {
 
 /// A range as seen by a walk over a region (for dumps and tests).
 struct range_view {
-  offset_t offset;         ///< First offset of the range.
-  offset_t size;           ///< Bytes in the range.
-  bool used;               ///< True for a live allocation, false for a free range.
-  std::uint8_t marks = 0;  ///< The user's marks of a used range (see engine::set_marks).
+  offset_t offset;             ///< First offset of the range.
+  offset_t size;               ///< Bytes in the range.
+  bool used;                   ///< True for a live allocation, false for a free range.
+  std::uint8_t user_bits = 0;  ///< The caller's bits of a used range (engine::set_user_bits).
 };
 
 /// The allocation engine. Single-threaded; the pool adds locking.
@@ -178,18 +178,16 @@ class engine {
   /// Whether `node` is a live allocation (false for free, unused or out-of-range nodes).
   [[nodiscard]] bool is_live(std::uint32_t node) const noexcept;
 
-  /// Tags a live range with bits the caller defines (the pool marks guarded and parked
-  /// ranges for its map); shown by ranges(), cleared when the range is released. O(1).
-  void set_marks(std::uint32_t node, std::uint8_t marks) noexcept;
-  /// Keeps `tag` and `small` with live range `node` until it is released (the pool keeps
-  /// there the size and alignment a raw range was acquired with). O(1).
-  void set_tag(std::uint32_t node, std::uint64_t tag, std::uint8_t small) noexcept;
-  /// The tag set_tag() last gave live range `node`.
-  [[nodiscard]] std::uint64_t tag(std::uint32_t node) const noexcept;
-  /// The small tag set_tag() last gave live range `node`.
-  [[nodiscard]] std::uint8_t small_tag(std::uint32_t node) const noexcept;
-  /// The marks set_marks() last gave live range `node` (0 if none).
-  [[nodiscard]] std::uint8_t marks(std::uint32_t node) const noexcept;
+  /// Keeps a word of the caller's with live range `node` until it is released; the engine
+  /// gives it no meaning. O(1).
+  void set_user_word(std::uint32_t node, std::uint64_t word) noexcept;
+  /// The word set_user_word() last gave live range `node`.
+  [[nodiscard]] std::uint64_t user_word(std::uint32_t node) const noexcept;
+  /// Keeps bits of the caller's with live range `node`, shown by ranges(); a range starts
+  /// with none (0). The engine gives them no meaning. O(1).
+  void set_user_bits(std::uint32_t node, std::uint8_t bits) noexcept;
+  /// The bits set_user_bits() last gave live range `node` (0 if none).
+  [[nodiscard]] std::uint8_t user_bits(std::uint32_t node) const noexcept;
   /// Spans reserved by begin_expand and neither initialized nor cancelled, in offset
   /// order, as (offset, size). O(R + g).
   [[nodiscard]] std::vector<std::pair<offset_t, offset_t>> pending_spans() const;
@@ -219,13 +217,12 @@ class engine {
     std::uint32_t next = no_index;    // next range in the same region
     std::uint32_t region = no_index;  //
     // While unused: link is the free-list link. While cached: the class list's links. While
-    // used: set_tag()'s tag (low half in link).
+    // used: set_user_word()'s word (low half in link).
     std::uint32_t link = no_index;
     std::uint32_t cprev = no_index;
-    std::uint8_t state = 0;  // node_unused, node_free, node_used or node_cached
-    std::uint8_t marks = 0;  // set_marks(), while used
-    bool greedy = false;     // acquired by greedy: may be cached when released
-    std::uint8_t small = 0;  // set_tag(), while used
+    std::uint8_t state = 0;      // node_unused, node_free, node_used or node_cached
+    std::uint8_t user_bits = 0;  // set_user_bits(), while used
+    bool greedy = false;         // acquired by greedy: may be cached when released
   };
   struct region_rec {
     offset_t offset = 0;

@@ -13,8 +13,8 @@ export namespace bufpool {
 namespace detail {
 
 // Offset -> engine node of the live raw ranges (the size and alignment they were acquired
-// with are kept with the node, engine::set_tag): open addressing with linear probing and
-// backward-shift deletion, so lookups and erases are O(1) expected and nothing is
+// with are kept with the node: see buffer_pool's raw_alignment_bits): open addressing with linear
+// probing and backward-shift deletion, so lookups and erases are O(1) expected and nothing is
 // allocated except when the table grows (at half load). 16 bytes per cell.
 class offset_map {
  public:

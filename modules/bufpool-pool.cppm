@@ -263,7 +263,7 @@ class buffer_pool {
       }
       const std::uint32_t node = raw_.find(at->offset);
       if (node == no_index) return std::unexpected(errc::invalid_argument);
-      return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(engine_.tag(node)),
+      return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(engine_.user_word(node)),
                             static_cast<Int>(engine_.node_size(node)), data};
     });
   }
@@ -612,9 +612,12 @@ class buffer_pool {
 
   // ---- guards (defined in bufpool:pool_guards) -------------------------------------------
 
-  // The engine marks of a used range, for map().
-  static constexpr std::uint8_t mark_guarded_bit = 1;
-  static constexpr std::uint8_t mark_parked_bit = 2;
+  // What the pool keeps with an engine range, in the engine's user word and bits: a raw
+  // range's requested size (the word) and log2 of its alignment (raw_alignment_bits); a
+  // slice's guard state, for map() (guarded_bit, parked_bit).
+  static constexpr std::uint8_t raw_alignment_bits = 0x3f;
+  static constexpr std::uint8_t guarded_bit = 0x40;
+  static constexpr std::uint8_t parked_bit = 0x80;
 
   void mark_guarded(std::uint32_t node, bool guarded) noexcept;
 

@@ -71,7 +71,7 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::mark_guarded(std::uint32_t node,
                                                                  bool guarded) noexcept -> void {
   std::scoped_lock lock(mutex_);
-  engine_.set_marks(node, guarded ? mark_guarded_bit : 0);
+  engine_.set_user_bits(node, guarded ? guarded_bit : 0);
   if (guarded)
     guarded_.fetch_add(1);
   else
@@ -86,7 +86,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::park(std::uint32_t node, G&&
     auto p = std::make_unique<detail::parked_guard_of<G>>(std::move(guard));
     std::scoped_lock lock(mutex_);
     parked_.push_back({node, std::move(p)});
-    engine_.set_marks(node, mark_guarded_bit | mark_parked_bit);
+    engine_.set_user_bits(node, guarded_bit | parked_bit);
   } catch (...) {
     detail::report_diagnostic(
         "out of memory while parking a slice destroyed with its guard held: its range is "

@@ -69,7 +69,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::validate_locked() const
   bool raw_ok = true;
   raw_.for_each([&](std::uint64_t offset, std::uint32_t node) {
     raw_ok = raw_ok && engine_.is_live(node) && engine_.node_offset(node) == offset &&
-             engine_.tag(node) <= engine_.node_size(node) && !find_slab(offset, no_index);
+             engine_.user_word(node) <= engine_.node_size(node) && !find_slab(offset, no_index);
   });
   if (!raw_ok) return std::unexpected("a raw range's entry does not match a live range");
   return {};
@@ -132,9 +132,9 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::map() const -> pool_map {
         }
         range_state state = range_state::free;
         if (v.used)
-          state = (v.marks & mark_parked_bit) != 0    ? range_state::parked
-                  : (v.marks & mark_guarded_bit) != 0 ? range_state::guarded
-                                                      : range_state::used;
+          state = (v.user_bits & parked_bit) != 0    ? range_state::parked
+                  : (v.user_bits & guarded_bit) != 0 ? range_state::guarded
+                                                     : range_state::used;
         region.ranges.push_back({v.offset, v.size, state});
       }
       out.regions.push_back(std::move(region));

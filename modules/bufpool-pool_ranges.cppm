@@ -48,7 +48,8 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_range(std::uint64_t 
             engine_.release(a->node);
             throw;
           }
-          engine_.set_tag(a->node, size, static_cast<std::uint8_t>(std::countr_zero(alignment)));
+          engine_.set_user_word(a->node, size);
+          engine_.set_user_bits(a->node, static_cast<std::uint8_t>(std::countr_zero(alignment)));
         }
         const auto* region = regions_[a->region].get();
         detail::unpoison(*region, a->offset, a->capacity);
@@ -110,7 +111,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_raw_locked(std::uint6
   if (!detail::expects(node != no_index, not_raw_resize))
     return std::unexpected(errc::invalid_argument);
   auto capacity = resize_locked(node, size);
-  if (capacity) engine_.set_tag(node, size, engine_.small_tag(node));
+  if (capacity) engine_.set_user_word(node, size);
   return capacity;
 }
 
@@ -187,8 +188,9 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
   const std::uint32_t node = raw_.find(offset);
   if (node == no_index) return std::nullopt;
   if (request != nullptr) {
-    if (!detail::expects(request->size == engine_.tag(node), wrong_size)) return false;
-    if (!detail::expects(request->alignment == std::uint64_t{1} << engine_.small_tag(node),
+    if (!detail::expects(request->size == engine_.user_word(node), wrong_size)) return false;
+    if (!detail::expects(request->alignment ==
+                             std::uint64_t{1} << (engine_.user_bits(node) & raw_alignment_bits),
                          wrong_alignment))
       return false;
   }

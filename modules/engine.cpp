@@ -488,7 +488,7 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
 bool engine::release(std::uint32_t n) noexcept {
   if (n >= nodes_.size() || nodes_[n].state != node_used) return false;
   node& x = nodes_[n];
-  x.marks = 0;
+  x.user_bits = 0;
   region_rec& r = regions_[x.region];
   BUFPOOL_ASSERT(r.used_ranges != 0 && r.used_bytes >= x.size);
   BUFPOOL_ASSERT(used_ranges_ != 0 && used_bytes_ >= x.size);
@@ -633,28 +633,26 @@ bool engine::is_live(std::uint32_t n) const noexcept {
 }
 
 // ---------------------------------------------------------------------------------------
-// What the pool keeps with a live range.
+// What the caller keeps with a live range: links the engine needs only while a range is free
+// or cached hold the word while it is used.
 
-void engine::set_tag(std::uint32_t n, std::uint64_t tag, std::uint8_t small) noexcept {
-  nodes_[n].link = static_cast<std::uint32_t>(tag);
-  nodes_[n].cprev = static_cast<std::uint32_t>(tag >> 32);
-  nodes_[n].small = small;
+void engine::set_user_word(std::uint32_t n, std::uint64_t word) noexcept {
+  BUFPOOL_ASSERT(nodes_[n].state == node_used);
+  nodes_[n].link = static_cast<std::uint32_t>(word);
+  nodes_[n].cprev = static_cast<std::uint32_t>(word >> 32);
 }
 
-std::uint64_t engine::tag(std::uint32_t n) const noexcept {
+std::uint64_t engine::user_word(std::uint32_t n) const noexcept {
   return std::uint64_t{nodes_[n].link} | std::uint64_t{nodes_[n].cprev} << 32;
 }
 
-std::uint8_t engine::small_tag(std::uint32_t n) const noexcept {
-  return nodes_[n].small;
+void engine::set_user_bits(std::uint32_t n, std::uint8_t bits) noexcept {
+  BUFPOOL_ASSERT(nodes_[n].state == node_used);
+  nodes_[n].user_bits = bits;
 }
 
-void engine::set_marks(std::uint32_t n, std::uint8_t marks) noexcept {
-  nodes_[n].marks = marks;
-}
-
-std::uint8_t engine::marks(std::uint32_t n) const noexcept {
-  return nodes_[n].marks;
+std::uint8_t engine::user_bits(std::uint32_t n) const noexcept {
+  return nodes_[n].user_bits;
 }
 
 }  // namespace bufpool

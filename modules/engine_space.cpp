@@ -217,7 +217,7 @@ std::vector<range_view> engine::ranges(std::uint32_t id) const {
       out.back().size += nodes_[n].size;
     else
       out.push_back(
-          {nodes_[n].offset, nodes_[n].size, used, used ? nodes_[n].marks : std::uint8_t{0}});
+          {nodes_[n].offset, nodes_[n].size, used, used ? nodes_[n].user_bits : std::uint8_t{0}});
   }
   return out;
 }
