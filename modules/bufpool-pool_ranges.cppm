@@ -220,7 +220,7 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
     if (const auto live = slabs.live_slot(s, offset)) capacity = live->second;
   }
   std::uint32_t dropped = no_index;
-  const auto v = slabs.give_back(s, offset, request != nullptr ? &request->size : nullptr,
+  const auto v = slabs.free_slot(s, offset, request != nullptr ? &request->size : nullptr,
                                  request != nullptr ? request->alignment : 0, dropped);
   using verdict = detail::slabs::verdict;
   if (!detail::expects(v != verdict::not_live, not_raw) ||

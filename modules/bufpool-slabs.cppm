@@ -101,7 +101,7 @@ class slabs {
   // `size` is not null, that size and alignment are those it was acquired with (nothing
   // changes otherwise). If the span becomes empty and its class already keeps one, the
   // span is dropped and `dropped` receives its engine node (else no_index).
-  verdict give_back(std::uint32_t s, std::uint64_t offset, const std::uint64_t* size,
+  verdict free_slot(std::uint32_t s, std::uint64_t offset, const std::uint64_t* size,
                     std::uint64_t alignment, std::uint32_t& dropped) noexcept;
   // The live slot at `offset` of span s: its recorded size and its capacity, or nothing.
   [[nodiscard]] std::optional<std::pair<std::uint64_t, std::uint64_t>> live_slot(
@@ -118,7 +118,7 @@ class slabs {
   // its own, free slots (and the tail no slot fits) merged.
   template <class F>
   void for_each_run(std::uint32_t s, F&& f) const {
-    const span& x = spans_[s];
+    const span_record& x = spans_[s];
     std::uint64_t run = 0;  // bytes of the current free run
     for (std::uint32_t i = 0; i < x.slots; ++i) {
       const std::uint64_t at = x.offset + std::uint64_t{i} * x.slot;
@@ -147,7 +147,7 @@ class slabs {
   [[nodiscard]] std::expected<void, std::string> validate(const engine& e) const;
 
  private:
-  struct span {
+  struct span_record {
     std::uint64_t offset = 0;
     std::uint64_t bytes = 0;         // 0 while the record is unused
     std::byte* address = nullptr;    // the span's memory
@@ -174,19 +174,19 @@ class slabs {
     std::uint64_t first_cell = 0;
     std::vector<std::unique_ptr<cell[]>> chunks;  // made when a span first needs them
   };
-  [[nodiscard]] static inline bool is_free(const span& x, std::uint32_t i) noexcept {
+  [[nodiscard]] static inline bool is_free(const span_record& x, std::uint32_t i) noexcept {
     return (x.free[i >> 6] >> (i & 63) & 1) != 0;
   }
   // The slot of span x at `delta` bytes from its start (exact for every delta below 2^24:
   // delta * (inverse * slot - 2^40) < 2^40), or x.slots if `delta` does not start one.
-  [[nodiscard]] static inline std::uint32_t slot_index(const span& x,
+  [[nodiscard]] static inline std::uint32_t slot_index(const span_record& x,
                                                        std::uint64_t delta) noexcept {
     const auto i = static_cast<std::uint32_t>((delta * x.inverse) >> 40);
     return i < x.slots && std::uint64_t{i} * x.slot == delta ? i : x.slots;
   }
   // A live slot's record of the size and alignment it was acquired with: one uint16 for a
   // slot of up to 4 KiB (size - 1 | log2(alignment) << 12), two for a larger one.
-  static inline void set_record(span& x, std::uint32_t i, std::uint64_t size,
+  static inline void set_record(span_record& x, std::uint32_t i, std::uint64_t size,
                                 unsigned align_log2) noexcept {
     if (x.slot <= largest_small_slot) {
       x.sizes[i] = static_cast<std::uint16_t>((size - 1) | std::uint64_t{align_log2} << 12);
@@ -195,11 +195,12 @@ class slabs {
       x.sizes[2 * i + 1] = static_cast<std::uint16_t>(align_log2);
     }
   }
-  [[nodiscard]] static inline std::uint64_t recorded_size(const span& x, std::uint32_t i) noexcept {
+  [[nodiscard]] static inline std::uint64_t recorded_size(const span_record& x,
+                                                          std::uint32_t i) noexcept {
     return x.slot <= largest_small_slot ? std::uint64_t{x.sizes[i] & 0xfffU} + 1
                                         : std::uint64_t{x.sizes[2 * i]} + 1;
   }
-  [[nodiscard]] static inline std::uint64_t recorded_alignment(const span& x,
+  [[nodiscard]] static inline std::uint64_t recorded_alignment(const span_record& x,
                                                                std::uint32_t i) noexcept {
     return std::uint64_t{1} << (x.slot <= largest_small_slot ? x.sizes[i] >> 12
                                                              : x.sizes[2 * i + 1]);
@@ -227,7 +228,7 @@ class slabs {
   void unlink(std::uint32_t s) noexcept;
   std::uint32_t drop(std::uint32_t s) noexcept;
 
-  std::vector<span> spans_;
+  std::vector<span_record> spans_;
   std::vector<std::uint32_t> unused_;  // span records to reuse
   std::uint32_t partial_[class_count];
   std::uint8_t empty_[class_count] = {};  // empty spans kept per class (at most 1)
@@ -289,7 +290,7 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
                                                                      unsigned align_log2) noexcept {
   const std::uint32_t s = partial_[c];
   if (s == no_index) return std::nullopt;
-  span& x = spans_[s];
+  span_record& x = spans_[s];
   const auto w = static_cast<unsigned>(std::countr_zero(x.summary));
   std::uint64_t& word = x.free[w];
   const std::uint32_t i = w * 64 + static_cast<unsigned>(std::countr_zero(word));
@@ -323,18 +324,18 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   if (!hints_) return std::nullopt;
   const hint& h = hints_[hint_of(address)];
   if (h.page != address >> hint_page_log2) return std::nullopt;
-  const span& x = spans_[h.span];
+  const span_record& x = spans_[h.span];
   const std::uintptr_t delta = address - reinterpret_cast<std::uintptr_t>(x.address);
   if (delta >= x.bytes) return std::nullopt;
   return place{h.span, x.region, x.offset + delta};
 }
 
-[[gnu::always_inline]] inline slabs::verdict slabs::give_back(std::uint32_t s, std::uint64_t offset,
+[[gnu::always_inline]] inline slabs::verdict slabs::free_slot(std::uint32_t s, std::uint64_t offset,
                                                               const std::uint64_t* size,
                                                               std::uint64_t alignment,
                                                               std::uint32_t& dropped) noexcept {
   dropped = no_index;
-  span& x = spans_[s];
+  span_record& x = spans_[s];
   const std::uint32_t i = slot_index(x, offset - x.offset);
   if (i == x.slots || is_free(x, i)) return verdict::not_live;
   if (size != nullptr) {
@@ -352,7 +353,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
 
 // Puts span s first in its class's list (the next take() uses it).
 [[gnu::always_inline]] inline void slabs::link(std::uint32_t s) noexcept {
-  span& x = spans_[s];
+  span_record& x = spans_[s];
   x.prev = no_index;
   x.next = partial_[x.cls];
   if (x.next != no_index) spans_[x.next].prev = s;
@@ -360,7 +361,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
 }
 
 [[gnu::always_inline]] inline void slabs::unlink(std::uint32_t s) noexcept {
-  span& x = spans_[s];
+  span_record& x = spans_[s];
   if (x.prev != no_index)
     spans_[x.prev].next = x.next;
   else

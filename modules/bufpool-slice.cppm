@@ -120,14 +120,14 @@ class basic_slice {
   /// `o`'s range and guard; `o` becomes empty.
   basic_slice& operator=(basic_slice&& o) noexcept {
     if (this != &o) {
-      give_back();
+      return_range();
       take(o);
     }
     return *this;
   }
   basic_slice(const basic_slice&) = delete;
   basic_slice& operator=(const basic_slice&) = delete;
-  ~basic_slice() { give_back(); }
+  ~basic_slice() { return_range(); }
 
   /// False for a moved-from or default-constructed slice.
   [[nodiscard]] explicit operator bool() const noexcept { return ref_ != pool_ref::none; }
@@ -270,7 +270,7 @@ class basic_slice {
   /// Gives the range back now. Error in_use while guarded: the slice comes back intact.
   std::expected<void, reclaim_error<basic_slice>> reclaim() && {
     if (guard_) return std::unexpected(reclaim_error<basic_slice>{errc::in_use, std::move(*this)});
-    give_back();
+    return_range();
     return {};
   }
 
@@ -359,7 +359,7 @@ class basic_slice {
   }
 
   // Returns the range to the pool, or parks it with its guard if the guard holds.
-  void give_back() noexcept {
+  void return_range() noexcept {
     if (ref_ == pool_ref::none) return;
     auto keep = lock_pool();
     if (keep.pool != nullptr) {

@@ -61,7 +61,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
 
   const std::uint32_t s = unused_.back();
   unused_.pop_back();
-  span& x = spans_[s];
+  span_record& x = spans_[s];
   x.offset = offset;
   x.bytes = bytes;
   x.address = address;
@@ -126,14 +126,14 @@ std::uint64_t* slabs::take_records(unsigned c) {
 
 std::optional<std::pair<std::uint64_t, std::uint64_t>> slabs::live_slot(
     std::uint32_t s, std::uint64_t offset) const noexcept {
-  const span& x = spans_[s];
+  const span_record& x = spans_[s];
   const std::uint32_t i = slot_index(x, offset - x.offset);
   if (i == x.slots || is_free(x, i)) return std::nullopt;
   return std::pair{recorded_size(x, i), std::uint64_t{x.slot}};
 }
 
 void slabs::set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept {
-  span& x = spans_[s];
+  span_record& x = spans_[s];
   const std::uint32_t i = slot_index(x, offset - x.offset);
   BUFPOOL_ASSERT(i < x.slots && !is_free(x, i) && size != 0 && size <= x.slot);
   set_record(x, i, size, static_cast<unsigned>(std::countr_zero(recorded_alignment(x, i))));
@@ -143,7 +143,7 @@ void slabs::set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) 
 // cell it starts in (as covering if it starts the cell, else as starting), and as covering
 // every later cell up to its last byte.
 void slabs::point_table(std::uint32_t s, std::uint32_t value) noexcept {
-  const span& x = spans_[s];
+  const span_record& x = spans_[s];
   constexpr std::uint64_t cell_bytes = std::uint64_t{1} << cell_log2;
   // Spans do not overlap: a new span finds its cells free, a dropped one finds them its own.
   const std::uint32_t was = value == no_index ? s : no_index;
@@ -167,7 +167,7 @@ void slabs::point_table(std::uint32_t s, std::uint32_t value) noexcept {
 // Forgets span s, empty and counted as such (the caller gives its engine range back);
 // returns its node.
 std::uint32_t slabs::drop(std::uint32_t s) noexcept {
-  span& x = spans_[s];
+  span_record& x = spans_[s];
   // Only an empty span goes: no live slot, every slot free in the bitmap, every bitmap word
   // in the summary.
   BUFPOOL_ASSERT(x.slots != 0 && x.live == 0 && empty_[x.cls] != 0);
@@ -200,7 +200,7 @@ std::uint32_t slabs::drop(std::uint32_t s) noexcept {
 
 slabs::totals slabs::of_region(std::uint32_t region) const noexcept {
   totals t;
-  for (const span& x : spans_) {
+  for (const span_record& x : spans_) {
     if (x.slots == 0 || x.region != region) continue;
     BUFPOOL_ASSERT(x.live <= x.slots);
     t.span_bytes += x.bytes;
@@ -225,7 +225,7 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
   totals sum;
   std::uint8_t empties[class_count] = {};
   for (std::uint32_t s = 0; s < spans_.size(); ++s) {
-    const span& x = spans_[s];
+    const span_record& x = spans_[s];
     if (x.slots == 0) continue;
     if (!e.is_live(x.node) || e.node_offset(x.node) != x.offset || e.node_size(x.node) != x.bytes)
       return fail("a span is not the live engine range it records");
