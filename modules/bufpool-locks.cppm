@@ -19,7 +19,7 @@ struct null_mutex {
 };
 
 /// The default lock of `buffer_pool`: one atomic word. An uncontended lock() and unlock()
-/// are one atomic exchange each (a std::mutex costs about twice that); a contended lock()
+/// are one atomic exchange each (a std::mutex makes more atomic operations); a contended lock()
 /// spins for a short while (with the CPU's spin-wait hint) before it sleeps in
 /// std::atomic::wait. The pool's critical sections are short and constant (a slab slot is a
 /// few dozen instructions), so the holder is usually done before a sleep would even start.
@@ -95,11 +95,10 @@ void heavy_barrier() noexcept;
 // reorder the owner's store of owner_in_ after its load of revoked_, but the heavy barrier
 // orders every running thread between the other thread's store of revoked_ and its load
 // of owner_in_, so at least one of the two sees the other's store.
-// A heavy barrier costs 0.3 us with no other thread running and 12 to 16 us with one (on
-// the 2-CPU VM of the benchmarks), against about 7 ns an owner entry saves: once other
-// threads have entered 64 times, and more than once per 4096 owner entries, the bias ends
-// for good and the owner takes the mutex too, as every thread does where the heavy barrier
-// is unavailable.
+// A heavy barrier costs far more than an owner entry saves (it interrupts every running
+// thread): once other threads have entered 64 times, and more than once per 4096 owner
+// entries, the bias ends for good and the owner takes the mutex too, as every thread does
+// where the heavy barrier is unavailable.
 class cache_lock {
  public:
   cache_lock() noexcept : biased_(heavy_barrier_available()) {}
