@@ -94,9 +94,9 @@ struct range_view {
 /// the number of gaps; publish O(log n + R).
 ///
 /// Size classes (`greedy` only): a greedy request of at most class_limit() bytes gets the
-/// capacity of its size class (whole granules up to 16 granules, then 8 classes per doubling,
-/// so at most 12.5% more), and when such a range is released it goes to a LIFO list of its
-/// class (up to max_cached_per_class) instead of being coalesced and indexed; the next greedy
+/// capacity of its size class (detail::range_classes: whole granules up to 16, then 8 classes per
+/// doubling, so at most 12.5% more), and when such a range is released it goes to a LIFO list of
+/// its class (up to max_cached_per_class) instead of being coalesced and indexed; the next greedy
 /// request of the class takes it back without touching either index. The cache is flushed
 /// into the indexes (coalescing) when it holds more than 1/16 of the regions' bytes plus
 /// 4 * class_limit(), or max_cached_ranges ranges; before any `optimal` or `fixed` request;

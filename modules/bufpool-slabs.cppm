@@ -17,6 +17,7 @@ module;
 export module bufpool:slabs;
 
 import :engine;
+import :size_classes;
 
 export namespace bufpool {
 
@@ -251,35 +252,28 @@ class slabs {
   slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }
 };
 
-// Slot sizes: 8 .. 256 in steps of 8 (classes 0 .. 31: small objects, the most numerous,
-// waste under 8 bytes each), then 4 per doubling: 320, 384, 448, 512, 640, ... 4096
-// (classes 32 .. 47), ... 65536 (class 63), so a slot is under 25% larger than a request
-// above 256 bytes. The paths every acquisition and release take are defined here, inline.
+// Slot sizes are slot_classes (bufpool:size_classes): 8 .. 256 in steps of 8 (classes 0 ..
+// 31), then 4 per doubling: 320, 384, 448, 512, 640, ... 4096 (classes 32 .. 47), ... 65536
+// (class 63). The paths every acquisition and release take are defined here, inline.
 constexpr std::uint64_t slabs::slot_size(unsigned c) noexcept {
-  if (c < 32) return std::uint64_t{8} * (c + 1);
-  const unsigned k = c - 32;
-  return std::uint64_t{5 + k % 4} << (6 + k / 4);
+  return slot_granule * slot_classes::granules(c);
 }
 
 inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noexcept {
   if (size > largest_slot || alignment > largest_alignment) return no_class;
-  if (size > largest_small_slot) {  // size in (2^(b-1), 2^b]: 4 classes per doubling
-    const auto b = static_cast<unsigned>(std::bit_width(size - 1));
-    unsigned c = 32 + (b - 9) * 4 + static_cast<unsigned>((size - 1) >> (b - 3)) - 4;
+  if (size > largest_small_slot) {
+    unsigned c = slot_classes::index_of((size - 1) / slot_granule + 1);
     while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
     return c < class_count ? c : no_class;
   }
-  // The smallest class that holds (size - 1) / 8 + 1 granules of 8 bytes.
+  // The smallest class that holds (size - 1) / 8 + 1 granules of 8 bytes, from a table.
   static constexpr auto by_granules = [] {
-    std::array<std::uint8_t, largest_small_slot / 8> t{};
-    unsigned c = 0;
-    for (std::uint64_t g = 0; g < t.size(); ++g) {
-      while (slot_size(c) < 8 * (g + 1)) ++c;
-      t[g] = static_cast<std::uint8_t>(c);
-    }
+    std::array<std::uint8_t, largest_small_slot / slot_granule> t{};
+    for (std::uint64_t g = 0; g < t.size(); ++g)
+      t[g] = static_cast<std::uint8_t>(slot_classes::index_of(g + 1));
     return t;
   }();
-  unsigned c = by_granules[(size - 1) >> 3];
+  unsigned c = by_granules[(size - 1) / slot_granule];
   // Every slot size is a multiple of 8: only a larger alignment may need a larger class.
   if (alignment > 8)
     while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;

@@ -5,6 +5,7 @@ export module bufpool;
 export import :errors;
 export import :options;
 export import :contracts;
+export import :size_classes;
 export import :engine;
 export import :types;
 export import :map;

@@ -275,16 +275,11 @@ offset_t engine::class_capacity(offset_t size) const noexcept {
   const offset_t g = limits_.min_alignment;
   if (len > class_limit_) return len > ~offset_t{0} - (g - 1) ? len : (len + g - 1) & ~(g - 1);
   const offset_t q = (len + g - 1) >> granule_log2_;  // granules
-  if (q <= 16) return q << granule_log2_;
-  const offset_t step = offset_t{1} << (std::bit_width(q - 1) - 4);
-  return ((q + step - 1) & ~(step - 1)) << granule_log2_;
+  return static_cast<offset_t>(detail::range_classes::round_up(q)) << granule_log2_;
 }
 
 unsigned engine::class_index(offset_t capacity) const noexcept {
-  const offset_t q = capacity >> granule_log2_;
-  if (q <= 16) return static_cast<unsigned>(q - 1);
-  const auto b = static_cast<unsigned>(std::bit_width(q - 1));
-  return 16 + (b - 5) * 8 + static_cast<unsigned>(q >> (b - 4)) - 9;
+  return detail::range_classes::index_of(capacity >> granule_log2_);
 }
 
 void engine::cache_push(std::uint32_t n) noexcept {
