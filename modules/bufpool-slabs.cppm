@@ -7,15 +7,20 @@ module;
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <expected>
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "internal_assert.hpp"
 export module bufpool:slabs;
 
+import :contracts;
 import :engine;
 import :size_classes;
 
@@ -285,8 +290,10 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
   const std::uint32_t s = partial_[c];
   if (s == no_index) return std::nullopt;
   span_record& x = spans_[s];
+  BUFPOOL_ASSERT(x.cls == c && x.live < x.slots && x.summary != 0);  // listed: has a free slot
   const auto w = static_cast<unsigned>(std::countr_zero(x.summary));
   std::uint64_t& word = x.free[w];
+  BUFPOOL_ASSERT(word != 0);  // the summary word names words with a free slot
   const std::uint32_t i = w * 64 + static_cast<unsigned>(std::countr_zero(word));
   word &= word - 1;
   if (word == 0) x.summary &= ~(std::uint64_t{1} << w);
@@ -336,6 +343,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
     if (*size != recorded_size(x, i)) return verdict::size;
     if (alignment != recorded_alignment(x, i)) return verdict::alignment;
   }
+  BUFPOOL_ASSERT(x.live != 0 && totals_.live_slots != 0 && totals_.live_bytes >= x.slot);
   x.free[i >> 6] |= std::uint64_t{1} << (i & 63);
   x.summary |= std::uint64_t{1} << (i >> 6);
   totals_.live_bytes -= x.slot;
@@ -348,6 +356,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
 // Puts span s first in its class's list (the next take() uses it).
 [[gnu::always_inline]] inline void slabs::link(std::uint32_t s) noexcept {
   span_record& x = spans_[s];
+  BUFPOOL_ASSERT(partial_[x.cls] != s && x.prev == no_index && x.next == no_index);
   x.prev = no_index;
   x.next = partial_[x.cls];
   if (x.next != no_index) spans_[x.next].prev = s;
@@ -356,6 +365,8 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
 
 [[gnu::always_inline]] inline void slabs::unlink(std::uint32_t s) noexcept {
   span_record& x = spans_[s];
+  BUFPOOL_ASSERT(x.prev != no_index ? spans_[x.prev].next == s : partial_[x.cls] == s);
+  BUFPOOL_ASSERT(x.next == no_index || spans_[x.next].prev == s);
   if (x.prev != no_index)
     spans_[x.prev].next = x.next;
   else
