@@ -65,8 +65,11 @@ void session::op_pmr_allocate() {
     expect_resource_unchanged(before, up, "pmr: a failed allocation changes nothing");
     if (failure == 2) return;
     constexpr std::size_t top = std::numeric_limits<std::size_t>::max();
-    expect(!refused && alignment <= bufpool::pmr::pool_resource::region_alignment &&
-               bytes > top - 4095,
+    // No region can hold it, or it cannot even be rounded up to its alignment (refused
+    // before the upstream is asked).
+    expect(!refused && ((alignment <= bufpool::pmr::pool_resource::region_alignment &&
+                         bytes > top - 4095) ||
+                        bytes > top - (alignment - 1)),
            "pmr: bad_alloc only for sizes no region can hold; upstream errors propagate", "bytes ",
            bytes, " alignment ", alignment, " upstream refused ", refused);
     return;
@@ -205,8 +208,12 @@ void session::op_pmr_release() {
   if (!resource_) return;
   resource_->release();
   blocks_.clear();
-  expect(upstream_.outstanding() == 0 && upstream_.blocks() == 0,
-         "pmr: release() gives every upstream block back", "outstanding ", upstream_.outstanding());
+  // What recent cycles used stays for the next (options idle_cycles, retained_bytes); every
+  // other upstream block goes back.
+  expect(upstream_.outstanding() == resource_->kept_bytes() &&
+             (upstream_.blocks() == 0) == (resource_->kept_bytes() == 0),
+         "pmr: release() gives back every upstream block but those it reports kept", "outstanding ",
+         upstream_.outstanding());
   expect_stats(resource_->stats(), resource_base_,
                "pmr: release() returns the resource to its initial state");
 }
