@@ -7,7 +7,8 @@ module bufpool:range_nodes;
 
 import :engine;
 
-namespace bufpool::detail {
+// In namespace bufpool itself: only the engine's units import this partition.
+namespace bufpool {
 
 // The states of engine::node. A node is unused (on the node free list), or one range of a
 // region: free and indexed, used, or free but kept out of the indexes (cached or wild).
@@ -27,4 +28,4 @@ constexpr offset_t last_of(offset_t offset, offset_t size) noexcept {
   return offset + (size - 1);
 }
 
-}  // namespace bufpool::detail
+}  // namespace bufpool

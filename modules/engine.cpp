@@ -33,14 +33,6 @@ import :range_nodes;
 
 namespace bufpool {
 
-using detail::last_of;
-using detail::node_cached;
-using detail::node_free;
-using detail::node_unused;
-using detail::node_used;
-using detail::node_wild;
-using detail::pad_to;
-
 namespace {
 
 // Whether range n and its physical neighbours link to each other, in one region, with no gap

@@ -24,13 +24,6 @@ import :range_nodes;
 
 namespace bufpool {
 
-using detail::last_of;
-using detail::node_cached;
-using detail::node_free;
-using detail::node_unused;
-using detail::node_used;
-using detail::node_wild;
-
 // ---------------------------------------------------------------------------------------
 // Offset space: reservations, cancellations, regions.
 
