@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// bufpool:pool — the buffer pool: regions, expansion, slices, guards, handles and closing.
+// bufpool:pool — the buffer pool: its interface, its state, and the declarations of the paths
+// that bufpool:pool_ranges, bufpool:pool_inspect and bufpool:pool_guards define.
 module;
 #include <algorithm>
 #include <array>
@@ -101,7 +102,7 @@ class buffer_pool {
   using entries = mmap_entries<Int, Extra>;  ///< What regions() returns and close() receives.
   using expansion = expansion_handle<buffer_pool>;  ///< What begin_expand() returns.
   /// A slice of this pool that can carry a guard of type `Guard`.
-  template <class Guard = no_guard>
+  template <slice_guard Guard = no_guard>
   using slice_type = basic_slice<buffer_pool, Guard>;
   using slice = basic_slice<buffer_pool, no_guard>;  ///< A slice that carries no guard.
 
@@ -178,7 +179,7 @@ class buffer_pool {
   /// out_of_memory (optimal: only when no free range can hold the aligned request),
   /// invalid_argument / occupied / out_of_range / arithmetic_overflow (fixed), pool_closed.
   /// Complexity: O(log n) in the number of free ranges, for every strategy and alignment.
-  template <class Guard = no_guard>
+  template <slice_guard Guard = no_guard>
   [[nodiscard]] std::expected<slice_type<Guard>, errc> acquire(std::uint64_t size,
                                                                std::uint64_t alignment = 1,
                                                                strategy how = optimal) {
@@ -190,7 +191,7 @@ class buffer_pool {
 
   /// As acquire(), but the slice holds `pool` (a shared_ptr to this pool, possibly an
   /// aliasing one into an object that contains it) and keeps the pool alive.
-  template <class Guard = no_guard>
+  template <slice_guard Guard = no_guard>
   [[nodiscard]] static std::expected<slice_type<Guard>, errc> acquire_shared(
       const std::shared_ptr<buffer_pool>& pool, std::uint64_t size, std::uint64_t alignment = 1,
       strategy how = optimal) {
@@ -201,7 +202,7 @@ class buffer_pool {
 
   /// As acquire(), but the slice holds a weak reference: if the pool is destroyed first,
   /// the slice reports it (pool_is_alive()), refuses data access and frees nothing.
-  template <class Guard = no_guard>
+  template <slice_guard Guard = no_guard>
   [[nodiscard]] static std::expected<slice_type<Guard>, errc> acquire_weak(
       const std::shared_ptr<buffer_pool>& pool, std::uint64_t size, std::uint64_t alignment = 1,
       strategy how = optimal) {
@@ -225,6 +226,10 @@ class buffer_pool {
   /// An offset that does not start a live raw range of this pool (released twice, a
   /// slice's range, another pool's, inside a range) is a contract violation: nothing
   /// changes and the result is false if the handler returns.
+  ///
+  /// An offset carries no pool identity: another pool's offset that happens to start a live
+  /// raw range of this pool releases that range, undetected. Keep each offset with its pool,
+  /// or release by pointer, which is checked against this pool's regions.
   bool release_raw(std::uint64_t offset) noexcept { return release_raw_offset(offset, nullptr); }
 
   /// As release_raw(offset), and `size` and `alignment` must be those given to
@@ -427,7 +432,7 @@ class buffer_pool {
     slabs.drop_empty([&](std::uint32_t node) { self.engine_.release(node); });
   }
 
-  template <class P, class G>
+  template <class P, slice_guard G>
   friend class basic_slice;
 
   struct range {

@@ -138,9 +138,10 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
   if constexpr (can_cache) {
     if (caches_.enabled())
       if (const auto done = caches_.release_own(
-              pointer, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
-                return release_slot(mine.slabs, &mine, s, region, at, request);
-              }))
+              pointer, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at)
+                           __attribute__((always_inline)) {  // the slot path stays whole, as above
+                             return release_slot(mine.slabs, &mine, s, region, at, request);
+                           }))
         return *done;
   }
   const auto address = reinterpret_cast<std::uintptr_t>(pointer);

@@ -105,7 +105,7 @@ class expansion_handle {
 ///
 /// A moved-from slice is empty: size() 0, bytes() empty, data() null, destruction and
 /// reclaim() do nothing.
-template <class Pool, class Guard = no_guard>
+template <class Pool, slice_guard Guard = no_guard>
 class basic_slice {
  public:
   using pool_type = Pool;                        ///< The pool the slice comes from.
@@ -221,7 +221,7 @@ class basic_slice {
 
   /// Attaches `guard`. Errors (the guard comes back): already_guarded, pool_gone.
   std::expected<void, guard_error<Guard>> guard(Guard g, guard_mode m = guard_mode::exclusive)
-    requires slice_guard<Guard> && (!std::same_as<Guard, no_guard>)
+    requires(!std::same_as<Guard, no_guard>)
   {
     if (guard_) return std::unexpected(guard_error<Guard>{errc::already_guarded, std::move(g)});
     auto keep = lock_pool();
@@ -276,7 +276,7 @@ class basic_slice {
 
  private:
   friend Pool;
-  template <class P, class G>
+  template <class P, slice_guard G>
   friend class basic_slice;
 
   using range = typename Pool::range;

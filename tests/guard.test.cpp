@@ -329,4 +329,20 @@ TEST(Guard, GuardedWeakSliceOfADeadPoolFreesNothing) {
   EXPECT_EQ(*asked, 0);  // nobody to give the range back to
 }
 
+// A type with no try_release(): not a slice_guard.
+struct not_a_guard {};
+
+template <class Pool, class G>
+concept acquires_with_guard = requires(Pool& pool) { pool.template acquire<G>(1); };
+template <class Pool, class G>
+concept names_a_slice_type = requires { typename Pool::template slice_type<G>; };
+
 }  // namespace
+
+TEST(GuardConcept, AcquireAndSlicesTakeOnlyTypesThatModelSliceGuard) {
+  // A wrong guard type is refused where it is named, not deep inside the slice's release.
+  EXPECT_TRUE((acquires_with_guard<pool32, io_guard>));
+  EXPECT_TRUE((names_a_slice_type<pool32, io_guard>));
+  EXPECT_FALSE((acquires_with_guard<pool32, not_a_guard>));
+  EXPECT_FALSE((names_a_slice_type<pool32, not_a_guard>));
+}
