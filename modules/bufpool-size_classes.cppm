@@ -27,8 +27,8 @@ template <unsigned Linear, unsigned PerDoubling>
 struct size_classes {
   static_assert(std::has_single_bit(Linear) && std::has_single_bit(PerDoubling) &&
                 PerDoubling <= Linear);
-  static constexpr unsigned linear_log2 = std::countr_zero(Linear);
-  static constexpr unsigned per_doubling_log2 = std::countr_zero(PerDoubling);
+  static constexpr auto linear_log2 = static_cast<unsigned>(std::countr_zero(Linear));
+  static constexpr auto per_doubling_log2 = static_cast<unsigned>(std::countr_zero(PerDoubling));
 
   // The smallest class holding `q` >= 1 granules.
   [[nodiscard]] static constexpr unsigned index_of(std::uint64_t q) noexcept {
@@ -47,7 +47,8 @@ struct size_classes {
   // `q` >= 1 granules rounded up to its class: granules(index_of(q)), without the index.
   [[nodiscard]] static constexpr std::uint64_t round_up(std::uint64_t q) noexcept {
     if (q <= Linear) return q;
-    const std::uint64_t step = std::uint64_t{1} << (std::bit_width(q - 1) - 1 - per_doubling_log2);
+    const auto b = static_cast<unsigned>(std::bit_width(q - 1));  // q in (2^(b-1), 2^b]
+    const std::uint64_t step = std::uint64_t{1} << (b - 1 - per_doubling_log2);
     return (q + step - 1) & ~(step - 1);
   }
 };
