@@ -111,8 +111,9 @@ void session::op_initialize_misuse() {
     deliberate_misuse m("initialize with null or overlapping memory");
     auto id = std::move(*p.handle).initialize(base);
     m.expect_reported();
-    expect(!id && id.error() == errc::invalid_argument,
-           "initialize with bad memory fails with invalid_argument");
+    const errc cause = base == nullptr ? errc::null_memory : errc::overlapping_memory;
+    expect(!id && id.error() == cause,
+           "initialize with bad memory fails with null_memory or overlapping_memory");
   }
   model_.pending.erase(p.offset);  // the reservation is cancelled
   pending_[i] = std::move(pending_.back());

@@ -77,12 +77,10 @@ shown_outcome outcome(const std::expected<T, errc>& r) {
 
 bool g_misuse_expected = false;
 int g_violations = 0;
-std::string g_last_rule;
 
 void on_violation(const bufpool::contract_violation& v) {
   if (!g_misuse_expected) fail("unexpected contract violation", v.rule);
   ++g_violations;
-  g_last_rule = v.rule;
 }
 
 void on_diagnostic(const char* message) {

@@ -279,8 +279,8 @@ void session::op_move() {
     expect(moved.offset() == s.offset && moved.is_guarded() == (s.flag >= 0),
            "a moved slice keeps its range and guard");
     auto resized = s.slice.try_resize(64);
-    expect(!resized && resized.error() == errc::invalid_argument,
-           "try_resize of an empty slice: invalid_argument");
+    expect(!resized && resized.error() == errc::empty_slice,
+           "try_resize of an empty slice: empty_slice");
     expect(std::move(s.slice).reclaim().has_value(), "reclaim of an empty slice does nothing");
     s.slice = std::move(moved);
     return;
@@ -372,8 +372,8 @@ void session::op_raw_misuse() {
       if (raw_starts_at(offset)) return;
       const auto r = pool_->resize_raw(offset, 64);
       ok = r.has_value();
-      expect(!r && r.error() == errc::invalid_argument,
-             "resize_raw of a non-raw offset fails with invalid_argument", outcome(r));
+      expect(!r && r.error() == errc::not_live,
+             "resize_raw of a non-raw offset fails with not_live", outcome(r));
       break;
     }
     default: {  // released twice

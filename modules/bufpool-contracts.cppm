@@ -45,6 +45,16 @@ std::uint64_t register_pool(const void* pool);
 void unregister_pool(const void* pool) noexcept;
 bool pool_registered(const void* pool, std::uint64_t id) noexcept;
 
+/// The rules a release of a raw range can break, worded for the function the user called,
+/// so that an adapter's violation names its own API (pool_resource::deallocate, ...) and
+/// the likely cause instead of the pool's internal call.
+struct release_rules {
+  const char* foreign_pointer;  ///< The pointer is in none of the pool's regions.
+  const char* not_live;         ///< No live raw range starts there (freed twice, inside one).
+  const char* wrong_size;       ///< The size differs from the one it was acquired with.
+  const char* wrong_alignment;  ///< The alignment differs likewise.
+};
+
 /// Checks a precondition; returns `ok` so callers can skip the operation if a handler returns.
 inline bool expects(bool ok, const char* rule,
                     std::source_location where = std::source_location::current()) noexcept {

@@ -144,7 +144,7 @@ class engine {
   /// offset: growing takes the start of the next range of its region if that is free;
   /// shrinking gives the tail back (to a free next range, or as a new free range when the
   /// tail is at least a granule). Returns the new capacity. Errors, with nothing changed:
-  /// invalid_argument (not a live node), invalid_size, too_large, out_of_memory (the next
+  /// not_live (not a live node), invalid_size, too_large, out_of_memory (the next
   /// range is not free or too small). O(log n).
   [[nodiscard]] std::expected<offset_t, errc> resize(std::uint32_t node, offset_t size);
 

@@ -25,6 +25,11 @@ enum class errc : int {
   not_guarded,          ///< The operation needs a guarded slice.
   pool_gone,            ///< A weak slice whose pool no longer exists.
   access_denied,        ///< Data access refused: the slice is guarded (exclusive mode, or writes).
+  empty_slice,          ///< The operation needs a slice that holds a range (not moved from).
+  null_memory,          ///< initialize: a region's memory must not be null.
+  overlapping_memory,   ///< initialize: the memory overlaps another region's memory.
+  handle_spent,         ///< initialize: the expansion handle was already initialized or cancelled.
+  not_live,             ///< No live raw range starts at the offset or pointer (raw_at, resize_raw).
 };
 
 /// The category of `bufpool::errc`; maps each code to the closest `std::errc`.

@@ -230,44 +230,54 @@ class buffer_pool {
   /// An offset carries no pool identity: another pool's offset that happens to start a live
   /// raw range of this pool releases that range, undetected. Keep each offset with its pool,
   /// or release by pointer, which is checked against this pool's regions.
-  bool release_raw(std::uint64_t offset) noexcept { return release_raw_offset(offset, nullptr); }
+  bool release_raw(std::uint64_t offset) noexcept {
+    const raw_request request{0, 0, false, &raw_rules};
+    return release_raw_offset(offset, request);
+  }
 
   /// As release_raw(offset), and `size` and `alignment` must be those given to
   /// acquire_raw: a mismatch is a contract violation and nothing changes.
   bool release_raw(std::uint64_t offset, std::uint64_t size, std::uint64_t alignment) noexcept {
-    const raw_request request{size, alignment};
-    return release_raw_offset(offset, &request);
+    const raw_request request{size, alignment, true, &raw_rules};
+    return release_raw_offset(offset, request);
   }
 
   /// Gives back the raw range whose memory starts at `pointer`: its region is found by
   /// address in O(log regions), never by reading the memory. Same contract as above.
   [[gnu::always_inline]] bool release_raw(const void* pointer) noexcept {
-    return release_raw_pointer(pointer, nullptr);
+    return release_raw_pointer(pointer, raw_request{0, 0, false, &raw_rules});
   }
 
   /// As release_raw(pointer), checking `size` and `alignment` as release_raw(offset, size,
   /// alignment) does.
   [[gnu::always_inline]] bool release_raw(const void* pointer, std::uint64_t size,
                                           std::uint64_t alignment) noexcept {
-    const raw_request request{size, alignment};
-    return release_raw_pointer(pointer, &request);
+    return release_raw_pointer(pointer, raw_request{size, alignment, true, &raw_rules});
+  }
+
+  /// As release_raw(pointer, size, alignment), reporting a violation with `rules`: for an
+  /// adapter, whose users know its function (deallocate) and not release_raw.
+  [[gnu::always_inline]] bool release_raw(const void* pointer, std::uint64_t size,
+                                          std::uint64_t alignment,
+                                          const detail::release_rules& rules) noexcept {
+    return release_raw_pointer(pointer, raw_request{size, alignment, true, &rules});
   }
 
   /// The live raw range whose memory starts at `pointer`, with the size it was acquired
-  /// (or last resized) with. invalid_argument if there is none. O(log regions) + O(1).
+  /// (or last resized) with. not_live if there is none. O(log regions) + O(1).
   [[nodiscard]] std::expected<raw_range<Int>, errc> raw_at(const void* pointer) const {
     return with_all_locked([&]() -> std::expected<raw_range<Int>, errc> {
       const auto at = locate(pointer);
-      if (!at) return std::unexpected(errc::invalid_argument);
+      if (!at) return std::unexpected(errc::not_live);
       auto* data = const_cast<std::byte*>(static_cast<const std::byte*>(pointer));
       if (const auto slab = find_slab(at->offset, at->region)) {
         const auto live = slab->slabs->live_slot(slab->span, at->offset);
-        if (!live) return std::unexpected(errc::invalid_argument);
+        if (!live) return std::unexpected(errc::not_live);
         return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(live->first),
                               static_cast<Int>(live->second), data};
       }
       const std::uint32_t node = raw_.find(at->offset);
-      if (node == no_index) return std::unexpected(errc::invalid_argument);
+      if (node == no_index) return std::unexpected(errc::not_live);
       return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(engine_.user_word(node)),
                             static_cast<Int>(engine_.node_size(node)), data};
     });
@@ -278,7 +288,7 @@ class buffer_pool {
   /// the same region; shrinking gives the tail back. The range's recorded size becomes
   /// `size`. Returns the new capacity. Errors, with nothing changed: invalid_size,
   /// too_large, out_of_memory (no room after the range); an offset that does not start a
-  /// live raw range is a contract violation (invalid_argument if the handler returns).
+  /// live raw range is a contract violation (not_live if the handler returns).
   /// O(log n).
   [[nodiscard]] std::expected<Int, errc> resize_raw(std::uint64_t offset, std::uint64_t size) {
     return with_all_locked([&] { return resize_raw_locked(offset, size); });
@@ -290,7 +300,7 @@ class buffer_pool {
       const auto at = locate(pointer);
       if (!detail::expects(at.has_value(),
                            "resize_raw: the pointer is in none of this pool's regions"))
-        return std::unexpected(errc::invalid_argument);
+        return std::unexpected(errc::not_live);
       return resize_raw_locked(at->offset, size);
     });
   }
@@ -487,20 +497,23 @@ class buffer_pool {
     for (const auto& r : regions_) detail::unpoison(*r, r->offset, r->size);
   }
 
+  // A release: the size and alignment to check (if `checked`) and the words of its
+  // violations.
   struct raw_request {
     std::uint64_t size;
     std::uint64_t alignment;
+    bool checked;
+    const detail::release_rules* rules;
   };
 
-  static constexpr const char* not_raw =
+  static constexpr detail::release_rules raw_rules{
+      "release_raw: the pointer is in none of this pool's regions",
       "release_raw: the offset does not start a live raw range of this pool (released twice, a "
-      "slice's range, another pool's, or inside a range)";
+      "slice's range, another pool's, or inside a range)",
+      "release_raw: the size differs from the size the range was acquired with",
+      "release_raw: the alignment differs from the alignment the range was acquired with"};
   static constexpr const char* not_raw_resize =
       "resize_raw: the offset does not start a live raw range of this pool";
-  static constexpr const char* wrong_size =
-      "release_raw: the size differs from the size the range was acquired with";
-  static constexpr const char* wrong_alignment =
-      "release_raw: the alignment differs from the alignment the range was acquired with";
 
   // ---- releases (defined in bufpool:pool_ranges) -----------------------------------------
   // The slot paths of acquire_raw() and release_raw() are inlined whole into their callers
@@ -515,32 +528,32 @@ class buffer_pool {
   // A slot of the thread's cache or of the pool's slabs is freed inline where release_raw()
   // is called; a raw range of the engine and another thread's slot out of line.
   [[gnu::always_inline]] bool release_raw_pointer(const void* pointer,
-                                                  const raw_request* request) noexcept;
+                                                  const raw_request& request) noexcept;
 
-  bool release_raw_offset(std::uint64_t offset, const raw_request* request) noexcept;
+  bool release_raw_offset(std::uint64_t offset, const raw_request& request) noexcept;
 
   // Frees the pool's slot or raw range at `offset` (lock held); nothing, and nothing
   // reported, if the pool's own slabs and raw ranges have none there. A slot found is
   // noted as the hint for `address` (its memory), if not 0.
   [[gnu::always_inline]] std::optional<bool> release_pool_locked(
-      std::uint64_t offset, const raw_request* request, std::uint32_t region,
+      std::uint64_t offset, const raw_request& request, std::uint32_t region,
       std::uintptr_t address = 0) noexcept;
 
   // The raw range of the engine at `offset` (lock held), as release_pool_locked().
   [[gnu::noinline]] std::optional<bool> release_raw_range_locked(
-      std::uint64_t offset, const raw_request* request) noexcept;
+      std::uint64_t offset, const raw_request& request) noexcept;
 
   // Frees a slot of some thread's slabs (no lock held), or reports that nothing of this
   // pool starts at `offset`. O(threads that took slots).
   [[gnu::noinline]] bool release_in_caches(std::uint64_t offset, std::uint32_t region,
-                                           const raw_request* request) noexcept;
+                                           const raw_request& request) noexcept;
 
   // Frees the slot at `offset` of span s of `slabs`: the pool's (owner null, the pool's
   // lock held) or thread cache `owner`'s (its lock held; the pool's is taken to give an
   // emptied span back). `region` may be no_index for the pool's own slabs.
   [[gnu::always_inline]] bool release_slot(detail::slabs& slabs, cache* owner, std::uint32_t s,
                                            std::uint32_t region, std::uint64_t offset,
-                                           const raw_request* request) noexcept;
+                                           const raw_request& request) noexcept;
 
   // ---- slab acquisitions (defined in bufpool:pool_ranges) ---------------------------------
 
@@ -643,7 +656,7 @@ class buffer_pool {
       const bool overlap = base < r->base + r->size && r->base < base + size;
       if (!detail::expects(!overlap, "a region's memory must not overlap another region's")) {
         engine_.cancel(offset, size);
-        return std::unexpected(errc::invalid_argument);
+        return std::unexpected(errc::overlapping_memory);
       }
     }
     // Every allocation first, so that running out of memory changes nothing.

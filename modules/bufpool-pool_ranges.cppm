@@ -108,8 +108,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_raw_locked(std::uint6
     -> std::expected<Int, errc> {
   if (const auto slab = find_slab(offset, no_index)) return resize_slot(*slab, offset, size);
   const std::uint32_t node = raw_.find(offset);
-  if (!detail::expects(node != no_index, not_raw_resize))
-    return std::unexpected(errc::invalid_argument);
+  if (!detail::expects(node != no_index, not_raw_resize)) return std::unexpected(errc::not_live);
   auto capacity = resize_locked(node, size);
   if (capacity) engine_.set_user_word(node, size);
   return capacity;
@@ -134,7 +133,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_locked(std::uint32_t
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_pointer(
-    const void* pointer, const raw_request* request) noexcept -> bool {
+    const void* pointer, const raw_request& request) noexcept -> bool {
   if constexpr (can_cache) {
     if (caches_.enabled())
       if (const auto done = caches_.release_own(
@@ -151,9 +150,7 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
     if (const auto hit = slabs_.find_hinted(address))
       return release_slot(slabs_, nullptr, hit->span, hit->region, hit->offset, request);
     at = locate(pointer);
-    if (!detail::expects(at.has_value(),
-                         "release_raw: the pointer is in none of this pool's regions"))
-      return false;
+    if (!detail::expects(at.has_value(), request.rules->foreign_pointer)) return false;
     if (const auto done = release_pool_locked(at->offset, request, at->region, address))
       return *done;
   }
@@ -162,7 +159,7 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
-    std::uint64_t offset, const raw_request* request) noexcept -> bool {
+    std::uint64_t offset, const raw_request& request) noexcept -> bool {
   std::uint32_t region = no_index;
   {
     std::scoped_lock lock(mutex_);
@@ -174,7 +171,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_pool_locked(
-    std::uint64_t offset, const raw_request* request, std::uint32_t region,
+    std::uint64_t offset, const raw_request& request, std::uint32_t region,
     std::uintptr_t address) noexcept -> std::optional<bool> {
   if (const std::uint32_t s = span_of(offset, region); s != no_index) {
     if (address != 0) slabs_.note_hint(address, s);
@@ -185,14 +182,15 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_range_locked(
-    std::uint64_t offset, const raw_request* request) noexcept -> std::optional<bool> {
+    std::uint64_t offset, const raw_request& request) noexcept -> std::optional<bool> {
   const std::uint32_t node = raw_.find(offset);
   if (node == no_index) return std::nullopt;
-  if (request != nullptr) {
-    if (!detail::expects(request->size == engine_.user_word(node), wrong_size)) return false;
-    if (!detail::expects(request->alignment ==
-                             std::uint64_t{1} << (engine_.user_bits(node) & raw_alignment_bits),
-                         wrong_alignment))
+  if (request.checked) {
+    if (!detail::expects(request.size == engine_.user_word(node), request.rules->wrong_size))
+      return false;
+    if (!detail::expects(
+            request.alignment == std::uint64_t{1} << (engine_.user_bits(node) & raw_alignment_bits),
+            request.rules->wrong_alignment))
       return false;
   }
   raw_.erase(offset);
@@ -202,31 +200,31 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_in_caches(
-    std::uint64_t offset, std::uint32_t region, const raw_request* request) noexcept -> bool {
+    std::uint64_t offset, std::uint32_t region, const raw_request& request) noexcept -> bool {
   if (region != no_index)
     if (const auto done =
             caches_.release_in_any(offset, region, [&](cache& owner, std::uint32_t s) {
               return release_slot(owner.slabs, &owner, s, region, offset, request);
             }))
       return *done;
-  return detail::expects(false, not_raw);
+  return detail::expects(false, request.rules->not_live);
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_slot(
     detail::slabs& slabs, cache* owner, std::uint32_t s, std::uint32_t region, std::uint64_t offset,
-    const raw_request* request) noexcept -> bool {
+    const raw_request& request) noexcept -> bool {
   std::uint64_t capacity = 0;
   if constexpr (detail::poisoning) {
     if (const auto live = slabs.live_slot(s, offset)) capacity = live->second;
   }
   std::uint32_t dropped = no_index;
-  const auto v = slabs.free_slot(s, offset, request != nullptr ? &request->size : nullptr,
-                                 request != nullptr ? request->alignment : 0, dropped);
+  const auto v = slabs.free_slot(s, offset, request.checked ? &request.size : nullptr,
+                                 request.checked ? request.alignment : 0, dropped);
   using verdict = detail::slabs::verdict;
-  if (!detail::expects(v != verdict::not_live, not_raw) ||
-      !detail::expects(v != verdict::size, wrong_size) ||
-      !detail::expects(v != verdict::alignment, wrong_alignment))
+  if (!detail::expects(v != verdict::not_live, request.rules->not_live) ||
+      !detail::expects(v != verdict::size, request.rules->wrong_size) ||
+      !detail::expects(v != verdict::alignment, request.rules->wrong_alignment))
     return false;
   if constexpr (detail::poisoning)
     detail::poison(owner != nullptr ? *owner->regions[region] : region_of(offset), offset,
@@ -356,8 +354,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_slot(const slab_at& a
                                                                 std::uint64_t size)
     -> std::expected<Int, errc> {
   const auto live = at.slabs->live_slot(at.span, offset);
-  if (!detail::expects(live.has_value(), not_raw_resize))
-    return std::unexpected(errc::invalid_argument);
+  if (!detail::expects(live.has_value(), not_raw_resize)) return std::unexpected(errc::not_live);
   if (size == 0) return std::unexpected(errc::invalid_size);
   if (size > options_.max_size) return std::unexpected(errc::too_large);
   if (std::max<std::uint64_t>(size, options_.min_size) > live->second)

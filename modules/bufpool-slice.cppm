@@ -52,8 +52,8 @@ class expansion_handle {
   /// Publishes the range as a region backed by `base` (non-null, size() bytes, not
   /// overlapping another region) with the user's `extra`. Returns the region id.
   /// `memory` says whether AddressSanitizer builds may poison the region's free ranges.
-  /// Errors: invalid_argument (null or overlapping memory: also a contract violation),
-  /// pool_closed (the memory was not adopted; the reservation is gone).
+  /// Errors (each also a contract violation): null_memory, overlapping_memory, handle_spent
+  /// (initialized twice); and pool_closed (the memory was not adopted; the reservation is gone).
   std::expected<std::uint32_t, errc> initialize(void* base, extra_type extra = {},
                                                 region_memory memory = region_memory::host) && {
     const auto address = reinterpret_cast<std::uintptr_t>(base);
@@ -78,10 +78,10 @@ class expansion_handle {
                                              std::uintptr_t host_begin,
                                              std::uintptr_t host_end) && {
     if (!detail::expects(pool_ != nullptr, "an expansion handle is initialized once"))
-      return std::unexpected(errc::invalid_argument);
+      return std::unexpected(errc::handle_spent);
     if (!detail::expects(base != nullptr, "a region's memory must not be null")) {
       cancel();
-      return std::unexpected(errc::invalid_argument);
+      return std::unexpected(errc::null_memory);
     }
     // If publishing throws (out of memory), the handle still holds the reservation.
     auto id =
@@ -181,11 +181,11 @@ class basic_slice {
   /// Grows or shrinks the slice in place to `size` bytes: its offset and data stay where
   /// they are; growing takes the start of the next range if that range is free and in the
   /// same region, shrinking gives the tail back to the pool. Errors, with nothing changed:
-  /// invalid_argument (empty slice), pool_gone, in_use (guarded: I/O may be in flight),
+  /// empty_slice, pool_gone, in_use (guarded: I/O may be in flight),
   /// invalid_size, too_large, out_of_memory (no free room right after the slice).
   /// O(log n).
   [[nodiscard]] std::expected<void, errc> try_resize(std::uint64_t size) {
-    if (ref_ == pool_ref::none) return std::unexpected(errc::invalid_argument);
+    if (ref_ == pool_ref::none) return std::unexpected(errc::empty_slice);
     auto keep = lock_pool();
     if (keep.pool == nullptr) return std::unexpected(errc::pool_gone);
     if (guard_) return std::unexpected(errc::in_use);
@@ -240,7 +240,7 @@ class basic_slice {
       G g, guard_mode m = guard_mode::exclusive) && {
     if (guard_ || ref_ == pool_ref::none)
       return std::unexpected(with_guard_error<basic_slice, G>{
-          guard_ ? errc::already_guarded : errc::invalid_argument, std::move(*this), std::move(g)});
+          guard_ ? errc::already_guarded : errc::empty_slice, std::move(*this), std::move(g)});
     auto keep = lock_pool();
     if (keep.pool == nullptr)
       return std::unexpected(
@@ -305,7 +305,7 @@ class basic_slice {
   std::byte* pointer() const noexcept { return data_; }
 
   std::optional<errc> access_error(bool write) const noexcept {
-    if (ref_ == pool_ref::none) return errc::invalid_argument;
+    if (ref_ == pool_ref::none) return errc::empty_slice;
     if (!pool_is_alive()) return errc::pool_gone;
     if (guard_ && (write || mode_ == guard_mode::exclusive)) return errc::access_denied;
     return std::nullopt;

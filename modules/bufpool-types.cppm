@@ -125,7 +125,7 @@ struct guard_error {
 /// An error from the by-value with_guard: the slice and the rejected guard come back.
 template <class Slice, class Guard>
 struct with_guard_error {
-  errc code;    ///< Why: already_guarded, pool_gone or invalid_argument (empty slice).
+  errc code;    ///< Why: already_guarded, pool_gone or empty_slice.
   Slice slice;  ///< The slice, unchanged.
   Guard guard;  ///< The guard that was not attached.
 };

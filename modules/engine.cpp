@@ -557,8 +557,7 @@ std::uint32_t engine::coalesce(std::uint32_t n) noexcept {
 }
 
 std::expected<offset_t, errc> engine::resize(std::uint32_t n, offset_t size) {
-  if (n >= nodes_.size() || nodes_[n].state != node_used)
-    return std::unexpected(errc::invalid_argument);
+  if (n >= nodes_.size() || nodes_[n].state != node_used) return std::unexpected(errc::not_live);
   if (size == 0) return std::unexpected(errc::invalid_size);
   if (size > limits_.max_size) return std::unexpected(errc::too_large);
   const offset_t len = std::max(size, limits_.min_size);

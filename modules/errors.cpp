@@ -41,6 +41,16 @@ const char* to_string(errc e) noexcept {
       return "the slice's pool no longer exists";
     case errc::access_denied:
       return "data access refused while the slice is guarded";
+    case errc::empty_slice:
+      return "the slice is empty (moved from or default-constructed)";
+    case errc::null_memory:
+      return "a region's memory must not be null";
+    case errc::overlapping_memory:
+      return "the region's memory overlaps another region's memory";
+    case errc::handle_spent:
+      return "the expansion handle was already initialized or cancelled";
+    case errc::not_live:
+      return "no live raw range of this pool starts there";
   }
   return "unknown bufpool error";
 }
@@ -73,7 +83,13 @@ std::error_condition error_category::default_error_condition(int code) const noe
     case errc::already_guarded:
       return std::errc::file_exists;
     case errc::not_guarded:
+    case errc::empty_slice:
+    case errc::null_memory:
+    case errc::handle_spent:
+    case errc::not_live:
       return std::errc::invalid_argument;
+    case errc::overlapping_memory:
+      return std::errc::address_in_use;
     case errc::access_denied:
       return std::errc::permission_denied;
   }

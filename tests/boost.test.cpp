@@ -136,8 +136,12 @@ TEST(BoostAllocator, Row36DeallocatingThroughAnAllocatorOfAnotherPoolIsAViolatio
   int* p = from_a.allocate(4);
   from_b.deallocate(p, 4);
   EXPECT_EQ(g_violations, 1);
+  EXPECT_TRUE(g_last_violation.starts_with("allocator::deallocate: the pointer is in none"))
+      << g_last_violation;  // in the caller's words, not the pool's internal call
   from_a.deallocate(p, 3);  // another count than allocated
   EXPECT_EQ(g_violations, 2);
+  EXPECT_TRUE(g_last_violation.starts_with("allocator::deallocate: the count differs"))
+      << g_last_violation;
   EXPECT_EQ(a.pool.stats().live_slices, 1u);
   from_a.deallocate(p, 4);
   EXPECT_EQ(g_violations, 2);

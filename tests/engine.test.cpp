@@ -584,8 +584,8 @@ TEST(Resize, BadArgumentsAreErrorsThatChangeNothing) {
   ASSERT_TRUE(e.release(b->node));
   EXPECT_EQ(error_of(e.resize(a->node, 0)), errc::invalid_size);
   EXPECT_EQ(error_of(e.resize(a->node, offset_t{UINT32_MAX} + 1)), errc::too_large);
-  EXPECT_EQ(error_of(e.resize(b->node, 50)), errc::invalid_argument);  // released
-  EXPECT_EQ(error_of(e.resize(12345, 50)), errc::invalid_argument);    // never a node
+  EXPECT_EQ(error_of(e.resize(b->node, 50)), errc::not_live);  // released
+  EXPECT_EQ(error_of(e.resize(12345, 50)), errc::not_live);    // never a node
   EXPECT_EQ(e.stats().used_bytes, 112u);
   EXPECT_TRUE(valid(e));
 }

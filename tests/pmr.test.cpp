@@ -990,6 +990,37 @@ TEST(PoolResource, Row30DeallocatingAForeignOrInteriorPointerIsAViolationThatCha
   expect_valid(r);
 }
 
+// Drop-in fidelity item 6: with monotonic_buffer_resource, whose deallocate does nothing, a
+// container may outlive release(); here that deallocation is a violation, reported in the
+// words of the function the user called and naming release().
+TEST(PoolResource, DeallocatingAfterReleaseIsReportedAsPoolResourceDeallocateNamingRelease) {
+  recording_violations rec;
+  pool_resource r;
+  {
+    std::pmr::vector<int> outlives(&r);
+    outlives.assign(1000, 7);
+    r.release();
+  }  // the vector gives its (released) block back
+  ASSERT_EQ(g_violations, 1);
+  EXPECT_TRUE(g_last_violation.starts_with("pool_resource::deallocate:")) << g_last_violation;
+  EXPECT_NE(g_last_violation.find("release()"), std::string::npos) << g_last_violation;
+  EXPECT_EQ(g_last_violation.find("release_raw"), std::string::npos) << g_last_violation;
+
+  void* p = r.allocate(64, 16);
+  r.deallocate(p, 64, 16);
+  r.deallocate(p, 64, 16);  // twice
+  EXPECT_EQ(g_violations, 2);
+  EXPECT_TRUE(g_last_violation.starts_with("pool_resource::deallocate: no live allocation"))
+      << g_last_violation;
+  p = r.allocate(64, 16);
+  r.deallocate(p, 32, 16);
+  EXPECT_TRUE(g_last_violation.starts_with("pool_resource::deallocate: the size differs"))
+      << g_last_violation;
+  r.deallocate(p, 64, 16);
+  EXPECT_EQ(g_violations, 3);
+  expect_valid(r);
+}
+
 // BAD_INPUTS row 31: a deallocation that names another size or alignment than the
 // allocation is reported (in every build) and the memory stays allocated.
 TEST(PoolResource, Row31DeallocatingWithAnotherSizeOrAlignmentIsAViolationThatChangesNothing) {

@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <span>
 #include <string>
 #include <system_error>
@@ -698,7 +699,7 @@ TEST(SliceResize, GuardedEmptyAndDeadSlicesAreRefused) {
   ASSERT_TRUE(s->try_unguard().has_value());
   EXPECT_TRUE(s->try_resize(128).has_value());
   EXPECT_EQ(s->try_resize(0).error(), bufpool::errc::invalid_size);
-  EXPECT_EQ(bufpool::buffer_pool<>::slice{}.try_resize(8).error(), bufpool::errc::invalid_argument);
+  EXPECT_EQ(bufpool::buffer_pool<>::slice{}.try_resize(8).error(), bufpool::errc::empty_slice);
   s = std::unexpected(bufpool::errc::invalid_size);
   auto w = pool32::acquire_weak(pool, 64);
   ASSERT_TRUE(w.has_value());
@@ -895,6 +896,11 @@ TEST(Errors, AreErrorCodesWithTheClosestStdErrc) {
       {errc::not_guarded, std::errc::invalid_argument},
       {errc::pool_gone, std::errc::operation_not_permitted},
       {errc::access_denied, std::errc::permission_denied},
+      {errc::empty_slice, std::errc::invalid_argument},
+      {errc::null_memory, std::errc::invalid_argument},
+      {errc::overlapping_memory, std::errc::address_in_use},
+      {errc::handle_spent, std::errc::invalid_argument},
+      {errc::not_live, std::errc::invalid_argument},
   };
   for (const auto& [code, std_code] : table) {
     const std::error_code ec = code;
@@ -904,14 +910,20 @@ TEST(Errors, AreErrorCodesWithTheClosestStdErrc) {
   EXPECT_NE(std::error_code(errc::out_of_memory), std::errc::address_in_use);
 }
 
-TEST(Errors, HaveStableMessagesAndACategoryName) {
+TEST(Errors, HaveStableDistinctMessagesAndACategoryName) {
   EXPECT_STREQ(bufpool::bufpool_category().name(), "bufpool");
-  for (int c = 1; c <= static_cast<int>(bufpool::errc::access_denied); ++c) {
+  std::set<std::string> messages;
+  constexpr int last = static_cast<int>(bufpool::errc::not_live);
+  for (int c = 1; c <= last; ++c) {
     const auto code = static_cast<bufpool::errc>(c);
     const std::error_code ec = code;
     EXPECT_EQ(ec.message(), bufpool::to_string(code));
     EXPECT_EQ(ec.message().find("unknown"), std::string::npos) << c;
+    messages.insert(ec.message());
   }
+  EXPECT_EQ(messages.size(), std::size_t{last});  // each code states its own cause
+  EXPECT_NE(std::error_code(static_cast<bufpool::errc>(last + 1)).message().find("unknown"),
+            std::string::npos);
   EXPECT_EQ(std::error_code(bufpool::errc::out_of_offset_space).message(),
             "offset space exhausted");
 }
@@ -1071,10 +1083,39 @@ TEST(Contract, NonAbortingHandlerObservesTheViolationInProcess) {
   EXPECT_EQ(g_violations.load(), before + 1);
   EXPECT_NE(g_last_violation.find("must not be null"), std::string::npos) << g_last_violation;
   ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error(), bufpool::errc::invalid_argument);
+  EXPECT_EQ(r.error(), bufpool::errc::null_memory);
   const bufpool::pool_stats s = pool.stats();  // the reservation was given back
   EXPECT_EQ(s.pending_bytes, 0u);
   EXPECT_EQ(s.regions, 0u);
+  expect_valid(pool);
+}
+
+TEST(Contract, EachMisuseAReturningHandlerLetsThroughFailsWithItsOwnCause) {
+  const bufpool::violation_handler old = bufpool::set_violation_handler(&record_violation);
+  const auto before = g_violations.load();
+  pool32 pool;
+  std::vector<std::byte> memory(4096);
+  add_region(pool, memory);
+
+  auto null_region = pool.begin_expand(4096);
+  ASSERT_TRUE(null_region.has_value());
+  EXPECT_EQ(std::move(*null_region).initialize(nullptr).error(), bufpool::errc::null_memory);
+
+  auto overlapping = pool.begin_expand(4096);
+  ASSERT_TRUE(overlapping.has_value());
+  EXPECT_EQ(std::move(*overlapping).initialize(memory.data() + 100).error(),
+            bufpool::errc::overlapping_memory);
+
+  std::vector<std::byte> second(4096);
+  auto twice = pool.begin_expand(4096);
+  ASSERT_TRUE(twice.has_value());
+  ASSERT_TRUE(std::move(*twice).initialize(second.data()).has_value());
+  EXPECT_EQ(std::move(*twice).initialize(second.data()).error(), bufpool::errc::handle_spent);
+
+  EXPECT_EQ(pool.resize_raw(std::uint64_t{40}, 8).error(), bufpool::errc::not_live);
+  EXPECT_EQ(pool.resize_raw(static_cast<const void*>(&pool), 8).error(), bufpool::errc::not_live);
+  bufpool::set_violation_handler(old);
+  EXPECT_EQ(g_violations.load(), before + 5);  // each was also reported
   expect_valid(pool);
 }
 

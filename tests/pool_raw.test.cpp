@@ -203,7 +203,7 @@ TEST(RawRange, ResizeGrowsAndShrinksInPlaceAndUpdatesTheRecordedSize) {
   EXPECT_EQ(*shrunk, 64u);
   EXPECT_EQ(pool.resize_raw(std::uint64_t{r->offset}, 5000).error(), bufpool::errc::out_of_memory);
   EXPECT_TRUE(pool.release_raw(std::uint64_t{r->offset}, 50, 64));
-  EXPECT_EQ(pool.resize_raw(std::uint64_t{r->offset}, 50).error(), bufpool::errc::invalid_argument);
+  EXPECT_EQ(pool.resize_raw(std::uint64_t{r->offset}, 50).error(), bufpool::errc::not_live);
   EXPECT_EQ(g_violations, 2);  // not a live raw range
   expect_valid(pool);
 }

@@ -54,6 +54,16 @@ std::atomic<Pool*>& default_pool_slot() noexcept {
   return slot;
 }
 
+// The violations of allocator::deallocate, in its own words.
+inline constexpr bufpool::detail::release_rules deallocate_rules{
+    "allocator::deallocate: the pointer is in none of the pool's regions (allocated by an "
+    "allocator of another pool, or deallocated after the pool gave its memory back)",
+    "allocator::deallocate: no live block of the pool starts at the pointer (deallocated twice "
+    "or an interior pointer)",
+    "allocator::deallocate: the count differs from the count given to allocate",
+    "allocator::deallocate: the type's alignment differs from the block's (deallocated through "
+    "an allocator of another type)"};
+
 }  // namespace bufpool::container::detail
 
 /// The `bufpool.boost` module: a Boost.Container allocator and a Boost pmr memory resource
@@ -195,7 +205,8 @@ class allocator {
   void deallocate(T* p, size_type n) noexcept {
     if (p == nullptr) return;
     if (!has_pool("allocator::deallocate: an allocator without a pool allocated nothing")) return;
-    pool_->release_raw(static_cast<const void*>(p), bytes_of(n), alignof(T));
+    pool_->release_raw(static_cast<const void*>(p), bytes_of(n), alignof(T),
+                       detail::deallocate_rules);
   }
 
   // ---- Boost.Container version 2 ------------------------------------------------------

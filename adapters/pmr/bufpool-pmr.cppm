@@ -73,18 +73,33 @@ struct resource_options {
 
 /// A pool a pool_resource can be built over without owning it: any `buffer_pool`.
 template <class Pool>
-concept borrowable_pool = requires(Pool& p, const void* q) {
-  typename Pool::mutex_type;
-  p.acquire_raw(std::uint64_t{1}, std::uint64_t{1}, bufpool::greedy);
-  { p.release_raw(q, std::uint64_t{1}, std::uint64_t{1}) } -> std::same_as<bool>;
-  { p.stats() } -> std::same_as<pool_stats>;
-};
+concept borrowable_pool =
+    requires(Pool& p, const void* q, const bufpool::detail::release_rules& rules) {
+      typename Pool::mutex_type;
+      p.acquire_raw(std::uint64_t{1}, std::uint64_t{1}, bufpool::greedy);
+      { p.release_raw(q, std::uint64_t{1}, std::uint64_t{1}) } -> std::same_as<bool>;
+      { p.release_raw(q, std::uint64_t{1}, std::uint64_t{1}, rules) } -> std::same_as<bool>;
+      { p.stats() } -> std::same_as<pool_stats>;
+    };
 
 }  // namespace bufpool::pmr
 
 namespace bufpool::pmr::detail {
 
 using bufpool::detail::expects;
+
+// The violations of a deallocation, in the words of the function the user called. The
+// likely cause of a pointer the pool does not know is a container that outlived its
+// resource's release(), which gives back everything at once.
+inline constexpr bufpool::detail::release_rules deallocate_rules{
+    "pool_resource::deallocate: the pointer is in none of this resource's memory (deallocated "
+    "after release() or the resource's destruction, which give back every allocation, or "
+    "allocated by another resource)",
+    "pool_resource::deallocate: no live allocation of this resource starts at the pointer "
+    "(deallocated twice, deallocated after release(), which gave back every allocation, or an "
+    "interior pointer)",
+    "pool_resource::deallocate: the size differs from the size given to allocate",
+    "pool_resource::deallocate: the alignment differs from the alignment given to allocate"};
 
 // What pool_resource forwards to: a pool it owns and grows, or a pool the user owns.
 class backend {
@@ -159,7 +174,7 @@ class owning_backend final : public backend {
     if (alignment > region_alignment)
       deallocate_dedicated(p, bytes, alignment);
     else  // foreign pointers and wrong sizes or alignments are reported by the pool
-      pool_->release_raw(static_cast<const void*>(p), bytes, alignment);
+      pool_->release_raw(static_cast<const void*>(p), bytes, alignment, deallocate_rules);
   }
 
   // O(regions): the pool is replaced, not emptied range by range. Kept regions wait outside
@@ -357,7 +372,8 @@ class owning_backend final : public backend {
       const auto it = dedicated_.find(p);
       if (!expects(it != dedicated_.end(),
                    "pool_resource::deallocate: the pointer was not allocated here with this "
-                   "alignment (foreign, interior or already deallocated)"))
+                   "alignment (foreign, interior, already deallocated, or deallocated after "
+                   "release(), which gave back every allocation)"))
         return;
       if (!expects(it->second.size == bytes && it->second.alignment == alignment,
                    "pool_resource::deallocate: the size or alignment differs from the "
@@ -434,10 +450,12 @@ class borrowed_backend final : public backend {
     const auto it = live_.find(p);
     if (!expects(it != live_.end(),
                  "pool_resource::deallocate: the pointer was not allocated by this resource "
-                 "(foreign, interior or already deallocated)"))
+                 "(foreign, interior, already deallocated, or deallocated after release(), "
+                 "which gave back every allocation)"))
       return;
     // A wrong size or alignment is reported by the pool, and nothing changes.
-    if (pool_.release_raw(static_cast<const void*>(p), bytes, alignment)) live_.erase(it);
+    if (pool_.release_raw(static_cast<const void*>(p), bytes, alignment, deallocate_rules))
+      live_.erase(it);
   }
 
   void release() noexcept override {
