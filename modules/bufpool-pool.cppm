@@ -231,28 +231,28 @@ class buffer_pool {
   /// raw range of this pool releases that range, undetected. Keep each offset with its pool,
   /// or release by pointer, which is checked against this pool's regions.
   bool release_raw(std::uint64_t offset) noexcept {
-    const raw_request request{0, 0, false, &raw_rules};
-    return release_raw_offset(offset, request);
+    return release_raw_offset(offset, nullptr, raw_rules);
   }
 
   /// As release_raw(offset), and `size` and `alignment` must be those given to
   /// acquire_raw: a mismatch is a contract violation and nothing changes.
   bool release_raw(std::uint64_t offset, std::uint64_t size, std::uint64_t alignment) noexcept {
-    const raw_request request{size, alignment, true, &raw_rules};
-    return release_raw_offset(offset, request);
+    const raw_request request{size, alignment};
+    return release_raw_offset(offset, &request, raw_rules);
   }
 
   /// Gives back the raw range whose memory starts at `pointer`: its region is found by
   /// address in O(log regions), never by reading the memory. Same contract as above.
   [[gnu::always_inline]] bool release_raw(const void* pointer) noexcept {
-    return release_raw_pointer(pointer, raw_request{0, 0, false, &raw_rules});
+    return release_raw_pointer(pointer, nullptr, raw_rules);
   }
 
   /// As release_raw(pointer), checking `size` and `alignment` as release_raw(offset, size,
   /// alignment) does.
   [[gnu::always_inline]] bool release_raw(const void* pointer, std::uint64_t size,
                                           std::uint64_t alignment) noexcept {
-    return release_raw_pointer(pointer, raw_request{size, alignment, true, &raw_rules});
+    const raw_request request{size, alignment};
+    return release_raw_pointer(pointer, &request, raw_rules);
   }
 
   /// As release_raw(pointer, size, alignment), reporting a violation with `rules`: for an
@@ -260,7 +260,8 @@ class buffer_pool {
   [[gnu::always_inline]] bool release_raw(const void* pointer, std::uint64_t size,
                                           std::uint64_t alignment,
                                           const detail::release_rules& rules) noexcept {
-    return release_raw_pointer(pointer, raw_request{size, alignment, true, &rules});
+    const raw_request request{size, alignment};
+    return release_raw_pointer(pointer, &request, rules);
   }
 
   /// The live raw range whose memory starts at `pointer`, with the size it was acquired
@@ -497,13 +498,11 @@ class buffer_pool {
     for (const auto& r : regions_) detail::unpoison(*r, r->offset, r->size);
   }
 
-  // A release: the size and alignment to check (if `checked`) and the words of its
-  // violations.
+  // The size and alignment a release checks (none if the request is null). Each release
+  // also carries the words of its violations (`rules`).
   struct raw_request {
     std::uint64_t size;
     std::uint64_t alignment;
-    bool checked;
-    const detail::release_rules* rules;
   };
 
   static constexpr detail::release_rules raw_rules{
@@ -527,33 +526,37 @@ class buffer_pool {
 
   // A slot of the thread's cache or of the pool's slabs is freed inline where release_raw()
   // is called; a raw range of the engine and another thread's slot out of line.
-  [[gnu::always_inline]] bool release_raw_pointer(const void* pointer,
-                                                  const raw_request& request) noexcept;
+  [[gnu::always_inline]] bool release_raw_pointer(const void* pointer, const raw_request* request,
+                                                  const detail::release_rules& rules) noexcept;
 
-  bool release_raw_offset(std::uint64_t offset, const raw_request& request) noexcept;
+  bool release_raw_offset(std::uint64_t offset, const raw_request* request,
+                          const detail::release_rules& rules) noexcept;
 
   // Frees the pool's slot or raw range at `offset` (lock held); nothing, and nothing
   // reported, if the pool's own slabs and raw ranges have none there. A slot found is
   // noted as the hint for `address` (its memory), if not 0.
   [[gnu::always_inline]] std::optional<bool> release_pool_locked(
-      std::uint64_t offset, const raw_request& request, std::uint32_t region,
-      std::uintptr_t address = 0) noexcept;
+      std::uint64_t offset, const raw_request* request, const detail::release_rules& rules,
+      std::uint32_t region, std::uintptr_t address = 0) noexcept;
 
   // The raw range of the engine at `offset` (lock held), as release_pool_locked().
   [[gnu::noinline]] std::optional<bool> release_raw_range_locked(
-      std::uint64_t offset, const raw_request& request) noexcept;
+      std::uint64_t offset, const raw_request* request,
+      const detail::release_rules& rules) noexcept;
 
   // Frees a slot of some thread's slabs (no lock held), or reports that nothing of this
   // pool starts at `offset`. O(threads that took slots).
   [[gnu::noinline]] bool release_in_caches(std::uint64_t offset, std::uint32_t region,
-                                           const raw_request& request) noexcept;
+                                           const raw_request* request,
+                                           const detail::release_rules& rules) noexcept;
 
   // Frees the slot at `offset` of span s of `slabs`: the pool's (owner null, the pool's
   // lock held) or thread cache `owner`'s (its lock held; the pool's is taken to give an
   // emptied span back). `region` may be no_index for the pool's own slabs.
   [[gnu::always_inline]] bool release_slot(detail::slabs& slabs, cache* owner, std::uint32_t s,
                                            std::uint32_t region, std::uint64_t offset,
-                                           const raw_request& request) noexcept;
+                                           const raw_request* request,
+                                           const detail::release_rules& rules) noexcept;
 
   // ---- slab acquisitions (defined in bufpool:pool_ranges) ---------------------------------
 

@@ -133,13 +133,14 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_locked(std::uint32_t
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_pointer(
-    const void* pointer, const raw_request& request) noexcept -> bool {
+    const void* pointer, const raw_request* request, const detail::release_rules& rules) noexcept
+    -> bool {
   if constexpr (can_cache) {
     if (caches_.enabled())
       if (const auto done = caches_.release_own(
               pointer, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at)
                            __attribute__((always_inline)) {  // the slot path stays whole, as above
-                             return release_slot(mine.slabs, &mine, s, region, at, request);
+                             return release_slot(mine.slabs, &mine, s, region, at, request, rules);
                            }))
         return *done;
   }
@@ -148,49 +149,50 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
   {
     std::scoped_lock lock(mutex_);
     if (const auto hit = slabs_.find_hinted(address))
-      return release_slot(slabs_, nullptr, hit->span, hit->region, hit->offset, request);
+      return release_slot(slabs_, nullptr, hit->span, hit->region, hit->offset, request, rules);
     at = locate(pointer);
-    if (!detail::expects(at.has_value(), request.rules->foreign_pointer)) return false;
-    if (const auto done = release_pool_locked(at->offset, request, at->region, address))
+    if (!detail::expects(at.has_value(), rules.foreign_pointer)) return false;
+    if (const auto done = release_pool_locked(at->offset, request, rules, at->region, address))
       return *done;
   }
-  return release_in_caches(at->offset, at->region, request);
+  return release_in_caches(at->offset, at->region, request, rules);
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
-    std::uint64_t offset, const raw_request& request) noexcept -> bool {
+    std::uint64_t offset, const raw_request* request, const detail::release_rules& rules) noexcept
+    -> bool {
   std::uint32_t region = no_index;
   {
     std::scoped_lock lock(mutex_);
-    if (const auto done = release_pool_locked(offset, request, no_index)) return *done;
+    if (const auto done = release_pool_locked(offset, request, rules, no_index)) return *done;
     if (caches_.enabled()) region = engine_.region_of(offset);
   }
-  return release_in_caches(offset, region, request);
+  return release_in_caches(offset, region, request, rules);
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_pool_locked(
-    std::uint64_t offset, const raw_request& request, std::uint32_t region,
-    std::uintptr_t address) noexcept -> std::optional<bool> {
+    std::uint64_t offset, const raw_request* request, const detail::release_rules& rules,
+    std::uint32_t region, std::uintptr_t address) noexcept -> std::optional<bool> {
   if (const std::uint32_t s = span_of(offset, region); s != no_index) {
     if (address != 0) slabs_.note_hint(address, s);
-    return release_slot(slabs_, nullptr, s, region, offset, request);
+    return release_slot(slabs_, nullptr, s, region, offset, request, rules);
   }
-  return release_raw_range_locked(offset, request);
+  return release_raw_range_locked(offset, request, rules);
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_range_locked(
-    std::uint64_t offset, const raw_request& request) noexcept -> std::optional<bool> {
+    std::uint64_t offset, const raw_request* request, const detail::release_rules& rules) noexcept
+    -> std::optional<bool> {
   const std::uint32_t node = raw_.find(offset);
   if (node == no_index) return std::nullopt;
-  if (request.checked) {
-    if (!detail::expects(request.size == engine_.user_word(node), request.rules->wrong_size))
-      return false;
-    if (!detail::expects(
-            request.alignment == std::uint64_t{1} << (engine_.user_bits(node) & raw_alignment_bits),
-            request.rules->wrong_alignment))
+  if (request != nullptr) {
+    if (!detail::expects(request->size == engine_.user_word(node), rules.wrong_size)) return false;
+    if (!detail::expects(request->alignment ==
+                             std::uint64_t{1} << (engine_.user_bits(node) & raw_alignment_bits),
+                         rules.wrong_alignment))
       return false;
   }
   raw_.erase(offset);
@@ -200,31 +202,32 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_in_caches(
-    std::uint64_t offset, std::uint32_t region, const raw_request& request) noexcept -> bool {
+    std::uint64_t offset, std::uint32_t region, const raw_request* request,
+    const detail::release_rules& rules) noexcept -> bool {
   if (region != no_index)
     if (const auto done =
             caches_.release_in_any(offset, region, [&](cache& owner, std::uint32_t s) {
-              return release_slot(owner.slabs, &owner, s, region, offset, request);
+              return release_slot(owner.slabs, &owner, s, region, offset, request, rules);
             }))
       return *done;
-  return detail::expects(false, request.rules->not_live);
+  return detail::expects(false, rules.not_live);
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_slot(
     detail::slabs& slabs, cache* owner, std::uint32_t s, std::uint32_t region, std::uint64_t offset,
-    const raw_request& request) noexcept -> bool {
+    const raw_request* request, const detail::release_rules& rules) noexcept -> bool {
   std::uint64_t capacity = 0;
   if constexpr (detail::poisoning) {
     if (const auto live = slabs.live_slot(s, offset)) capacity = live->second;
   }
   std::uint32_t dropped = no_index;
-  const auto v = slabs.free_slot(s, offset, request.checked ? &request.size : nullptr,
-                                 request.checked ? request.alignment : 0, dropped);
+  const auto v = slabs.free_slot(s, offset, request != nullptr ? &request->size : nullptr,
+                                 request != nullptr ? request->alignment : 0, dropped);
   using verdict = detail::slabs::verdict;
-  if (!detail::expects(v != verdict::not_live, request.rules->not_live) ||
-      !detail::expects(v != verdict::size, request.rules->wrong_size) ||
-      !detail::expects(v != verdict::alignment, request.rules->wrong_alignment))
+  if (!detail::expects(v != verdict::not_live, rules.not_live) ||
+      !detail::expects(v != verdict::size, rules.wrong_size) ||
+      !detail::expects(v != verdict::alignment, rules.wrong_alignment))
     return false;
   if constexpr (detail::poisoning)
     detail::poison(owner != nullptr ? *owner->regions[region] : region_of(offset), offset,
