@@ -14,6 +14,7 @@
 #include <memory_resource>
 #include <mutex>
 #include <new>
+#include <ostream>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -174,12 +175,12 @@ TEST(PoolResource, UpstreamConstructorTakesNothingUntilTheFirstAllocation) {
   r.deallocate(p, 1);
 }
 
-TEST(PoolResource, InitialSizeIsTheFirstUpstreamRegionRoundedToRegionAlignment) {
+TEST(PoolResource, InitialSizeAndASpanOfRoomAreTheFirstUpstreamRegionRoundedToRegionAlignment) {
   counting_resource up;
   pool_resource r(10000, &up);
   void* p = r.allocate(1);
   ASSERT_EQ(up.allocations(), 1u);
-  EXPECT_EQ(up.requests()[0].bytes, 12288u);  // 10000 rounded up to 4 KiB
+  EXPECT_EQ(up.requests()[0].bytes, 16384u);  // 10000 + 4096 + 16 rounded up to 4 KiB
   EXPECT_EQ(up.requests()[0].alignment, R);
   r.deallocate(p, 1);
 }
@@ -192,11 +193,45 @@ TEST(PoolResource, InitialSizeConstructorWithoutUpstreamUsesTheDefaultResource) 
     EXPECT_EQ(r.upstream_resource(), &up);
     r.deallocate(r.allocate(10), 10);
     ASSERT_EQ(up.allocations(), 1u);
-    EXPECT_EQ(up.requests()[0].bytes, 8192u);
+    EXPECT_EQ(up.requests()[0].bytes, 12288u);  // 5000 + 4096 + 16 rounded up to 4 KiB
   }
   std::pmr::set_default_resource(old);
   EXPECT_EQ(up.outstanding_bytes(), 0u);
 }
+
+// Drop-in fidelity item 3: like monotonic_buffer_resource(initial_size), the first region
+// holds initial_size bytes of requests, even after a small request has taken a slab span.
+struct initial_sizes {
+  std::size_t first;
+  std::size_t last;
+  std::size_t step;
+  friend std::ostream& operator<<(std::ostream& out, const initial_sizes& b) {
+    return out << b.first << ".." << b.last << " step " << b.step;
+  }
+};
+
+class PoolResourceInitialSize : public ::testing::TestWithParam<initial_sizes> {};
+
+TEST_P(PoolResourceInitialSize, OneByteThenTheRestOfInitialSizeTakeOneUpstreamRegion) {
+  const initial_sizes band = GetParam();
+  for (std::size_t alignment : {std::size_t{1}, alignof(std::max_align_t)}) {
+    for (std::size_t size = band.first; size <= band.last; size += band.step) {
+      counting_resource up;
+      pool_resource r(size, &up);
+      void* first = r.allocate(1, alignment);
+      void* rest = size > 1 ? r.allocate(size - 1, alignment) : nullptr;
+      ASSERT_EQ(up.allocations(), 1u) << "initial size " << size << ", alignment " << alignment;
+      if (rest != nullptr) r.deallocate(rest, size - 1, alignment);
+      r.deallocate(first, 1, alignment);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EverySizeToTwoPagesThenStrided, PoolResourceInitialSize,
+                         ::testing::Values(initial_sizes{1, 8192, 1},
+                                           initial_sizes{8193, 70'000, 7},
+                                           initial_sizes{70'001, 1'000'000, 1009},
+                                           initial_sizes{1'000'000, 1'000'000, 1}));
 
 TEST(PoolResource, BufferIsUsedBeforeUpstream) {
   counting_resource up;
@@ -357,11 +392,11 @@ TEST(PoolResource, Row28NullBufferWithSizeIsAFirstRegionSizeHint) {
   pool_resource r(nullptr, 10000, &up);
   void* p = r.allocate(10);
   ASSERT_EQ(up.allocations(), 1u);
-  EXPECT_EQ(up.requests()[0].bytes, 12288u);
+  EXPECT_EQ(up.requests()[0].bytes, 16384u);  // with a span of room, as initial_size
   r.deallocate(p, 10);
   r.release();  // still no buffer after release: only the region the cycle used is kept
-  EXPECT_EQ(up.outstanding_bytes(), 12288u);
-  EXPECT_EQ(r.kept_bytes(), 12288u);
+  EXPECT_EQ(up.outstanding_bytes(), 16384u);
+  EXPECT_EQ(r.kept_bytes(), 16384u);
   p = r.allocate(10);
   EXPECT_EQ(up.allocations(), 1u);
   EXPECT_EQ(r.kept_bytes(), 0u);
@@ -373,7 +408,7 @@ TEST(PoolResource, Row28NullBufferWithSizeIsAFirstRegionSizeHint) {
   p = s.allocate(10);
   s.deallocate(p, 10);
   s.release();
-  EXPECT_EQ(up.outstanding_bytes(), 12288u);  // r's region only
+  EXPECT_EQ(up.outstanding_bytes(), 16384u);  // r's region only
   p = s.allocate(10);
   EXPECT_EQ(up.allocations(), 3u);
   EXPECT_EQ(up.requests()[2].bytes, 12288u);

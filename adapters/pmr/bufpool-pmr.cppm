@@ -118,6 +118,10 @@ class backend {
 
 inline constexpr std::size_t region_alignment = 4096;
 
+// What a region needs besides the bytes requested of it: one slab span of a small class (a
+// page) and the rounding of a request to the alignment of max_align_t.
+inline constexpr std::size_t first_span_room = region_alignment + alignof(std::max_align_t);
+
 // A region release() keeps is in no pool while it waits for the next cycle: in
 // AddressSanitizer builds it is unaddressable meanwhile, so that a use after release() is
 // still reported; it is made addressable again before a pool or the upstream gets it.
@@ -535,15 +539,17 @@ class pool_resource : public std::pmr::memory_resource {
   explicit pool_resource(std::pmr::memory_resource* upstream)
       : pool_resource(resource_options{}, upstream) {}
 
-  /// `initial_size` is the size of the first region taken from upstream (0 means 1).
+  /// As with monotonic_buffer_resource, the first region taken from upstream holds
+  /// `initial_size` bytes of requests (0 means 1): it has `initial_size` bytes plus a page
+  /// for the slab span of small requests, rounded up to region_alignment.
   explicit pool_resource(std::size_t initial_size,
                          std::pmr::memory_resource* upstream = std::pmr::get_default_resource())
       : pool_resource(with_first(initial_size), upstream) {}
 
   /// `buffer` (any alignment) becomes the first region; it is never given to upstream and
-  /// stays the first region after release(). The first region taken from upstream then has
-  /// `size` bytes (rounded up to region_alignment). `(nullptr, size)`: no buffer, `size` is
-  /// only the first upstream region size. `(buffer, 0)`: no buffer.
+  /// stays the first region after release(). The first region taken from upstream then
+  /// holds `size` bytes of requests, as with pool_resource(initial_size). `(nullptr, size)`:
+  /// no buffer, `size` is only the first upstream region's room. `(buffer, 0)`: no buffer.
   ///
   /// The pool hands out memory in granules of 8 bytes at 8-aligned addresses: the bytes of
   /// the buffer before its first 8-aligned address and after its last one (at most 7 at
@@ -671,9 +677,14 @@ class pool_resource : public std::pmr::memory_resource {
                                                                                b, size);
   }
 
+  // The options of an `initial_size` (or buffer size) constructor. As with
+  // monotonic_buffer_resource, the first region holds `first` bytes of requests: it has room
+  // besides for the slab span the first small request takes and for rounding to granules.
   static resource_options with_first(std::size_t first) noexcept {
+    constexpr std::size_t room = detail::first_span_room;
     resource_options o;
-    o.first_region_size = first == 0 ? 1 : first;
+    o.first_region_size =
+        first > std::numeric_limits<std::size_t>::max() - room ? first : first + room;
     if (o.max_region_size < o.first_region_size) o.max_region_size = o.first_region_size;
     return o;
   }
