@@ -74,7 +74,8 @@ struct basic_options {
   /// 4 to 6 larger ones: 4 to 256 KiB), and release_raw() frees it through a per-region
   /// table, in O(1) without a hash or an engine node. Free slots are "spare" in the
   /// statistics: reusable only by requests of their class, until their slab is empty and
-  /// goes back (trim() returns every empty slab). A slot resizes in place only within its
+  /// goes back (trim() returns every empty slab, and so does an acquisition that finds no
+  /// other room before it reports out_of_memory). A slot resizes in place only within its
   /// capacity.
   bool slabs = false;
   /// With `slabs`, in a pool with a lock (buffer_pool, not local_buffer_pool): each thread

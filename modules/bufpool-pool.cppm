@@ -470,10 +470,16 @@ class buffer_pool {
 
   // ---- engine ranges: slices and raw ranges (defined in bufpool:pool_ranges) -------------
 
-  // An engine range for a slice (or, with `raw`, a raw range recorded in raw_): collects
-  // parked ranges, then grows the pool (option auto_expand), before it reports no room.
+  // An engine range for a slice (or, with `raw`, a raw range recorded in raw_). Out of room,
+  // it makes some (make_room) before it reports out_of_memory.
   std::expected<range, errc> acquire_range(std::uint64_t size, std::uint64_t alignment,
                                            strategy how, bool raw = false);
+
+  // The ways of making room for a request, in the order acquire_range() tries them: collect
+  // parked ranges, give back the empty spans slab classes keep, grow (option auto_expand).
+  static constexpr unsigned room_ways = 3;
+  // Tries way `way` (no lock held); true if it may have made room.
+  bool make_room(unsigned way, std::uint64_t size, std::uint64_t alignment);
 
   bool can_grow() const noexcept;
 
@@ -616,7 +622,7 @@ class buffer_pool {
 
   // Gives every empty span back to the engine, the pool's and every thread's (every lock
   // held).
-  void drop_empty_slabs() noexcept;
+  std::size_t drop_empty_slabs() noexcept;  // returns how many spans went back
 
   // The pool offset and region of an address inside one of the regions (lock held).
   // O(log regions).

@@ -108,10 +108,15 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::region_totals(std::uint32_t 
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
-inline auto buffer_pool<Int, Extra, Handle, Mutex>::drop_empty_slabs() noexcept -> void {
-  const auto give = [this](std::uint32_t node) { engine_.release(node); };
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::drop_empty_slabs() noexcept -> std::size_t {
+  std::size_t dropped = 0;
+  const auto give = [&](std::uint32_t node) {
+    engine_.release(node);
+    ++dropped;
+  };
   slabs_.drop_empty(give);
   caches_.for_each([&](cache& c) { c.slabs.drop_empty(give); });
+  return dropped;
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>

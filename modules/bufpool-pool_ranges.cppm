@@ -35,7 +35,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_range(std::uint64_t 
                                                                   std::uint64_t alignment,
                                                                   strategy how, bool raw)
     -> std::expected<range, errc> {
-  for (int attempt = 0;; ++attempt) {
+  for (unsigned way = 0;;) {
     {
       std::scoped_lock lock(mutex_);
       if (closed_) return std::unexpected(errc::pool_closed);
@@ -56,17 +56,34 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_range(std::uint64_t 
         return range{a->node, static_cast<Int>(a->offset), static_cast<Int>(size),
                      static_cast<Int>(a->capacity), region};
       }
-      if (a.error() != errc::out_of_memory || attempt > 1) return std::unexpected(a.error());
-      if (attempt == 0 && parked_.empty()) attempt = 1;  // nothing to collect
-      if (attempt == 1 && !can_grow()) return std::unexpected(a.error());
+      if (a.error() != errc::out_of_memory) return std::unexpected(a.error());
     }
-    if (attempt == 0) {
-      collect();  // parked ranges whose I/O has finished may make room
-    } else if constexpr (growing_handle<Handle, buffer_pool>) {
-      // A new region that holds the request wherever its offset lands.
-      const std::uint64_t need = size > ~std::uint64_t{0} - alignment ? size : size + alignment;
-      if (!grow(need)) return std::unexpected(errc::out_of_memory);
-    }
+    // Each way of making room is tried once, in order, until one makes some.
+    bool made = false;
+    while (!made && way < room_ways) made = make_room(way++, size, alignment);
+    if (!made) return std::unexpected(errc::out_of_memory);
+  }
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::make_room(unsigned way, std::uint64_t size,
+                                                              std::uint64_t alignment) -> bool {
+  switch (way) {
+    case 0:  // parked ranges whose I/O has finished
+      return collect() != 0;
+    case 1:  // the empty spans the slab classes keep, the pool's and every thread's
+      return options_.slabs && with_all_locked([this] { return drop_empty_slabs() != 0; });
+    default:  // a new region that holds the request wherever its offset lands
+      if constexpr (growing_handle<Handle, buffer_pool>) {
+        {
+          std::scoped_lock lock(mutex_);
+          if (!can_grow()) return false;
+        }
+        const std::uint64_t need = size > ~std::uint64_t{0} - alignment ? size : size + alignment;
+        return grow(need).has_value();
+      } else {
+        return false;
+      }
   }
 }
 

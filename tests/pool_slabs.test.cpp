@@ -191,6 +191,36 @@ TEST(Slabs, AnEmptySpanGoesBackToTheEngineExceptOnePerClass) {
   expect_valid(h.pool);
 }
 
+// Drop-in fidelity item 13: the empty spans the classes keep are room, and an acquisition
+// takes it back before it reports out_of_memory, as trim() would.
+void expect_kept_empty_spans_are_room_for_other_requests(bool thread_caches) {
+  bufpool_test::page_aligned_pool<pool64> h(slab_options(thread_caches), std::size_t{64} << 10);
+  std::vector<bufpool::raw_range<std::uint64_t>> live;
+  for (std::uint64_t size = 8; size <= 128; size += 8)  // 16 classes, a 4 KiB span each
+    live.push_back(h.pool.acquire_raw(size, 8, bufpool::greedy).value());
+  EXPECT_EQ(h.pool.stats().free_bytes, 0u);
+  for (const auto& r : live) ASSERT_TRUE(h.pool.release_raw(r.pointer));
+  EXPECT_EQ(h.pool.stats().spare_bytes, std::uint64_t{64} << 10);  // every class keeps one
+  for (const bufpool::strategy how : {bufpool::optimal, bufpool::greedy}) {
+    auto big = h.pool.acquire_raw(std::uint64_t{32} << 10, 8, how);
+    ASSERT_TRUE(big.has_value()) << bufpool::to_string(big.error());
+    ASSERT_TRUE(h.pool.release_raw(big->pointer));
+  }
+  auto slice = h.pool.acquire(std::uint64_t{64} << 10);
+  ASSERT_TRUE(slice.has_value()) << bufpool::to_string(slice.error());
+  slice = {};  // gives the slice back
+  expect_totals_add_up(h.pool);
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, KeptEmptySpansAreTakenBackBeforeOutOfMemory) {
+  expect_kept_empty_spans_are_room_for_other_requests(false);
+}
+
+TEST(Slabs, KeptEmptySpansOfThreadCachesAreTakenBackBeforeOutOfMemory) {
+  expect_kept_empty_spans_are_room_for_other_requests(true);
+}
+
 TEST(Slabs, MapShowsEachLiveSlotAndSpareRunsCoveringTheRegion) {
   slab_pool h;
   auto a = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
