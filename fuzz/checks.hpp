@@ -214,6 +214,27 @@ void session::expect_resource_unchanged(const bufpool::pool_stats& before,
   expect(upstream_.outstanding() == up.outstanding, what, ": upstream bytes changed");
 }
 
+void session::expect_failed_allocation_unchanged(const bufpool::pool_stats& before,
+                                                 const counting_upstream::snapshot& up) const {
+  constexpr const char* what = "pmr: a failed allocation changes nothing but kept empty spans";
+  const bufpool::pool_stats now = resource_->stats();
+  if (now.spare_bytes == before.spare_bytes) {
+    expect_resource_unchanged(before, up, what);
+    return;
+  }
+  // Before it reports failure, an allocation takes back the empty spans the size classes
+  // keep: their bytes move from spare to free, and nothing a caller holds changes.
+  expect(now.spare_bytes < before.spare_bytes &&
+             now.free_bytes + now.spare_bytes == before.free_bytes + before.spare_bytes &&
+             now.largest_free >= before.largest_free && now.used_bytes == before.used_bytes &&
+             now.live_slices == before.live_slices && now.regions == before.regions &&
+             now.pending_bytes == before.pending_bytes,
+         what, "spare ", before.spare_bytes, " -> ", now.spare_bytes, ", free ", before.free_bytes,
+         " -> ", now.free_bytes, ", used ", before.used_bytes, " -> ", now.used_bytes, ", live ",
+         before.live_slices, " -> ", now.live_slices);
+  expect(upstream_.outstanding() == up.outstanding, what, ": upstream bytes changed");
+}
+
 // ---- Counts after every operation, and the full comparison every few.
 
 void session::check_counts() const {

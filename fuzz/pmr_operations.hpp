@@ -62,7 +62,7 @@ void session::op_pmr_allocate() {
   }
   const bool refused = upstream_.now().refusals != up.refusals;
   if (failure != 0) {
-    expect_resource_unchanged(before, up, "pmr: a failed allocation changes nothing");
+    expect_failed_allocation_unchanged(before, up);
     if (failure == 2) return;
     constexpr std::size_t top = std::numeric_limits<std::size_t>::max();
     // No region can hold it, or it cannot even be rounded up to its alignment (refused

@@ -108,6 +108,8 @@ class session {
   void check_resource_counts() const;
   void expect_resource_unchanged(const bufpool::pool_stats& before,
                                  const counting_upstream::snapshot& up, const char* what) const;
+  void expect_failed_allocation_unchanged(const bufpool::pool_stats& before,
+                                          const counting_upstream::snapshot& up) const;
   void check_counts() const;
   void full_check() const;
 
