@@ -162,6 +162,38 @@ class cache_lock {
   std::uint64_t other_entries_ = 0;              // under mutex_
 };
 
+// fork() and the pools' locks. A child has only the thread that forked: a lock that another
+// thread held at that instant would stay held for good, and a thread-cache owner that was
+// inside its fast path would never leave it. So every thread-safe pool enlists here, and
+// around fork() the process takes the locks of every enlisted pool (newest pool first, so a
+// pool whose growth allocates from an older one is locked before that one) and releases
+// them in both the parent and the child. pthread_atfork installs that once, when the first
+// pool enlists.
+class fork_lockable {
+ public:
+  // Takes every lock of the pool, waiting out the threads inside it.
+  virtual void lock_for_fork() noexcept = 0;
+  // Releases what lock_for_fork() took (in the parent, and in the child, as its only thread).
+  virtual void unlock_after_fork() noexcept = 0;
+
+ protected:
+  fork_lockable() = default;
+  fork_lockable(const fork_lockable&) = delete;
+  fork_lockable& operator=(const fork_lockable&) = delete;
+  ~fork_lockable() = default;
+
+ private:
+  friend void enlist_for_fork(fork_lockable&) noexcept;
+  friend void delist_for_fork(fork_lockable&) noexcept;
+  friend struct fork_list;
+  fork_lockable* newer_ = nullptr;  // the list of enlisted pools, under its own mutex
+  fork_lockable* older_ = nullptr;
+};
+// Adds `pool` to the list (it must stay there until delisted), and removes it. Neither
+// allocates.
+void enlist_for_fork(fork_lockable& pool) noexcept;
+void delist_for_fork(fork_lockable& pool) noexcept;
+
 // The owner's side of a cache_lock, as a scope.
 class owner_scope {
  public:

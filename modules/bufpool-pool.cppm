@@ -115,6 +115,7 @@ class buffer_pool {
     if constexpr (checked_build) checked_id_ = detail::register_pool(this);
     if constexpr (can_cache)
       if (options_.slabs && options_.thread_caches) caches_.enable(this, &give_back_empty_spans);
+    if constexpr (can_cache) detail::enlist_for_fork(fork_locks_);
   }
 
   /// A pool that owns `handle`, which frees the regions when the pool is destroyed.
@@ -126,6 +127,7 @@ class buffer_pool {
   buffer_pool& operator=(const buffer_pool&) = delete;
 
   ~buffer_pool() {
+    if constexpr (can_cache) detail::delist_for_fork(fork_locks_);  // first: no lock held
     if constexpr (checked_build) detail::unregister_pool(this);
     caches_.pool_gone();
     if (const std::size_t n = borrowed_.load(); n != 0) {
@@ -708,6 +710,25 @@ class buffer_pool {
   std::atomic<std::size_t> guarded_{0};
   std::atomic<std::size_t> borrowed_{0};
   std::uint64_t checked_id_ = 0;  // checked builds: this pool's id in the registry
+
+  // Every lock of this pool, for fork() (see detail::fork_lockable): grow_mutex_ first, as
+  // grow() takes it before the others.
+  struct fork_locks final : detail::fork_lockable {
+    buffer_pool& pool;
+    explicit fork_locks(buffer_pool& p) noexcept : pool(p) {}
+    void lock_for_fork() noexcept override {
+      pool.grow_mutex_.lock();
+      pool.caches_.lock_all(pool.mutex_);
+    }
+    void unlock_after_fork() noexcept override {
+      pool.caches_.unlock_all(pool.mutex_);
+      pool.grow_mutex_.unlock();
+    }
+  };
+  struct no_fork_locks {
+    explicit no_fork_locks(buffer_pool&) noexcept {}
+  };
+  [[no_unique_address]] std::conditional_t<can_cache, fork_locks, no_fork_locks> fork_locks_{*this};
 };
 
 /// A pool for one thread at a time: no locking.

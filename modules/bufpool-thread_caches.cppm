@@ -179,27 +179,38 @@ class thread_cache_set {
       for (const auto& c : registry_->caches) f(*c);
   }
 
-  // Runs f() with every lock taken, in order: the registry's, every cache's, then
-  // `pool_mutex`; with only `pool_mutex` when the caches are off.
+  // Runs f() with every lock taken (see lock_all()).
   template <class Mutex, class F>
   decltype(auto) with_all_locked(Mutex& pool_mutex, F&& f) const {
-    if (registry_ == nullptr) {
-      std::scoped_lock lock(pool_mutex);
-      return f();
-    }
-    std::scoped_lock registry_lock(registry_->mutex);
-    bool barrier = false;  // one heavy barrier for every cache
-    for (const auto& c : registry_->caches) barrier |= c->lock.begin_lock();
-    if (barrier) heavy_barrier();
-    for (const auto& c : registry_->caches) c->lock.finish_lock();
-    struct unlock_caches {
-      const std::vector<std::unique_ptr<cache>>& caches;
-      ~unlock_caches() {
-        for (const auto& c : caches) c->lock.unlock();
-      }
-    } unlock{registry_->caches};
-    std::scoped_lock lock(pool_mutex);
+    lock_all(pool_mutex);
+    struct unlock_at_end {
+      const thread_cache_set& set;
+      Mutex& pool_mutex;
+      ~unlock_at_end() { set.unlock_all(pool_mutex); }
+    } end{*this, pool_mutex};
     return f();
+  }
+
+  // Takes every lock, in order: the registry's, every cache's (one heavy barrier for all of
+  // them), then `pool_mutex`; only `pool_mutex` when the caches are off.
+  template <class Mutex>
+  void lock_all(Mutex& pool_mutex) const {
+    if (registry_ != nullptr) {
+      registry_->mutex.lock();
+      bool barrier = false;
+      for (const auto& c : registry_->caches) barrier |= c->lock.begin_lock();
+      if (barrier) heavy_barrier();
+      for (const auto& c : registry_->caches) c->lock.finish_lock();
+    }
+    pool_mutex.lock();
+  }
+  // Releases what lock_all() took.
+  template <class Mutex>
+  void unlock_all(Mutex& pool_mutex) const noexcept {
+    pool_mutex.unlock();
+    if (registry_ == nullptr) return;
+    for (const auto& c : registry_->caches) c->lock.unlock();
+    registry_->mutex.unlock();
   }
 
  private:

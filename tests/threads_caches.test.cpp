@@ -516,6 +516,45 @@ TEST(ThreadCaches, AForkedChildUsesItsThreadsCacheAndPoolWideOperations) {
   expect_all_back(h.pool);
 }
 
+// fork() while another thread is inside the pool (in its cache's fast path, holding the
+// pool's lock, or locking every cache for stats()): the child gets every lock free and its
+// pool consistent, so it can go on using it. A child that blocks is ended by its alarm.
+TEST(ThreadCaches, AForkedChildCanUseThePoolWhileAnotherThreadWasInsideIt) {
+  cached_pool h;
+  std::atomic<bool> stop{false};
+  std::thread worker([&] {
+    for (std::uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+      auto small = h.pool.acquire_raw(64, 8, bufpool::greedy);        // the cache's fast path
+      auto large = h.pool.acquire_raw(64 << 10, 8, bufpool::greedy);  // the pool's lock
+      if (small) (void)h.pool.release_raw(small->pointer);
+      if (large) (void)h.pool.release_raw(large->pointer);
+      if (i % 8 == 0) (void)h.pool.stats();  // every lock
+    }
+  });
+  int stuck_or_failed = 0;
+  for (int round = 0; round < 40; ++round) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    const pid_t child = fork();
+    ASSERT_NE(child, -1);
+    if (child == 0) {
+      alarm(5);
+      auto r = h.pool.acquire_raw(64, 8, bufpool::greedy);
+      auto big = h.pool.acquire_raw(64 << 10, 8, bufpool::greedy);
+      const bool ok = r && big && h.pool.stats().live_slices >= 2 &&
+                      h.pool.release_raw(r->pointer) && h.pool.release_raw(big->pointer) &&
+                      h.pool.validate().has_value();
+      _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++stuck_or_failed;
+  }
+  stop = true;
+  worker.join();
+  EXPECT_EQ(stuck_or_failed, 0) << "children that blocked (killed by their alarm) or failed";
+  expect_adds_up(h.pool);
+}
+
 TEST(ThreadCachesDeathTest, DoubleReleaseOnTheCachedPathAbortsWithTheRule) {
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   EXPECT_DEATH(
