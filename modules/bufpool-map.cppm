@@ -64,7 +64,10 @@ struct pool_map {
 
 /// The map as an SVG picture: one bar per region (and per pending span), all drawn to one
 /// scale (bytes per pixel), ranges coloured by state, with a legend and the statistics.
-/// A range too small to see at that scale is still drawn one pixel wide.
+/// A range too small to see at that scale is still drawn one pixel wide. Each range's rect
+/// has a `<title>` naming its state, offset and size (a browser shows it on hover), and an
+/// axis under each bar labels its first and last offsets (and halves or quarters where the
+/// bar is wide enough).
 [[nodiscard]] std::string to_svg(const pool_map& map);
 
 }  // namespace bufpool

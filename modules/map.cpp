@@ -64,10 +64,20 @@ const char* colour_of(range_state s) {
   return colour_free;
 }
 
+// Formats straight into out, measuring first: no line is cut short, however long its
+// numbers or titles.
 void append(std::string& out, const char* format, auto... args) {
-  char line[256];
-  const int n = std::snprintf(line, sizeof line, format, args...);
-  if (n > 0) out.append(line, std::min(static_cast<std::size_t>(n), sizeof line - 1));
+  const int n = std::snprintf(nullptr, 0, format, args...);
+  if (n <= 0) return;
+  const std::size_t at = out.size();
+  const auto length = static_cast<std::size_t>(n);
+  out.resize(at + length + 1);
+  std::snprintf(out.data() + at, length + 1, format, args...);
+  out.resize(at + length);
+}
+
+unsigned long long ull(std::uint64_t n) {
+  return static_cast<unsigned long long>(n);
 }
 
 std::string bytes_text(std::uint64_t n) {
@@ -81,6 +91,27 @@ std::string bytes_text(std::uint64_t n) {
   else
     std::snprintf(text, sizeof text, "%llu B", static_cast<unsigned long long>(n));
   return text;
+}
+
+// Labelled ticks under a bar of width pixels that shows offsets first .. first + size: both
+// ends always, and halves or quarters when the bar is wide enough for their labels.
+void append_axis(std::string& out, double left, double y, double width, std::uint64_t first,
+                 std::uint64_t size) {
+  const int parts = width >= 360 ? 4 : width >= 180 ? 2 : 1;
+  out += "<g class=\"axis\" stroke=\"#555555\" fill=\"#555555\" font-size=\"10\">\n";
+  append(out, "<line x1=\"%.2f\" y1=\"%.0f\" x2=\"%.2f\" y2=\"%.0f\"/>\n", left, y, left + width,
+         y);
+  for (int i = 0; i <= parts; ++i) {
+    const auto part = static_cast<std::uint64_t>(parts);
+    const std::uint64_t at =
+        i == parts ? first + size : first + size / part * static_cast<std::uint64_t>(i);
+    const double x = left + width * static_cast<double>(i) / parts;
+    const char* anchor = i == 0 ? "start" : i == parts ? "end" : "middle";
+    append(out, "<line x1=\"%.2f\" y1=\"%.0f\" x2=\"%.2f\" y2=\"%.0f\"/>\n", x, y, x, y + 4);
+    append(out, "<text x=\"%.2f\" y=\"%.0f\" stroke=\"none\" text-anchor=\"%s\">%llu</text>\n", x,
+           y + 14, anchor, ull(at));
+  }
+  out += "</g>\n";
 }
 
 }  // namespace
@@ -130,7 +161,7 @@ std::string to_json(const pool_map& map) {
 std::string to_svg(const pool_map& map) {
   constexpr double left = 210;  // labels
   constexpr double bar = 760;   // the widest region's bar
-  constexpr double row = 34;
+  constexpr double row = 52;    // bar, axis, gap
   constexpr double top = 78;
   std::uint64_t widest = 1;
   for (const map_region& r : map.regions) widest = std::max(widest, r.size);
@@ -164,24 +195,36 @@ std::string to_svg(const pool_map& map) {
     append(out, "<text x=\"%.0f\" y=\"60\">%s</text>\n", x + 18, name);
     x += 90;
   }
+  // Every range is a rect whose <title> names its offsets, size and state (a browser shows
+  // it on hover); under each bar an axis labels offsets.
   double y = top;
   for (const map_region& r : map.regions) {
+    const double width = std::max(px(r.size), 1.0);
     append(out, "<text x=\"10\" y=\"%.0f\">region %u @%llu, %s</text>\n", y + 16, r.id,
-           static_cast<unsigned long long>(r.offset), bytes_text(r.size).c_str());
-    append(out, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\"/>\n", left, y,
-           std::max(px(r.size), 1.0), colour_free);
+           ull(r.offset), bytes_text(r.size).c_str());
+    append(out,
+           "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\">"
+           "<title>region %u: offsets %llu..%llu, %llu bytes</title></rect>\n",
+           left, y, width, colour_free, r.id, ull(r.offset), ull(r.offset + r.size), ull(r.size));
     for (const map_range& g : r.ranges) {
-      if (g.state == range_state::free) continue;
-      append(out, "<rect x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\"/>\n",
-             left + px(g.offset - r.offset), y, std::max(px(g.size), 1.0), colour_of(g.state));
+      append(out,
+             "<rect x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\">"
+             "<title>%s: offset %llu, %llu bytes (%s)</title></rect>\n",
+             left + px(g.offset - r.offset), y, std::max(px(g.size), 1.0), colour_of(g.state),
+             name_of(g.state), ull(g.offset), ull(g.size), bytes_text(g.size).c_str());
     }
+    append_axis(out, left, y + 22, width, r.offset, r.size);
     y += row;
   }
   for (const map_span& p : map.pending) {
-    append(out, "<text x=\"10\" y=\"%.0f\">pending @%llu, %s</text>\n", y + 16,
-           static_cast<unsigned long long>(p.offset), bytes_text(p.size).c_str());
-    append(out, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\"/>\n", left, y,
-           std::max(px(p.size), 1.0), colour_pending);
+    const double width = std::max(px(p.size), 1.0);
+    append(out, "<text x=\"10\" y=\"%.0f\">pending @%llu, %s</text>\n", y + 16, ull(p.offset),
+           bytes_text(p.size).c_str());
+    append(out,
+           "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.2f\" height=\"22\" fill=\"%s\">"
+           "<title>pending: offset %llu, %llu bytes (%s)</title></rect>\n",
+           left, y, width, colour_pending, ull(p.offset), ull(p.size), bytes_text(p.size).c_str());
+    append_axis(out, left, y + 22, width, p.offset, p.size);
     y += row;
   }
   out += "</svg>\n";

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 # Checks the pool picture end to end: the demo writes pool.json and pool.svg, bufpool-map
-# renders the JSON to the same SVG, and rsvg-convert turns it into a PNG of the SVG's size
-# in which every state's colour appears.
+# renders the JSON to the same SVG, every range of the dump is a rect with a <title> naming
+# its state, offset and size, every bar has an offset axis labelled with its ends, and
+# rsvg-convert turns the SVG into a PNG of its size in which every state's colour appears.
 # Usage: picture.py DEMO_EXE MAP_TOOL_EXE OUTPUT_DIR
+import json
 import os
 import re
 import shutil
 import struct
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 import zlib
 
 COLOURS = {"free": "dddddd", "used": "4e79a7", "guarded": "f28e2b", "parked": "e15759",
@@ -67,6 +70,34 @@ def png_pixels(path):
     return width, height, colours
 
 
+def check_titles_and_axes(svg, dump):
+    """Every range has a titled rect; every region and pending span has a labelled axis."""
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ElementTree.fromstring(svg)
+    titles = {rect.find(ns + "title").text for rect in root.iter(ns + "rect")
+              if rect.find(ns + "title") is not None}
+    bars = dump["regions"] + dump["pending"]
+    for region in dump["regions"]:
+        for r in region["ranges"]:
+            prefix = "%s: offset %d, %d bytes" % (r["state"], r["offset"], r["size"])
+            if not any(t.startswith(prefix) for t in titles):
+                fail("no rect titled '%s...'" % prefix)
+    for span in dump["pending"]:
+        prefix = "pending: offset %d, %d bytes" % (span["offset"], span["size"])
+        if not any(t.startswith(prefix) for t in titles):
+            fail("no rect titled '%s...'" % prefix)
+    axes = [g for g in root.iter(ns + "g") if g.get("class") == "axis"]
+    if len(axes) != len(bars):
+        fail("%d offset axes for %d bars" % (len(axes), len(bars)))
+    for axis, bar in zip(axes, bars):
+        labels = [text.text for text in axis.iter(ns + "text")]
+        ends = [str(bar["offset"]), str(bar["offset"] + bar["size"])]
+        if labels[:1] + labels[-1:] != ends or len(list(axis.iter(ns + "line"))) != len(labels) + 1:
+            fail("axis labels %s do not run from %s to %s" % (labels, ends[0], ends[1]))
+    ranges = sum(len(region["ranges"]) for region in dump["regions"])
+    return ranges, len(axes)
+
+
 def main():
     demo, tool, out = sys.argv[1:4]
     subprocess.run([demo, out], check=True, stdout=subprocess.DEVNULL)
@@ -76,6 +107,7 @@ def main():
     svg = open(svg_path).read()
     if open(tool_svg).read() != svg:
         fail("bufpool-map rendered the JSON dump differently from dump_svg()")
+    ranges, axes = check_titles_and_axes(svg, json.load(open(json_path)))
     converter = shutil.which("rsvg-convert")
     if converter is None:
         fail("rsvg-convert not found (apt-get install librsvg2-bin; scripts/bootstrap does)")
@@ -88,7 +120,8 @@ def main():
     missing = [name for name, rgb in COLOURS.items() if rgb not in colours]
     if missing:
         fail("colours missing from the picture: " + ", ".join(missing))
-    print("picture: %dx%d PNG with every state's colour (%s)" % (width, height, png))
+    print("picture: %dx%d PNG with every state's colour, %d titled ranges, %d axes (%s)"
+          % (width, height, ranges, axes, png))
 
 
 main()

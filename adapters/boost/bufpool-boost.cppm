@@ -96,8 +96,8 @@ template <class Pool = buffer_pool<>>
   return detail::default_pool_slot<Pool>().load(std::memory_order_acquire);
 }
 
-/// A stateful allocator of `T` over a `Pool` the user owns (any `buffer_pool`): a valid
-/// std allocator and a Boost.Container version-2 allocator.
+/// The Boost.Container allocator: allocates `T` from a pool the user owns (any %buffer_pool
+/// type as `Pool`); a valid std allocator and a Boost.Container version-2 allocator.
 ///
 /// - Each allocation is a raw range of the pool aligned to `alignof(T)`; the pool does not
 ///   grow by itself, so a full pool makes `allocate` throw `std::bad_alloc` (in builds
@@ -373,10 +373,13 @@ class allocator {
   Pool* pool_;
 };
 
-/// A `boost::container::pmr::memory_resource` with the behaviour of
-/// `bufpool::pmr::pool_resource` (same constructors, growth, options, release(),
-/// misuse checks; see there), so the `boost::container::pmr` container aliases live in a
-/// pool. The upstream is a Boost memory resource.
+/// The Boost.Container pmr resource: a `boost::container::pmr::memory_resource`, over a Boost
+/// upstream, for the `boost::container::pmr` container aliases.
+///
+/// It behaves as the std::pmr resource of bufpool.pmr, bufpool::pmr::pool_resource (same
+/// constructors, growth, options, release(), misuse checks; see there), so the
+/// `boost::container::pmr` container aliases live in a pool. The upstream is a Boost memory
+/// resource.
 class pool_resource : public boost::container::pmr::memory_resource {
  public:
   using upstream_type = boost::container::pmr::memory_resource;  ///< Base and upstream type.

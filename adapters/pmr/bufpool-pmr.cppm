@@ -485,9 +485,10 @@ class borrowed_backend final : public backend {
 
 export namespace bufpool::pmr {
 
-/// A `std::pmr::memory_resource` over a bufpool pool: a drop-in replacement for
-/// `std::pmr::monotonic_buffer_resource` and the pool resources (same constructor shapes,
-/// `release()`, `upstream_resource()`) whose `deallocate` makes memory reusable at once.
+/// The std::pmr resource: a `std::pmr::memory_resource` over a bufpool pool, a drop-in
+/// replacement for `std::pmr::monotonic_buffer_resource` and the pool resources (same
+/// constructor shapes, `release()`, `upstream_resource()`) whose `deallocate` makes memory
+/// reusable at once.
 ///
 /// **Owning** (every constructor but the last): the resource owns a
 /// `buffer_pool<std::size_t>` and grows it. When the pool has no room, the resource adds a
