@@ -98,7 +98,7 @@ void heavy_barrier() noexcept;
 // A heavy barrier costs far more than an owner entry saves (it interrupts every running
 // thread): once other threads have entered 64 times, and more than once per 4096 owner
 // entries, the bias ends for good and the owner takes the mutex too, as every thread does
-// where the heavy barrier is unavailable.
+// where the heavy barrier is unavailable (revoked_ then stays set: see unlock()).
 class cache_lock {
  public:
   cache_lock() noexcept : biased_(heavy_barrier_available()) {}
@@ -132,7 +132,10 @@ class cache_lock {
     finish_lock();
   }
   inline void unlock() noexcept {
-    revoked_.store(false, std::memory_order_release);
+    // Once the bias has ended, the owner's fast path stays revoked for good: an owner that
+    // read "biased" before the end and was preempted before it stored owner_in_ must find
+    // the path closed, as later lockers neither revoke it nor wait for the owner.
+    if (biased_.load(std::memory_order_relaxed)) revoked_.store(false, std::memory_order_release);
     mutex_.unlock();
   }
   // Takes the mutex and revokes the owner's fast path; true if a heavy barrier must follow.
@@ -145,6 +148,12 @@ class cache_lock {
       biased_.store(false, std::memory_order_relaxed);  // published by the barrier
     revoked_.store(true, std::memory_order_relaxed);
     return true;
+  }
+  // Whether the owner may still enter without the mutex, and whether its fast path is
+  // closed (while another thread holds the lock, and for good once the bias has ended).
+  [[nodiscard]] bool biased() const noexcept { return biased_.load(std::memory_order_relaxed); }
+  [[nodiscard]] bool owner_path_revoked() const noexcept {
+    return revoked_.load(std::memory_order_acquire);
   }
   // Waits until the owner is out of its fast path (after the heavy barrier).
   inline void finish_lock() noexcept {

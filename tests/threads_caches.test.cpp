@@ -516,6 +516,69 @@ TEST(ThreadCaches, AForkedChildUsesItsThreadsCacheAndPoolWideOperations) {
   expect_all_back(h.pool);
 }
 
+// Once other threads' entries end a cache lock's bias, the owner's fast path stays closed:
+// an owner that read "biased" just before the end and was preempted before it marked itself
+// inside must not find the path open, because later lockers no longer revoke it or wait.
+TEST(CacheLock, OwnersFastPathStaysClosedOnceTheBiasHasEnded) {
+  if (!bufpool::detail::heavy_barrier_available()) GTEST_SKIP() << "no bias without membarrier";
+  bufpool::detail::cache_lock lock;
+  ASSERT_TRUE(lock.biased());
+  int entries = 0;
+  while (lock.biased() && entries < 1000) {
+    lock.lock();
+    EXPECT_TRUE(lock.owner_path_revoked()) << "another thread inside: the path is closed";
+    lock.unlock();
+    ++entries;
+    if (lock.biased()) EXPECT_FALSE(lock.owner_path_revoked()) << "reopened while biased";
+  }
+  ASSERT_FALSE(lock.biased()) << "the bias ends after enough entries by other threads";
+  EXPECT_TRUE(lock.owner_path_revoked());
+  {
+    bufpool::detail::owner_scope owner(lock);  // takes the mutex now
+  }
+  lock.lock();
+  lock.unlock();
+  EXPECT_TRUE(lock.owner_path_revoked());
+}
+
+// The switch-off under contention: an owner and two other threads update one counter that
+// only the lock protects, over locks whose bias ends midway; no update may be lost and no two
+// threads may be inside at once.
+TEST(CacheLock, ExcludesOtherThreadsWhileItsBiasEndsUnderContention) {
+  for (int round = 0; round < 20; ++round) {
+    bufpool::detail::cache_lock lock;
+    std::uint64_t counter = 0;  // protected by `lock` alone
+    std::atomic<int> inside{0};
+    std::atomic<int> overlaps{0};
+    auto critical = [&] {
+      if (inside.fetch_add(1, std::memory_order_relaxed) != 0) overlaps.fetch_add(1);
+      counter = counter + 1;
+      inside.fetch_sub(1, std::memory_order_relaxed);
+    };
+    constexpr int owner_entries = 200000;
+    constexpr int other_entries = 2000;
+    std::thread owner([&] {
+      for (int i = 0; i < owner_entries; ++i) {
+        bufpool::detail::owner_scope scope(lock);
+        critical();
+      }
+    });
+    std::vector<std::thread> others;
+    for (int t = 0; t < 2; ++t)
+      others.emplace_back([&] {
+        for (int i = 0; i < other_entries; ++i) {
+          lock.lock();
+          critical();
+          lock.unlock();
+        }
+      });
+    owner.join();
+    for (auto& t : others) t.join();
+    EXPECT_EQ(overlaps.load(), 0) << "round " << round;
+    EXPECT_EQ(counter, std::uint64_t{owner_entries} + 2 * other_entries) << "round " << round;
+  }
+}
+
 // fork() while another thread is inside the pool (in its cache's fast path, holding the
 // pool's lock, or locking every cache for stats()): the child gets every lock free and its
 // pool consistent, so it can go on using it. A child that blocks is ended by its alarm.
