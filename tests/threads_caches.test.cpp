@@ -516,6 +516,36 @@ TEST(ThreadCaches, AForkedChildUsesItsThreadsCacheAndPoolWideOperations) {
   expect_all_back(h.pool);
 }
 
+// A release by offset finds the slot in the caller's own cache first, and in another
+// thread's cache otherwise; a second release of either is reported, whichever cache it
+// would reach.
+TEST(ThreadCaches, ReleaseByOffsetFindsTheCallersOwnCacheAndOtherThreadsCaches) {
+  cached_pool h;
+  const raw_t mine = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  raw_t theirs{};
+  std::thread([&] { theirs = h.pool.acquire_raw(64, 8, bufpool::greedy).value(); }).join();
+  std::latch attached(1);
+  std::latch done(1);
+  std::thread keeper([&] {  // a third thread with a cache of its own, alive meanwhile
+    auto r = h.pool.acquire_raw(128, 8, bufpool::greedy);
+    attached.count_down();
+    done.wait();
+    if (r) (void)h.pool.release_raw(r->pointer);
+  });
+  attached.wait();
+  EXPECT_TRUE(h.pool.release_raw(mine.offset));
+  EXPECT_TRUE(h.pool.release_raw(theirs.offset));
+  {
+    bufpool_test::recording_violations rec;
+    EXPECT_FALSE(h.pool.release_raw(mine.offset));
+    EXPECT_FALSE(h.pool.release_raw(theirs.offset));
+    EXPECT_EQ(bufpool_test::g_violations, 2);
+  }
+  done.count_down();
+  keeper.join();
+  expect_all_back(h.pool);
+}
+
 // Once other threads' entries end a cache lock's bias, the owner's fast path stays closed:
 // an owner that read "biased" just before the end and was preempted before it marked itself
 // inside must not find the path open, because later lockers no longer revoke it or wait.
