@@ -4,6 +4,9 @@ module;
 #include <cstdint>
 #include <source_location>
 export module bufpool:contracts;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 export namespace bufpool {
 
@@ -64,3 +67,5 @@ inline bool expects(bool ok, const char* rule,
 }
 
 }  // namespace bufpool::detail
+
+#pragma GCC visibility pop

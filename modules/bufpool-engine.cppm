@@ -13,13 +13,18 @@ module;
 #include <string>
 #include <vector>
 export module bufpool:engine;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :errors;
 import :options;
 
 namespace bufpool::detail {
+// Defined in the internal partition bufpool:bptree, and used only inside the library: hidden
+// from shared builds' exports although declared in an interface unit.
 template <bool Maxima>
-class bptree;  // defined in bufpool:bptree
+class [[gnu::visibility("hidden")]] bptree;
 
 // Room for one more element, growing geometrically, so that the next push cannot throw:
 // callers allocate first and change state after (strong guarantee).
@@ -311,3 +316,5 @@ class engine {
 };
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

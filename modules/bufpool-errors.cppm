@@ -4,6 +4,9 @@ module;
 #include <string>
 #include <system_error>
 export module bufpool:errors;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 export namespace bufpool {
 
@@ -61,3 +64,5 @@ class error_category final : public std::error_category {
 export template <>
 struct std::is_error_code_enum<bufpool::errc> : std::true_type {};
 /// \endcond
+
+#pragma GCC visibility pop

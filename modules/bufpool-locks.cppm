@@ -5,6 +5,9 @@ module;
 #include <atomic>
 #include <cstdint>
 export module bufpool:locks;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 export namespace bufpool {
 
@@ -220,3 +223,5 @@ class owner_scope {
 }  // namespace detail
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

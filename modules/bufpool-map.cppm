@@ -7,6 +7,9 @@ module;
 #include <string_view>
 #include <vector>
 export module bufpool:map;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :errors;
 import :types;
@@ -71,3 +74,5 @@ struct pool_map {
 [[nodiscard]] std::string to_svg(const pool_map& map);
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

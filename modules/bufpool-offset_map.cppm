@@ -5,6 +5,9 @@ module;
 #include <cstdint>
 #include <vector>
 export module bufpool:offset_map;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :engine;
 
@@ -45,3 +48,5 @@ class offset_map {
 }  // namespace detail
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

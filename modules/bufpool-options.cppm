@@ -7,6 +7,9 @@ module;
 #include <cstdint>
 #include <limits>
 export module bufpool:options;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :errors;
 
@@ -105,3 +108,5 @@ enum class guard_mode : std::uint8_t {
 };
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

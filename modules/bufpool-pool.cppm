@@ -26,6 +26,9 @@ module;
 
 #include "build_flags.hpp"
 export module bufpool:pool;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :contracts;
 import :engine;
@@ -736,3 +739,5 @@ template <offset_integer Int = std::uint32_t, class Extra = no_extra, class Hand
 using local_buffer_pool = buffer_pool<Int, Extra, Handle, null_mutex>;
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

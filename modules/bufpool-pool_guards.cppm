@@ -17,6 +17,9 @@ module;
 
 #include "build_flags.hpp"
 export module bufpool:pool_guards;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :contracts;
 import :engine;
@@ -95,3 +98,5 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::park(std::uint32_t node, G&&
 }
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

@@ -17,6 +17,9 @@ module;
 
 #include "build_flags.hpp"
 export module bufpool:pool_inspect;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :contracts;
 import :engine;
@@ -151,3 +154,5 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::map() const -> pool_map {
 }
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

@@ -17,6 +17,9 @@ module;
 
 #include "build_flags.hpp"
 export module bufpool:pool_ranges;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :contracts;
 import :engine;
@@ -385,3 +388,5 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_slot(const slab_at& a
 }
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

@@ -12,6 +12,9 @@ module;
 
 #include "build_flags.hpp"
 export module bufpool:regions;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :engine;
 import :options;
@@ -103,3 +106,5 @@ void unpoison(const Region& r, std::uint64_t offset, std::uint64_t size) noexcep
 }  // namespace detail
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

@@ -4,6 +4,9 @@ module;
 #include <bit>
 #include <cstdint>
 export module bufpool:size_classes;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 export namespace bufpool::detail {
 
@@ -75,3 +78,5 @@ static_assert(consistent<range_classes>(16 + 8 * 20));
 static_assert(consistent<slot_classes>(64));
 
 }  // namespace bufpool::detail
+
+#pragma GCC visibility pop

@@ -19,6 +19,9 @@ module;
 
 #include "internal_assert.hpp"
 export module bufpool:slabs;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :contracts;
 import :engine;
@@ -378,3 +381,5 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
 }  // namespace detail
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

@@ -11,6 +11,9 @@ module;
 #include <utility>
 #include "build_flags.hpp"
 export module bufpool:slice;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :contracts;
 import :engine;
@@ -400,3 +403,5 @@ class basic_slice {
 };
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

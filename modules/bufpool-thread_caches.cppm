@@ -10,6 +10,9 @@ module;
 #include <utility>
 #include <vector>
 export module bufpool:thread_caches;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :engine;
 import :locks;
@@ -282,3 +285,5 @@ class thread_cache_set {
 }  // namespace detail
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

@@ -12,6 +12,9 @@ module;
 #include <vector>
 #include "build_flags.hpp"
 export module bufpool:types;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import :errors;
 import :options;
@@ -162,3 +165,5 @@ concept has_close_all = requires(H& h, const Entries& e) { h.close_all(e); };
 }  // namespace detail
 
 }  // namespace bufpool
+
+#pragma GCC visibility pop

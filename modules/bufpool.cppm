@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // bufpool — primary module interface: `import bufpool;` is all a user needs for the core.
 export module bufpool;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 export import :errors;
 export import :options;
@@ -19,3 +22,5 @@ export import :pool;
 export import :pool_ranges;
 export import :pool_inspect;
 export import :pool_guards;
+
+#pragma GCC visibility pop

@@ -23,6 +23,9 @@ module;
 #include <boost/container/pmr/memory_resource.hpp>
 #include <boost/container/throw_exception.hpp>
 export module bufpool.boost;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import bufpool;
 import bufpool.pmr;
@@ -524,3 +527,5 @@ class pool_resource : public boost::container::pmr::memory_resource {
 };
 
 }  // namespace bufpool::container
+
+#pragma GCC visibility pop

@@ -32,6 +32,9 @@ module;
 #include <sanitizer/asan_interface.h>
 #endif
 export module bufpool.pmr;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import bufpool;
 
@@ -715,3 +718,5 @@ class pool_resource : public std::pmr::memory_resource {
 };
 
 }  // namespace bufpool::pmr
+
+#pragma GCC visibility pop

@@ -15,6 +15,9 @@ module;
 #include <system_error>
 #include <utility>
 export module bufpool.posix;
+// Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
+// interface unit is the library's interface.
+#pragma GCC visibility push(default)
 
 import bufpool;
 
@@ -251,3 +254,5 @@ inline void unmap(void* pointer, std::size_t bytes) noexcept {
 }
 
 }  // namespace bufpool::posix
+
+#pragma GCC visibility pop
