@@ -166,6 +166,7 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
   }
   const auto address = reinterpret_cast<std::uintptr_t>(pointer);
   std::optional<detail::location> at;
+  cache* owner = nullptr;
   {
     std::scoped_lock lock(mutex_);
     if (const auto hit = slabs_.find_hinted(address))
@@ -174,8 +175,9 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
     if (!detail::expects(at.has_value(), rules.foreign_pointer)) return false;
     if (const auto done = release_pool_locked(at->offset, request, rules, at->region, address))
       return *done;
+    owner = owner_of(at->offset, at->region);
   }
-  return release_in_caches(at->offset, at->region, request, rules);
+  return release_in_caches(at->offset, at->region, owner, request, rules);
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
@@ -183,12 +185,22 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
     std::uint64_t offset, const raw_request* request, const detail::release_rules& rules) noexcept
     -> bool {
   std::uint32_t region = no_index;
+  cache* owner = nullptr;
   {
     std::scoped_lock lock(mutex_);
     if (const auto done = release_pool_locked(offset, request, rules, no_index)) return *done;
     if (caches_.enabled()) region = engine_.region_of(offset);
+    owner = owner_of(offset, region);
   }
-  return release_in_caches(offset, region, request, rules);
+  return release_in_caches(offset, region, owner, request, rules);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::owner_of(std::uint64_t offset,
+                                                             std::uint32_t region) const noexcept
+    -> cache* {
+  if (!caches_.enabled() || region == no_index) return nullptr;
+  return caches_.owner_of(region, regions_[region]->offset, offset);
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
@@ -222,12 +234,12 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_in_caches(
-    std::uint64_t offset, std::uint32_t region, const raw_request* request,
+    std::uint64_t offset, std::uint32_t region, cache* owner, const raw_request* request,
     const detail::release_rules& rules) noexcept -> bool {
   if (region != no_index)
     if (const auto done =
-            caches_.release_in_any(offset, region, [&](cache& owner, std::uint32_t s) {
-              return release_slot(owner.slabs, &owner, s, region, offset, request, rules);
+            caches_.release_in_any(offset, region, owner, [&](cache& in, std::uint32_t s) {
+              return release_slot(in.slabs, &in, s, region, offset, request, rules);
             }))
       return *done;
   return detail::expects(false, rules.not_live);
@@ -329,7 +341,10 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::add_span(detail::slabs& slab
   if (!a) return false;
   const auto& region = *regions_[a->region];
   try {
-    if (owner != nullptr) owner->add_region(region, a->region);
+    if (owner != nullptr) {
+      owner->add_region(region, a->region);
+      caches_.note_owner(*owner, a->region, region.offset, region.size, a->offset, a->capacity);
+    }
     slabs.add_span(c, a->offset, a->capacity, a->node, a->region, region.offset, region.size,
                    region.base + (a->offset - region.offset));
   } catch (...) {

@@ -161,10 +161,12 @@ class thread_cache_set {
   }
 
   // Calls release(cache, span) under the lock of the cache (any thread's) whose slabs hold
-  // `offset` of `region`; nothing if none does. The calling thread's own cache is asked
-  // first, through its owner's path: O(1) when it holds the slot, O(caches) otherwise.
+  // `offset` of `region`; nothing if none does. Asks the calling thread's own cache first
+  // (its owner's path), then the cache `owner` (from owner_of(), may be null or stale: each
+  // answer is checked against the cache's own slabs), then every other: O(1) unless the
+  // offset is no live slot.
   template <class F>
-  std::optional<bool> release_in_any(std::uint64_t offset, std::uint32_t region,
+  std::optional<bool> release_in_any(std::uint64_t offset, std::uint32_t region, cache* owner,
                                      F&& release) noexcept {
     if (registry_ == nullptr) return std::nullopt;
     cache* const mine = held();
@@ -173,14 +175,46 @@ class thread_cache_set {
       if (const std::uint32_t s = mine->slabs.find(offset, region); s != no_index)
         return release(*mine, s);
     }
+    if (owner != nullptr && owner != mine) {
+      std::scoped_lock cache_lock(owner->lock);
+      if (const std::uint32_t s = owner->slabs.find(offset, region); s != no_index)
+        return release(*owner, s);
+    }
     std::scoped_lock registry_lock(registry_->mutex);
     for (const auto& c : registry_->caches) {
-      if (c.get() == mine) continue;  // asked above
+      if (c.get() == mine || c.get() == owner) continue;  // asked above
       std::scoped_lock cache_lock(c->lock);
       if (const std::uint32_t s = c->slabs.find(offset, region); s != no_index)
         return release(*c, s);
     }
     return std::nullopt;
+  }
+
+  // Notes that `owner` holds the span [offset, offset + bytes) of region `id` (at
+  // region_offset in the pool), for owner_of(). Under the pool's lock. A span that is given
+  // back leaves its note behind: owner_of() is a hint. Strong guarantee (std::bad_alloc).
+  void note_owner(cache& owner, std::uint32_t id, std::uint64_t region_offset,
+                  std::uint64_t region_size, std::uint64_t offset, std::uint64_t bytes) {
+    if (owners_.size() <= id) owners_.resize(id + 1);
+    auto& chunks = owners_[id];
+    if (chunks.empty())
+      chunks.resize(((region_size - 1) >> owner_cell_log2 >> owner_chunk_log2) + 1);
+    const std::uint64_t first = (offset - region_offset) >> owner_cell_log2;
+    const std::uint64_t last = (offset - region_offset + bytes - 1) >> owner_cell_log2;
+    for (std::uint64_t k = first >> owner_chunk_log2; k <= last >> owner_chunk_log2; ++k)
+      if (!chunks[k]) chunks[k] = std::make_unique<cache*[]>(std::size_t{1} << owner_chunk_log2);
+    for (std::uint64_t k = first; k <= last; ++k)
+      chunks[k >> owner_chunk_log2][k & ((std::uint64_t{1} << owner_chunk_log2) - 1)] = &owner;
+  }
+  // The cache last noted for `offset` of region `id` (at region_offset), or null. Under the
+  // pool's lock. O(1).
+  [[nodiscard]] cache* owner_of(std::uint32_t id, std::uint64_t region_offset,
+                                std::uint64_t offset) const noexcept {
+    if (id >= owners_.size()) return nullptr;
+    const std::uint64_t k = (offset - region_offset) >> owner_cell_log2;
+    const auto& chunks = owners_[id];
+    if ((k >> owner_chunk_log2) >= chunks.size() || !chunks[k >> owner_chunk_log2]) return nullptr;
+    return chunks[k >> owner_chunk_log2][k & ((std::uint64_t{1} << owner_chunk_log2) - 1)];
   }
 
   // Calls f(cache) for every cache (with every lock held: see with_all_locked()).
@@ -280,6 +314,11 @@ class thread_cache_set {
   }
 
   std::shared_ptr<registry> registry_;  // null while the caches are off
+  // By region id, then by 4 KiB cell of the region (in chunks of 1024 cells, made when a span
+  // first needs them): the cache that last took a span there (see note_owner()).
+  static constexpr unsigned owner_cell_log2 = 12;
+  static constexpr unsigned owner_chunk_log2 = 10;
+  std::vector<std::vector<std::unique_ptr<cache*[]>>> owners_;
 };
 
 }  // namespace detail

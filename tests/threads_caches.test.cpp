@@ -546,6 +546,40 @@ TEST(ThreadCaches, ReleaseByOffsetFindsTheCallersOwnCacheAndOtherThreadsCaches) 
   expect_all_back(h.pool);
 }
 
+// A release from another thread goes straight to the cache noted as the span's owner; the
+// note is only a hint: after trim() gives a span back and another thread's cache takes the
+// same memory, releases still reach the right cache, and a stale one reports the misuse.
+TEST(ThreadCaches, ReleasesFromOtherThreadsReachTheSpansCurrentOwner) {
+  cached_pool h;
+  raw_t first{};
+  std::latch taken(1);
+  std::latch done(1);
+  std::thread first_owner([&] {  // stays alive, so that its cache is not handed on
+    first = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+    taken.count_down();
+    done.wait();
+  });
+  taken.wait();
+  const raw_t stale = first;
+  EXPECT_TRUE(h.pool.release_raw(first.pointer));  // from this thread: reaches first_owner's
+  h.pool.trim();                                   // its emptied span goes back
+  raw_t second{};
+  std::thread([&] { second = h.pool.acquire_raw(64, 8, bufpool::greedy).value(); }).join();
+  EXPECT_EQ(second.offset, stale.offset) << "the same memory, now in another cache";
+  {
+    bufpool_test::recording_violations rec;
+    raw_t other{};
+    std::thread([&] { other = h.pool.acquire_raw(64, 8, bufpool::greedy).value(); }).join();
+    EXPECT_TRUE(h.pool.release_raw(second.pointer));
+    EXPECT_FALSE(h.pool.release_raw(stale.pointer));  // released twice: reported
+    EXPECT_TRUE(h.pool.release_raw(other.pointer));
+    EXPECT_EQ(bufpool_test::g_violations, 1);
+  }
+  done.count_down();
+  first_owner.join();
+  expect_all_back(h.pool);
+}
+
 // Once other threads' entries end a cache lock's bias, the owner's fast path stays closed:
 // an owner that read "biased" just before the end and was preempted before it marked itself
 // inside must not find the path open, because later lockers no longer revoke it or wait.
