@@ -5,7 +5,8 @@
 // cache) and wait until the benchmark ends. Rows, time per acquire+release pair of 64 B:
 //
 //   remote/<K>     one thread acquires a batch of slots, another releases them by pointer:
-//                  every release reaches the other thread's cache.
+//                  every release reaches the other thread's cache (timed: the releases).
+//   remote_glibc   the same hand-off with malloc and free, the baseline.
 //   by_offset/<K>  the benchmark's thread acquires a slot and releases it by offset: the
 //                  offset carries no pointer, so the pool must find the cache that holds it.
 //   own/<K>        the same pair released by pointer: the owner's fast path, for reference.
@@ -95,6 +96,29 @@ void remote(benchmark::State& state) {
       static_cast<double>(pairs), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
+// The same hand-off with glibc: one thread mallocs the batch, this one frees it.
+void remote_glibc(benchmark::State& state) {
+  constexpr std::size_t batch = 1024;
+  std::vector<void*> slots(batch);
+  std::int64_t pairs = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::thread producer([&] {
+      for (auto& s : slots) {
+        s = std::malloc(64);
+        benchmark::DoNotOptimize(s);
+      }
+    });
+    producer.join();
+    state.ResumeTiming();
+    for (void* s : slots) std::free(s);
+    pairs += batch;
+  }
+  state.SetItemsProcessed(pairs);
+  state.counters["ns_per_release"] = benchmark::Counter(
+      static_cast<double>(pairs), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
 void by_offset(benchmark::State& state) {
   pool_with_idle_caches p(static_cast<int>(state.range(0)));
   for (auto _ : state) {
@@ -114,6 +138,7 @@ void own(benchmark::State& state) {
 }
 
 BENCHMARK(remote)->Arg(0)->Arg(16)->Arg(64)->UseRealTime();
+BENCHMARK(remote_glibc)->UseRealTime();
 BENCHMARK(by_offset)->Arg(0)->Arg(16)->Arg(64)->UseRealTime();
 BENCHMARK(own)->Arg(0)->Arg(16)->Arg(64)->UseRealTime();
 
