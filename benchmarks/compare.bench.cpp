@@ -486,6 +486,7 @@ struct result {
 void report(benchmark::State& state, const result& r) {
   state.SetIterationTime(r.seconds);
   state.counters["ns_per_op"] = r.seconds * 1e9 / r.ops;
+  state.counters["ops"] = r.ops;
   state.counters["peak_bytes"] = static_cast<double>(std::max<std::int64_t>(r.peak_bytes, 0));
   state.counters["live_bytes"] = static_cast<double>(r.live_bytes);
   if (r.utilization >= 0) state.counters["utilization"] = r.utilization;
@@ -550,6 +551,19 @@ struct block {
 };
 
 // Builds the live set (untimed), replays the steps (timed), frees everything.
+// The measured part of a churn: one free and one allocation per step. A function of its own
+// so that scripts/instructions can count its instructions alone (callgrind --toggle-collect).
+[[gnu::noinline]] void churn_steps(contestant& c, const churn_trace& t, std::vector<block>& slots) {
+  const std::size_t steps = t.victims.size();
+  for (std::size_t s = 0; s < steps; ++s) {
+    block& b = slots[t.victims[s]];
+    c.deallocate(b.p, b.size, b.align);
+    const std::size_t k = t.live + s;
+    b = {c.allocate(t.sizes[k], t.aligns[k]), t.sizes[k], t.aligns[k]};
+    touch(b.p);
+  }
+}
+
 result run_churn(contestant& c, const churn_trace& t) {
   std::vector<block> slots(t.live);
   for (std::size_t i = 0; i < t.live; ++i) {
@@ -558,13 +572,7 @@ result run_churn(contestant& c, const churn_trace& t) {
   }
   const std::size_t steps = t.victims.size();
   const auto start = clock_type::now();
-  for (std::size_t s = 0; s < steps; ++s) {
-    block& b = slots[t.victims[s]];
-    c.deallocate(b.p, b.size, b.align);
-    const std::size_t k = t.live + s;
-    b = {c.allocate(t.sizes[k], t.aligns[k]), t.sizes[k], t.aligns[k]};
-    touch(b.p);
-  }
+  churn_steps(c, t, slots);
   const auto stop = clock_type::now();
   result r;
   r.seconds = std::chrono::duration<double>(stop - start).count();
