@@ -516,6 +516,32 @@ TEST(ThreadCaches, AForkedChildUsesItsThreadsCacheAndPoolWideOperations) {
   expect_all_back(h.pool);
 }
 
+// A thread that takes a slot of `size` (and with it a cache of its own) and stays alive,
+// holding that cache, until this object is destroyed.
+class thread_holding_a_cache {
+ public:
+  thread_holding_a_cache(pool_t& pool, std::uint64_t size)
+      : thread_([this, &pool, size] {
+          slot = pool.acquire_raw(size, 8, bufpool::greedy).value();
+          taken_.count_down();
+          done_.wait();
+        }) {
+    taken_.wait();
+  }
+  ~thread_holding_a_cache() {
+    done_.count_down();
+    thread_.join();
+  }
+  thread_holding_a_cache(const thread_holding_a_cache&) = delete;
+  thread_holding_a_cache& operator=(const thread_holding_a_cache&) = delete;
+  raw_t slot{};
+
+ private:
+  std::latch taken_{1};
+  std::latch done_{1};
+  std::thread thread_;
+};
+
 // A release by offset finds the slot in the caller's own cache first, and in another
 // thread's cache otherwise; a second release of either is reported, whichever cache it
 // would reach.
@@ -524,25 +550,16 @@ TEST(ThreadCaches, ReleaseByOffsetFindsTheCallersOwnCacheAndOtherThreadsCaches) 
   const raw_t mine = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
   raw_t theirs{};
   std::thread([&] { theirs = h.pool.acquire_raw(64, 8, bufpool::greedy).value(); }).join();
-  std::latch attached(1);
-  std::latch done(1);
-  std::thread keeper([&] {  // a third thread with a cache of its own, alive meanwhile
-    auto r = h.pool.acquire_raw(128, 8, bufpool::greedy);
-    attached.count_down();
-    done.wait();
-    if (r) (void)h.pool.release_raw(r->pointer);
-  });
-  attached.wait();
-  EXPECT_TRUE(h.pool.release_raw(mine.offset));
-  EXPECT_TRUE(h.pool.release_raw(theirs.offset));
   {
+    thread_holding_a_cache keeper(h.pool, 128);  // a third cache, alive meanwhile
+    EXPECT_TRUE(h.pool.release_raw(mine.offset));
+    EXPECT_TRUE(h.pool.release_raw(theirs.offset));
     bufpool_test::recording_violations rec;
     EXPECT_FALSE(h.pool.release_raw(mine.offset));
     EXPECT_FALSE(h.pool.release_raw(theirs.offset));
     EXPECT_EQ(bufpool_test::g_violations, 2);
+    EXPECT_TRUE(h.pool.release_raw(keeper.slot.pointer));
   }
-  done.count_down();
-  keeper.join();
   expect_all_back(h.pool);
 }
 
@@ -551,17 +568,9 @@ TEST(ThreadCaches, ReleaseByOffsetFindsTheCallersOwnCacheAndOtherThreadsCaches) 
 // same memory, releases still reach the right cache, and a stale one reports the misuse.
 TEST(ThreadCaches, ReleasesFromOtherThreadsReachTheSpansCurrentOwner) {
   cached_pool h;
-  raw_t first{};
-  std::latch taken(1);
-  std::latch done(1);
-  std::thread first_owner([&] {  // stays alive, so that its cache is not handed on
-    first = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
-    taken.count_down();
-    done.wait();
-  });
-  taken.wait();
-  const raw_t stale = first;
-  EXPECT_TRUE(h.pool.release_raw(first.pointer));  // from this thread: reaches first_owner's
+  thread_holding_a_cache first_owner(h.pool, 64);  // alive: its cache is not handed on
+  const raw_t stale = first_owner.slot;
+  EXPECT_TRUE(h.pool.release_raw(stale.pointer));  // from this thread: reaches first_owner's
   h.pool.trim();                                   // its emptied span goes back
   raw_t second{};
   std::thread([&] { second = h.pool.acquire_raw(64, 8, bufpool::greedy).value(); }).join();
@@ -575,8 +584,6 @@ TEST(ThreadCaches, ReleasesFromOtherThreadsReachTheSpansCurrentOwner) {
     EXPECT_TRUE(h.pool.release_raw(other.pointer));
     EXPECT_EQ(bufpool_test::g_violations, 1);
   }
-  done.count_down();
-  first_owner.join();
   expect_all_back(h.pool);
 }
 
