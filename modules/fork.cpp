@@ -9,9 +9,10 @@ module bufpool;
 
 namespace bufpool::detail {
 
-// Constant-initialized: no allocation, usable before and after any other static.
+// Constant-initialized and trivially destroyed (an adaptive_mutex is one atomic word): no
+// allocation, and usable by pools that static objects construct or destroy at any time.
 struct fork_list {
-  static constinit inline std::mutex mutex;
+  static constinit inline adaptive_mutex mutex;
   static constinit inline fork_lockable* newest = nullptr;
   static constinit inline std::once_flag handlers_installed;
 
