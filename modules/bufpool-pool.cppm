@@ -271,23 +271,7 @@ class buffer_pool {
 
   /// The live raw range whose memory starts at `pointer`, with the size it was acquired
   /// (or last resized) with. not_live if there is none. O(log regions) + O(1).
-  [[nodiscard]] std::expected<raw_range<Int>, errc> raw_at(const void* pointer) const {
-    return with_all_locked([&]() -> std::expected<raw_range<Int>, errc> {
-      const auto at = locate(pointer);
-      if (!at) return std::unexpected(errc::not_live);
-      auto* data = const_cast<std::byte*>(static_cast<const std::byte*>(pointer));
-      if (const auto slab = find_slab(at->offset, at->region)) {
-        const auto live = slab->slabs->live_slot(slab->span, at->offset);
-        if (!live) return std::unexpected(errc::not_live);
-        return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(live->first),
-                              static_cast<Int>(live->second), data};
-      }
-      const std::uint32_t node = raw_.find(at->offset);
-      if (node == no_index) return std::unexpected(errc::not_live);
-      return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(engine_.user_word(node)),
-                            static_cast<Int>(engine_.node_size(node)), data};
-    });
-  }
+  [[nodiscard]] std::expected<raw_range<Int>, errc> raw_at(const void* pointer) const;
 
   /// Grows or shrinks the raw range at `offset` in place to `size` bytes (its offset and
   /// pointer stay): growing takes the start of the next range if that range is free and in
@@ -301,15 +285,7 @@ class buffer_pool {
   }
 
   /// As resize_raw(offset, size), for the raw range whose memory starts at `pointer`.
-  [[nodiscard]] std::expected<Int, errc> resize_raw(const void* pointer, std::uint64_t size) {
-    return with_all_locked([&]() -> std::expected<Int, errc> {  // one lock for both steps
-      const auto at = locate(pointer);
-      if (!detail::expects(at.has_value(),
-                           "resize_raw: the pointer is in none of this pool's regions"))
-        return std::unexpected(errc::not_live);
-      return resize_raw_locked(at->offset, size);
-    });
-  }
+  [[nodiscard]] std::expected<Int, errc> resize_raw(const void* pointer, std::uint64_t size);
 
   /// Adds a region of at least `min_bytes` through the pool's handle (which must model
   /// growing_handle), and returns its id. Growth is serialized: one grow() at a time.
@@ -373,13 +349,7 @@ class buffer_pool {
 
   /// Totals of each initialized region, in initialization order. O(regions), times the
   /// number of slabs when the option `slabs` is on.
-  [[nodiscard]] std::vector<region_stats> region_statistics() const {
-    return with_all_locked([this] {
-      std::vector<region_stats> out;
-      for (std::uint32_t i = 0; i < engine_.region_count(); ++i) out.push_back(region_totals(i));
-      return out;
-    });
-  }
+  [[nodiscard]] std::vector<region_stats> region_statistics() const;
 
   /// The ranges of region `id` in offset order (for pictures and tests). O(ranges).
   [[nodiscard]] std::vector<range_view> region_ranges(std::size_t id) const {
@@ -719,24 +689,12 @@ class buffer_pool {
   std::atomic<std::size_t> borrowed_{0};
   std::uint64_t checked_id_ = 0;  // checked builds: this pool's id in the registry
 
-  // Every lock of this pool, for fork() (see detail::fork_lockable): grow_mutex_ first, as
-  // grow() takes it before the others.
-  struct fork_locks final : detail::fork_lockable {
-    buffer_pool& pool;
-    explicit fork_locks(buffer_pool& p) noexcept : pool(p) {}
-    void lock_for_fork() noexcept override {
-      pool.grow_mutex_.lock();
-      pool.caches_.lock_all(pool.mutex_);
-    }
-    void unlock_after_fork() noexcept override {
-      pool.caches_.unlock_all(pool.mutex_);
-      pool.grow_mutex_.unlock();
-    }
-  };
-  struct no_fork_locks {
-    explicit no_fork_locks(buffer_pool&) noexcept {}
-  };
-  [[no_unique_address]] std::conditional_t<can_cache, fork_locks, no_fork_locks> fork_locks_{*this};
+  // Every lock of this pool, taken around fork() (none for a pool without locks).
+  using fork_locks =
+      std::conditional_t<can_cache,
+                         detail::pool_fork_locks<detail::thread_cache_set<Int, Extra>, Mutex>,
+                         detail::no_fork_locks>;
+  [[no_unique_address]] fork_locks fork_locks_{grow_mutex_, mutex_, caches_};
 };
 
 /// A pool for one thread at a time: no locking.

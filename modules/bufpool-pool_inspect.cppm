@@ -34,6 +34,16 @@ import :types;
 namespace bufpool {
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::region_statistics() const
+    -> std::vector<region_stats> {
+  return with_all_locked([this] {
+    std::vector<region_stats> out;
+    for (std::uint32_t i = 0; i < engine_.region_count(); ++i) out.push_back(region_totals(i));
+    return out;
+  });
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::stats_locked() const -> pool_stats {
   const engine_stats e = engine_.stats();
   const auto slab = slab_totals();

@@ -135,6 +135,39 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_raw_locked(std::uint6
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::raw_at(const void* pointer) const
+    -> std::expected<raw_range<Int>, errc> {
+  return with_all_locked([&]() -> std::expected<raw_range<Int>, errc> {
+    const auto at = locate(pointer);
+    if (!at) return std::unexpected(errc::not_live);
+    auto* data = const_cast<std::byte*>(static_cast<const std::byte*>(pointer));
+    if (const auto slab = find_slab(at->offset, at->region)) {
+      const auto live = slab->slabs->live_slot(slab->span, at->offset);
+      if (!live) return std::unexpected(errc::not_live);
+      return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(live->first),
+                            static_cast<Int>(live->second), data};
+    }
+    const std::uint32_t node = raw_.find(at->offset);
+    if (node == no_index) return std::unexpected(errc::not_live);
+    return raw_range<Int>{static_cast<Int>(at->offset), static_cast<Int>(engine_.user_word(node)),
+                          static_cast<Int>(engine_.node_size(node)), data};
+  });
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::resize_raw(const void* pointer,
+                                                               std::uint64_t size)
+    -> std::expected<Int, errc> {
+  return with_all_locked([&]() -> std::expected<Int, errc> {  // one lock for both steps
+    const auto at = locate(pointer);
+    if (!detail::expects(at.has_value(),
+                         "resize_raw: the pointer is in none of this pool's regions"))
+      return std::unexpected(errc::not_live);
+    return resize_raw_locked(at->offset, size);
+  });
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::release(std::uint32_t node) noexcept -> void {
   std::scoped_lock lock(mutex_);
   detail::expects(release_locked(node), "a slice is given back once: double release");

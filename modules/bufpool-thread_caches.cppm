@@ -321,6 +321,33 @@ class thread_cache_set {
   std::vector<std::vector<std::unique_ptr<cache*[]>>> owners_;
 };
 
+// Every lock of one pool, for fork() (see fork_lockable): `grow` first, as grow() takes it
+// before the others, then the caches' and the pool's (thread_cache_set::lock_all()).
+template <class CacheSet, class Mutex>
+class pool_fork_locks final : public fork_lockable {
+ public:
+  pool_fork_locks(Mutex& grow, Mutex& pool, const CacheSet& caches) noexcept
+      : grow_(grow), pool_(pool), caches_(caches) {}
+  void lock_for_fork() noexcept override {
+    grow_.lock();
+    caches_.lock_all(pool_);
+  }
+  void unlock_after_fork() noexcept override {
+    caches_.unlock_all(pool_);
+    grow_.unlock();
+  }
+
+ private:
+  Mutex& grow_;
+  Mutex& pool_;
+  const CacheSet& caches_;
+};
+// What a pool without locks has instead.
+struct no_fork_locks {
+  template <class... Locks>
+  explicit no_fork_locks(Locks&...) noexcept {}
+};
+
 }  // namespace detail
 
 }  // namespace bufpool
