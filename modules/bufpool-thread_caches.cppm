@@ -227,34 +227,51 @@ class thread_cache_set {
   // Runs f() with every lock taken (see lock_all()).
   template <class Mutex, class F>
   decltype(auto) with_all_locked(Mutex& pool_mutex, F&& f) const {
-    lock_all(pool_mutex);
+    const all_locked taken = lock_all(pool_mutex);
     struct unlock_at_end {
       const thread_cache_set& set;
       Mutex& pool_mutex;
-      ~unlock_at_end() { set.unlock_all(pool_mutex); }
-    } end{*this, pool_mutex};
+      all_locked taken;
+      ~unlock_at_end() { set.unlock_all(pool_mutex, taken); }
+    } end{*this, pool_mutex, taken};
     return f();
   }
 
-  // Takes every lock, in order: the registry's, every cache's (one heavy barrier for all of
-  // them), then `pool_mutex`; only `pool_mutex` when the caches are off.
+  // How lock_all() took the calling thread's own cache, for unlock_all().
+  struct all_locked {
+    cache* own = nullptr;  // the calling thread's cache, taken through its owner's path
+    bool own_fast = false;
+  };
+
+  // Takes every lock, in order: the registry's, every cache's, then `pool_mutex`; only
+  // `pool_mutex` when the caches are off. The calling thread's own cache is taken as its
+  // owner takes it, and the others' owners are revoked with one heavy barrier for all of
+  // them (none when the caller is the only thread with a cache).
   template <class Mutex>
-  void lock_all(Mutex& pool_mutex) const {
+  all_locked lock_all(Mutex& pool_mutex) const {
+    all_locked taken;
     if (registry_ != nullptr) {
       registry_->mutex.lock();
+      taken.own = held();
       bool barrier = false;
-      for (const auto& c : registry_->caches) barrier |= c->lock.begin_lock();
+      for (const auto& c : registry_->caches)
+        if (c.get() != taken.own) barrier |= c->lock.begin_lock();
+      if (taken.own != nullptr) taken.own_fast = taken.own->lock.owner_lock();
       if (barrier) heavy_barrier();
-      for (const auto& c : registry_->caches) c->lock.finish_lock();
+      for (const auto& c : registry_->caches)
+        if (c.get() != taken.own) c->lock.finish_lock();
     }
     pool_mutex.lock();
+    return taken;
   }
   // Releases what lock_all() took.
   template <class Mutex>
-  void unlock_all(Mutex& pool_mutex) const noexcept {
+  void unlock_all(Mutex& pool_mutex, const all_locked& taken) const noexcept {
     pool_mutex.unlock();
     if (registry_ == nullptr) return;
-    for (const auto& c : registry_->caches) c->lock.unlock();
+    for (const auto& c : registry_->caches)
+      if (c.get() != taken.own) c->lock.unlock();
+    if (taken.own != nullptr) taken.own->lock.owner_unlock(taken.own_fast);
     registry_->mutex.unlock();
   }
 
@@ -330,10 +347,10 @@ class pool_fork_locks final : public fork_lockable {
       : grow_(grow), pool_(pool), caches_(caches) {}
   void lock_for_fork() noexcept override {
     grow_.lock();
-    caches_.lock_all(pool_);
+    taken_ = caches_.lock_all(pool_);
   }
   void unlock_after_fork() noexcept override {
-    caches_.unlock_all(pool_);
+    caches_.unlock_all(pool_, taken_);
     grow_.unlock();
   }
 
@@ -341,6 +358,7 @@ class pool_fork_locks final : public fork_lockable {
   Mutex& grow_;
   Mutex& pool_;
   const CacheSet& caches_;
+  typename CacheSet::all_locked taken_;
 };
 // What a pool without locks has instead.
 struct no_fork_locks {
