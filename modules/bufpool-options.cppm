@@ -6,6 +6,7 @@ module;
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory_resource>
 export module bufpool:options;
 // Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
 // interface unit is the library's interface.
@@ -92,6 +93,14 @@ struct basic_options {
   /// back every thread's empty slabs; the statistics, map() and validate() see every slot.
   /// Ignored otherwise.
   bool thread_caches = false;
+  /// Where the pool's own records come from (its index of ranges, slab tables, thread
+  /// caches, regions' records): every byte of them is allocated from this resource and given
+  /// back to it, and constructing a pool allocates nothing. Null (the default) means
+  /// `std::pmr::new_delete_resource()`. The resource must outlive the pool, and must be
+  /// safe to call from several threads at once if the pool is used from several threads
+  /// (the pool calls it under its own locks, but thread caches grow under theirs). Not part
+  /// of valid().
+  std::pmr::memory_resource* metadata = nullptr;
 
   /// Checks the options themselves: non-zero sizes with min <= max, power-of-two alignments
   /// with min <= max.

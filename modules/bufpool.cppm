@@ -7,6 +7,7 @@ export module bufpool;
 
 export import :errors;
 export import :options;
+export import :metadata;
 export import :contracts;
 export import :size_classes;
 export import :engine;
