@@ -8,6 +8,7 @@ module;
 #include <cstdlib>
 #include <cstring>
 #include <expected>
+#include <memory_resource>
 #include <optional>
 #include <source_location>
 #include <string>
@@ -18,6 +19,7 @@ module bufpool:bptree;
 
 import :contracts;
 import :engine;
+import :metadata;
 
 namespace bufpool {
 
@@ -48,8 +50,10 @@ class bptree {
   static constexpr unsigned fanout = 16;
   static constexpr unsigned min_fill = fanout / 2 - 1;
 
-  // granule and levels describe the alignment levels (size index only).
-  bptree(offset_t granule, unsigned levels) : granule_(granule), levels_(Maxima ? levels : 0) {}
+  // granule and levels describe the alignment levels (size index only); every node comes
+  // from `metadata`. Allocates nothing.
+  bptree(offset_t granule, unsigned levels, std::pmr::memory_resource* metadata) noexcept
+      : granule_(granule), levels_(Maxima ? levels : 0), nodes_(metadata), maxima_(metadata) {}
 
   // Room for `entries` entries without allocating (release() relies on it).
   void reserve(std::size_t entries) {
@@ -494,8 +498,8 @@ class bptree {
 
   offset_t granule_;
   unsigned levels_;
-  std::vector<bnode> nodes_;
-  std::vector<offset_t> maxima_;  // levels_ x fanout per inner node, level-major (size index)
+  meta_vector<bnode> nodes_;
+  meta_vector<offset_t> maxima_;  // levels_ x fanout per inner node, level-major (size index)
   std::uint32_t free_nodes_ = no_index;
   std::uint32_t free_maxima_ = no_index;
   std::uint32_t root_ = no_index;

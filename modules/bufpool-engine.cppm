@@ -8,6 +8,7 @@ module;
 #include <expected>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <set>
 #include <string>
@@ -18,6 +19,7 @@ export module bufpool:engine;
 #pragma GCC visibility push(default)
 
 import :errors;
+import :metadata;
 import :options;
 
 namespace bufpool::detail {
@@ -117,16 +119,24 @@ struct range_view {
 /// maxima, and by last offset). Metadata per range: one node (40 bytes); per free range one
 /// entry in each index (<= 46 bytes each); per inner node of the size index 128 * L bytes,
 /// where L is the number of alignment levels log2(max_alignment / min_alignment) + 1.
+///
+/// Every record (range nodes, regions, gaps, indexes, size classes) is allocated from the
+/// memory resource given at construction; constructing an engine allocates nothing.
 class engine {
  public:
-  /// An engine without regions or reserved offsets that enforces `limits`.
-  explicit engine(const engine_limits& limits);
+  /// An engine without regions or reserved offsets that enforces `limits`, whose records
+  /// come from `metadata` (null: std::pmr::new_delete_resource()). Allocates nothing.
+  explicit engine(const engine_limits& limits, std::pmr::memory_resource* metadata = nullptr);
   ~engine();
-  /// Takes over the other engine's state; the moved-from engine may only be destroyed or
-  /// assigned to.
+  /// Takes over the other engine's state and resource; the moved-from engine may only be
+  /// destroyed or assigned to.
   engine(engine&&) noexcept;
-  /// Replaces this engine's state with the other's (same rule for the moved-from one).
+  /// Replaces this engine's state with the other's, resource included (same rule for the
+  /// moved-from one).
   engine& operator=(engine&&) noexcept;
+
+  /// The resource the engine's records come from.
+  [[nodiscard]] std::pmr::memory_resource* metadata() const noexcept { return metadata_; }
 
   /// The limits given at construction.
   [[nodiscard]] const engine_limits& limits() const noexcept { return limits_; }
@@ -273,30 +283,42 @@ class engine {
   [[nodiscard]] cache_view view_of_cache(std::uint32_t region) const noexcept;
   [[nodiscard]] bool is_free(std::uint32_t n) const noexcept;
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
+  // Makes the indexes and the size-class lists, with the first node (construction
+  // allocates nothing). Strong guarantee.
+  void make_indexes();
 
   engine_limits limits_;
+  std::pmr::memory_resource* metadata_;  // where every record below comes from
   unsigned granule_log2_ = 0;
   unsigned levels_ = 1;
 
-  std::vector<node> nodes_;
+  detail::meta_vector<node> nodes_;
   std::uint32_t free_nodes_ = no_index;
-  std::size_t reserved_ = 0;                        // index room, in entries
-  std::unique_ptr<detail::bptree<true>> sizes_;     // free ranges by (size, offset)
-  std::unique_ptr<detail::bptree<false>> offsets_;  // free ranges by last offset
+  std::size_t reserved_ = 0;                         // index room, in entries
+  detail::meta_ptr<detail::bptree<true>> sizes_;     // free ranges by (size, offset); null at first
+  detail::meta_ptr<detail::bptree<false>> offsets_;  // free ranges by last offset; null at first
 
-  std::vector<region_rec> regions_;
-  std::vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset
+  detail::meta_vector<region_rec> regions_;
+  detail::meta_vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset
 
   // Offset space: [0, frontier_) has been handed out (or is a gap), unless space_full_.
   offset_t frontier_ = 0;
   bool space_full_ = false;
-  std::map<offset_t, offset_t> gaps_;                  // offset -> size, cancelled reservations
-  std::set<std::pair<offset_t, offset_t>> gap_sizes_;  // (size, offset) of the same gaps
+  using gap_map = std::pmr::map<offset_t, offset_t>;
+  using gap_set = std::pmr::set<std::pair<offset_t, offset_t>>;
+  gap_map gaps_;       // offset -> size, cancelled reservations
+  gap_set gap_sizes_;  // (size, offset) of the same gaps
   offset_t pending_bytes_ = 0;
   std::size_t pending_spans_ = 0;
-  // At least one spare node per index and pending span, so cancel() never allocates.
-  std::vector<std::map<offset_t, offset_t>::node_type> spare_gaps_;
-  std::vector<std::set<std::pair<offset_t, offset_t>>::node_type> spare_gap_sizes_;
+  // At least one spare node per index and pending span, so cancel() never allocates. A node
+  // handle names an allocator but takes none when constructed: the wrapper keeps the vector
+  // from constructing its elements with one.
+  template <class Handle>
+  struct spare {
+    Handle handle;
+  };
+  detail::meta_vector<spare<gap_map::node_type>> spare_gaps_;
+  detail::meta_vector<spare<gap_set::node_type>> spare_gap_sizes_;
   void keep_spare_gap_nodes();
 
   offset_t used_bytes_ = 0;
@@ -309,7 +331,7 @@ class engine {
     std::uint32_t head = no_index;  // the last cached range
     std::uint32_t count = 0;
   };
-  std::vector<class_list> classes_;  // per size class
+  detail::meta_vector<class_list> classes_;  // per size class (empty until make_indexes())
   offset_t cached_bytes_ = 0;
   std::size_t cached_ranges_ = 0;
   std::uint32_t wild_ = no_index;  // the wilderness: a free range greedy carves from the front

@@ -3,6 +3,7 @@
 module;
 #include <cstddef>
 #include <cstdint>
+#include <memory_resource>
 #include <vector>
 export module bufpool:offset_map;
 // Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
@@ -10,6 +11,7 @@ export module bufpool:offset_map;
 #pragma GCC visibility push(default)
 
 import :engine;
+import :metadata;
 
 export namespace bufpool {
 
@@ -18,9 +20,14 @@ namespace detail {
 // Offset -> engine node of the live raw ranges (the size and alignment they were acquired
 // with are kept with the node: see buffer_pool's raw_alignment_bits): open addressing with linear
 // probing and backward-shift deletion, so lookups and erases are O(1) expected and nothing is
-// allocated except when the table grows (at half load). 16 bytes per cell.
+// allocated except when the table grows (at half load). 16 bytes per cell, from the memory
+// resource given at construction.
 class offset_map {
  public:
+  /// An empty map whose cells come from `metadata` (null: std::pmr::new_delete_resource()).
+  /// Allocates nothing.
+  explicit offset_map(std::pmr::memory_resource* metadata = nullptr) noexcept
+      : cells_(metadata_or_default(metadata)) {}
   void insert(std::uint64_t key, std::uint32_t node);
   /// Room for `n` more entries, so that inserting them cannot throw.
   void reserve(std::size_t n);
@@ -41,7 +48,7 @@ class offset_map {
   };
   [[nodiscard]] std::size_t home(std::uint64_t key) const noexcept;
   void grow();
-  std::vector<cell> cells_;  // size a power of two
+  meta_vector<cell> cells_;  // size a power of two
   std::size_t count_ = 0;
 };
 

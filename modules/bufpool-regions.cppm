@@ -6,6 +6,7 @@ module;
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <memory_resource>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@ export module bufpool:regions;
 #pragma GCC visibility push(default)
 
 import :engine;
+import :metadata;
 import :options;
 
 export namespace bufpool {
@@ -44,9 +46,14 @@ struct location {
 };
 
 // The regions' base addresses, sorted, with their ids: finds the region holding an address
-// in O(log regions) without reading any memory.
+// in O(log regions) without reading any memory. Its records come from the memory resource
+// given at construction.
 class address_index {
  public:
+  // An empty index whose records come from `metadata` (null: std::pmr::new_delete_resource()).
+  // Allocates nothing.
+  explicit address_index(std::pmr::memory_resource* metadata = nullptr) noexcept
+      : by_base_(metadata_or_default(metadata)) {}
   // Room for one more region, so that the insert() that follows cannot throw.
   void reserve_one() { room_for_one(by_base_); }
   void insert(std::uintptr_t base, std::uint32_t id) {
@@ -70,7 +77,7 @@ class address_index {
   }
 
  private:
-  std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_base_;
+  meta_vector<std::pair<std::uintptr_t, std::uint32_t>> by_base_;
 };
 
 // Whether this build poisons free host memory (AddressSanitizer builds).

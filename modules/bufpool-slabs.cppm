@@ -11,6 +11,7 @@ module;
 #include <expected>
 #include <iterator>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <source_location>
 #include <string>
@@ -25,6 +26,7 @@ export module bufpool:slabs;
 
 import :contracts;
 import :engine;
+import :metadata;
 import :size_classes;
 
 export namespace bufpool {
@@ -49,6 +51,8 @@ namespace detail {
 // offset table.
 // Each size class lists its spans that have a free slot; a span whose slots are all free
 // goes back to the engine unless it is the one empty span its class keeps.
+// Every record (spans, tables, hints, bitmaps and slot records) comes from the memory resource
+// given at construction; constructing slabs allocates nothing.
 class slabs {
  public:
   static constexpr std::uint64_t smallest_span = std::uint64_t{1} << 12;
@@ -179,9 +183,16 @@ class slabs {
   };
   static constexpr unsigned cell_log2 = 12;
   static constexpr unsigned chunk_log2 = 10;  // cells per chunk: 8 KiB, 4 MiB of offsets
+  // A table's chunks come from the resource of the vector of tables (allocator-aware, so
+  // that the vector gives its resource to each table it makes).
   struct table {
+    using allocator_type = std::pmr::polymorphic_allocator<>;
     std::uint64_t first_cell = 0;
-    std::vector<std::unique_ptr<cell[]>> chunks;  // made when a span first needs them
+    meta_vector<meta_array<cell>> chunks;  // made when a span first needs them
+    explicit table(const allocator_type& a) noexcept : chunks(a) {}
+    table(table&& other) noexcept = default;
+    table(table&& other, const allocator_type& a)
+        : first_cell(other.first_cell), chunks(std::move(other.chunks), a) {}
   };
   [[nodiscard]] static inline bool is_free(const span_record& x, std::uint32_t i) noexcept {
     return (x.free[i >> 6] >> (i & 63) & 1) != 0;
@@ -237,27 +248,53 @@ class slabs {
   void unlink(std::uint32_t s) noexcept;
   std::uint32_t drop(std::uint32_t s) noexcept;
 
-  std::vector<span_record> spans_;
-  std::vector<std::uint32_t> unused_;  // span records to reuse
+  std::pmr::memory_resource* metadata_;  // where every record below comes from
+  meta_vector<span_record> spans_;
+  meta_vector<std::uint32_t> unused_;  // span records to reuse
   std::uint32_t partial_[class_count];
   std::uint8_t empty_[class_count] = {};  // empty spans kept per class (at most 1)
-  std::vector<table> tables_;             // by region id
+  meta_vector<table> tables_;             // by region id
   totals totals_;
   // The spans' bitmaps and slot records live in chunks that are freed only with the slabs
   // (so that destroying them is O(chunks), not O(spans)); a dropped span's records wait in
   // its class's list for the next span of the class.
   struct chunk_delete {
-    void operator()(std::byte* p) const noexcept { ::operator delete(p); }
+    std::pmr::memory_resource* resource = nullptr;
+    std::size_t bytes = 0;
+    void operator()(std::byte* p) const noexcept {
+      resource->deallocate(p, bytes, alignof(std::uint64_t));
+    }
   };
-  std::vector<std::unique_ptr<std::byte, chunk_delete>> chunks_;
+  meta_vector<std::unique_ptr<std::byte, chunk_delete>> chunks_;
   std::byte* chunk_next_ = nullptr;
   std::size_t chunk_left_ = 0;
   std::uint64_t* spare_records_[class_count] = {};
-  std::unique_ptr<hint[]> hints_;  // null until the first span
-  std::size_t hint_mask_ = 0;      // hints - 1
+  meta_array<hint> hints_;     // null until the first span
+  std::size_t hint_mask_ = 0;  // hints - 1
 
  public:
-  slabs() noexcept { std::fill(std::begin(partial_), std::end(partial_), no_index); }
+  // Slabs without spans whose records come from `metadata` (null:
+  // std::pmr::new_delete_resource()). Allocates nothing.
+  explicit slabs(std::pmr::memory_resource* metadata = nullptr) noexcept
+      : metadata_(metadata_or_default(metadata)),
+        spans_(metadata_),
+        unused_(metadata_),
+        tables_(metadata_),
+        chunks_(metadata_) {
+    std::fill(std::begin(partial_), std::end(partial_), no_index);
+  }
+  // Takes over the other slabs' spans and resource; the moved-from slabs may only be
+  // destroyed or assigned to.
+  slabs(slabs&&) noexcept = default;
+  // The containers' allocators do not follow a move assignment (std::pmr): these slabs are
+  // rebuilt from the other instead, and take its resource with its records.
+  slabs& operator=(slabs&& other) noexcept {
+    if (this != &other) {
+      std::destroy_at(this);
+      std::construct_at(this, std::move(other));
+    }
+    return *this;
+  }
 };
 
 // Slot sizes are slot_classes (bufpool:size_classes): 8 .. 256 in steps of 8 (classes 0 ..

@@ -10,6 +10,7 @@ module;
 #include <expected>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <set>
 #include <source_location>
@@ -56,22 +57,52 @@ bool linked_in_place(const Nodes& nodes, const Regions& regions, std::uint32_t n
 
 }  // namespace
 
-engine::engine(const engine_limits& limits) : limits_(limits) {
+engine::engine(const engine_limits& limits, std::pmr::memory_resource* metadata)
+    : limits_(limits),
+      metadata_(detail::metadata_or_default(metadata)),
+      nodes_(metadata_),
+      regions_(metadata_),
+      region_index_(metadata_),
+      gaps_(metadata_),
+      gap_sizes_(metadata_),
+      spare_gaps_(metadata_),
+      spare_gap_sizes_(metadata_),
+      classes_(metadata_) {
   granule_log2_ = static_cast<unsigned>(std::countr_zero(limits_.min_alignment));
   levels_ = static_cast<unsigned>(std::countr_zero(limits_.max_alignment)) - granule_log2_ + 1;
-  sizes_ = std::make_unique<detail::bptree<true>>(limits_.min_alignment, levels_);
-  offsets_ = std::make_unique<detail::bptree<false>>(limits_.min_alignment, 0);
   // Classes up to 64 KiB, and at most 1/16 of the offset space; none if a class would be
   // smaller than the granule.
   class_limit_ = offset_t{64} << 10;
   while (class_limit_ > (limits_.last_offset >> 4)) class_limit_ >>= 1;
   if (class_limit_ < limits_.min_alignment) class_limit_ = 0;
-  if (class_limit_ != 0) classes_.assign(class_index(class_limit_) + 1, class_list{});
 }
 
 engine::~engine() = default;
 engine::engine(engine&&) noexcept = default;
-engine& engine::operator=(engine&&) noexcept = default;
+
+// The containers' allocators do not follow a move assignment (std::pmr), so a member-wise
+// one would copy records into this engine's resource: this engine is rebuilt from the
+// other instead, and takes its resource with its records.
+engine& engine::operator=(engine&& other) noexcept {
+  if (this != &other) {
+    std::destroy_at(this);
+    std::construct_at(this, std::move(other));
+  }
+  return *this;
+}
+
+// Nothing is indexed before the first node: the indexes and class lists are made with it.
+void engine::make_indexes() {
+  detail::meta_vector<class_list> classes(metadata_);
+  if (class_limit_ != 0) classes.assign(class_index(class_limit_) + 1, class_list{});
+  auto sizes =
+      detail::make_meta<detail::bptree<true>>(metadata_, limits_.min_alignment, levels_, metadata_);
+  auto offsets =
+      detail::make_meta<detail::bptree<false>>(metadata_, limits_.min_alignment, 0u, metadata_);
+  classes_.swap(classes);  // one resource: nothing is copied
+  sizes_ = std::move(sizes);
+  offsets_ = std::move(offsets);
+}
 
 // ---------------------------------------------------------------------------------------
 // Nodes: an index-linked free list, so steady state allocates nothing.
@@ -79,6 +110,7 @@ engine& engine::operator=(engine&&) noexcept = default;
 void engine::reserve_nodes(std::size_t nodes) {
   const std::size_t want = nodes_.size() + nodes;
   if (reserved_ < want) {
+    if (!sizes_) make_indexes();
     sizes_->reserve(2 * want);
     offsets_->reserve(2 * want);
     reserved_ = 2 * want;
@@ -98,6 +130,7 @@ std::uint32_t engine::new_node() {
   // release() (which may add a free range) never allocates. Room first, so a failed
   // allocation changes nothing.
   if (const std::size_t want = nodes_.size() + 1; reserved_ < want) {
+    if (!sizes_) make_indexes();
     sizes_->reserve(2 * want);
     offsets_->reserve(2 * want);
     reserved_ = 2 * want;
@@ -165,6 +198,7 @@ void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexce
 
 // The free node whose range contains `offset`, or no_index.
 std::uint32_t engine::find_containing(offset_t offset) const noexcept {
+  if (!offsets_) return no_index;                   // no range yet
   const auto e = offsets_->lower_bound(offset, 0);  // the first free range ending at or after
   if (!e || nodes_[e->node].offset > offset) return no_index;
   // The entry found names a free range that ends where its key says.
@@ -218,6 +252,7 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
   const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
 
   if (how.kind == strategy_kind::greedy) {
+    if (!sizes_) return std::unexpected(errc::out_of_memory);  // no range yet
     const offset_t want = len <= class_limit_ ? class_capacity(len) : len;
     if (len <= class_limit_) {  // the size-class front end
       const std::uint32_t c = classes_[class_index(want)].head;
@@ -253,7 +288,7 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
       return std::unexpected(errc::occupied);
     return carve(n, at, len);
   }
-  const std::uint32_t n = sizes_->find_fit(len, level);
+  const std::uint32_t n = sizes_ ? sizes_->find_fit(len, level) : no_index;
   if (n == no_index) return std::unexpected(errc::out_of_memory);
   return carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
 }

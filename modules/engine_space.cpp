@@ -10,6 +10,7 @@ module;
 #include <iterator>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <set>
 #include <source_location>
 #include <string>
@@ -33,13 +34,17 @@ void engine::keep_spare_gap_nodes() {
   const std::size_t want = pending_spans_ + 1;
   spare_gaps_.reserve(want);
   spare_gap_sizes_.reserve(want);
+  // Made from the resource of the indexes they join (node handles move only between
+  // containers whose allocators compare equal).
   if (spare_gaps_.size() < want) {
-    std::map<offset_t, offset_t> one{{0, 0}};
-    spare_gaps_.push_back(one.extract(one.begin()));
+    gap_map one(metadata_);
+    one.emplace(0, 0);
+    spare_gaps_.push_back({one.extract(one.begin())});
   }
   if (spare_gap_sizes_.size() < want) {
-    std::set<std::pair<offset_t, offset_t>> one{{0, 0}};
-    spare_gap_sizes_.push_back(one.extract(one.begin()));
+    gap_set one(metadata_);
+    one.emplace(0, 0);
+    spare_gap_sizes_.push_back({one.extract(one.begin())});
   }
 }
 
@@ -110,9 +115,9 @@ void engine::cancel(offset_t offset, offset_t size) noexcept {
     return;
   }
   BUFPOOL_ASSERT(!spare_gaps_.empty() && !spare_gap_sizes_.empty());
-  auto by_offset = std::move(spare_gaps_.back());  // kept by reserve(): no allocation
+  auto by_offset = std::move(spare_gaps_.back().handle);  // kept by reserve(): no allocation
   spare_gaps_.pop_back();
-  auto by_size = std::move(spare_gap_sizes_.back());
+  auto by_size = std::move(spare_gap_sizes_.back().handle);
   spare_gap_sizes_.pop_back();
   by_offset.key() = offset;
   by_offset.mapped() = size;
@@ -255,7 +260,7 @@ engine_stats engine::stats() const noexcept {
   st.free_ranges = free_ranges_ + c.ranges - c.merges;
   st.used_ranges = used_ranges_;
   st.regions = regions_.size();
-  st.largest_free = std::max(sizes_->largest(), c.largest);
+  st.largest_free = std::max(sizes_ ? sizes_->largest() : offset_t{0}, c.largest);
   return st;
 }
 
@@ -341,10 +346,14 @@ std::expected<void, std::string> engine::validate() const {
   if (wild_count != (wild_ == no_index ? 0u : 1u)) return fail("the wilderness is lost");
 
   // Each free range has exactly one entry in each index, with its current key.
+  if ((sizes_ == nullptr) != (offsets_ == nullptr) || (sizes_ == nullptr && !nodes_.empty()))
+    return fail("the indexes are missing");
   std::vector<detail::bptree<true>::entry> by_size;
-  if (auto v = sizes_->validate(by_size); !v) return fail("size " + v.error());
+  if (sizes_)
+    if (auto v = sizes_->validate(by_size); !v) return fail("size " + v.error());
   std::vector<detail::bptree<false>::entry> by_offset;
-  if (auto v = offsets_->validate(by_offset); !v) return fail("offset " + v.error());
+  if (offsets_)
+    if (auto v = offsets_->validate(by_offset); !v) return fail("offset " + v.error());
   if (by_size.size() != free_ranges_ || by_offset.size() != free_ranges_)
     return fail("the indexes do not hold exactly the free ranges");
   for (const auto& en : by_size)

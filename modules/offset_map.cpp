@@ -4,6 +4,7 @@ module;
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <memory_resource>
 #include <source_location>
 #include <utility>
 #include <vector>
@@ -23,7 +24,8 @@ std::size_t offset_map::home(std::uint64_t key) const noexcept {
 }
 
 void offset_map::grow() {
-  std::vector<cell> old(cells_.empty() ? 16 : 2 * cells_.size());
+  // The new table, from the same resource (so that the swap exchanges buffers only).
+  meta_vector<cell> old(cells_.empty() ? 16 : 2 * cells_.size(), cells_.get_allocator());
   old.swap(cells_);
   const std::size_t count = count_;
   count_ = 0;

@@ -8,6 +8,7 @@ module;
 #include <cstdlib>
 #include <expected>
 #include <memory>
+#include <memory_resource>
 #include <new>
 #include <optional>
 #include <source_location>
@@ -43,7 +44,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   const std::uint64_t first = (offset >> cell_log2) - t.first_cell;
   const std::uint64_t last = ((offset + (bytes - 1)) >> cell_log2) - t.first_cell;
   for (std::uint64_t k = first >> chunk_log2; k <= last >> chunk_log2; ++k)
-    if (!t.chunks[k]) t.chunks[k] = std::make_unique<cell[]>(std::size_t{1} << chunk_log2);
+    if (!t.chunks[k]) t.chunks[k] = make_meta_array<cell>(metadata_, std::size_t{1} << chunk_log2);
   const auto slot = static_cast<std::uint32_t>(slot_size(c));
   const auto slots = static_cast<std::uint16_t>(span_size(c) / slot);
   const std::size_t words = (slots + 63) / 64;
@@ -89,7 +90,7 @@ void slabs::cover_with_hints(std::uint64_t span_bytes) {
       std::clamp(std::bit_ceil(span_bytes >> hint_page_log2), std::uint64_t{1} << hint_min_log2,
                  std::uint64_t{1} << hint_max_log2);
   if (hints_ && wanted <= hint_mask_ + 1) return;
-  hints_ = std::make_unique<hint[]>(wanted);
+  hints_ = make_meta_array<hint>(metadata_, wanted);
   hint_mask_ = wanted - 1;
 }
 
@@ -113,11 +114,13 @@ std::uint64_t* slabs::take_records(unsigned c) {
     room_for_one(chunks_);
     const std::size_t grown = std::size_t{4096} << std::min<std::size_t>(chunks_.size(), 4);
     const std::size_t size = std::max(grown, bytes);
-    chunks_.emplace_back(static_cast<std::byte*>(::operator new(size)));
+    chunks_.emplace_back(static_cast<std::byte*>(metadata_->allocate(size, alignof(std::uint64_t))),
+                         chunk_delete{metadata_, size});
     chunk_next_ = chunks_.back().get();
     chunk_left_ = size;
   }
-  // operator new created the words and records: std::launder reaches them.
+  // The words and records are implicit-lifetime objects in the chunk's storage: std::launder
+  // reaches them.
   std::uint64_t* const at = std::launder(reinterpret_cast<std::uint64_t*>(chunk_next_));
   chunk_next_ += bytes;
   chunk_left_ -= bytes;

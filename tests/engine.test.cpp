@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <expected>
 #include <initializer_list>
+#include <memory_resource>
 #include <ostream>
+#include <random>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -1279,6 +1282,168 @@ TEST(Wilderness, ANewLargerRegionTakesOverAndResizeGrowsIntoIt) {
 // Internal assertions (checked builds): a broken invariant fails where it breaks, naming the
 // file, line and condition. cancel() of a span that reserve() never handed out would wrap the
 // engine's pending counters and surface later, if at all; the assertion in cancel() stops it.
+// ---------------------------------------------------------------------------------------
+// Metadata: every record comes from the resource given at construction.
+
+// Counts what goes through it and forwards to the global heap.
+class counting_resource : public std::pmr::memory_resource {
+ public:
+  std::size_t allocations = 0;
+  std::size_t deallocations = 0;
+  std::size_t live_bytes = 0;
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    void* p = std::pmr::new_delete_resource()->allocate(bytes, alignment);
+    ++allocations;
+    live_bytes += bytes;
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    ++deallocations;
+    live_bytes -= bytes;
+    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+};
+
+// While it lives, a container that falls back to the default resource throws.
+struct no_default_resource {
+  std::pmr::memory_resource* saved =
+      std::pmr::set_default_resource(std::pmr::null_memory_resource());
+  no_default_resource() = default;
+  no_default_resource(const no_default_resource&) = delete;
+  no_default_resource& operator=(const no_default_resource&) = delete;
+  ~no_default_resource() { std::pmr::set_default_resource(saved); }
+};
+
+TEST(EngineMetadata, EveryRecordComesFromTheGivenResourceAndConstructionAllocatesNothing) {
+  counting_resource counting;
+  counting_resource other;
+  {
+    const no_default_resource guard;
+    bufpool::engine e(limits_u32(), &counting);
+    EXPECT_EQ(counting.allocations, 0u);
+    EXPECT_EQ(e.metadata(), &counting);
+    // What an engine without ranges answers, before any record exists.
+    EXPECT_EQ(error_of(e.allocate(64, 16, bufpool::greedy)), errc::out_of_memory);
+    EXPECT_EQ(error_of(e.allocate(64, 16, bufpool::optimal)), errc::out_of_memory);
+    EXPECT_EQ(error_of(e.allocate(64, 16, bufpool::fixed(0))), errc::out_of_range);
+    EXPECT_EQ(e.stats().largest_free, 0u);
+    EXPECT_TRUE(valid(e));
+    EXPECT_EQ(counting.allocations, 0u);
+
+    std::mt19937_64 rng(20261206);
+    std::vector<std::uint32_t> live;
+    std::vector<std::pair<offset_t, offset_t>> pending;
+    for (int step = 0; step < 6000; ++step) {
+      const auto roll = rng() % 100;
+      if (roll < 4) {  // expansion: reserve, then publish or cancel
+        const offset_t size = (1 + rng() % 64) * 4 * kib;
+        if (const auto at = e.reserve(size)) pending.emplace_back(*at, size);
+        if (!pending.empty() && rng() % 3 != 0) {
+          const auto k = rng() % pending.size();
+          const auto [at, size2] = pending[k];
+          pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(k));
+          if (rng() % 4 == 0)
+            e.cancel(at, size2);
+          else
+            e.publish(at, size2);
+        }
+      } else if (roll < 50) {  // acquire
+        const offset_t size = rng() % 4 == 0 ? 1 + rng() % (16 * kib) : 1 + rng() % 512;
+        const offset_t alignment = offset_t{1} << (rng() % 9);
+        const auto how = rng() % 3 == 0 ? bufpool::optimal : bufpool::greedy;
+        if (const auto a = e.allocate(size, alignment, how)) live.push_back(a->node);
+      } else if (roll < 90) {  // release
+        if (live.empty()) continue;
+        const auto k = rng() % live.size();
+        EXPECT_TRUE(e.release(live[k]));
+        live[k] = live.back();
+        live.pop_back();
+      } else if (!live.empty()) {  // resize in place
+        (void)e.resize(live[rng() % live.size()], 1 + rng() % (8 * kib));
+      }
+      if (step % 1000 == 0) ASSERT_TRUE(valid(e));
+    }
+    EXPECT_TRUE(valid(e));
+    EXPECT_GT(counting.allocations, 0u);
+
+    // A move assignment takes the other engine's records and resource.
+    bufpool::engine moved(limits_u32(), &other);
+    moved = std::move(e);
+    EXPECT_EQ(moved.metadata(), &counting);
+    for (const std::uint32_t n : live) EXPECT_TRUE(moved.release(n));
+    for (const auto& [at, size] : pending) moved.cancel(at, size);
+    moved.trim();
+    EXPECT_TRUE(valid(moved));
+    EXPECT_EQ(moved.stats().used_ranges, 0u);
+  }
+  EXPECT_EQ(other.allocations, 0u);
+  EXPECT_EQ(counting.live_bytes, 0u);
+  EXPECT_EQ(counting.deallocations, counting.allocations);
+}
+
+TEST(EngineMetadata, SlabsOffsetMapAndAddressIndexTakeEveryRecordFromTheGivenResource) {
+  counting_resource counting;
+  counting_resource other;
+  {
+    const no_default_resource guard;
+    bufpool::detail::slabs slabs(&counting);
+    bufpool::detail::offset_map map(&counting);
+    bufpool::detail::address_index index(&counting);
+    EXPECT_EQ(counting.allocations, 0u);
+
+    // Spans of several classes in two regions, with fake addresses (slabs never touch
+    // memory): every slot taken, then every slot given back.
+    using slabs_t = bufpool::detail::slabs;
+    constexpr offset_t region_size = 64 * mib;
+    auto* const base = reinterpret_cast<std::byte*>(std::uintptr_t{1} << 40);
+    offset_t next = 0;
+    std::uint32_t node = 0;
+    for (const std::uint32_t region : {0u, 1u}) {
+      index.reserve_one();
+      index.insert(reinterpret_cast<std::uintptr_t>(base + region * region_size), region);
+      for (unsigned c = 2 * region; c < slabs_t::class_count; c += 5) {  // one span per class
+        const offset_t bytes = slabs_t::span_size(c);
+        next = (next + bytes - 1) / bytes * bytes;
+        slabs.add_span(c, region * region_size + next, bytes, node++, region, region * region_size,
+                       region_size, base + region * region_size + next);
+        next += bytes;
+        std::vector<slabs_t::slot> taken;
+        while (const auto s = slabs.take(c, slabs_t::slot_size(c), 3)) taken.push_back(*s);
+        EXPECT_EQ(taken.size(), bytes / slabs_t::slot_size(c));
+        for (const auto& s : taken) {
+          const std::uint32_t span = slabs.find(s.offset, s.region);
+          ASSERT_NE(span, bufpool::no_index);
+          slabs.note_hint(reinterpret_cast<std::uintptr_t>(s.address), span);
+          map.insert(s.offset, span);
+        }
+        for (const auto& s : taken) {
+          const std::uint32_t span = map.find(s.offset);
+          std::uint32_t dropped = bufpool::no_index;
+          EXPECT_EQ(slabs.free_slot(span, s.offset, nullptr, 0, dropped), slabs_t::verdict::ok);
+          EXPECT_TRUE(map.erase(s.offset));
+        }
+      }
+      next = 0;
+    }
+    EXPECT_EQ(map.size(), 0u);
+    map.reserve(5000);
+    EXPECT_GT(counting.allocations, 0u);
+
+    // A move assignment takes the other slabs' records and resource.
+    bufpool::detail::slabs moved(&other);
+    moved = std::move(slabs);
+    EXPECT_EQ(moved.all().spans, 2 * 13u);
+  }
+  EXPECT_EQ(other.allocations, 0u);
+  EXPECT_EQ(counting.live_bytes, 0u);
+  EXPECT_EQ(counting.deallocations, counting.allocations);
+}
+
 TEST(EngineInternalAssertDeathTest, CancelOfASpanNeverReservedAbortsAtItsCause) {
   if (!bufpool::checked_build) GTEST_SKIP() << "internal assertions are compiled out in this build";
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
