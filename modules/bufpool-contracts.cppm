@@ -43,9 +43,18 @@ void report_diagnostic(const char* message) noexcept;
 
 /// Checked builds keep a registry of live pools, so that a borrowed slice that outlives
 /// its pool (a contract violation, already reported) notices instead of touching freed
-/// memory. register_pool returns an id that is never reused.
-std::uint64_t register_pool(const void* pool);
-void unregister_pool(const void* pool) noexcept;
+/// memory. It allocates nothing: each pool lends a node of its own, linked into the
+/// registry's list until unregister_pool(). register_pool returns an id that is never
+/// reused.
+struct pool_registration {
+  const void* pool = nullptr;
+  std::uint64_t id = 0;
+  pool_registration* prev = nullptr;
+  pool_registration* next = nullptr;
+};
+std::uint64_t register_pool(const void* pool, pool_registration& node) noexcept;
+void unregister_pool(pool_registration& node) noexcept;
+/// Whether `pool` is registered with `id`. O(pools): checked builds only.
 bool pool_registered(const void* pool, std::uint64_t id) noexcept;
 
 /// The rules a release of a raw range can break, worded for the function the user called,

@@ -115,9 +115,10 @@ class buffer_pool {
   /// A pool with the given options; invalid options are a contract violation.
   explicit buffer_pool(const options_type& options)
       : options_(checked(options)), engine_(limits_of(options_)) {
-    if constexpr (checked_build) checked_id_ = detail::register_pool(this);
+    if constexpr (checked_build) checked_id_ = detail::register_pool(this, checked_node_);
     if constexpr (can_cache)
-      if (options_.slabs && options_.thread_caches) caches_.enable(this, &give_back_empty_spans);
+      if (options_.slabs && options_.thread_caches)
+        caches_.enable(this, &give_back_empty_spans, options_.metadata);
     if constexpr (can_cache) detail::enlist_for_fork(fork_locks_);
   }
 
@@ -131,7 +132,7 @@ class buffer_pool {
 
   ~buffer_pool() {
     if constexpr (can_cache) detail::delist_for_fork(fork_locks_);  // first: no lock held
-    if constexpr (checked_build) detail::unregister_pool(this);
+    if constexpr (checked_build) detail::unregister_pool(checked_node_);
     caches_.pool_gone();
     if (const std::size_t n = borrowed_.load(); n != 0) {
       const std::string rule = "borrowed slices outlive their pool: pool destroyed while " +
@@ -687,7 +688,8 @@ class buffer_pool {
   bool collecting_ = false;  // a collect() is asking guards
   std::atomic<std::size_t> guarded_{0};
   std::atomic<std::size_t> borrowed_{0};
-  std::uint64_t checked_id_ = 0;  // checked builds: this pool's id in the registry
+  std::uint64_t checked_id_ = 0;            // checked builds: this pool's id in the registry
+  detail::pool_registration checked_node_;  // checked builds: its place there
 
   // Every lock of this pool, taken around fork() (none for a pool without locks).
   using fork_locks =

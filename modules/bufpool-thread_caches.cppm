@@ -3,12 +3,15 @@
 // registry it shares with its threads, and the thread-locals that find a thread's cache.
 module;
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <utility>
-#include <vector>
 export module bufpool:thread_caches;
 // Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
 // interface unit is the library's interface.
@@ -16,6 +19,7 @@ export module bufpool:thread_caches;
 
 import :engine;
 import :locks;
+import :metadata;
 import :options;
 import :regions;
 import :slabs;
@@ -24,21 +28,32 @@ export namespace bufpool {
 
 namespace detail {
 
+struct cache_registry_base;
+struct held_list;
+
 // Thread caches (options `thread_caches`): each thread that takes slots from a pool has
 // slabs of its own there, behind a lock biased towards that thread (see cache_lock) that
 // only the pool's operations over every slab ever contend for. thread_cache_set (below) is
 // what a pool holds; these are the parts that do not depend on the pool's types.
 struct cache_base {
+  explicit cache_base(cache_registry_base& r) noexcept : registry(&r) {}
+  cache_base(const cache_base&) = delete;
+  cache_base& operator=(const cache_base&) = delete;
   cache_lock lock;        // taken before the pool's lock, never after
   bool attached = false;  // held by a live thread (else the next thread to come takes it)
+  cache_registry_base* const registry;  // its pool's
+  // Its place in the list of the thread that holds it (null `holder`: in none), under
+  // held_caches_mutex.
+  held_list* holder = nullptr;
+  cache_base* prev_held = nullptr;
+  cache_base* next_held = nullptr;
 };
 
-// A pool's caches, shared with the threads that hold one of them, so that a thread that
-// exits after the pool is gone finds out instead of touching it.
+// A pool's caches: what a thread that exits reaches its pool through. It lives as long as
+// the pool, which takes its caches out of every thread's list before it goes (pool_gone()).
 struct cache_registry_base {
-  std::mutex mutex;        // attach, detach, operations over every cache, the pool's end
-  bool pool_alive = true;  // false once the pool is destroyed
-  std::uint64_t uid = 0;   // unique over the process's life, never 0
+  std::mutex mutex;       // attach, detach, operations over every cache, the pool's end
+  std::uint64_t uid = 0;  // unique over the process's life, never 0
   cache_registry_base() = default;
   cache_registry_base(const cache_registry_base&) = delete;
   cache_registry_base& operator=(const cache_registry_base&) = delete;
@@ -49,35 +64,114 @@ struct cache_registry_base {
 
 inline std::atomic<std::uint64_t> next_registry_uid{1};
 
-// The cache this thread used last, apart from the list below: trivially destructible and
-// constant-initialized, so every acquisition and release reaches it without the check and
-// call that a thread_local with a destructor costs on each use, and it stays readable
-// while the thread's other thread_locals are destroyed.
-struct last_cache {
-  std::uint64_t uid = 0;  // its registry's uid (never 0)
-  cache_base* cache = nullptr;
-  bool exited = false;  // the list below is gone
-};
+// The lock of every thread's list of held caches, process-wide so that a pool's end can
+// take its caches out of the lists of threads that are still alive. Nothing is waited for
+// while it is held (a thread that exits only tries a registry's mutex under it): a pool's
+// records may come from another pool with thread caches, whose attach and lookup take this
+// lock under the first pool's locks. Around fork() it is taken after every pool's locks
+// (fork.cpp). Constant-initialized and trivially destroyed, like the fork list's.
+inline constinit adaptive_mutex held_caches_mutex;
 
-inline constinit thread_local last_cache this_thread_last{};
-
-// The caches this thread holds.
-struct thread_caches_held {
-  std::vector<std::pair<std::shared_ptr<cache_registry_base>, cache_base*>> held;
-  thread_caches_held() = default;
-  thread_caches_held(const thread_caches_held&) = delete;
-  thread_caches_held& operator=(const thread_caches_held&) = delete;
-  ~thread_caches_held() {
-    this_thread_last = {0, nullptr, true};
-    for (auto& [registry, cache] : held) {
-      std::scoped_lock lock(registry->mutex);
-      if (registry->pool_alive) registry->detach(*cache);
-      cache->attached = false;
-    }
+// One thread's held caches, linked through the caches themselves (no allocation).
+struct held_list {
+  cache_base* first = nullptr;
+  // Under held_caches_mutex.
+  void push(cache_base& c) noexcept {
+    c.holder = this;
+    c.prev_held = nullptr;
+    c.next_held = first;
+    if (first != nullptr) first->prev_held = &c;
+    first = &c;
+  }
+  // Takes `c` out of its holder's list. Under held_caches_mutex.
+  static void unlink(cache_base& c) noexcept {
+    if (c.prev_held != nullptr)
+      c.prev_held->next_held = c.next_held;
+    else
+      c.holder->first = c.next_held;
+    if (c.next_held != nullptr) c.next_held->prev_held = c.prev_held;
+    c.holder = nullptr;
+    c.prev_held = c.next_held = nullptr;
   }
 };
 
-inline thread_local thread_caches_held this_thread_caches;
+// The caches this thread used last, and the list of those it holds: trivially destructible
+// and constant-initialized, so every acquisition and release reaches them without the check
+// and call that a thread_local with a destructor costs on each use, and they stay readable
+// while the thread's other thread_locals are destroyed. An entry is used only when its uid
+// is that of the live pool asking, and uids are never reused: an entry of a pool that is
+// gone is never matched.
+struct last_caches {
+  struct entry {
+    std::uint64_t uid = 0;        // its registry's uid (never 0)
+    cache_base* cache = nullptr;  // null: the thread holds no cache of that pool
+  };
+  static constexpr std::size_t size = 4;
+  entry recent[size] = {};  // most recent first
+  held_list held;           // every cache the thread holds
+  bool exited = false;      // the thread is exiting: it attaches no cache any more
+
+  // Makes (uid, cache) the most recent entry.
+  void remember(std::uint64_t uid, cache_base* cache) noexcept {
+    std::size_t i = 0;
+    while (i + 1 < size && recent[i].uid != uid) ++i;
+    for (; i > 0; --i) recent[i] = recent[i - 1];
+    recent[0] = {uid, cache};
+  }
+};
+
+inline constinit thread_local last_caches this_thread_last{};
+
+// Waits a little before the next try: a thread that exits waiting for a registry's mutex.
+inline void back_off(unsigned tries) noexcept {
+  if (tries < 16)
+    std::this_thread::yield();
+  else
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+}
+
+// The thread exits: every cache it holds is detached and left to the next thread to come.
+// Each is taken out of the list under held_caches_mutex with its registry's mutex already
+// held (only tried: see held_caches_mutex), so that a pool ending meanwhile either takes it
+// out first or waits for this thread on that mutex.
+inline void detach_held_caches() noexcept {
+  last_caches& me = this_thread_last;
+  me.exited = true;
+  for (auto& e : me.recent) e = {};
+  for (unsigned tries = 0;;) {
+    held_caches_mutex.lock();
+    cache_base* const c = me.held.first;
+    if (c == nullptr) {
+      held_caches_mutex.unlock();
+      return;
+    }
+    cache_registry_base& registry = *c->registry;
+    if (!registry.mutex.try_lock()) {
+      held_caches_mutex.unlock();
+      back_off(tries++);
+      continue;
+    }
+    held_list::unlink(*c);
+    held_caches_mutex.unlock();
+    tries = 0;
+    registry.detach(*c);
+    c->attached = false;
+    registry.mutex.unlock();
+  }
+}
+
+// Destroyed at the thread's exit, once the thread has attached a cache.
+struct thread_caches_exit {
+  bool armed = false;
+  thread_caches_exit() = default;
+  thread_caches_exit(const thread_caches_exit&) = delete;
+  thread_caches_exit& operator=(const thread_caches_exit&) = delete;
+  ~thread_caches_exit() {
+    if (armed) detach_held_caches();
+  }
+};
+
+inline thread_local thread_caches_exit this_thread_caches;
 
 // A pool's thread caches: created with the pool when its options ask for them (else the set
 // is empty and enabled() is false). The pool reaches a cache only through this class: the
@@ -91,8 +185,14 @@ class thread_cache_set {
   // One thread's slabs in the pool, with copies of the regions they are in, so that the
   // thread finds its slots by address without the pool's lock.
   struct cache : cache_base {
+    cache(cache_registry_base& r, std::pmr::memory_resource* metadata) noexcept
+        : cache_base(r),
+          // TODO(merge): slabs(metadata), once slabs takes the resource.
+          regions(metadata)
+    // TODO(merge): by_address(metadata), once address_index takes the resource.
+    {}
     detail::slabs slabs;
-    std::vector<std::optional<region>> regions;  // by id
+    meta_vector<std::optional<region>> regions;  // by id
     address_index by_address;
     // Notes region `id` (a no-op if known). Strong guarantee.
     void add_region(const region& r, std::uint32_t id) {
@@ -112,25 +212,33 @@ class thread_cache_set {
   thread_cache_set(const thread_cache_set&) = delete;
   thread_cache_set& operator=(const thread_cache_set&) = delete;
 
-  // Turns the caches on for `pool`. Called once, from the pool's constructor.
-  void enable(void* pool, give_back_empty_spans give_back) {
-    registry_ = std::make_shared<registry>();
-    registry_->pool = pool;
-    registry_->give_back = give_back;
-    registry_->uid = next_registry_uid.fetch_add(1, std::memory_order_relaxed);
+  // Turns the caches on for `pool`, whose records come from `metadata` (the global heap if
+  // null). Called once, from the pool's constructor. Allocates nothing: the caches and their
+  // records are made as threads attach.
+  void enable(void* pool, give_back_empty_spans give_back,
+              std::pmr::memory_resource* metadata) noexcept {
+    registry_.emplace(pool, give_back, metadata_or_default(metadata));
   }
-  [[nodiscard]] inline bool enabled() const noexcept { return registry_ != nullptr; }
+  [[nodiscard]] inline bool enabled() const noexcept { return registry_.has_value(); }
 
-  // The pool is being destroyed: threads that exit from now on leave it alone.
+  // The pool is being destroyed: its caches leave the lists of the threads that hold them,
+  // after any of those threads that is exiting meanwhile is done with its own, so that no
+  // thread reaches them any more.
   void pool_gone() noexcept {
-    if (registry_ == nullptr) return;
-    std::scoped_lock lock(registry_->mutex);
-    registry_->pool_alive = false;
+    if (!registry_) return;
+    {
+      std::scoped_lock lock(held_caches_mutex);
+      for (const auto& c : registry_->caches)
+        if (c->holder != nullptr) held_list::unlink(*c);
+    }
+    std::scoped_lock lock(registry_->mutex);  // waits out a thread that detaches one of them
+    for (const auto& c : registry_->caches) c->attached = false;
   }
 
-  // The calling thread's cache, or null if it has none (enabled() only).
+  // The calling thread's cache, or null if it has none (enabled() only). The hit is one
+  // comparison of uids, with no lock.
   [[gnu::always_inline]] inline cache* held() const noexcept {
-    const auto& last = this_thread_last;
+    const auto& last = this_thread_last.recent[0];
     if (last.uid == registry_->uid) return static_cast<cache*>(last.cache);
     return find_held();
   }
@@ -168,7 +276,7 @@ class thread_cache_set {
   template <class F>
   std::optional<bool> release_in_any(std::uint64_t offset, std::uint32_t region, cache* owner,
                                      F&& release) noexcept {
-    if (registry_ == nullptr) return std::nullopt;
+    if (!registry_) return std::nullopt;
     cache* const mine = held();
     if (mine != nullptr) {
       owner_scope cache_lock(mine->lock);
@@ -195,14 +303,17 @@ class thread_cache_set {
   // back leaves its note behind: owner_of() is a hint. Strong guarantee (std::bad_alloc).
   void note_owner(cache& owner, std::uint32_t id, std::uint64_t region_offset,
                   std::uint64_t region_size, std::uint64_t offset, std::uint64_t bytes) {
-    if (owners_.size() <= id) owners_.resize(id + 1);
-    auto& chunks = owners_[id];
+    auto& owners = registry_->owners;
+    if (owners.size() <= id) owners.resize(id + 1);
+    auto& chunks = owners[id];
     if (chunks.empty())
       chunks.resize(((region_size - 1) >> owner_cell_log2 >> owner_chunk_log2) + 1);
     const std::uint64_t first = (offset - region_offset) >> owner_cell_log2;
     const std::uint64_t last = (offset - region_offset + bytes - 1) >> owner_cell_log2;
     for (std::uint64_t k = first >> owner_chunk_log2; k <= last >> owner_chunk_log2; ++k)
-      if (!chunks[k]) chunks[k] = std::make_unique<cache*[]>(std::size_t{1} << owner_chunk_log2);
+      if (!chunks[k])
+        chunks[k] =
+            make_meta_array<cache*>(registry_->metadata, std::size_t{1} << owner_chunk_log2);
     for (std::uint64_t k = first; k <= last; ++k)
       chunks[k >> owner_chunk_log2][k & ((std::uint64_t{1} << owner_chunk_log2) - 1)] = &owner;
   }
@@ -210,9 +321,10 @@ class thread_cache_set {
   // pool's lock. O(1).
   [[nodiscard]] cache* owner_of(std::uint32_t id, std::uint64_t region_offset,
                                 std::uint64_t offset) const noexcept {
-    if (id >= owners_.size()) return nullptr;
+    const auto& owners = registry_->owners;
+    if (id >= owners.size()) return nullptr;
     const std::uint64_t k = (offset - region_offset) >> owner_cell_log2;
-    const auto& chunks = owners_[id];
+    const auto& chunks = owners[id];
     if ((k >> owner_chunk_log2) >= chunks.size() || !chunks[k >> owner_chunk_log2]) return nullptr;
     return chunks[k >> owner_chunk_log2][k & ((std::uint64_t{1} << owner_chunk_log2) - 1)];
   }
@@ -220,7 +332,7 @@ class thread_cache_set {
   // Calls f(cache) for every cache (with every lock held: see with_all_locked()).
   template <class F>
   void for_each(F&& f) const {
-    if (registry_ != nullptr)
+    if (registry_)
       for (const auto& c : registry_->caches) f(*c);
   }
 
@@ -250,7 +362,7 @@ class thread_cache_set {
   template <class Mutex>
   all_locked lock_all(Mutex& pool_mutex) const {
     all_locked taken;
-    if (registry_ != nullptr) {
+    if (registry_) {
       registry_->mutex.lock();
       taken.own = held();
       bool barrier = false;
@@ -268,7 +380,7 @@ class thread_cache_set {
   template <class Mutex>
   void unlock_all(Mutex& pool_mutex, const all_locked& taken) const noexcept {
     pool_mutex.unlock();
-    if (registry_ == nullptr) return;
+    if (!registry_) return;
     for (const auto& c : registry_->caches)
       if (c.get() != taken.own) c->lock.unlock();
     if (taken.own != nullptr) taken.own->lock.owner_unlock(taken.own_fast);
@@ -276,10 +388,21 @@ class thread_cache_set {
   }
 
  private:
+  // By region id, then by 4 KiB cell of the region (in chunks of 1024 cells, made when a span
+  // first needs them): the cache that last took a span there (see note_owner()).
+  static constexpr unsigned owner_cell_log2 = 12;
+  static constexpr unsigned owner_chunk_log2 = 10;
+
   struct registry final : cache_registry_base {
-    void* pool = nullptr;
-    give_back_empty_spans give_back = nullptr;
-    std::vector<std::unique_ptr<cache>> caches;  // only ever grows
+    registry(void* p, give_back_empty_spans g, std::pmr::memory_resource* m) noexcept
+        : pool(p), give_back(g), metadata(m), caches(m), owners(m) {
+      uid = next_registry_uid.fetch_add(1, std::memory_order_relaxed);
+    }
+    void* const pool;
+    const give_back_empty_spans give_back;
+    std::pmr::memory_resource* const metadata;            // every record below comes from it
+    meta_vector<meta_ptr<cache>> caches;                  // only ever grows
+    meta_vector<meta_vector<meta_array<cache*>>> owners;  // see note_owner()
     void detach(cache_base& c) noexcept override {
       auto& mine = static_cast<cache&>(c);
       owner_scope cache_lock(mine.lock);  // the exiting thread is the owner
@@ -287,55 +410,70 @@ class thread_cache_set {
     }
   };
 
+  // held() missed: the thread's other recent caches, then its list (under the process-wide
+  // lock, as a pool's end may take caches out of it). A miss is remembered too (a null
+  // cache), so that a thread that only releases into the pool does not take that lock
+  // again; only this thread's attach() puts a cache of the pool in its list, and it
+  // replaces that entry.
   [[gnu::noinline]] cache* find_held() const noexcept {
     auto& last = this_thread_last;
-    if (last.exited) return nullptr;  // its list is gone
-    for (const auto& [r, c] : this_thread_caches.held)
-      if (r.get() == registry_.get()) {
-        last = {registry_->uid, c, false};
+    if (last.exited) return nullptr;  // its caches are detached
+    const std::uint64_t uid = registry_->uid;
+    for (std::size_t i = 1; i < last_caches::size; ++i)
+      if (last.recent[i].uid == uid) {
+        cache_base* const c = last.recent[i].cache;
+        last.remember(uid, c);
         return static_cast<cache*>(c);
       }
-    return nullptr;
+    cache_base* found = nullptr;
+    {
+      std::scoped_lock lock(held_caches_mutex);
+      for (cache_base* c = last.held.first; c != nullptr; c = c->next_held)
+        if (c->registry == &*registry_) {
+          found = c;
+          break;
+        }
+    }
+    last.remember(uid, found);
+    return static_cast<cache*>(found);
   }
 
+  // Takes a cache no thread holds, or makes one, and puts it in the thread's list. The
+  // records come from the pool's resource under the registry's mutex, never under
+  // held_caches_mutex (the resource may be another pool with thread caches).
   [[gnu::noinline]] cache* attach() noexcept {
-    if (this_thread_last.exited) return nullptr;
-    auto& held = this_thread_caches;
+    auto& last = this_thread_last;
+    if (last.exited) return nullptr;
+    this_thread_caches.armed = true;  // detaches the thread's caches at its exit
+    cache* mine = nullptr;
     try {
-      std::erase_if(held.held, [](const auto& h) {  // caches of pools that are gone
-        std::scoped_lock lock(h.first->mutex);
-        return !h.first->pool_alive;
-      });
-      held.held.reserve(held.held.size() + 1);
-      cache* mine = nullptr;
-      {
-        std::scoped_lock lock(registry_->mutex);
-        for (const auto& c : registry_->caches)
-          if (!c->attached) {
-            mine = c.get();
-            break;
-          }
-        if (mine == nullptr) {
-          registry_->caches.reserve(registry_->caches.size() + 1);
-          registry_->caches.push_back(std::make_unique<cache>());
-          mine = registry_->caches.back().get();
+      std::scoped_lock lock(registry_->mutex);
+      for (const auto& c : registry_->caches)
+        if (!c->attached) {
+          mine = c.get();
+          break;
         }
-        mine->attached = true;
+      if (mine == nullptr) {
+        registry_->caches.reserve(registry_->caches.size() + 1);
+        registry_->caches.push_back(
+            make_meta<cache>(registry_->metadata, *registry_, registry_->metadata));
+        mine = registry_->caches.back().get();
       }
-      held.held.emplace_back(registry_, mine);
-      this_thread_last = {registry_->uid, mine, false};
-      return mine;
+      mine->attached = true;
     } catch (...) {
       return nullptr;
     }
+    {
+      std::scoped_lock lock(held_caches_mutex);
+      last.held.push(*mine);
+    }
+    last.remember(registry_->uid, mine);
+    return mine;
   }
 
-  std::shared_ptr<registry> registry_;  // null while the caches are off
-  // By region id, then by 4 KiB cell of the region (in chunks of 1024 cells, made when a span
-  // first needs them): the cache that last took a span there (see note_owner()).
-  static constexpr unsigned owner_cell_log2 = 12;
-  static constexpr unsigned owner_chunk_log2 = 10;
-  std::vector<std::vector<std::unique_ptr<cache*[]>>> owners_;
+  // Empty while the caches are off. Mutable: operations over every cache that leave the
+  // set as it is (stats(), ...) still take its mutex.
+  mutable std::optional<registry> registry_;
 };
 
 // Every lock of one pool, for fork() (see fork_lockable): `grow` first, as grow() takes it

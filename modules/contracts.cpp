@@ -7,7 +7,6 @@ module;
 #include <cstdlib>
 #include <mutex>
 #include <source_location>
-#include <unordered_map>
 module bufpool;
 
 namespace bufpool {
@@ -48,36 +47,41 @@ void report_diagnostic(const char* message) noexcept {
 }
 
 namespace {
+// Constant-initialized and trivially destroyed: usable by pools that static objects make or
+// destroy at any time.
 struct pool_registry {
-  std::mutex lock;
-  std::unordered_map<const void*, std::uint64_t> live;
-  std::uint64_t next_id = 1;
+  static constinit inline adaptive_mutex lock;
+  static constinit inline pool_registration* first = nullptr;
+  static constinit inline std::uint64_t next_id = 1;
 };
-pool_registry& registry() {
-  static pool_registry r;  // constructed on first use, never destroyed before its users
-  return r;
-}
 }  // namespace
 
-std::uint64_t register_pool(const void* pool) {
-  pool_registry& r = registry();
-  std::scoped_lock l(r.lock);
-  const std::uint64_t id = r.next_id++;
-  r.live[pool] = id;
-  return id;
+std::uint64_t register_pool(const void* pool, pool_registration& node) noexcept {
+  std::scoped_lock l(pool_registry::lock);
+  node.pool = pool;
+  node.id = pool_registry::next_id++;
+  node.prev = nullptr;
+  node.next = pool_registry::first;
+  if (node.next != nullptr) node.next->prev = &node;
+  pool_registry::first = &node;
+  return node.id;
 }
 
-void unregister_pool(const void* pool) noexcept {
-  pool_registry& r = registry();
-  std::scoped_lock l(r.lock);
-  r.live.erase(pool);
+void unregister_pool(pool_registration& node) noexcept {
+  std::scoped_lock l(pool_registry::lock);
+  if (node.prev != nullptr)
+    node.prev->next = node.next;
+  else
+    pool_registry::first = node.next;
+  if (node.next != nullptr) node.next->prev = node.prev;
+  node.prev = node.next = nullptr;
 }
 
 bool pool_registered(const void* pool, std::uint64_t id) noexcept {
-  pool_registry& r = registry();
-  std::scoped_lock l(r.lock);
-  const auto it = r.live.find(pool);
-  return it != r.live.end() && it->second == id;
+  std::scoped_lock l(pool_registry::lock);
+  for (const pool_registration* n = pool_registry::first; n != nullptr; n = n->next)
+    if (n->pool == pool && n->id == id) return true;
+  return false;
 }
 
 }  // namespace detail

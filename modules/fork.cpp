@@ -16,11 +16,16 @@ struct fork_list {
   static constinit inline fork_lockable* newest = nullptr;
   static constinit inline std::once_flag handlers_installed;
 
+  // The lock of the threads' lists of held caches comes last: whoever holds it waits for
+  // nothing, while a pool's locks may be held by a thread that waits for it (see
+  // held_caches_mutex).
   static void prepare() noexcept {
     mutex.lock();
     for (fork_lockable* p = newest; p != nullptr; p = p->older_) p->lock_for_fork();
+    held_caches_mutex.lock();
   }
   static void release() noexcept {
+    held_caches_mutex.unlock();
     for (fork_lockable* p = newest; p != nullptr; p = p->older_) p->unlock_after_fork();
     mutex.unlock();
   }
