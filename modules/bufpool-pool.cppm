@@ -13,6 +13,7 @@ module;
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -34,6 +35,7 @@ import :contracts;
 import :engine;
 import :errors;
 import :locks;
+import :metadata;
 import :map;
 import :offset_map;
 import :options;
@@ -64,7 +66,7 @@ struct parked_guard_of final : parked_guard {
 
 struct parked_range {
   std::uint32_t node;
-  std::unique_ptr<parked_guard> guard;
+  meta_ptr<parked_guard> guard;
 };
 
 }  // namespace detail
@@ -114,11 +116,13 @@ class buffer_pool {
 
   /// A pool with the given options; invalid options are a contract violation.
   explicit buffer_pool(const options_type& options)
-      : options_(checked(options)), engine_(limits_of(options_)) {
+      : options_(checked(options)),
+        metadata_(detail::metadata_or_default(options_.metadata)),
+        engine_(limits_of(options_), metadata_) {
     if constexpr (checked_build) checked_id_ = detail::register_pool(this, checked_node_);
     if constexpr (can_cache)
       if (options_.slabs && options_.thread_caches)
-        caches_.enable(this, &give_back_empty_spans, options_.metadata);
+        caches_.enable(this, &give_back_empty_spans, metadata_);
     if constexpr (can_cache) detail::enlist_for_fork(fork_locks_);
   }
 
@@ -650,7 +654,8 @@ class buffer_pool {
       }
     }
     // Every allocation first, so that running out of memory changes nothing.
-    auto info = std::make_unique<detail::region_info<Int, Extra>>(
+    auto info = detail::make_meta<detail::region_info<Int, Extra>>(
+        metadata_,
         detail::region_info<Int, Extra>{offset, size, base, extra, host_begin, host_end});
     detail::room_for_one(regions_);
     by_address_.reserve_one();
@@ -674,15 +679,17 @@ class buffer_pool {
   }
 
   options_type options_;
+  std::pmr::memory_resource* metadata_;  // where every record below comes from
   mutable Mutex mutex_;
   Mutex grow_mutex_;  // one grow() at a time
   engine engine_;
-  std::vector<std::unique_ptr<detail::region_info<Int, Extra>>> regions_;  // by region id
-  detail::address_index by_address_;
-  detail::offset_map raw_;                       // live raw ranges
-  detail::slabs slabs_;                          // small greedy raw ranges (options_.slabs)
+  detail::meta_vector<detail::meta_ptr<detail::region_info<Int, Extra>>> regions_{
+      metadata_};  // by region id
+  detail::address_index by_address_{metadata_};
+  detail::offset_map raw_{metadata_};            // live raw ranges
+  detail::slabs slabs_{metadata_};               // small greedy raw ranges (options_.slabs)
   detail::thread_cache_set<Int, Extra> caches_;  // options_.thread_caches
-  std::vector<detail::parked_range> parked_;
+  detail::meta_vector<detail::parked_range> parked_{metadata_};
   std::optional<Handle> handle_;
   bool closed_ = false;
   bool collecting_ = false;  // a collect() is asking guards

@@ -9,6 +9,7 @@ module;
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@ export module bufpool:pool_guards;
 import :contracts;
 import :engine;
 import :errors;
+import :metadata;
 import :options;
 import :pool;
 import :regions;
@@ -38,7 +40,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::collect() -> std::size_t {
   // The parked entries stay in parked_ while their guards are asked (park() only
   // appends, and only the one running collect() removes), so nothing is lost if
   // allocating, or a guard, throws.
-  std::vector<detail::parked_guard*> asked;
+  detail::meta_vector<detail::parked_guard*> asked(metadata_);
   {
     std::scoped_lock lock(mutex_);
     if (collecting_ || parked_.empty()) return 0;
@@ -46,7 +48,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::collect() -> std::size_t {
     for (const auto& p : parked_) asked.push_back(p.guard.get());
     collecting_ = true;
   }
-  std::vector<bool> released;
+  detail::meta_vector<bool> released(metadata_);
   try {
     released.reserve(asked.size());
     for (detail::parked_guard* g : asked) released.push_back(g->try_release());
@@ -86,7 +88,8 @@ template <class G>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::park(std::uint32_t node, G&& guard) noexcept
     -> void {
   try {
-    auto p = std::make_unique<detail::parked_guard_of<G>>(std::move(guard));
+    detail::meta_ptr<detail::parked_guard> p =
+        detail::make_meta<detail::parked_guard_of<G>>(metadata_, std::move(guard));
     std::scoped_lock lock(mutex_);
     parked_.push_back({node, std::move(p)});
     engine_.set_user_bits(node, guarded_bit | parked_bit);

@@ -186,11 +186,7 @@ class thread_cache_set {
   // thread finds its slots by address without the pool's lock.
   struct cache : cache_base {
     cache(cache_registry_base& r, std::pmr::memory_resource* metadata) noexcept
-        : cache_base(r),
-          // TODO(merge): slabs(metadata), once slabs takes the resource.
-          regions(metadata)
-    // TODO(merge): by_address(metadata), once address_index takes the resource.
-    {}
+        : cache_base(r), slabs(metadata), regions(metadata), by_address(metadata) {}
     detail::slabs slabs;
     meta_vector<std::optional<region>> regions;  // by id
     address_index by_address;
@@ -310,10 +306,12 @@ class thread_cache_set {
       chunks.resize(((region_size - 1) >> owner_cell_log2 >> owner_chunk_log2) + 1);
     const std::uint64_t first = (offset - region_offset) >> owner_cell_log2;
     const std::uint64_t last = (offset - region_offset + bytes - 1) >> owner_cell_log2;
+    const std::uint64_t cells = ((region_size - 1) >> owner_cell_log2) + 1;
     for (std::uint64_t k = first >> owner_chunk_log2; k <= last >> owner_chunk_log2; ++k)
-      if (!chunks[k])
-        chunks[k] =
-            make_meta_array<cache*>(registry_->metadata, std::size_t{1} << owner_chunk_log2);
+      if (!chunks[k])  // the last chunk holds only the region's cells
+        chunks[k] = make_meta_array<cache*>(
+            registry_->metadata,
+            std::min(std::uint64_t{1} << owner_chunk_log2, cells - (k << owner_chunk_log2)));
     for (std::uint64_t k = first; k <= last; ++k)
       chunks[k >> owner_chunk_log2][k & ((std::uint64_t{1} << owner_chunk_log2) - 1)] = &owner;
   }
