@@ -58,7 +58,12 @@ class bptree {
   // Room for `entries` entries without allocating (release() relies on it).
   void reserve(std::size_t entries) {
     const std::size_t leaves = entries / min_fill + 2;
-    const std::size_t inner = leaves / min_fill + 16;
+    // Every inner node but the root has min_fill children or more: at most leaves / m on the
+    // first level, leaves / m^2 on the next, ..., under leaves / (m - 1) in all, plus one per
+    // level for the rounding.
+    std::size_t height = 1;
+    for (std::size_t n = leaves; n > 1; n = (n + min_fill - 1) / min_fill) ++height;
+    const std::size_t inner = leaves / (min_fill - 1) + height;
     nodes_.reserve(leaves + inner);
     maxima_.reserve(inner * levels_ * fanout);
   }

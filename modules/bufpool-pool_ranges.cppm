@@ -368,9 +368,14 @@ template <bool Grow>
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::add_span(detail::slabs& slabs, cache* owner,
                                                              unsigned c) noexcept -> bool {
-  auto a = engine_.allocate(
-      detail::slabs::span_size(c),
-      std::min<std::uint64_t>(detail::slabs::largest_alignment, options_.max_alignment), greedy);
+  std::expected<engine_allocation, errc> a = std::unexpected(errc::out_of_memory);
+  try {  // out of memory for the engine's records: no span, as when it has no room
+    a = engine_.allocate(
+        detail::slabs::span_size(c),
+        std::min<std::uint64_t>(detail::slabs::largest_alignment, options_.max_alignment), greedy);
+  } catch (...) {
+    return false;
+  }
   if (!a) return false;
   const auto& region = *regions_[a->region];
   try {

@@ -188,11 +188,13 @@ class slabs {
   struct table {
     using allocator_type = std::pmr::polymorphic_allocator<>;
     std::uint64_t first_cell = 0;
-    meta_vector<meta_array<cell>> chunks;  // made when a span first needs them
+    std::uint64_t cells = 0;  // of the region
+    // Made when a span first needs them; the last one holds only the region's cells.
+    meta_vector<meta_array<cell>> chunks;
     explicit table(const allocator_type& a) noexcept : chunks(a) {}
     table(table&& other) noexcept = default;
     table(table&& other, const allocator_type& a)
-        : first_cell(other.first_cell), chunks(std::move(other.chunks), a) {}
+        : first_cell(other.first_cell), cells(other.cells), chunks(std::move(other.chunks), a) {}
   };
   [[nodiscard]] static inline bool is_free(const span_record& x, std::uint32_t i) noexcept {
     return (x.free[i >> 6] >> (i & 63) & 1) != 0;
@@ -230,9 +232,9 @@ class slabs {
     std::uint32_t span = no_index;
   };
   static constexpr unsigned hint_page_log2 = 12;
-  // One hint per 4 KiB page of the spans' peak bytes, a power of two: 1024 (16 KiB, made with
-  // the first span) to 65536 (1 MiB, for 256 MiB of spans).
-  static constexpr unsigned hint_min_log2 = 10;
+  // One hint per 4 KiB page of the spans' peak bytes, a power of two: 16 (made with the first
+  // span) to 65536 (1 MiB, for 256 MiB of spans).
+  static constexpr unsigned hint_min_log2 = 4;
   static constexpr unsigned hint_max_log2 = 16;
   [[nodiscard]] inline std::size_t hint_of(std::uintptr_t address) const noexcept {
     return (address >> hint_page_log2) & hint_mask_;
@@ -350,7 +352,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   if (region >= tables_.size()) return no_index;
   const table& t = tables_[region];
   const std::uint64_t k = (offset >> cell_log2) - t.first_cell;
-  if ((k >> chunk_log2) >= t.chunks.size()) return no_index;  // also: no span in the region
+  if (k >= t.cells) return no_index;  // outside the region, or no span in it yet
   const cell* chunk = t.chunks[k >> chunk_log2].get();
   if (chunk == nullptr) return no_index;
   const cell& c = chunk[k & ((1U << chunk_log2) - 1)];

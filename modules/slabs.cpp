@@ -38,13 +38,17 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   table& t = tables_[region];
   if (t.chunks.empty()) {
     t.first_cell = region_offset >> cell_log2;
-    const std::uint64_t cells = ((region_offset + (region_size - 1)) >> cell_log2) - t.first_cell;
-    t.chunks.resize((cells >> chunk_log2) + 1);
+    const std::uint64_t last_cell =
+        ((region_offset + (region_size - 1)) >> cell_log2) - t.first_cell;
+    t.cells = last_cell + 1;
+    t.chunks.resize((last_cell >> chunk_log2) + 1);
   }
   const std::uint64_t first = (offset >> cell_log2) - t.first_cell;
   const std::uint64_t last = ((offset + (bytes - 1)) >> cell_log2) - t.first_cell;
   for (std::uint64_t k = first >> chunk_log2; k <= last >> chunk_log2; ++k)
-    if (!t.chunks[k]) t.chunks[k] = make_meta_array<cell>(metadata_, std::size_t{1} << chunk_log2);
+    if (!t.chunks[k])
+      t.chunks[k] = make_meta_array<cell>(
+          metadata_, std::min(std::uint64_t{1} << chunk_log2, t.cells - (k << chunk_log2)));
   const auto slot = static_cast<std::uint32_t>(slot_size(c));
   const auto slots = static_cast<std::uint16_t>(span_size(c) / slot);
   const std::size_t words = (slots + 63) / 64;

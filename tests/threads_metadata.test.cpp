@@ -278,3 +278,57 @@ TEST(ThreadCachesMetadata, StressPoolsWhoseRecordsComeFromAPoolWithThreadCaches)
 }
 
 }  // namespace
+
+namespace {
+// Grants allocations up to a budget of bytes, then throws std::bad_alloc.
+class budget_resource final : public std::pmr::memory_resource {
+ public:
+  explicit budget_resource(std::size_t budget) : left_(budget) {}
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    std::scoped_lock l(mutex_);
+    if (bytes > left_) throw std::bad_alloc();
+    left_ -= bytes;
+    return std::pmr::new_delete_resource()->allocate(bytes, alignment);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    std::scoped_lock l(mutex_);
+    left_ += bytes;
+    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+  std::mutex mutex_;
+  std::size_t left_;
+};
+}  // namespace
+
+// A cache's new span needs engine records; when the resource refuses them, the acquisition
+// fails as out of memory does (out_of_memory, or std::bad_alloc from a record it needs), and
+// the pool is as before (it used to end the process: the span was taken in a function that
+// must not throw).
+TEST(ThreadCachesMetadata, AnAcquisitionWhoseRecordsRunOutFailsAndThePoolStaysValid) {
+  for (std::size_t budget = std::size_t{16} << 10; budget <= (std::size_t{96} << 10);
+       budget += std::size_t{8} << 10) {
+    budget_resource records(budget);
+    holder_t h(options_with(&records), std::size_t{4} << 20);
+    std::vector<raw_t> taken;
+    for (std::uint64_t n = 8;; n = n % 4000 + 24) {
+      try {
+        auto r = h.pool.acquire_raw(n, 8, bufpool::greedy);
+        if (!r) {
+          EXPECT_EQ(r.error(), bufpool::errc::out_of_memory) << "budget " << budget;
+          break;
+        }
+        taken.push_back(*r);
+      } catch (const std::bad_alloc&) {
+        break;
+      }
+    }
+    const auto v = h.pool.validate();
+    EXPECT_TRUE(v.has_value()) << v.error();
+    for (const raw_t& r : taken) EXPECT_TRUE(h.pool.release_raw(r.offset));
+  }
+}
