@@ -537,17 +537,18 @@ TEST(BoostPoolResource, RegionsAreAlignedEvenOverAnUpstreamThatIgnoresAlignment)
 
 // Drop-in fidelity item 4, through the Boost resource: a buffer with options.
 TEST(BoostPoolResource, BufferWithOptionsUsesTheBufferFirstAndAppliesTheOptions) {
-  alignas(64) std::byte buffer[1024];
+  // Large enough for the resource's records too: with a null upstream they are kept in it.
+  alignas(4096) static std::byte buffer[1 << 20];
   bufpool::container::pool_resource::options_type o;
   o.thread_safe = false;
   o.retained_bytes = std::size_t{1} << 20;
   bufpool::container::pool_resource r(buffer, sizeof buffer, o, bc::pmr::null_memory_resource());
   EXPECT_FALSE(r.options().thread_safe);
   EXPECT_EQ(r.options().retained_bytes, std::size_t{1} << 20);
-  void* p = r.allocate(1024, 8);
+  void* p = r.allocate(100'000, 8);
   EXPECT_EQ(p, static_cast<void*>(buffer));
-  EXPECT_THROW((void)r.allocate(8, 8), std::bad_alloc);  // the null upstream
-  r.deallocate(p, 1024, 8);
+  EXPECT_THROW((void)r.allocate(sizeof buffer, 8), std::bad_alloc);  // the null upstream
+  r.deallocate(p, 100'000, 8);
 }
 
 // A Boost upstream that counts the requests it sees (and serves them from operator new).

@@ -5,6 +5,9 @@
 // (statistics, ranges and validate()), report the failure to the caller, and leak nothing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <boost/container/map.hpp>
 #include <boost/container/vector.hpp>
 #include <cstddef>
@@ -12,10 +15,12 @@
 #include <cstdlib>
 #include <expected>
 #include <functional>
+#include <map>
 #include <memory_resource>
 #include <new>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -29,8 +34,12 @@ namespace {
 // The number of allocations on this thread that still succeed; negative: no failure armed.
 thread_local long g_allocations_left = -1;
 thread_local bool g_failed = false;
+// The global operator new calls of threads while they count them (g_counting).
+std::atomic<long> g_global_allocations{0};
+thread_local bool g_counting = false;
 
 void* allocate_or_fail(std::size_t n, std::size_t alignment) {
+  if (g_counting) g_global_allocations.fetch_add(1, std::memory_order_relaxed);
   if (g_allocations_left == 0) {
     g_allocations_left = -1;
     g_failed = true;
@@ -268,24 +277,32 @@ TEST(FaultInjection, EveryFailedAllocationInAPoolOperationLeavesThePoolUnchanged
 
 // ---- the pmr resource's region provider ---------------------------------------------------
 
-// An upstream that counts what it gives out and fails the calls it is told to.
+// An upstream that counts what it gives out and fails the calls for memory (regions and
+// dedicated blocks, aligned to at least region_alignment) it is told to. The resource's
+// records, which come from upstream at smaller alignments, are counted apart.
 class failing_upstream : public std::pmr::memory_resource {
  public:
-  std::vector<long> fail_calls;  // 0-based indexes of allocate calls that throw
+  std::vector<long> fail_calls;  // 0-based indexes of allocate calls for memory that throw
   long calls = 0;
-  std::size_t outstanding = 0;
+  std::size_t outstanding = 0;          // memory
+  std::size_t records_outstanding = 0;  // the resource's records
 
  private:
+  static bool is_memory(std::size_t alignment) {
+    return alignment >= bufpool::pmr::pool_resource::region_alignment;
+  }
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    const long call = calls++;
-    for (const long f : fail_calls)
-      if (f == call) throw std::bad_alloc();
+    if (is_memory(alignment)) {
+      const long call = calls++;
+      for (const long f : fail_calls)
+        if (f == call) throw std::bad_alloc();
+    }
     void* p = std::pmr::new_delete_resource()->allocate(bytes, alignment);
-    outstanding += bytes;
+    (is_memory(alignment) ? outstanding : records_outstanding) += bytes;
     return p;
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
-    outstanding -= bytes;
+    (is_memory(alignment) ? outstanding : records_outstanding) -= bytes;
     std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
@@ -325,6 +342,7 @@ TEST(FaultInjection, PmrRegionProviderFailingAtEachGrowthLeavesTheResourceUnchan
       EXPECT_EQ(r.stats().live_slices, 0u);
     }
     EXPECT_EQ(up.outstanding, 0u) << "fail_at " << fail_at;  // nothing leaked
+    EXPECT_EQ(up.records_outstanding, 0u) << "fail_at " << fail_at;
   }
 }
 
@@ -464,4 +482,103 @@ TEST(FaultInjection, PmrReleaseFreesMetadataInORegionsNotPerSlabSpan) {
   EXPECT_LE(frees, static_cast<long>(16 * regions + 64)) << regions << " regions";
   EXPECT_EQ(r.stats().used_bytes, 0u);
   EXPECT_TRUE(r.validate().has_value());
+}
+
+// ---- no hidden heap use ------------------------------------------------------------------
+
+namespace {
+
+// An upstream that takes its memory from malloc, not from operator new, and counts what is
+// outstanding.
+class malloc_resource final : public std::pmr::memory_resource {
+ public:
+  long allocations = 0;
+  long outstanding = 0;
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    const std::size_t a = std::max(alignment, alignof(std::max_align_t));
+    void* p = std::aligned_alloc(a, (std::max<std::size_t>(bytes, 1) + a - 1) / a * a);
+    if (p == nullptr) throw std::bad_alloc();
+    ++allocations;
+    ++outstanding;
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t) override {
+    --outstanding;
+    std::free(p);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
+
+// Two cycles of what an arena loop does with a resource: containers of strings and a map
+// filled and dropped, loose allocations of every size class, release() between cycles.
+void arena_cycles(bufpool::pmr::pool_resource& r) {
+  for (int cycle = 0; cycle < 2; ++cycle) {
+    {
+      std::pmr::vector<std::pmr::string> words(&r);
+      std::pmr::map<int, std::pmr::string> index(&r);
+      for (int i = 0; i < 300; ++i) {
+        words.emplace_back("a word long enough to need memory of its own");
+        index.emplace(i, words.back());
+      }
+    }
+    std::array<std::pair<void*, std::size_t>, 512> loose{};  // not on the heap: counted
+    for (std::size_t i = 0; i < loose.size(); ++i) {
+      const std::size_t n = 1 + (i * 37) % 3000;
+      loose[i] = {r.allocate(n, 8), n};
+    }
+    for (std::size_t i = 0; i < loose.size(); i += 2)
+      r.deallocate(loose[i].first, loose[i].second, 8);
+    r.release();
+  }
+}
+
+}  // namespace
+
+TEST(GlobalHeap, PmrResourceOverABufferWithNullUpstreamNeverCallsGlobalNew) {
+  alignas(64) static std::byte buffer[4 << 20];
+  for (const bool thread_safe : {true, false}) {
+    bufpool::pmr::resource_options o;
+    o.thread_safe = thread_safe;
+    const long before = g_global_allocations.load();
+    g_counting = true;
+    {
+      bufpool::pmr::pool_resource r(buffer, sizeof buffer, o, std::pmr::null_memory_resource());
+      EXPECT_EQ(g_global_allocations.load() - before, 0)
+          << "construction, thread_safe " << thread_safe;
+      arena_cycles(r);
+    }
+    g_counting = false;
+    EXPECT_EQ(g_global_allocations.load() - before, 0) << "thread_safe " << thread_safe;
+  }
+}
+
+TEST(GlobalHeap, OwningPmrResourceTakesEveryByteFromItsUpstream) {
+  for (const bool thread_safe : {true, false}) {
+    bufpool::pmr::resource_options o;
+    o.thread_safe = thread_safe;
+    malloc_resource upstream;
+    const long before = g_global_allocations.load();
+    g_counting = true;
+    {
+      bufpool::pmr::pool_resource r(o, &upstream);
+      EXPECT_EQ(upstream.allocations, 0) << "construction takes nothing";
+      arena_cycles(r);
+      g_counting = false;       // std::thread's own state is not the resource's
+      std::thread other([&r] {  // a second thread's cache is a record too
+        g_counting = true;
+        std::pmr::vector<int> v(&r);
+        for (int i = 0; i < 1000; ++i) v.push_back(i);
+      });
+      g_counting = true;
+      other.join();
+    }
+    g_counting = false;
+    EXPECT_EQ(g_global_allocations.load() - before, 0) << "thread_safe " << thread_safe;
+    EXPECT_GT(upstream.allocations, 0);
+    EXPECT_EQ(upstream.outstanding, 0) << "every byte went back";
+  }
 }

@@ -47,9 +47,26 @@ struct upstream_error : std::runtime_error {
 };
 
 // An upstream that records every request, checks that each deallocation matches an
-// allocation (pointer, bytes, alignment) and can be told to throw.
+// allocation (pointer, bytes, alignment) and can be told to throw. The counts and byte totals
+// are of the resource's memory (regions and dedicated allocations, aligned to at least
+// region_alignment); its own records, which it takes from upstream too at smaller
+// alignments, are counted apart (records_outstanding_bytes()).
 class counting_resource final : public std::pmr::memory_resource {
  public:
+  // records_apart = false: every request counts as memory (an upstream of another resource).
+  explicit counting_resource(bool records_apart = true) : records_apart_(records_apart) {}
+  bool is_memory(std::size_t alignment) const {
+    return !records_apart_ || alignment >= bufpool::pmr::pool_resource::region_alignment;
+  }
+  std::size_t records_outstanding_bytes() const {
+    std::scoped_lock lock(mutex_);
+    return records_outstanding_;
+  }
+  std::size_t record_allocations() const {
+    std::scoped_lock lock(mutex_);
+    return record_requests_;
+  }
+
   struct request {
     std::size_t bytes;
     std::size_t alignment;
@@ -67,7 +84,7 @@ class counting_resource final : public std::pmr::memory_resource {
     std::scoped_lock lock(mutex_);
     return outstanding_;
   }
-  std::size_t outstanding_blocks() const {
+  std::size_t outstanding_blocks() const {  // of memory and records
     std::scoped_lock lock(mutex_);
     return live_.size();
   }
@@ -98,8 +115,13 @@ class counting_resource final : public std::pmr::memory_resource {
       throw std::bad_alloc();
     }
     void* p = std::pmr::new_delete_resource()->allocate(bytes, alignment);
-    requests_.push_back({bytes, alignment});
     live_[p] = {bytes, alignment};
+    if (!is_memory(alignment)) {
+      ++record_requests_;
+      records_outstanding_ += bytes;
+      return p;
+    }
+    requests_.push_back({bytes, alignment});
     outstanding_ += bytes;
     peak_ = std::max(peak_, outstanding_);
     return p;
@@ -112,7 +134,7 @@ class counting_resource final : public std::pmr::memory_resource {
       return;
     }
     live_.erase(it);
-    outstanding_ -= bytes;
+    (is_memory(alignment) ? outstanding_ : records_outstanding_) -= bytes;
     std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
@@ -123,10 +145,28 @@ class counting_resource final : public std::pmr::memory_resource {
   std::vector<request> requests_;
   std::map<void*, request> live_;
   std::size_t outstanding_ = 0;
+  std::size_t records_outstanding_ = 0;
+  std::size_t record_requests_ = 0;
   std::size_t peak_ = 0;
   std::size_t mismatches_ = 0;
   bool failing_ = false;
   bool custom_ = true;
+  bool records_apart_;
+};
+
+// An upstream for records only: it refuses memory for regions (as the null resource does),
+// so that a resource over a small buffer can keep its records, which would not fit there.
+class records_only_resource final : public std::pmr::memory_resource {
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (counting_resource(true).is_memory(alignment)) throw std::bad_alloc();
+    return std::pmr::new_delete_resource()->allocate(bytes, alignment);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
 };
 
 using bufpool_test::g_last_violation;
@@ -450,7 +490,8 @@ TEST(PoolResource, BufferLosesOnlyTheBytesOutsideItsEightAlignedGranules) {
       std::byte* buffer = storage + head;
       const std::size_t size = 128 - head - tail;  // [head, 128 - tail)
       const std::size_t usable = 128 - (head == 0 ? 0 : 8) - (tail == 0 ? 0 : 8);
-      pool_resource r(buffer, size, std::pmr::null_memory_resource());
+      records_only_resource records;
+      pool_resource r(buffer, size, &records);
       void* p = r.allocate(usable, 8);
       EXPECT_TRUE(inside(p, usable, buffer, size)) << head << " " << tail;
       EXPECT_THROW((void)r.allocate(1, 1), std::bad_alloc) << head << " " << tail;
@@ -519,7 +560,8 @@ TEST(PoolResource, Row32UpstreamExceptionPropagatesUnchangedAndTheResourceStaysU
 
 TEST(PoolResource, ExhaustedUpstreamGivesBadAlloc) {
   std::byte buffer[256];
-  pool_resource r(buffer, sizeof buffer, std::pmr::null_memory_resource());
+  records_only_resource records;
+  pool_resource r(buffer, sizeof buffer, &records);
   void* p = r.allocate(200);
   EXPECT_THROW((void)r.allocate(200), std::bad_alloc);
   r.deallocate(p, 200);
@@ -639,8 +681,7 @@ TEST(PoolResource, ReleaseWithNoRetentionReturnsAllUpstreamMemoryAndTheResourceI
   (void)r.allocate(10, 65536);
   EXPECT_GT(up.allocations(), 5u);
   r.release();
-  EXPECT_EQ(up.outstanding_bytes(), 0u);
-  EXPECT_EQ(up.outstanding_blocks(), 0u);
+  EXPECT_EQ(up.outstanding_bytes(), 0u);  // its records (the list of regions) stay
   EXPECT_EQ(up.mismatches(), 0u);
   EXPECT_EQ(r.stats().regions, 0u);
   const std::size_t before = up.allocations();
@@ -831,7 +872,7 @@ TEST(PoolResource, DeallocatedMemoryIsReusedAtOnce) {
 
 TEST(PoolResource, UpstreamBytesStayBoundedUnderChurnUnlikeMonotonic) {
   counting_resource pool_up;
-  counting_resource mono_up;
+  counting_resource mono_up(false);
   pool_resource r(&pool_up);
   std::pmr::monotonic_buffer_resource m(&mono_up);
   std::mt19937 rng(42);
@@ -1282,3 +1323,53 @@ TEST(PoolResource, OverAThreadSafeUserPoolFourThreadsShareOneResource) {
 }
 
 }  // namespace
+
+// ---- a buffer with the null upstream: the records live in the buffer ---------------------
+
+namespace {
+// Allocates blocks of `n` bytes until the resource throws std::bad_alloc; returns them.
+std::vector<void*> fill(pool_resource& r, std::size_t n) {
+  std::vector<void*> blocks;
+  try {
+    for (;;) blocks.push_back(r.allocate(n, 8));
+  } catch (const std::bad_alloc&) {
+  }
+  return blocks;
+}
+}  // namespace
+
+TEST(PoolResource, NullUpstreamKeepsTheRecordsInTheBufferAndLendsTheirUnusedRoomToAllocations) {
+  // Half the buffer is set aside for the records at first; blocks of 1000 bytes need few
+  // records, so most of that half is lent to the pool as it runs out of room.
+  static std::vector<std::byte> buffer(std::size_t{1} << 20);
+  for (const bool thread_safe : {false, true}) {
+    resource_options o;
+    o.thread_safe = thread_safe;
+    pool_resource r(buffer.data(), buffer.size(), o, std::pmr::null_memory_resource());
+    for (int cycle = 0; cycle < 2; ++cycle) {
+      const std::vector<void*> blocks = fill(r, 1000);
+      for (void* p : blocks) EXPECT_TRUE(inside(p, 1000, buffer.data(), buffer.size()));
+      EXPECT_GT(blocks.size() * 1000, buffer.size() * 85 / 100)
+          << "cycle " << cycle << ", thread_safe " << thread_safe;
+      expect_valid(r);
+      for (void* p : blocks) r.deallocate(p, 1000, 8);
+      r.release();  // the lent room goes back to the records, and is lent again
+    }
+  }
+}
+
+TEST(PoolResource, NullUpstreamSmallBlocksShareTheBufferWithTheirSlotRecords) {
+  // Blocks of 64 bytes: every slot has a record of its own, in the buffer too.
+  static std::vector<std::byte> buffer(std::size_t{4} << 20);
+  pool_resource r(buffer.data(), buffer.size(), std::pmr::null_memory_resource());
+  const std::vector<void*> blocks = fill(r, 64);
+  EXPECT_GT(blocks.size() * 64, buffer.size() * 3 / 4);
+  for (void* p : blocks) r.deallocate(p, 64, 8);
+  expect_valid(r);
+}
+
+TEST(PoolResource, NullUpstreamBufferTooSmallForTheRecordsThrowsBadAllocAtConstruction) {
+  std::byte buffer[512];
+  EXPECT_THROW(pool_resource(buffer, sizeof buffer, std::pmr::null_memory_resource()),
+               std::bad_alloc);
+}

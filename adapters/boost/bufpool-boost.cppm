@@ -505,7 +505,11 @@ class pool_resource : public boost::container::pmr::memory_resource {
       upstream_->deallocate(b.memory, b.size, alignment);
     }
 
+    // Boost's null resource stands for the standard one, which it equals: a resource over a
+    // buffer whose upstream is null keeps its records in the buffer.
     [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+      if (&o == std::pmr::null_memory_resource())
+        return upstream_->is_equal(*boost::container::pmr::null_memory_resource());
       return this == &o;
     }
 

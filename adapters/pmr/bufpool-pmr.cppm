@@ -83,6 +83,7 @@ concept borrowable_pool =
       { p.release_raw(q, std::uint64_t{1}, std::uint64_t{1}) } -> std::same_as<bool>;
       { p.release_raw(q, std::uint64_t{1}, std::uint64_t{1}, rules) } -> std::same_as<bool>;
       { p.stats() } -> std::same_as<pool_stats>;
+      { p.options().metadata } -> std::convertible_to<std::pmr::memory_resource*>;
     };
 
 }  // namespace bufpool::pmr
@@ -125,6 +126,13 @@ inline constexpr std::size_t region_alignment = 4096;
 // page) and the rounding of a request to the alignment of max_align_t.
 inline constexpr std::size_t first_span_room = region_alignment + alignof(std::max_align_t);
 
+// The part of a user's buffer that keeps an owning resource's records when its upstream is
+// the null resource (upstream_source), in whole cache lines: half the buffer, which it lends
+// back to the pool as the pool runs out of room (upstream_source::lend).
+inline std::size_t records_reserve(std::size_t buffer_size) noexcept {
+  return buffer_size / 2 & ~std::size_t{63};
+}
+
 // A region release() keeps is in no pool while it waits for the next cycle: in
 // AddressSanitizer builds it is unaddressable meanwhile, so that a use after release() is
 // still reported; it is made addressable again before a pool or the upstream gets it.
@@ -151,6 +159,128 @@ inline std::optional<std::size_t> round_up(std::size_t n) noexcept {
   return (n + region_alignment - 1) & ~(region_alignment - 1);
 }
 
+// Where an owning resource's memory comes from: every call to its upstream goes through
+// here, serialized by `Mutex` (the pool calls it for records from several threads' caches at
+// once, and an upstream need not be thread-safe), and the resource's own records (the
+// pool's, the list of regions, the dedicated allocations' index) are allocated here too.
+// Records come from a reserve at the end of the user's buffer when there is one (a resource
+// whose upstream is the null resource has nowhere else to keep them), then from upstream.
+// The reserve is a bump area with a list of freed blocks reused first fit: records are few,
+// and they are freed and allocated again in the same sizes cycle after cycle.
+template <class Mutex>
+class upstream_source final : public std::pmr::memory_resource {
+ public:
+  explicit upstream_source(std::pmr::memory_resource* upstream) noexcept : upstream_(upstream) {}
+
+  // Keeps records in [begin, begin + size) before asking upstream. Before any allocation.
+  void set_reserve(std::byte* begin, std::size_t size) noexcept {
+    reserve_begin_ = next_ = begin;
+    reserve_end_ = full_end_ = begin + size;
+  }
+
+  // The size of the block lend() would give for a request of `bytes` (a multiple of
+  // region_alignment): that, or half the reserve's unused room if that is more, provided the
+  // room keeps a page for the records still to come besides. 0 if it cannot.
+  std::size_t lendable(std::size_t bytes) noexcept {
+    std::scoped_lock lock(mutex_);
+    return lendable_locked(bytes);
+  }
+  // Lends the top `size` bytes of the reserve's unused room (a size lendable() gave) to the
+  // pool: a block aligned to region_alignment that records do not use until
+  // restore_reserve(). Null if records took that room meanwhile.
+  std::byte* lend(std::size_t size) noexcept {
+    std::scoped_lock lock(mutex_);
+    if (size == 0 || lendable_locked(size) < size) return nullptr;
+    const auto top = reinterpret_cast<std::uintptr_t>(reserve_end_) & ~(region_alignment - 1);
+    reserve_end_ = reinterpret_cast<std::byte*>(top - size);
+    return reserve_end_;
+  }
+  // Takes back every block lent: the pool that had them is gone.
+  void restore_reserve() noexcept {
+    std::scoped_lock lock(mutex_);
+    reserve_end_ = full_end_;
+  }
+
+  // A region for the pool, or a dedicated allocation: always from upstream.
+  void* take(std::size_t bytes, std::size_t alignment) {
+    std::scoped_lock lock(mutex_);
+    return upstream_->allocate(bytes, alignment);
+  }
+  void give_back(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    std::scoped_lock lock(mutex_);
+    upstream_->deallocate(p, bytes, alignment);
+  }
+
+ private:
+  // A freed block of the reserve, kept in the block itself.
+  struct free_block {
+    free_block* next;
+    std::size_t bytes;
+  };
+  static constexpr std::size_t grain = sizeof(free_block);
+
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    std::scoped_lock lock(mutex_);
+    if (void* p = from_reserve(bytes, alignment)) return p;
+    return upstream_->allocate(bytes, alignment);
+  }
+
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept override {
+    std::scoped_lock lock(mutex_);
+    auto* at = static_cast<std::byte*>(p);
+    if (at < reserve_begin_ || at >= reserve_end_)
+      return upstream_->deallocate(p, bytes, alignment);
+    free_ = ::new (p) free_block{free_, rounded(bytes)};
+  }
+
+  [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+
+  std::size_t lendable_locked(std::size_t bytes) const noexcept {
+    const auto top = reinterpret_cast<std::uintptr_t>(reserve_end_) & ~(region_alignment - 1);
+    const auto low = reinterpret_cast<std::uintptr_t>(next_) + region_alignment;
+    if (reserve_begin_ == nullptr || top < low) return 0;
+    const std::size_t room = (top - low) & ~(region_alignment - 1);
+    const std::size_t size = std::max(bytes, room / 2 & ~(region_alignment - 1));
+    return size <= room ? size : 0;
+  }
+
+  static std::size_t rounded(std::size_t bytes) noexcept {
+    return bytes <= grain ? grain : (bytes + grain - 1) & ~(grain - 1);
+  }
+
+  // A freed block of the same rounded size at `alignment`, else the bump area's next
+  // bytes; null if neither has room.
+  void* from_reserve(std::size_t bytes, std::size_t alignment) noexcept {
+    if (reserve_begin_ == nullptr || bytes > std::size_t(reserve_end_ - reserve_begin_))
+      return nullptr;
+    const std::size_t size = rounded(bytes);
+    for (free_block** link = &free_; *link != nullptr; link = &(*link)->next) {
+      free_block* b = *link;
+      if (b->bytes == size && reinterpret_cast<std::uintptr_t>(b) % alignment == 0) {
+        *link = b->next;
+        std::destroy_at(b);
+        return b;
+      }
+    }
+    const std::uintptr_t at = (reinterpret_cast<std::uintptr_t>(next_) + alignment - 1) &
+                              ~(std::uintptr_t{alignment} - 1);
+    const auto room = static_cast<std::uintptr_t>(reserve_end_ - next_);
+    if (at - reinterpret_cast<std::uintptr_t>(next_) + size > room) return nullptr;
+    next_ += (at - reinterpret_cast<std::uintptr_t>(next_)) + size;
+    return reinterpret_cast<void*>(at);
+  }
+
+  std::pmr::memory_resource* upstream_;
+  Mutex mutex_;
+  std::byte* reserve_begin_ = nullptr;
+  std::byte* reserve_end_ = nullptr;  // below full_end_ while blocks are lent
+  std::byte* full_end_ = nullptr;
+  std::byte* next_ = nullptr;
+  free_block* free_ = nullptr;
+};
+
 // A pool of std::size_t offsets that the resource owns and grows from upstream. `Mutex`
 // locks the pool and the growth state (null_mutex when the resource is not thread-safe).
 template <class Mutex>
@@ -160,12 +290,17 @@ class owning_backend final : public backend {
 
   owning_backend(const resource_options& growth, std::pmr::memory_resource* upstream,
                  std::byte* buffer, std::size_t buffer_size)
-      : upstream_(upstream),
+      : source_(upstream),
         growth_(growth),
         next_size_(first_size()),
         buffer_(buffer),
-        buffer_size_(buffer_size),
-        pool_(std::make_unique<pool_type>(pool_options())) {
+        buffer_size_(buffer_size) {
+    if (buffer_ != nullptr && upstream->is_equal(*std::pmr::null_memory_resource())) {
+      const std::size_t reserve = records_reserve(buffer_size_);
+      buffer_size_ -= reserve;
+      source_.set_reserve(buffer_ + buffer_size_, reserve);
+    }
+    pool_.emplace(pool_options());
     if (buffer_ != nullptr) add_buffer();
   }
 
@@ -208,8 +343,12 @@ class owning_backend final : public backend {
       blocks_[i].in_pool = false;
     }
     waiting_bytes_ = kept_bytes;
-    pool_ = std::make_unique<pool_type>(pool_options());
-    if (buffer_ != nullptr) add_buffer();
+    source_.restore_reserve();      // the blocks it lent were in the pool just destroyed
+    pool_.emplace(pool_options());  // allocates nothing
+    try {
+      if (buffer_ != nullptr) add_buffer();
+    } catch (...) {  // no room for its records (only a pad slice needs any): unused this cycle
+    }
     next_size_ = first_size();  // growth starts again (LWG 3120), kept regions first
   }
 
@@ -236,8 +375,9 @@ class owning_backend final : public backend {
   // a tail of a few bytes as a free range of its own, and the resource ran 3-7x slower than
   // the core pool on the arena and scaling workloads (scripts/bench, W3 and W5).
   static constexpr std::size_t granule = 8;
-  static typename pool_type::options_type pool_options() noexcept {
+  typename pool_type::options_type pool_options() noexcept {
     typename pool_type::options_type o;
+    o.metadata = &source_;
     o.min_alignment = granule;
     o.max_alignment = region_alignment;
     o.slabs = true;          // small blocks: O(1) slots found by offset, no hash or engine node
@@ -294,7 +434,7 @@ class owning_backend final : public backend {
       if (r.error() != errc::out_of_memory) throw std::bad_alloc();
       const auto needed = round_up(bytes);
       if (!needed) throw std::bad_alloc();
-      if (!add_kept(*needed)) grow(std::max(next_size_, *needed));
+      if (!add_kept(*needed) && !add_lent(*needed)) grow(std::max(next_size_, *needed));
     }
   }
 
@@ -318,7 +458,7 @@ class owning_backend final : public backend {
     }
     if (!added) {
       // Cannot happen with a size_t pool; if it did, the region goes back to upstream.
-      upstream_->deallocate(best->pointer, best->size, best->alignment);
+      source_.give_back(best->pointer, best->size, best->alignment);
       waiting_bytes_ -= best->size;
       *best = blocks_.back();
       blocks_.pop_back();
@@ -330,23 +470,37 @@ class owning_backend final : public backend {
     return true;
   }
 
+  // Adds a block the records' reserve lends (see upstream_source::lend) that holds `needed`
+  // bytes to the pool. False if it has none to lend. Strong guarantee.
+  bool add_lent(std::size_t needed) {
+    const std::size_t size = source_.lendable(needed);
+    if (size == 0) return false;
+    pool_->reserve_metadata(2);  // may throw: nothing is lent
+    auto expansion = pool_->begin_expand(size);
+    if (!expansion) return false;
+    std::byte* const block = source_.lend(size);
+    // Neither fails once the room is reserved and the size lendable; if one did, the
+    // expansion is cancelled (its handle's destructor) and the block waits for release().
+    return block != nullptr && std::move(*expansion).initialize(block);
+  }
+
   // Takes a region of `size` bytes (a multiple of region_alignment) from upstream and adds
   // it to the pool. Strong guarantee: on any failure nothing changed.
   void grow(std::size_t size) {
     blocks_.reserve(blocks_.size() + 1);
     // The region and the acquisition that follows in it allocate nothing after this.
     pool_->reserve_metadata(2);
-    void* memory = upstream_->allocate(size, region_alignment);  // may throw: propagates
+    void* memory = source_.take(size, region_alignment);  // may throw: propagates
     bool added = false;
     try {
       auto expansion = pool_->begin_expand(size);
       added = expansion && std::move(*expansion).initialize(memory);
     } catch (...) {  // out of memory for the pool's own records
-      upstream_->deallocate(memory, size, region_alignment);
+      source_.give_back(memory, size, region_alignment);
       throw;
     }
     if (!added) {
-      upstream_->deallocate(memory, size, region_alignment);
+      source_.give_back(memory, size, region_alignment);
       throw std::bad_alloc();
     }
     blocks_.push_back({memory, size, region_alignment, true});
@@ -362,11 +516,11 @@ class owning_backend final : public backend {
 
   void* allocate_dedicated(std::size_t bytes, std::size_t alignment) {
     std::scoped_lock lock(mutex_);
-    void* p = upstream_->allocate(bytes, alignment);  // may throw: propagates
+    void* p = source_.take(bytes, alignment);  // may throw: propagates
     try {
       dedicated_.emplace(p, block{p, bytes, alignment, false});
     } catch (...) {
-      upstream_->deallocate(p, bytes, alignment);
+      source_.give_back(p, bytes, alignment);
       throw;
     }
     return p;
@@ -389,7 +543,7 @@ class owning_backend final : public backend {
       b = it->second;
       dedicated_.erase(it);
     }
-    upstream_->deallocate(b.pointer, b.size, b.alignment);
+    source_.give_back(b.pointer, b.size, b.alignment);
   }
 
   // Gives everything back to upstream (the pool first: it may hold raw ranges, which is
@@ -401,25 +555,25 @@ class owning_backend final : public backend {
     pool_.reset();
     for (std::size_t i = keep; i < blocks_.size(); ++i) {
       if (!blocks_[i].in_pool) reveal_waiting(blocks_[i].pointer, blocks_[i].size);
-      upstream_->deallocate(blocks_[i].pointer, blocks_[i].size, blocks_[i].alignment);
+      source_.give_back(blocks_[i].pointer, blocks_[i].size, blocks_[i].alignment);
     }
     blocks_.resize(keep);
-    for (const auto& [p, b] : dedicated_) upstream_->deallocate(b.pointer, b.size, b.alignment);
+    for (const auto& [p, b] : dedicated_) source_.give_back(b.pointer, b.size, b.alignment);
     dedicated_.clear();
   }
 
-  std::pmr::memory_resource* upstream_;
+  upstream_source<Mutex> source_;  // first: every record below comes from it
   resource_options growth_;
   std::size_t next_size_;
   std::byte* buffer_;
-  std::size_t buffer_size_;
-  mutable Mutex mutex_;  // growth, blocks_, waiting_bytes_ and dedicated_
-  std::unique_ptr<pool_type> pool_;
+  std::size_t buffer_size_;  // without the records' reserve
+  mutable Mutex mutex_;      // growth, blocks_, waiting_bytes_ and dedicated_
+  std::optional<pool_type> pool_;
   std::optional<typename pool_type::slice> head_pad_;
   std::optional<typename pool_type::slice> tail_pad_;
-  std::vector<block> blocks_;
+  std::pmr::vector<block> blocks_{&source_};
   std::size_t waiting_bytes_ = 0;  // of the blocks kept by release(), not in the pool yet
-  std::unordered_map<void*, block> dedicated_;
+  std::pmr::unordered_map<void*, block> dedicated_{&source_};
 };
 
 // A pool the user owns and expands. The resource never grows it; it remembers what it
@@ -427,7 +581,11 @@ class owning_backend final : public backend {
 template <class Pool>
 class borrowed_backend final : public backend {
  public:
-  borrowed_backend(Pool& pool, strategy how) : pool_(pool), how_(how) {}
+  // What it remembers is a record of the pool's: it comes from the pool's metadata resource.
+  borrowed_backend(Pool& pool, strategy how)
+      : pool_(pool),
+        how_(how),
+        live_(bufpool::detail::metadata_or_default(pool.options().metadata)) {}
 
   ~borrowed_backend() override { release(); }
 
@@ -481,7 +639,7 @@ class borrowed_backend final : public backend {
   Pool& pool_;
   strategy how_;
   mutable typename Pool::mutex_type mutex_;  // live_
-  std::unordered_map<void*, std::size_t> live_;
+  std::pmr::unordered_map<void*, std::size_t> live_;
 };
 
 }  // namespace bufpool::pmr::detail
@@ -510,6 +668,14 @@ export namespace bufpool::pmr {
 /// gives back exactly what this resource allocated; so does destruction. The pool must
 /// outlive the resource. Thread safety follows the pool: a `buffer_pool` is thread-safe, a
 /// `local_buffer_pool` is not.
+///
+/// Records: every byte the resource uses comes from its upstream, the records that keep
+/// track of its memory included (they are asked for at alignments below region_alignment).
+/// Constructing it allocates nothing; release() cannot fail. Over a buffer whose upstream is
+/// the null resource the records live at the end of the buffer: half of it is set aside for
+/// them and lent back to allocations, as they run out of room, as far as the records leave it
+/// unused (a buffer too small for the first records makes the constructor throw
+/// std::bad_alloc).
 ///
 /// Buffer constructors: `(buffer, size)` uses the buffer as the first region whatever its
 /// alignment (alignment is of absolute addresses). `(nullptr, size)` means "no buffer":
@@ -591,18 +757,18 @@ class pool_resource : public std::pmr::memory_resource {
   template <borrowable_pool Pool>
   explicit pool_resource(Pool& pool, strategy how = bufpool::greedy)
       : upstream_(std::pmr::null_memory_resource()),
-        options_{0, 1.0, 0, !std::same_as<typename Pool::mutex_type, bufpool::null_mutex>},
-        backend_(std::make_unique<detail::borrowed_backend<Pool>>(
-            pool, bufpool::detail::expects(
-                      how.kind != strategy_kind::fixed,
-                      "pool_resource over a user's pool: the strategy must be greedy or "
-                      "optimal")
-                      ? how
-                      : bufpool::greedy)) {}
+        options_{0, 1.0, 0, !std::same_as<typename Pool::mutex_type, bufpool::null_mutex>} {
+    backend_ = make_backend<detail::borrowed_backend<Pool>>(
+        pool, bufpool::detail::expects(
+                  how.kind != strategy_kind::fixed,
+                  "pool_resource over a user's pool: the strategy must be greedy or optimal")
+                  ? how
+                  : bufpool::greedy);
+  }
 
   pool_resource(const pool_resource&) = delete;
   pool_resource& operator=(const pool_resource&) = delete;
-  ~pool_resource() override = default;
+  ~pool_resource() override { backend_->~backend(); }
 
   /// Ends a cycle: every pointer handed out before is invalid afterwards (a container that
   /// still holds one must not use or deallocate it, even to destroy itself).
@@ -674,11 +840,26 @@ class pool_resource : public std::pmr::memory_resource {
       : upstream_(checked_upstream(upstream)), options_(checked(options)) {
     auto* b = buffer != nullptr && size != 0 ? static_cast<std::byte*>(buffer) : nullptr;
     if (options_.thread_safe)
-      backend_ = std::make_unique<detail::owning_backend<bufpool::adaptive_mutex>>(
-          options_, upstream_, b, size);
-    else
-      backend_ = std::make_unique<detail::owning_backend<bufpool::null_mutex>>(options_, upstream_,
+      backend_ = make_backend<detail::owning_backend<bufpool::adaptive_mutex>>(options_, upstream_,
                                                                                b, size);
+    else
+      backend_ =
+          make_backend<detail::owning_backend<bufpool::null_mutex>>(options_, upstream_, b, size);
+  }
+
+  // Every backend lives in the resource itself: constructing one takes nothing from any
+  // heap (an owning backend's records come from its upstream, see upstream_source).
+  static constexpr std::size_t backend_room =
+      std::max(sizeof(detail::owning_backend<bufpool::adaptive_mutex>),
+               sizeof(detail::owning_backend<bufpool::null_mutex>));
+  static constexpr std::size_t backend_alignment =
+      std::max(alignof(detail::owning_backend<bufpool::adaptive_mutex>),
+               alignof(detail::owning_backend<bufpool::null_mutex>));
+  template <class Backend, class... Args>
+  detail::backend* make_backend(Args&&... args) {
+    static_assert(sizeof(Backend) <= backend_room && alignof(Backend) <= backend_alignment,
+                  "the backend must fit the resource's room for it");
+    return ::new (static_cast<void*>(backend_storage_)) Backend(std::forward<Args>(args)...);
   }
 
   // The options of an `initial_size` (or buffer size) constructor. As with
@@ -714,7 +895,8 @@ class pool_resource : public std::pmr::memory_resource {
 
   std::pmr::memory_resource* upstream_;
   resource_options options_;
-  std::unique_ptr<detail::backend> backend_;
+  alignas(backend_alignment) std::byte backend_storage_[backend_room];
+  detail::backend* backend_ = nullptr;
 };
 
 }  // namespace bufpool::pmr
