@@ -8,6 +8,8 @@ export module bufpool:contracts;
 // interface unit is the library's interface.
 #pragma GCC visibility push(default)
 
+import :intrusive_list;
+
 export namespace bufpool {
 
 /// What a violation handler receives: the rule that was broken and where it was detected.
@@ -49,8 +51,7 @@ void report_diagnostic(const char* message) noexcept;
 struct pool_registration {
   const void* pool = nullptr;
   std::uint64_t id = 0;
-  pool_registration* prev = nullptr;
-  pool_registration* next = nullptr;
+  list_links<pool_registration> links;
 };
 std::uint64_t register_pool(const void* pool, pool_registration& node) noexcept;
 void unregister_pool(pool_registration& node) noexcept;

@@ -9,6 +9,8 @@ export module bufpool:locks;
 // interface unit is the library's interface.
 #pragma GCC visibility push(default)
 
+import :intrusive_list;
+
 export namespace bufpool {
 
 /// A lock that does nothing: for pools used by one thread only (`local_buffer_pool`).
@@ -195,11 +197,9 @@ class fork_lockable {
   ~fork_lockable() = default;
 
  private:
-  friend void enlist_for_fork(fork_lockable&) noexcept;
-  friend void delist_for_fork(fork_lockable&) noexcept;
   friend struct fork_list;
-  fork_lockable* newer_ = nullptr;  // the list of enlisted pools, under its own mutex
-  fork_lockable* older_ = nullptr;
+  // The list of enlisted pools (newest first), under its own mutex.
+  list_links<fork_lockable> links_;
 };
 // Adds `pool` to the list (it must stay there until delisted), and removes it. Neither
 // allocates.

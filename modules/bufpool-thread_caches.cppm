@@ -18,6 +18,7 @@ export module bufpool:thread_caches;
 #pragma GCC visibility push(default)
 
 import :engine;
+import :intrusive_list;
 import :locks;
 import :metadata;
 import :options;
@@ -45,8 +46,7 @@ struct cache_base {
   // Its place in the list of the thread that holds it (null `holder`: in none), under
   // held_caches_mutex.
   held_list* holder = nullptr;
-  cache_base* prev_held = nullptr;
-  cache_base* next_held = nullptr;
+  list_links<cache_base> held_links;
 };
 
 // A pool's caches: what a thread that exits reaches its pool through. It lives as long as
@@ -74,24 +74,16 @@ inline constinit adaptive_mutex held_caches_mutex;
 
 // One thread's held caches, linked through the caches themselves (no allocation).
 struct held_list {
-  cache_base* first = nullptr;
+  intrusive_list<cache_base, &cache_base::held_links> caches;
   // Under held_caches_mutex.
   void push(cache_base& c) noexcept {
     c.holder = this;
-    c.prev_held = nullptr;
-    c.next_held = first;
-    if (first != nullptr) first->prev_held = &c;
-    first = &c;
+    caches.push_front(c);
   }
   // Takes `c` out of its holder's list. Under held_caches_mutex.
   static void unlink(cache_base& c) noexcept {
-    if (c.prev_held != nullptr)
-      c.prev_held->next_held = c.next_held;
-    else
-      c.holder->first = c.next_held;
-    if (c.next_held != nullptr) c.next_held->prev_held = c.prev_held;
+    c.holder->caches.erase(c);
     c.holder = nullptr;
-    c.prev_held = c.next_held = nullptr;
   }
 };
 
@@ -140,7 +132,7 @@ inline void detach_held_caches() noexcept {
   for (auto& e : me.recent) e = {};
   for (unsigned tries = 0;;) {
     held_caches_mutex.lock();
-    cache_base* const c = me.held.first;
+    cache_base* const c = me.held.caches.first;
     if (c == nullptr) {
       held_caches_mutex.unlock();
       return;
@@ -426,7 +418,7 @@ class thread_cache_set {
     cache_base* found = nullptr;
     {
       std::scoped_lock lock(held_caches_mutex);
-      for (cache_base* c = last.held.first; c != nullptr; c = c->next_held)
+      for (cache_base* c = last.held.caches.first; c != nullptr; c = last.held.caches.next(*c))
         if (c->registry == &*registry_) {
           found = c;
           break;

@@ -12,6 +12,7 @@ export import :contracts;
 export import :size_classes;
 export import :engine;
 export import :types;
+export import :intrusive_list;
 export import :map;
 export import :locks;
 export import :regions;

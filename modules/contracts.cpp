@@ -51,7 +51,7 @@ namespace {
 // destroy at any time.
 struct pool_registry {
   static constinit inline adaptive_mutex lock;
-  static constinit inline pool_registration* first = nullptr;
+  static constinit inline intrusive_list<pool_registration, &pool_registration::links> pools;
   static constinit inline std::uint64_t next_id = 1;
 };
 }  // namespace
@@ -60,26 +60,19 @@ std::uint64_t register_pool(const void* pool, pool_registration& node) noexcept 
   std::scoped_lock l(pool_registry::lock);
   node.pool = pool;
   node.id = pool_registry::next_id++;
-  node.prev = nullptr;
-  node.next = pool_registry::first;
-  if (node.next != nullptr) node.next->prev = &node;
-  pool_registry::first = &node;
+  pool_registry::pools.push_front(node);
   return node.id;
 }
 
 void unregister_pool(pool_registration& node) noexcept {
   std::scoped_lock l(pool_registry::lock);
-  if (node.prev != nullptr)
-    node.prev->next = node.next;
-  else
-    pool_registry::first = node.next;
-  if (node.next != nullptr) node.next->prev = node.prev;
-  node.prev = node.next = nullptr;
+  pool_registry::pools.erase(node);
 }
 
 bool pool_registered(const void* pool, std::uint64_t id) noexcept {
   std::scoped_lock l(pool_registry::lock);
-  for (const pool_registration* n = pool_registry::first; n != nullptr; n = n->next)
+  for (const pool_registration* n = pool_registry::pools.first; n != nullptr;
+       n = pool_registry::pools.next(*n))
     if (n->pool == pool && n->id == id) return true;
   return false;
 }

@@ -13,7 +13,8 @@ namespace bufpool::detail {
 // allocation, and usable by pools that static objects construct or destroy at any time.
 struct fork_list {
   static constinit inline adaptive_mutex mutex;
-  static constinit inline fork_lockable* newest = nullptr;
+  static constinit inline intrusive_list<fork_lockable, &fork_lockable::links_>
+      pools;  // newest first
   static constinit inline std::once_flag handlers_installed;
 
   // The lock of the threads' lists of held caches comes last: whoever holds it waits for
@@ -21,12 +22,12 @@ struct fork_list {
   // held_caches_mutex).
   static void prepare() noexcept {
     mutex.lock();
-    for (fork_lockable* p = newest; p != nullptr; p = p->older_) p->lock_for_fork();
+    for (fork_lockable* p = pools.first; p != nullptr; p = pools.next(*p)) p->lock_for_fork();
     held_caches_mutex.lock();
   }
   static void release() noexcept {
     held_caches_mutex.unlock();
-    for (fork_lockable* p = newest; p != nullptr; p = p->older_) p->unlock_after_fork();
+    for (fork_lockable* p = pools.first; p != nullptr; p = pools.next(*p)) p->unlock_after_fork();
     mutex.unlock();
   }
   static void install_handlers() noexcept {
@@ -41,20 +42,12 @@ struct fork_list {
 void enlist_for_fork(fork_lockable& pool) noexcept {
   std::call_once(fork_list::handlers_installed, &fork_list::install_handlers);
   std::scoped_lock lock(fork_list::mutex);
-  pool.older_ = fork_list::newest;
-  pool.newer_ = nullptr;
-  if (fork_list::newest != nullptr) fork_list::newest->newer_ = &pool;
-  fork_list::newest = &pool;
+  fork_list::pools.push_front(pool);
 }
 
 void delist_for_fork(fork_lockable& pool) noexcept {
   std::scoped_lock lock(fork_list::mutex);
-  if (pool.newer_ != nullptr)
-    pool.newer_->older_ = pool.older_;
-  else
-    fork_list::newest = pool.older_;
-  if (pool.older_ != nullptr) pool.older_->newer_ = pool.newer_;
-  pool.newer_ = pool.older_ = nullptr;
+  fork_list::pools.erase(pool);
 }
 
 }  // namespace bufpool::detail
