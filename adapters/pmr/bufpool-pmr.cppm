@@ -230,6 +230,10 @@ class upstream_source final : public std::pmr::memory_resource {
     auto* at = static_cast<std::byte*>(p);
     if (at < reserve_begin_ || at >= reserve_end_)
       return upstream_->deallocate(p, bytes, alignment);
+    if (at + rounded(bytes) == next_) {  // the last block taken: the bump area takes it back
+      next_ = at;
+      return;
+    }
     free_ = ::new (p) free_block{free_, rounded(bytes)};
   }
 
