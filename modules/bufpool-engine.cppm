@@ -250,6 +250,8 @@ class engine {
   };
   std::uint32_t new_node();
   void free_node(std::uint32_t n) noexcept;
+  // Gives back a node new_node() returned and nothing links yet (a failed allocation).
+  void drop_new_node(std::uint32_t n) noexcept;
   void link_before(std::uint32_t m, std::uint32_t n) noexcept;
   void unlink(std::uint32_t m) noexcept;
 

@@ -139,6 +139,13 @@ std::uint32_t engine::new_node() {
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
+void engine::drop_new_node(std::uint32_t n) noexcept {
+  BUFPOOL_ASSERT(n < nodes_.size() && nodes_[n].state == node_unused &&
+                 nodes_[n].prev == no_index && nodes_[n].next == no_index);
+  nodes_[n].link = free_nodes_;
+  free_nodes_ = n;
+}
+
 void engine::free_node(std::uint32_t n) noexcept {
   // Not freed twice, and no neighbour still links to it.
   BUFPOOL_ASSERT(n < nodes_.size() && nodes_[n].state != node_unused);
@@ -434,7 +441,7 @@ engine_allocation engine::carve_wild(offset_t start, offset_t len) {
     try {
       p = new_node();
     } catch (...) {
-      if (used != w) free_node(used);
+      if (used != w) drop_new_node(used);
       throw;
     }
   }
@@ -478,7 +485,7 @@ std::expected<engine_allocation, errc> engine::carve(std::uint32_t n, offset_t s
       try {  // both nodes before any change: a failed allocation changes nothing
         p = new_node();
       } catch (...) {
-        free_node(used);
+        drop_new_node(used);
         throw;
       }
     }

@@ -28,6 +28,8 @@
 import bufpool;
 import bufpool.pmr;
 
+#include "records_only_resource.hpp"
+
 #include "arena.hpp"
 #include "violations.hpp"
 
@@ -154,24 +156,10 @@ class counting_resource final : public std::pmr::memory_resource {
   bool records_apart_;
 };
 
-// An upstream for records only: it refuses memory for regions (as the null resource does),
-// so that a resource over a small buffer can keep its records, which would not fit there.
-class records_only_resource final : public std::pmr::memory_resource {
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    if (counting_resource(true).is_memory(alignment)) throw std::bad_alloc();
-    return std::pmr::new_delete_resource()->allocate(bytes, alignment);
-  }
-  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
-    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
-  }
-  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-    return this == &o;
-  }
-};
-
 using bufpool_test::g_last_violation;
 using bufpool_test::g_violations;
 using bufpool_test::recording_violations;
+using bufpool_test::records_only_resource;
 
 std::uintptr_t address(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p);

@@ -22,6 +22,8 @@
 import bufpool;
 import bufpool.pmr;
 
+#include "records_only_resource.hpp"
+
 namespace {
 
 #ifdef BUFPOOL_TEST_ASAN
@@ -223,7 +225,8 @@ TEST(AddressSanitizer, PmrBufferNeighboursAreNeverPoisoned) {
   alignas(4096) std::array<std::byte, 8192> around{};
   std::byte* buffer = around.data() + 1000;
   {
-    bufpool::pmr::pool_resource r(buffer, 3000, std::pmr::null_memory_resource());
+    bufpool_test::records_only_resource records;  // the buffer is too small for them
+    bufpool::pmr::pool_resource r(buffer, 3000, &records);
     EXPECT_TRUE(addressable(around.data(), 1000));
     EXPECT_TRUE(addressable(around.data() + 4000, 4192));
     EXPECT_TRUE(poisoned(buffer + 1500));
@@ -240,7 +243,8 @@ TEST(AddressSanitizer, PmrBufferNeighboursAreNeverPoisoned) {
 TEST(AddressSanitizer, Row33PmrReleaseMakesLiveAllocationsUnaddressable) {
   REQUIRE_ASAN();
   alignas(64) std::array<std::byte, 4096> buffer{};
-  bufpool::pmr::pool_resource r(buffer.data(), buffer.size(), std::pmr::null_memory_resource());
+  bufpool_test::records_only_resource records;  // the buffer is too small for them
+  bufpool::pmr::pool_resource r(buffer.data(), buffer.size(), &records);
   void* p = r.allocate(256, 16);
   EXPECT_TRUE(addressable(p, 256));
   r.release();
