@@ -26,7 +26,10 @@ void session::ensure_resource() {
     resource_.emplace(setup.growth, &upstream_);
   }
   resource_base_ = resource_->stats();
-  expect(upstream_.outstanding() == 0, "a new resource takes nothing from upstream");
+  // Over a buffer, the records of the buffer's region come from upstream at once.
+  expect(upstream_.outstanding() == 0 &&
+             (setup.over_user_buffer || upstream_.records_outstanding() == 0),
+         "a new resource takes no memory from upstream, and no record without a buffer");
 }
 
 void session::op_pmr_allocate() {
@@ -61,9 +64,11 @@ void session::op_pmr_allocate() {
     failure = 1;
   }
   const bool refused = upstream_.now().refusals != up.refusals;
+  // A refused record may be done without (a small block is then served without a slab).
+  const bool record_refused = upstream_.now().record_refusals != up.record_refusals;
   if (failure != 0) {
     expect_failed_allocation_unchanged(before, up);
-    if (failure == 2) return;
+    if (failure == 2 || record_refused) return;
     constexpr std::size_t top = std::numeric_limits<std::size_t>::max();
     // No region can hold it, or it cannot even be rounded up to its alignment (refused
     // before the upstream is asked).

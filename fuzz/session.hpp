@@ -306,7 +306,8 @@ void session::teardown() {
     const auto rv = resource_->validate();
     expect(rv.has_value(), "pmr: validate()", rv ? std::string() : rv.error());
     resource_.reset();
-    expect(upstream_.outstanding() == 0 && upstream_.blocks() == 0,
+    expect(upstream_.outstanding() == 0 && upstream_.blocks() == 0 &&
+               upstream_.records_outstanding() == 0,
            "pmr: destroying the resource gives every upstream byte back", "outstanding ",
            upstream_.outstanding());
   }

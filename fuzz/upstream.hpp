@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The pmr resource's upstream: counts what it hands out, refuses beyond a budget, checks returns.
+// Memory (regions and dedicated blocks, aligned to region_alignment or more) is counted apart
+// from the resource's records, which it takes from upstream too at smaller alignments.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -8,6 +10,7 @@
 #include <new>
 #include "bounds.hpp"
 #include "report.hpp"
+import bufpool.pmr;
 
 namespace {
 
@@ -18,7 +21,8 @@ class counting_upstream final : public std::pmr::memory_resource {
   struct snapshot {
     u64 outstanding;
     std::size_t allocations;
-    std::size_t refusals;
+    std::size_t refusals;  // of memory
+    std::size_t record_refusals;
   };
 
   counting_upstream() = default;
@@ -29,9 +33,12 @@ class counting_upstream final : public std::pmr::memory_resource {
       ::operator delete(reinterpret_cast<void*>(address), std::align_val_t{b.alignment});
   }
 
-  [[nodiscard]] snapshot now() const noexcept { return {outstanding_, allocations_, refusals_}; }
-  [[nodiscard]] u64 outstanding() const noexcept { return outstanding_; }
-  [[nodiscard]] std::size_t blocks() const noexcept { return live_.size(); }
+  [[nodiscard]] snapshot now() const noexcept {
+    return {outstanding_, allocations_, refusals_, record_refusals_};
+  }
+  [[nodiscard]] u64 outstanding() const noexcept { return outstanding_; }  // memory
+  [[nodiscard]] std::size_t blocks() const noexcept { return memory_blocks_; }
+  [[nodiscard]] u64 records_outstanding() const noexcept { return records_; }
 
   // Whether [p, p + n) lies inside one live upstream allocation.
   [[nodiscard]] bool contains(const void* p, u64 n) const {
@@ -48,15 +55,24 @@ class counting_upstream final : public std::pmr::memory_resource {
     std::size_t alignment;
   };
 
+  static bool is_memory(std::size_t alignment) noexcept {
+    return alignment >= bufpool::pmr::pool_resource::region_alignment;
+  }
+
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    if (bytes > upstream_budget - outstanding_) {
-      ++refusals_;
+    if (bytes > upstream_budget - outstanding_ - records_) {
+      ++(is_memory(alignment) ? refusals_ : record_refusals_);
       throw upstream_refused{};
     }
     void* p = ::operator new(bytes, std::align_val_t{alignment});
     live_.emplace(reinterpret_cast<std::uintptr_t>(p), block{bytes, alignment});
-    outstanding_ += bytes;
-    ++allocations_;
+    if (is_memory(alignment)) {
+      outstanding_ += bytes;
+      ++memory_blocks_;
+      ++allocations_;
+    } else {
+      records_ += bytes;
+    }
     return p;
   }
 
@@ -66,7 +82,12 @@ class counting_upstream final : public std::pmr::memory_resource {
            "upstream: deallocate matches a live allocation", "pointer ", p, " bytes ", bytes,
            " alignment ", alignment);
     live_.erase(it);
-    outstanding_ -= bytes;
+    if (is_memory(alignment)) {
+      outstanding_ -= bytes;
+      --memory_blocks_;
+    } else {
+      records_ -= bytes;
+    }
     ::operator delete(p, std::align_val_t{alignment});
   }
 
@@ -76,8 +97,11 @@ class counting_upstream final : public std::pmr::memory_resource {
 
   std::map<std::uintptr_t, block> live_;
   u64 outstanding_ = 0;
-  std::size_t allocations_ = 0;
+  u64 records_ = 0;
+  std::size_t memory_blocks_ = 0;
+  std::size_t allocations_ = 0;  // of memory
   std::size_t refusals_ = 0;
+  std::size_t record_refusals_ = 0;
 };
 
 }  // namespace

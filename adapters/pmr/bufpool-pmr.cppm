@@ -304,7 +304,7 @@ class owning_backend final : public backend {
       buffer_size_ -= reserve;
       source_.set_reserve(buffer_ + buffer_size_, reserve);
     }
-    pool_.emplace(pool_options());
+    pool_.emplace(pool_options());  // allocates nothing
     if (buffer_ != nullptr) add_buffer();
   }
 
@@ -351,7 +351,7 @@ class owning_backend final : public backend {
     pool_.emplace(pool_options());  // allocates nothing
     try {
       if (buffer_ != nullptr) add_buffer();
-    } catch (...) {  // no room for its records (only a pad slice needs any): unused this cycle
+    } catch (...) {  // no room for the region's records: the buffer sits this cycle out
     }
     next_size_ = first_size();  // growth starts again (LWG 3120), kept regions first
   }
@@ -404,7 +404,8 @@ class owning_backend final : public backend {
   // region_alignment: the region starts at the buffer's address rounded down and ends at
   // its end rounded up, and the two pads (memory that is not ours, never touched) are held
   // by slices for as long as the region lives. Upstream regions, aligned and sized in
-  // multiples of region_alignment, cannot overlap the pads.
+  // multiples of region_alignment, cannot overlap the pads. Its records are taken first: if
+  // they cannot be had (std::bad_alloc or the upstream's exception), nothing changed.
   void add_buffer() {
     const auto address = reinterpret_cast<std::uintptr_t>(buffer_);
     const std::size_t head = address % region_alignment;
@@ -414,7 +415,8 @@ class owning_backend final : public backend {
     // with the memory around it are left unused.
     const std::size_t begin = (head + granule - 1) & ~(granule - 1);
     const std::size_t end = (head + buffer_size_) & ~(granule - 1);
-    if (end <= begin) return;  // too small to hold one granule: not used
+    if (end <= begin) return;    // too small to hold one granule: not used
+    pool_->reserve_metadata(3);  // the region and its two pads: none of them allocates then
     auto grow = pool_->begin_expand(*total);
     if (!grow) return;
     const std::size_t offset = grow->offset();
@@ -675,7 +677,8 @@ export namespace bufpool::pmr {
 ///
 /// Records: every byte the resource uses comes from its upstream, the records that keep
 /// track of its memory included (they are asked for at alignments below region_alignment).
-/// Constructing it allocates nothing; release() cannot fail. Over a buffer whose upstream is
+/// Constructing it allocates nothing but, over a buffer, the records of the buffer's region;
+/// release() cannot fail. Over a buffer whose upstream is
 /// the null resource the records live at the end of the buffer: half of it is set aside for
 /// them and lent back to allocations, as they run out of room, as far as the records leave it
 /// unused (a buffer too small for the first records makes the constructor throw
