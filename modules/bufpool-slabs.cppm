@@ -232,8 +232,10 @@ class slabs {
     std::uint32_t span = no_index;
   };
   static constexpr unsigned hint_page_log2 = 12;
-  // One hint per 4 KiB page of the spans' peak bytes, a power of two: 16 (made with the first
-  // span) to 65536 (1 MiB, for 256 MiB of spans).
+  // One hint per 4 KiB page of the spans' peak bytes or of the largest region a span was cut
+  // from, whichever is more, a power of two: 16 to 65536 (1 MiB, for 256 MiB). A pool that
+  // is rebuilt each cycle (a pmr resource's release()) makes its table once per cycle, at the
+  // size of its regions, instead of doubling it, and dropping its hints, as spans come.
   static constexpr unsigned hint_min_log2 = 4;
   static constexpr unsigned hint_max_log2 = 16;
   [[nodiscard]] inline std::size_t hint_of(std::uintptr_t address) const noexcept {

@@ -33,7 +33,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
                      std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size,
                      std::byte* address) {
   // Every allocation first.
-  cover_with_hints(totals_.span_bytes + bytes);
+  cover_with_hints(std::max(totals_.span_bytes + bytes, region_size));
   if (tables_.size() <= region) tables_.resize(region + 1);
   table& t = tables_[region];
   if (t.chunks.empty()) {
