@@ -17,6 +17,7 @@ module;
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
