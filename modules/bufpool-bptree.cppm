@@ -30,7 +30,7 @@ namespace bufpool {
 // offset is the first entry at or above it.
 //
 // Leaves hold up to 16 entries. Inner nodes hold, per child, the child's largest key and
-// (size index) for every alignment level j the largest usable size at that level in the
+// (size index) for every alignment level j kept the largest usable size at that level in the
 // child's subtree (size - padding to the next multiple of min_alignment << j). Those maxima are
 // stored level-major, so a best-fit descent for level j reads one 128-byte row per node and enters
 // the first child whose maximum holds the request: the leftmost fitting entry is the exact aligned
@@ -50,10 +50,44 @@ class bptree {
   static constexpr unsigned fanout = 16;
   static constexpr unsigned min_fill = fanout / 2 - 1;
 
-  // granule and levels describe the alignment levels (size index only); every node comes
-  // from `metadata`. Allocates nothing.
-  bptree(offset_t granule, unsigned levels, std::pmr::memory_resource* metadata) noexcept
-      : granule_(granule), levels_(Maxima ? levels : 0), nodes_(metadata), maxima_(metadata) {}
+  // granule and max_levels describe the alignment levels a request may name (size index
+  // only); the maxima are kept for level 0 at first and for more levels once a request names
+  // them (keep_levels). Every node comes from `metadata`. Allocates nothing.
+  bptree(offset_t granule, unsigned max_levels, std::pmr::memory_resource* metadata) noexcept
+      : granule_(granule),
+        levels_(Maxima ? 1 : 0),
+        max_levels_(Maxima ? max_levels : 0),
+        nodes_(metadata),
+        maxima_(metadata) {}
+
+  // The alignment levels whose maxima are kept: find_fit() serves levels below it.
+  [[nodiscard]] unsigned levels() const noexcept { return levels_; }
+
+  // Keeps maxima for levels 0 .. level from now on (a no-op if they are kept already): one
+  // pass over the inner nodes computes the new levels' rows, bottom-up. Levels are never
+  // dropped, so a pool pays for the alignments it has been asked for, not for every one its
+  // options allow. Throws std::bad_alloc with nothing changed; the room reserve() set aside
+  // is kept, in blocks of the new size.
+  void keep_levels(unsigned level)
+    requires Maxima
+  {
+    if (level < levels_) return;
+    BUFPOOL_ASSERT(level < max_levels_);
+    const unsigned want = level + 1;
+    const std::size_t old_stride = std::size_t{levels_} * fanout;
+    const std::size_t new_stride = std::size_t{want} * fanout;
+    const std::size_t blocks = maxima_.size() / old_stride;
+    meta_vector<offset_t> grown(maxima_.get_allocator());
+    grown.reserve(maxima_.capacity() / old_stride * new_stride);
+    grown.resize(blocks * new_stride);
+    // The old rows keep their place in each block (a free block's link is its first word).
+    for (std::size_t k = 0; k < blocks; ++k)
+      std::copy_n(&maxima_[k * old_stride], old_stride, &grown[k * new_stride]);
+    const unsigned from = levels_;
+    maxima_.swap(grown);  // one resource: nothing is copied
+    levels_ = want;
+    if (root_ != no_index) fill_levels(root_, from);
+  }
 
   // Room for `entries` entries without allocating (release() relies on it).
   void reserve(std::size_t entries) {
@@ -163,6 +197,7 @@ class bptree {
   [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level) const noexcept
     requires Maxima
   {
+    BUFPOOL_ASSERT(level < levels_);  // keep_levels(level) came first
     if (root_ == no_index) return no_index;
     std::uint32_t b = root_;
     while (!nodes_[b].leaf) {
@@ -385,6 +420,17 @@ class bptree {
     return best;
   }
 
+  // Computes rows from..levels_-1 of b and of every inner node below it (post-order: a row
+  // summarizes the children's rows of the same level).
+  void fill_levels(std::uint32_t b, unsigned from) noexcept {
+    if (nodes_[b].leaf) return;
+    for (unsigned i = 0; i < nodes_[b].count; ++i) {
+      const std::uint32_t c = nodes_[b].child[i];
+      fill_levels(c, from);
+      for (unsigned j = from; j < levels_; ++j) maxima(b)[j * fanout + i] = summary(c, j);
+    }
+  }
+
   // Recomputes the key and maxima column of child i of b from the child's contents.
   // Returns whether anything changed.
   bool refresh(std::uint32_t b, unsigned i) noexcept {
@@ -502,7 +548,8 @@ class bptree {
   }
 
   offset_t granule_;
-  unsigned levels_;
+  unsigned levels_;      // levels whose maxima are kept (size index), 0 for the offset index
+  unsigned max_levels_;  // the most a request may name
   meta_vector<bnode> nodes_;
   meta_vector<offset_t> maxima_;  // levels_ x fanout per inner node, level-major (size index)
   std::uint32_t free_nodes_ = no_index;

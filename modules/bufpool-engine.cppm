@@ -115,10 +115,14 @@ struct range_view {
 /// range holds are carved off its front in O(1), and a range released next to it merges into
 /// it in O(1). It is flushed into the indexes like the cache.
 ///
-/// Free ranges are indexed by two B+trees of fanout 16 (by size with per-alignment-level
-/// maxima, and by last offset). Metadata per range: one node (40 bytes); per free range one
-/// entry in each index (<= 46 bytes each); per inner node of the size index 128 * L bytes,
-/// where L is the number of alignment levels log2(max_alignment / min_alignment) + 1.
+/// Free ranges are indexed by two B+trees of fanout 16: by size with per-alignment-level
+/// maxima, and by last offset. The offset index serves `fixed` alone (coalescing follows the
+/// ranges' links): it is made when the first fixed request comes, O(n log n) once, and kept
+/// from then on. Metadata per range: one node (40 bytes); per free range one entry in each
+/// index (<= 46 bytes each); per inner node of the size index 128 * L bytes,
+/// where L is the number of alignment levels asked for so far: log2(the largest alignment
+/// requested / min_alignment) + 1, at least 1, and never more than the limits allow. The first
+/// request at a higher level computes the new levels for the whole index, O(n L) once.
 ///
 /// Every record (range nodes, regions, gaps, indexes, size classes) is allocated from the
 /// memory resource given at construction; constructing an engine allocates nothing.
@@ -285,9 +289,11 @@ class engine {
   [[nodiscard]] cache_view view_of_cache(std::uint32_t region) const noexcept;
   [[nodiscard]] bool is_free(std::uint32_t n) const noexcept;
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
-  // Makes the indexes and the size-class lists, with the first node (construction
+  // Makes the size index and the size-class lists, with the first node (construction
   // allocates nothing). Strong guarantee.
   void make_indexes();
+  // Makes the offset index from the free ranges (the first fixed request). Strong guarantee.
+  void index_offsets();
 
   engine_limits limits_;
   std::pmr::memory_resource* metadata_;  // where every record below comes from
@@ -296,9 +302,10 @@ class engine {
 
   detail::meta_vector<node> nodes_;
   std::uint32_t free_nodes_ = no_index;
-  std::size_t reserved_ = 0;                         // index room, in entries
-  detail::meta_ptr<detail::bptree<true>> sizes_;     // free ranges by (size, offset); null at first
-  detail::meta_ptr<detail::bptree<false>> offsets_;  // free ranges by last offset; null at first
+  std::size_t reserved_ = 0;                      // index room, in entries
+  detail::meta_ptr<detail::bptree<true>> sizes_;  // free ranges by (size, offset); null at first
+  // Free ranges by last offset: null until the first fixed request needs it (index_offsets).
+  detail::meta_ptr<detail::bptree<false>> offsets_;
 
   detail::meta_vector<region_rec> regions_;
   detail::meta_vector<std::pair<offset_t, std::uint32_t>> region_index_;  // sorted by offset

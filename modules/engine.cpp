@@ -91,16 +91,26 @@ engine& engine::operator=(engine&& other) noexcept {
   return *this;
 }
 
-// Nothing is indexed before the first node: the indexes and class lists are made with it.
+// Nothing is indexed before the first node: the size index and class lists are made with it.
 void engine::make_indexes() {
   detail::meta_vector<class_list> classes(metadata_);
   if (class_limit_ != 0) classes.assign(class_index(class_limit_) + 1, class_list{});
   auto sizes =
       detail::make_meta<detail::bptree<true>>(metadata_, limits_.min_alignment, levels_, metadata_);
-  auto offsets =
-      detail::make_meta<detail::bptree<false>>(metadata_, limits_.min_alignment, 0u, metadata_);
   classes_.swap(classes);  // one resource: nothing is copied
   sizes_ = std::move(sizes);
+}
+
+// Only `fixed` looks free ranges up by offset (coalescing follows the ranges' links): the
+// offset index is made from the free ranges when the first fixed request comes, with the room
+// the size index has, and kept up to date from then on. Strong guarantee.
+void engine::index_offsets() {
+  auto offsets =
+      detail::make_meta<detail::bptree<false>>(metadata_, limits_.min_alignment, 0u, metadata_);
+  offsets->reserve(reserved_);
+  for (std::uint32_t n = 0; n < nodes_.size(); ++n)
+    if (nodes_[n].state == node_free)
+      offsets->insert(last_of(nodes_[n].offset, nodes_[n].size), 0, n);
   offsets_ = std::move(offsets);
 }
 
@@ -112,7 +122,7 @@ void engine::reserve_nodes(std::size_t nodes) {
   if (reserved_ < want) {
     if (!sizes_) make_indexes();
     sizes_->reserve(2 * want);
-    offsets_->reserve(2 * want);
+    if (offsets_) offsets_->reserve(2 * want);
     reserved_ = 2 * want;
   }
   if (nodes_.capacity() < want) nodes_.reserve(std::max(want, 2 * nodes_.capacity()));
@@ -132,7 +142,7 @@ std::uint32_t engine::new_node() {
   if (const std::size_t want = nodes_.size() + 1; reserved_ < want) {
     if (!sizes_) make_indexes();
     sizes_->reserve(2 * want);
-    offsets_->reserve(2 * want);
+    if (offsets_) offsets_->reserve(2 * want);
     reserved_ = 2 * want;
   }
   nodes_.emplace_back();
@@ -157,14 +167,14 @@ void engine::free_node(std::uint32_t n) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------
-// Free-range bookkeeping: both indexes and the counters.
+// Free-range bookkeeping: the indexes and the counters.
 
 void engine::add_free(std::uint32_t n) {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state != node_free && x.size != 0 && x.region < regions_.size());
   x.state = node_free;
   sizes_->insert(x.size, x.offset, n);
-  offsets_->insert(last_of(x.offset, x.size), 0, n);
+  if (offsets_) offsets_->insert(last_of(x.offset, x.size), 0, n);
   region_rec& r = regions_[x.region];
   r.free_bytes += x.size;
   ++r.free_ranges;
@@ -176,7 +186,7 @@ void engine::remove_free(std::uint32_t n) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state == node_free);
   sizes_->erase(x.size, x.offset);
-  offsets_->erase(last_of(x.offset, x.size), 0);
+  if (offsets_) offsets_->erase(last_of(x.offset, x.size), 0);
   region_rec& r = regions_[x.region];
   BUFPOOL_ASSERT(r.free_ranges != 0 && r.free_bytes >= x.size);
   BUFPOOL_ASSERT(free_ranges_ != 0 && free_bytes_ >= x.size);
@@ -194,7 +204,7 @@ void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexce
   sizes_->erase(x.size, x.offset);
   const offset_t old_last = last_of(x.offset, x.size);
   const offset_t new_last = last_of(offset, size);
-  if (old_last != new_last) offsets_->replace(old_last, 0, new_last, 0);
+  if (offsets_ && old_last != new_last) offsets_->replace(old_last, 0, new_last, 0);
   region_rec& r = regions_[x.region];
   r.free_bytes = r.free_bytes - x.size + size;  // modular: the result is in range
   free_bytes_ = free_bytes_ - x.size + size;
@@ -205,6 +215,7 @@ void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexce
 
 // The free node whose range contains `offset`, or no_index.
 std::uint32_t engine::find_containing(offset_t offset) const noexcept {
+  BUFPOOL_ASSERT(offsets_ || !sizes_);              // index_offsets() came first
   if (!offsets_) return no_index;                   // no range yet
   const auto e = offsets_->lower_bound(offset, 0);  // the first free range ending at or after
   if (!e || nodes_[e->node].offset > offset) return no_index;
@@ -257,6 +268,9 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
   const offset_t align = std::max(alignment, limits_.min_alignment);
   const offset_t len = std::max(size, limits_.min_size);
   const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
+  // The size index keeps maxima for the alignment levels asked for so far; a request at a
+  // new level adds it (may throw std::bad_alloc, changing nothing).
+  if (sizes_ && how.kind != strategy_kind::fixed) sizes_->keep_levels(level);
 
   if (how.kind == strategy_kind::greedy) {
     if (!sizes_) return std::unexpected(errc::out_of_memory);  // no range yet
@@ -290,6 +304,7 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     if (region == no_index) return std::unexpected(errc::out_of_range);
     const region_rec& r = regions_[region];
     if (len - 1 > last_of(r.offset, r.size) - at) return std::unexpected(errc::out_of_range);
+    if (sizes_ && !offsets_) index_offsets();
     const std::uint32_t n = find_containing(at);
     if (n == no_index || len > nodes_[n].size - (at - nodes_[n].offset))
       return std::unexpected(errc::occupied);

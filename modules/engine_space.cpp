@@ -346,7 +346,7 @@ std::expected<void, std::string> engine::validate() const {
   if (wild_count != (wild_ == no_index ? 0u : 1u)) return fail("the wilderness is lost");
 
   // Each free range has exactly one entry in each index, with its current key.
-  if ((sizes_ == nullptr) != (offsets_ == nullptr) || (sizes_ == nullptr && !nodes_.empty()))
+  if ((sizes_ == nullptr && offsets_ != nullptr) || (sizes_ == nullptr && !nodes_.empty()))
     return fail("the indexes are missing");
   std::vector<detail::bptree<true>::entry> by_size;
   if (sizes_)
@@ -354,7 +354,7 @@ std::expected<void, std::string> engine::validate() const {
   std::vector<detail::bptree<false>::entry> by_offset;
   if (offsets_)
     if (auto v = offsets_->validate(by_offset); !v) return fail("offset " + v.error());
-  if (by_size.size() != free_ranges_ || by_offset.size() != free_ranges_)
+  if (by_size.size() != free_ranges_ || (offsets_ && by_offset.size() != free_ranges_))
     return fail("the indexes do not hold exactly the free ranges");
   for (const auto& en : by_size)
     if (en.node >= nodes_.size() || nodes_[en.node].state != node_free ||

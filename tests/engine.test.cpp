@@ -1444,6 +1444,108 @@ TEST(EngineMetadata, SlabsOffsetMapAndAddressIndexTakeEveryRecordFromTheGivenRes
   EXPECT_EQ(counting.deallocations, counting.allocations);
 }
 
+// The size index keeps alignment maxima for the levels requested so far, not for every level
+// the limits allow: an engine whose requests never ask more than the granule holds the same
+// records whatever its max_alignment.
+TEST(EngineMetadata, TheSizeIndexPaysOnlyForTheAlignmentLevelsRequested) {
+  counting_resource wide;    // max_alignment 2^63: 60 levels allowed
+  counting_resource narrow;  // max_alignment 16: one level
+  bufpool::engine_limits one_level;
+  one_level.min_alignment = 16;
+  one_level.max_alignment = 16;
+  bufpool::engine e_wide(limits_u64(), &wide);
+  bufpool::engine e_narrow(one_level, &narrow);
+  for (bufpool::engine* e : {&e_wide, &e_narrow}) {
+    add_region(*e, 4 * mib);
+    std::vector<std::uint32_t> nodes;
+    for (offset_t at = 0; at < 4 * mib; at += 128)
+      nodes.push_back(e->allocate(128, 16, bufpool::optimal).value().node);
+    for (std::size_t i = 0; i < nodes.size(); i += 2) ASSERT_TRUE(e->release(nodes[i]));
+    ASSERT_TRUE(valid(*e));
+  }
+  EXPECT_EQ(e_wide.stats().free_ranges, 16384u);  // enough for inner nodes
+  EXPECT_EQ(wide.live_bytes, narrow.live_bytes);
+  // A first request at a higher level adds its levels' maxima to the index, and finds a fit.
+  const std::size_t before = wide.live_bytes;
+  const auto a = e_wide.allocate(128, 128, bufpool::optimal);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset % 128, 0u);
+  EXPECT_GT(wide.live_bytes, before);
+  EXPECT_TRUE(valid(e_wide));
+}
+
+// Only `fixed` looks free ranges up by offset: the offset index is made by the first fixed
+// request, from every free range there is, and kept up to date from then on.
+TEST(EngineMetadata, TheOffsetIndexIsMadeByTheFirstFixedRequestAndFindsEveryFreeRange) {
+  counting_resource counting;
+  bufpool::engine e(limits_u32(), &counting);
+  add_region(e, 1 * mib);
+  std::vector<bufpool::engine_allocation> all;
+  for (offset_t at = 0; at < 1 * mib; at += 256)
+    all.push_back(e.allocate(256, 16, bufpool::optimal).value());
+  for (std::size_t i = 0; i < all.size(); i += 2) ASSERT_TRUE(e.release(all[i].node));
+  ASSERT_TRUE(valid(e));
+  const std::size_t before = counting.live_bytes;
+  // Every free range is found at its offset, and a used one is reported occupied.
+  for (std::size_t i = 0; i < all.size(); i += 2) {
+    EXPECT_EQ(error_of(e.allocate(16, 16, bufpool::fixed(all[i + 1].offset))), errc::occupied);
+    const auto a = e.allocate(256, 16, bufpool::fixed(all[i].offset));
+    ASSERT_TRUE(a.has_value()) << all[i].offset;
+    if (i == 0) EXPECT_GT(counting.live_bytes, before);  // the index came with the first
+    all[i] = *a;
+  }
+  ASSERT_TRUE(valid(e));
+  // Kept up to date: releases and merges after it are found by offset too.
+  for (std::size_t i = 0; i < all.size(); i += 4) ASSERT_TRUE(e.release(all[i].node));
+  ASSERT_TRUE(e.release(all[1].node));  // merges [0, 256) and [256, 512)
+  ASSERT_TRUE(valid(e));
+  EXPECT_TRUE(e.allocate(512, 16, bufpool::fixed(0)).has_value());
+  EXPECT_TRUE(e.allocate(256, 16, bufpool::fixed(all[4].offset)).has_value());
+  EXPECT_TRUE(valid(e));
+}
+
+// optimal's best fit is exact at every alignment level, also at a level first requested after
+// the index was built (its maxima are then computed over the whole index at once).
+TEST(OptimalStrategy, AFirstRequestAtAHigherAlignmentLevelGetsTheExactBestFit) {
+  bufpool::engine e(limits_u64());
+  const std::uint32_t region = add_region(e, 8 * mib);
+  std::mt19937_64 rng(7);
+  std::vector<std::uint32_t> nodes;
+  for (;;) {
+    const auto a = e.allocate(16 * (1 + rng() % 256), 16, bufpool::optimal);
+    if (!a) break;
+    nodes.push_back(a->node);
+  }
+  for (const std::uint32_t n : nodes)
+    if (rng() % 2 == 0) ASSERT_TRUE(e.release(n));
+  ASSERT_TRUE(valid(e));
+  // The expected choice: the smallest free range (then the lowest) that holds the request.
+  const auto best_fit = [&](offset_t len, offset_t align) {
+    std::pair<offset_t, offset_t> best{u64_max, u64_max};  // (size, offset)
+    for (const auto& r : e.ranges(region)) {
+      const offset_t pad = (align - r.offset % align) % align;
+      if (!r.used && pad < r.size && r.size - pad >= len)
+        best = std::min(best, std::make_pair(r.size, r.offset));
+    }
+    return best.second == u64_max ? u64_max : best.second + (align - best.second % align) % align;
+  };
+  for (unsigned log2 = 5; log2 <= 13; ++log2) {
+    const offset_t align = offset_t{1} << log2;
+    for (const offset_t len : {offset_t{16}, offset_t{400}, offset_t{2000}, offset_t{4096}}) {
+      const offset_t expected = best_fit(len, align);
+      const auto a = e.allocate(len, align, bufpool::optimal);
+      if (expected == u64_max) {
+        EXPECT_EQ(error_of(a), errc::out_of_memory) << len << " at " << align;
+        continue;
+      }
+      ASSERT_TRUE(a.has_value()) << len << " at " << align;
+      EXPECT_EQ(a->offset, expected) << len << " at " << align;
+      ASSERT_TRUE(e.release(a->node));
+    }
+    ASSERT_TRUE(valid(e)) << "after level " << log2;
+  }
+}
+
 TEST(EngineInternalAssertDeathTest, CancelOfASpanNeverReservedAbortsAtItsCause) {
   if (!bufpool::checked_build) GTEST_SKIP() << "internal assertions are compiled out in this build";
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
