@@ -297,19 +297,18 @@ class boost_pmr_contestant final : public contestant {
   contestant_resource view_{*this};
 };
 
-// The core pool through its raw API with the `greedy` strategy (the fast one, with size
-// classes, as bufpool.pmr and bufpool.boost use), or `optimal` in a fixed pool (F: exact best
-// fit, the most a pool that cannot grow will hold), grown as bufpool.pmr grows by default
+// The core pool through its raw API with one strategy: `greedy` (the fast one, with size
+// classes, as bufpool.pmr and bufpool.boost use) or `optimal` (exact best fit, the most a pool
+// that cannot grow will hold), in a fixed pool (F) or grown as bufpool.pmr grows by default
 // (resource_options: 64 KiB first, doubling up to 8 MiB; a larger request gets its own
 // region) from a counting upstream, 4 KiB-aligned so offsets and addresses agree on
 // alignment.
 template <class Pool>
 class bufpool_contestant final : public contestant {
  public:
-  explicit bufpool_contestant(std::size_t fixed_size = 0) {
+  bufpool_contestant(bufpool::strategy how, std::size_t fixed_size) : how_(how) {
     if (fixed_size != 0) grow(fixed_size);
     fixed_ = fixed_size != 0;
-    how_ = fixed_ ? bufpool::optimal : bufpool::greedy;
   }
   ~bufpool_contestant() override {
     pool_.reset();
@@ -361,7 +360,7 @@ class bufpool_contestant final : public contestant {
   static constexpr bufpool::pmr::resource_options growth_{};
   std::size_t next_ = growth_.first_region_size;
   bool fixed_ = false;
-  bufpool::strategy how_ = bufpool::greedy;
+  bufpool::strategy how_;
   contestant_resource view_{*this};
 };
 
@@ -452,14 +451,16 @@ std::vector<contestant_info> contestants() {
   v.push_back({"boost-sync-pool", true, true, false, false, [](std::size_t) {
                  return std::make_unique<boost_pmr_contestant<bpmr::synchronized_pool_resource>>(0);
                }});
-  v.push_back(
-      {"bufpool-local", false, true, true, false, [](std::size_t fixed) {
-         return std::make_unique<bufpool_contestant<bufpool::local_buffer_pool<std::size_t>>>(
-             fixed);
-       }});
+  using local_pool = bufpool::local_buffer_pool<std::size_t>;
+  v.push_back({"bufpool-local", false, true, true, false, [](std::size_t fixed) {
+                 return std::make_unique<bufpool_contestant<local_pool>>(bufpool::greedy, fixed);
+               }});
+  v.push_back({"bufpool-local-optimal", false, true, true, false, [](std::size_t fixed) {
+                 return std::make_unique<bufpool_contestant<local_pool>>(bufpool::optimal, fixed);
+               }});
   v.push_back({"bufpool-locked", true, true, true, false, [](std::size_t fixed) {
                  return std::make_unique<bufpool_contestant<bufpool::buffer_pool<std::size_t>>>(
-                     fixed);
+                     bufpool::greedy, fixed);
                }});
   v.push_back({"bufpool-pmr", true, true, true, false, [](std::size_t fixed) {
                  return std::make_unique<bufpool_pmr_contestant>(true, fixed);
