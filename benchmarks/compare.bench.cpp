@@ -298,8 +298,9 @@ class boost_pmr_contestant final : public contestant {
 };
 
 // The core pool through its raw API with one strategy: `greedy` (the fast one, with size
-// classes, as bufpool.pmr and bufpool.boost use) or `optimal` (exact best fit, the most a pool
-// that cannot grow will hold), in a fixed pool (F) or grown as bufpool.pmr grows by default
+// classes and slabs, as bufpool.pmr and bufpool.boost use), `good_fit` (O(1) size bins, no
+// classes) or `optimal` (exact best fit), in a fixed pool (F) or grown as bufpool.pmr grows
+// by default
 // (resource_options: 64 KiB first, doubling up to 8 MiB; a larger request gets its own
 // region) from a counting upstream, 4 KiB-aligned so offsets and addresses agree on
 // alignment.
@@ -457,6 +458,9 @@ std::vector<contestant_info> contestants() {
                }});
   v.push_back({"bufpool-local-optimal", false, true, true, false, [](std::size_t fixed) {
                  return std::make_unique<bufpool_contestant<local_pool>>(bufpool::optimal, fixed);
+               }});
+  v.push_back({"bufpool-local-good", false, true, true, false, [](std::size_t fixed) {
+                 return std::make_unique<bufpool_contestant<local_pool>>(bufpool::good_fit, fixed);
                }});
   v.push_back({"bufpool-locked", true, true, true, false, [](std::size_t fixed) {
                  return std::make_unique<bufpool_contestant<bufpool::buffer_pool<std::size_t>>>(

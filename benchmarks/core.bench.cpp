@@ -100,7 +100,7 @@ const trace& trace_for(std::size_t live) {
   return *t;
 }
 
-enum class kind { optimal, greedy, fixed };
+enum class kind { optimal, greedy, good_fit, fixed };
 
 constexpr const char* name_of(kind k) {
   switch (k) {
@@ -108,6 +108,8 @@ constexpr const char* name_of(kind k) {
       return "optimal";
     case kind::greedy:
       return "greedy";
+    case kind::good_fit:
+      return "good_fit";
     case kind::fixed:
       return "fixed";
   }
@@ -120,6 +122,8 @@ constexpr bufpool::strategy strategy_of(kind k, const op& o) {
       return bufpool::optimal;
     case kind::greedy:
       return bufpool::greedy;
+    case kind::good_fit:
+      return bufpool::good_fit;
     case kind::fixed:
       return bufpool::fixed(o.offset);
   }
@@ -477,6 +481,7 @@ void add_strategy() {
 const bool registered = [] {
   add_strategy<kind::optimal>();
   add_strategy<kind::greedy>();
+  add_strategy<kind::good_fit>();
   add_strategy<kind::fixed>();
   add<malloc_fixture>("malloc/posix_memalign");
   return true;

@@ -85,16 +85,26 @@ bool session::settle_acquire(const request& q, const std::expected<placed, errc>
              "; the smallest fitting gap has ", *best, " bytes");
       break;
     }
-    case bufpool::strategy_kind::greedy: {
-      // Whether acquire() collected is not decided by the model (greedy may fail its first
-      // attempt while a gap fits): observe it, and check it is all-or-nothing.
+    case bufpool::strategy_kind::greedy:
+    case bufpool::strategy_kind::good_fit: {
+      // Whether acquire() collected is not decided by the model (greedy and good_fit may fail
+      // their first attempt while a gap fits): observe it, and check it is all-or-nothing.
       const std::size_t parked = model_.parked();
       const std::size_t releasable = model_.releasable_parked(flags_);
       const std::size_t now = pool_->stats().parked_slices;
       if (!got) {
-        expect(got.error() == errc::out_of_memory, "greedy fails only for lack of space", "got ",
-               outcome(got));
+        expect(got.error() == errc::out_of_memory,
+               "greedy and good_fit fail only for lack of space", "got ", outcome(got));
         if (parked > 0) model_.collect(flags_);
+        // good_fit's promise: a gap that holds the request, rounded up to the granule, plus
+        // the most padding its alignment may need, is always found.
+        const u64 g = options_.min_alignment;
+        const u64 rounded = len + (g - len % g) % g;
+        expect(q.how.kind != bufpool::strategy_kind::good_fit || rounded < len ||
+                   rounded > ~u64{0} - (align - g) ||
+                   !model_.best_fit(rounded + (align - g), g).has_value(),
+               "good_fit never fails while a free gap holds the request plus its padding", "size ",
+               q.size, " (len ", len, ") alignment ", align, ": got ", outcome(got));
         return false;
       }
       if (releasable > 0 && now == parked - releasable)

@@ -341,6 +341,9 @@ class input_decoder {
     q.alignment = alignment_arg();
     const std::uint8_t s = u8();
     switch (s % 8) {
+      case 3:
+        q.how = bufpool::good_fit;
+        break;
       case 4:
       case 5:
         q.how = bufpool::greedy;

@@ -187,7 +187,9 @@ class engine {
   static constexpr std::uint32_t max_cached_per_class = 64;
 
   /// Allocates room ahead for `nodes` more range records (an allocation takes at most two,
-  /// a region or a resize one), so that the calls using them cannot throw.
+  /// a region or a resize one), and makes the indexes not made yet, so that the calls using
+  /// them cannot throw; except an optimal or greedy request at a larger alignment than any
+  /// before, which adds its level to the size index.
   void reserve_nodes(std::size_t nodes);
 
   /// Offset of a live node (no check beyond bounds; for the pool's slices).
@@ -235,7 +237,8 @@ class engine {
     std::uint32_t prev = no_index;    // previous range in the same region
     std::uint32_t next = no_index;    // next range in the same region
     std::uint32_t region = no_index;  //
-    // While unused: link is the free-list link. While cached: the class list's links. While
+    // While unused: link is the free-list link. While cached: the class list's links; while
+    // free, the bin's (link the next, cprev the previous). While
     // used: set_user_word()'s word (low half in link).
     std::uint32_t link = no_index;
     std::uint32_t cprev = no_index;
@@ -289,11 +292,24 @@ class engine {
   [[nodiscard]] cache_view view_of_cache(std::uint32_t region) const noexcept;
   [[nodiscard]] bool is_free(std::uint32_t n) const noexcept;
   std::expected<engine_allocation, errc> carve(std::uint32_t n, offset_t start, offset_t size);
-  // Makes the size index and the size-class lists, with the first node (construction
+  // Makes the size bins and the size-class lists, with the first node (construction
   // allocates nothing). Strong guarantee.
   void make_indexes();
-  // Makes the offset index from the free ranges (the first fixed request). Strong guarantee.
+  // Makes the size index from the free ranges (the first optimal or greedy request), or the
+  // offset index (the first fixed request). Strong guarantee.
+  void index_sizes();
   void index_offsets();
+
+  // The size bins (engine_bins.cpp): every free range is in the bin of its size, found by
+  // two bit scans. good_fit() takes a range from the first non-empty bin whose every range
+  // holds the aligned request, else one of the first few ranges of the bin below that holds it.
+  [[nodiscard]] static unsigned bin_of(offset_t granules) noexcept;
+  [[nodiscard]] static offset_t bin_floor(unsigned bin) noexcept;
+  void bin_link(std::uint32_t n) noexcept;
+  void bin_unlink(std::uint32_t n) noexcept;
+  [[nodiscard]] std::uint32_t good_fit(offset_t len, offset_t align) const noexcept;
+  [[nodiscard]] offset_t largest_binned() const noexcept;
+  [[nodiscard]] std::expected<void, std::string> validate_bins() const;
 
   engine_limits limits_;
   std::pmr::memory_resource* metadata_;  // where every record below comes from
@@ -302,8 +318,10 @@ class engine {
 
   detail::meta_vector<node> nodes_;
   std::uint32_t free_nodes_ = no_index;
-  std::size_t reserved_ = 0;                      // index room, in entries
-  detail::meta_ptr<detail::bptree<true>> sizes_;  // free ranges by (size, offset); null at first
+  std::size_t reserved_ = 0;  // index room, in entries
+  // Free ranges by (size, offset): null until the first optimal or greedy request needs it
+  // (index_sizes), so that a pool served by good_fit alone pays for its bins only.
+  detail::meta_ptr<detail::bptree<true>> sizes_;
   // Free ranges by last offset: null until the first fixed request needs it (index_offsets).
   detail::meta_ptr<detail::bptree<false>> offsets_;
 
@@ -341,6 +359,13 @@ class engine {
     std::uint32_t count = 0;
   };
   detail::meta_vector<class_list> classes_;  // per size class (empty until make_indexes())
+
+  // The size bins: 8 per doubling of the size in granules (exact below 8 granules); a bin's
+  // free ranges are a doubly linked list through their nodes' link (next) and cprev.
+  static constexpr unsigned bin_count = 496;      // up to 2^64 granules
+  detail::meta_vector<std::uint32_t> bin_heads_;  // empty until make_indexes()
+  std::uint64_t bin_groups_ = 0;                  // bit k: bin_masks_[k] is not 0
+  std::uint8_t bin_masks_[bin_count / 8] = {};    // bit j of k: bin 8k + j is not empty
   offset_t cached_bytes_ = 0;
   std::size_t cached_ranges_ = 0;
   std::uint32_t wild_ = no_index;  // the wilderness: a free range greedy carves from the front

@@ -24,15 +24,20 @@ concept offset_integer = std::same_as<T, std::uint16_t> || std::same_as<T, std::
 
 /// How acquire() chooses a free range.
 enum class strategy_kind : std::uint8_t {
-  optimal,  ///< Exact best fit: the smallest free range that holds the aligned request.
-  greedy,   ///< Fast: a freed range of the request's size class (capacity rounded up to the
-            ///< class, at most 12.5%) reused in O(1), else the best fit among indexed free
-            ///< ranges, else the front of the wilderness (see engine). Never fails while a
-            ///< fit exists.
-  fixed,    ///< Exactly at a given offset, or fail.
+  optimal,   ///< Exact best fit: the smallest free range that holds the aligned request.
+  greedy,    ///< Fast: a freed range of the request's size class (capacity rounded up to the
+             ///< class, at most 12.5%) reused in O(1), else the best fit among indexed free
+             ///< ranges, else the front of the wilderness (see engine). Never fails while a
+             ///< fit exists.
+  fixed,     ///< Exactly at a given offset, or fail.
+  good_fit,  ///< Fast and tight, O(1): a free range from the first non-empty size bin (8 per
+             ///< doubling) whose every range holds the aligned request, else one of the first
+             ///< few ranges of the bin below that holds it; the capacity is the request's,
+             ///< rounded up to min_alignment (see engine).
 };
 
-/// An allocation strategy: `bufpool::optimal`, `bufpool::greedy` or `bufpool::fixed(offset)`.
+/// An allocation strategy: `bufpool::optimal`, `bufpool::greedy`, `bufpool::good_fit` or
+/// `bufpool::fixed(offset)`.
 struct strategy {
   strategy_kind kind = strategy_kind::optimal;  ///< Which strategy.
   std::uint64_t offset = 0;                     ///< Only for `fixed`.
@@ -44,6 +49,8 @@ struct strategy {
 inline constexpr strategy optimal{strategy_kind::optimal, 0};
 /// A good fit found fast (strategy_kind::greedy).
 inline constexpr strategy greedy{strategy_kind::greedy, 0};
+/// A good fit in O(1), without size classes (strategy_kind::good_fit).
+inline constexpr strategy good_fit{strategy_kind::good_fit, 0};
 /// A slice exactly at `offset` (which must satisfy the requested alignment).
 [[nodiscard]] constexpr strategy fixed(std::uint64_t offset) noexcept {
   return {strategy_kind::fixed, offset};

@@ -312,6 +312,8 @@ class buffer_pool {
   /// Allocates the pool's own records ahead, for `ranges` more acquisitions (slices or raw
   /// ranges, or regions), so that those calls cannot fail with std::bad_alloc: for paths
   /// that must not allocate, and for adapters that must not fail after growing the pool.
+  /// One exception: an `optimal` or `greedy` request at a larger alignment than any before
+  /// adds that alignment level to the engine's size index, which may allocate.
   /// Releases never allocate. Strong guarantee.
   void reserve_metadata(std::size_t ranges) {
     std::scoped_lock lock(mutex_);

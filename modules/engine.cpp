@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The offset engine: regions, free and used ranges linked to their physical neighbours for
-// coalescing, indexed by the B+trees of bufpool:bptree, and the size-class cache.
+// coalescing, the strategies' placements, and the size-class cache (the indexes' upkeep is
+// in engine_indexes.cpp).
 module;
 #include <algorithm>
 #include <bit>
@@ -24,11 +25,12 @@ module bufpool;
 import :bptree;
 import :range_nodes;
 
-// Every free range is one entry of the size index (ordered by (size, offset); inner nodes
-// keep the largest usable size per alignment level of each child, so the leftmost entry
-// that fits is the exact aligned best fit, found in one descent) and one entry of the
-// offset index (ordered by last offset, so fixed() finds the free range containing an
-// offset in one descent). Used and free ranges of a region are linked to their physical
+// Every free range is in its size bin (good_fit's O(1) search), and, once a strategy has
+// needed them, one entry of the size index (ordered by (size, offset); inner nodes keep the
+// largest usable size per alignment level of each child, so the leftmost entry that fits is
+// the exact aligned best fit, found in one descent) and one entry of the offset index
+// (ordered by last offset, so fixed() finds the free range containing an offset in one
+// descent). Used and free ranges of a region are linked to their physical
 // neighbours, so release coalesces in O(1) before re-indexing. A free range that is split
 // or merged keeps its node where it can, and with it its entries.
 
@@ -67,7 +69,8 @@ engine::engine(const engine_limits& limits, std::pmr::memory_resource* metadata)
       gap_sizes_(metadata_),
       spare_gaps_(metadata_),
       spare_gap_sizes_(metadata_),
-      classes_(metadata_) {
+      classes_(metadata_),
+      bin_heads_(metadata_) {
   granule_log2_ = static_cast<unsigned>(std::countr_zero(limits_.min_alignment));
   levels_ = static_cast<unsigned>(std::countr_zero(limits_.max_alignment)) - granule_log2_ + 1;
   // Classes up to 64 KiB, and at most 1/16 of the offset space; none if a class would be
@@ -91,38 +94,18 @@ engine& engine::operator=(engine&& other) noexcept {
   return *this;
 }
 
-// Nothing is indexed before the first node: the size index and class lists are made with it.
-void engine::make_indexes() {
-  detail::meta_vector<class_list> classes(metadata_);
-  if (class_limit_ != 0) classes.assign(class_index(class_limit_) + 1, class_list{});
-  auto sizes =
-      detail::make_meta<detail::bptree<true>>(metadata_, limits_.min_alignment, levels_, metadata_);
-  classes_.swap(classes);  // one resource: nothing is copied
-  sizes_ = std::move(sizes);
-}
-
-// Only `fixed` looks free ranges up by offset (coalescing follows the ranges' links): the
-// offset index is made from the free ranges when the first fixed request comes, with the room
-// the size index has, and kept up to date from then on. Strong guarantee.
-void engine::index_offsets() {
-  auto offsets =
-      detail::make_meta<detail::bptree<false>>(metadata_, limits_.min_alignment, 0u, metadata_);
-  offsets->reserve(reserved_);
-  for (std::uint32_t n = 0; n < nodes_.size(); ++n)
-    if (nodes_[n].state == node_free)
-      offsets->insert(last_of(nodes_[n].offset, nodes_[n].size), 0, n);
-  offsets_ = std::move(offsets);
-}
-
 // ---------------------------------------------------------------------------------------
 // Nodes: an index-linked free list, so steady state allocates nothing.
 
 void engine::reserve_nodes(std::size_t nodes) {
   const std::size_t want = nodes_.size() + nodes;
+  // The calls that follow must not allocate: the indexes they could make come first.
+  if (bin_heads_.empty()) make_indexes();
+  if (!sizes_) index_sizes();
+  if (!offsets_) index_offsets();
   if (reserved_ < want) {
-    if (!sizes_) make_indexes();
     sizes_->reserve(2 * want);
-    if (offsets_) offsets_->reserve(2 * want);
+    offsets_->reserve(2 * want);
     reserved_ = 2 * want;
   }
   if (nodes_.capacity() < want) nodes_.reserve(std::max(want, 2 * nodes_.capacity()));
@@ -140,8 +123,8 @@ std::uint32_t engine::new_node() {
   // release() (which may add a free range) never allocates. Room first, so a failed
   // allocation changes nothing.
   if (const std::size_t want = nodes_.size() + 1; reserved_ < want) {
-    if (!sizes_) make_indexes();
-    sizes_->reserve(2 * want);
+    if (bin_heads_.empty()) make_indexes();
+    if (sizes_) sizes_->reserve(2 * want);
     if (offsets_) offsets_->reserve(2 * want);
     reserved_ = 2 * want;
   }
@@ -166,66 +149,6 @@ void engine::free_node(std::uint32_t n) noexcept {
   free_nodes_ = n;
 }
 
-// ---------------------------------------------------------------------------------------
-// Free-range bookkeeping: the indexes and the counters.
-
-void engine::add_free(std::uint32_t n) {
-  node& x = nodes_[n];
-  BUFPOOL_ASSERT(x.state != node_free && x.size != 0 && x.region < regions_.size());
-  x.state = node_free;
-  sizes_->insert(x.size, x.offset, n);
-  if (offsets_) offsets_->insert(last_of(x.offset, x.size), 0, n);
-  region_rec& r = regions_[x.region];
-  r.free_bytes += x.size;
-  ++r.free_ranges;
-  free_bytes_ += x.size;
-  ++free_ranges_;
-}
-
-void engine::remove_free(std::uint32_t n) noexcept {
-  node& x = nodes_[n];
-  BUFPOOL_ASSERT(x.state == node_free);
-  sizes_->erase(x.size, x.offset);
-  if (offsets_) offsets_->erase(last_of(x.offset, x.size), 0);
-  region_rec& r = regions_[x.region];
-  BUFPOOL_ASSERT(r.free_ranges != 0 && r.free_bytes >= x.size);
-  BUFPOOL_ASSERT(free_ranges_ != 0 && free_bytes_ >= x.size);
-  r.free_bytes -= x.size;
-  --r.free_ranges;
-  free_bytes_ -= x.size;
-  --free_ranges_;
-}
-
-// Free node n now covers [offset, offset + size), which passes no other free range: the
-// size index moves its entry; the offset index changes only if its last offset moved.
-void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept {
-  node& x = nodes_[n];
-  BUFPOOL_ASSERT(x.state == node_free && size != 0);
-  sizes_->erase(x.size, x.offset);
-  const offset_t old_last = last_of(x.offset, x.size);
-  const offset_t new_last = last_of(offset, size);
-  if (offsets_ && old_last != new_last) offsets_->replace(old_last, 0, new_last, 0);
-  region_rec& r = regions_[x.region];
-  r.free_bytes = r.free_bytes - x.size + size;  // modular: the result is in range
-  free_bytes_ = free_bytes_ - x.size + size;
-  x.offset = offset;
-  x.size = size;
-  sizes_->insert(size, offset, n);
-}
-
-// The free node whose range contains `offset`, or no_index.
-std::uint32_t engine::find_containing(offset_t offset) const noexcept {
-  BUFPOOL_ASSERT(offsets_ || !sizes_);              // index_offsets() came first
-  if (!offsets_) return no_index;                   // no range yet
-  const auto e = offsets_->lower_bound(offset, 0);  // the first free range ending at or after
-  if (!e || nodes_[e->node].offset > offset) return no_index;
-  // The entry found names a free range that ends where its key says.
-  BUFPOOL_ASSERT(nodes_[e->node].state == node_free &&
-                 last_of(nodes_[e->node].offset, nodes_[e->node].size) == e->key);
-  return e->node;
-}
-
-// Links a new node m into n's region right before n.
 void engine::link_before(std::uint32_t m, std::uint32_t n) noexcept {
   node& x = nodes_[n];
   node& y = nodes_[m];
@@ -268,12 +191,25 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
   const offset_t align = std::max(alignment, limits_.min_alignment);
   const offset_t len = std::max(size, limits_.min_size);
   const auto level = static_cast<unsigned>(std::countr_zero(align)) - granule_log2_;
-  // The size index keeps maxima for the alignment levels asked for so far; a request at a
-  // new level adds it (may throw std::bad_alloc, changing nothing).
-  if (sizes_ && how.kind != strategy_kind::fixed) sizes_->keep_levels(level);
+  if (bin_heads_.empty()) {  // no range yet
+    if (how.kind != strategy_kind::fixed) return std::unexpected(errc::out_of_memory);
+  } else if (how.kind == strategy_kind::good_fit) {
+    std::uint32_t n = good_fit(len, align);
+    if (n == no_index && (cached_ranges_ != 0 || wild_ != no_index)) {
+      trim();
+      n = good_fit(len, align);
+    }
+    if (n == no_index) return std::unexpected(errc::out_of_memory);
+    return carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align), len);
+  } else if (how.kind != strategy_kind::fixed) {
+    // The size index, made by the first request that needs it, keeps maxima for the
+    // alignment levels asked for so far; a request at a new level adds it. Either may throw
+    // std::bad_alloc, changing nothing.
+    if (!sizes_) index_sizes();
+    sizes_->keep_levels(level);
+  }
 
   if (how.kind == strategy_kind::greedy) {
-    if (!sizes_) return std::unexpected(errc::out_of_memory);  // no range yet
     const offset_t want = len <= class_limit_ ? class_capacity(len) : len;
     if (len <= class_limit_) {  // the size-class front end
       const std::uint32_t c = classes_[class_index(want)].head;
@@ -304,7 +240,7 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     if (region == no_index) return std::unexpected(errc::out_of_range);
     const region_rec& r = regions_[region];
     if (len - 1 > last_of(r.offset, r.size) - at) return std::unexpected(errc::out_of_range);
-    if (sizes_ && !offsets_) index_offsets();
+    if (!bin_heads_.empty() && !offsets_) index_offsets();
     const std::uint32_t n = find_containing(at);
     if (n == no_index || len > nodes_[n].size - (at - nodes_[n].offset))
       return std::unexpected(errc::occupied);

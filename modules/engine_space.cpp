@@ -260,7 +260,7 @@ engine_stats engine::stats() const noexcept {
   st.free_ranges = free_ranges_ + c.ranges - c.merges;
   st.used_ranges = used_ranges_;
   st.regions = regions_.size();
-  st.largest_free = std::max(sizes_ ? sizes_->largest() : offset_t{0}, c.largest);
+  st.largest_free = std::max(sizes_ ? sizes_->largest() : largest_binned(), c.largest);
   return st;
 }
 
@@ -346,15 +346,16 @@ std::expected<void, std::string> engine::validate() const {
   if (wild_count != (wild_ == no_index ? 0u : 1u)) return fail("the wilderness is lost");
 
   // Each free range has exactly one entry in each index, with its current key.
-  if ((sizes_ == nullptr && offsets_ != nullptr) || (sizes_ == nullptr && !nodes_.empty()))
+  if (bin_heads_.empty() && (sizes_ != nullptr || offsets_ != nullptr || !nodes_.empty()))
     return fail("the indexes are missing");
+  if (auto v = validate_bins(); !v) return fail(v.error());
   std::vector<detail::bptree<true>::entry> by_size;
   if (sizes_)
     if (auto v = sizes_->validate(by_size); !v) return fail("size " + v.error());
   std::vector<detail::bptree<false>::entry> by_offset;
   if (offsets_)
     if (auto v = offsets_->validate(by_offset); !v) return fail("offset " + v.error());
-  if (by_size.size() != free_ranges_ || (offsets_ && by_offset.size() != free_ranges_))
+  if ((sizes_ && by_size.size() != free_ranges_) || (offsets_ && by_offset.size() != free_ranges_))
     return fail("the indexes do not hold exactly the free ranges");
   for (const auto& en : by_size)
     if (en.node >= nodes_.size() || nodes_[en.node].state != node_free ||

@@ -204,6 +204,52 @@ TEST(GreedyStrategy, FindsTheOnlyRangeThatHoldsTheRequest) {
   EXPECT_TRUE(valid(e));
 }
 
+TEST(GoodFitStrategy, TakesARangeFromTheFirstBinWhoseEveryRangeHoldsTheRequest) {
+  holes h;  // free: 128 B at 272, 160 B at 512, 1 KiB at 1024 (granule 16)
+  // 100 B need 7 granules: the 8-granule range is the first that every range of its bin holds.
+  auto a = h.e.allocate(100, 16, bufpool::good_fit);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, 272u);
+  EXPECT_EQ(a->capacity, 112u);  // the request rounded up to the granule: no size class
+  ASSERT_TRUE(h.e.release(a->node));
+  // 130 B need 9 granules: the 10-granule range at 512.
+  auto b = h.e.allocate(130, 16, bufpool::good_fit);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->offset, 512u);
+  ASSERT_TRUE(h.e.release(b->node));
+  // Aligned to 256, a range must hold 100 B plus up to 240 B of padding: only the 1 KiB one
+  // is sure to (the 160-byte range at 512 would do, as optimal finds; good_fit does not look).
+  auto c = h.e.allocate(100, 256, bufpool::good_fit);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->offset, 1024u);
+  EXPECT_TRUE(valid(h.e));
+}
+
+TEST(GoodFitStrategy, UsesARangeOfTheBinBelowWhenNoBinAboveHasOne) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 17 * 16);  // one free range of 17 granules, in the bin of 16 and 17
+  auto a = e.allocate(17 * 16, 16, bufpool::good_fit);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->capacity, 17u * 16);
+  EXPECT_EQ(error_of(e.allocate(1, 1, bufpool::good_fit)), errc::out_of_memory);
+  ASSERT_TRUE(e.release(a->node));
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(GoodFitStrategy, FlushesGreedysCacheAndWildernessBeforeItReportsNoSpace) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 4 * kib);
+  std::vector<std::uint32_t> nodes;
+  for (int i = 0; i < 32; ++i) nodes.push_back(e.allocate(128, 16, bufpool::greedy)->node);
+  for (const std::uint32_t n : nodes) ASSERT_TRUE(e.release(n));  // cached, not coalesced
+  ASSERT_GT(e.cached_ranges(), 0u);
+  auto a = e.allocate(4 * kib, 16, bufpool::good_fit);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, 0u);
+  EXPECT_EQ(e.cached_ranges(), 0u);
+  EXPECT_TRUE(valid(e));
+}
+
 TEST(FixedStrategy, AllocatesExactlyAtTheOffset) {
   bufpool::engine e(limits_u32());
   add_region(e, 4 * kib);
@@ -1544,6 +1590,29 @@ TEST(OptimalStrategy, AFirstRequestAtAHigherAlignmentLevelGetsTheExactBestFit) {
     }
     ASSERT_TRUE(valid(e)) << "after level " << log2;
   }
+}
+
+TEST(EngineMetadata, GoodFitStatsWithoutTheSizeIndexAndTheIndexMadeLaterFindsTheBestFit) {
+  counting_resource counting;
+  bufpool::engine e(limits_u32(), &counting);
+  add_region(e, 1 * mib);
+  std::vector<bufpool::engine_allocation> all;
+  for (offset_t size = 16; size <= 2 * kib; size += 16) {  // sizes rising, each used twice
+    all.push_back(e.allocate(size, 16, bufpool::good_fit).value());
+    all.push_back(e.allocate(16, 16, bufpool::good_fit).value());
+  }
+  for (std::size_t i = 0; i < all.size(); i += 2) ASSERT_TRUE(e.release(all[i].node));
+  ASSERT_TRUE(valid(e));
+  const auto st = e.stats();
+  EXPECT_EQ(st.free_ranges, all.size() / 2 + 1);  // the freed ones and the rest of the region
+  EXPECT_EQ(st.largest_free, 1 * mib - (all.back().offset + all.back().capacity));
+  // The first optimal request makes the size index from the bins' ranges: the exact best fit.
+  const std::size_t before = counting.live_bytes;
+  auto best = e.allocate(1000, 16, bufpool::optimal);
+  ASSERT_TRUE(best.has_value());
+  EXPECT_EQ(best->offset, all[2 * (1008 / 16 - 1)].offset);  // the 1008-byte hole
+  EXPECT_GT(counting.live_bytes, before);
+  EXPECT_TRUE(valid(e));
 }
 
 TEST(EngineInternalAssertDeathTest, CancelOfASpanNeverReservedAbortsAtItsCause) {

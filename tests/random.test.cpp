@@ -186,12 +186,45 @@ class differential {
     const u64 size = random_size();
     const u64 alignment = random_alignment();
     const unsigned roll = static_cast<unsigned>(below(100));
-    if (roll < 40)
+    if (roll < 30)
       allocate_best(size, alignment, bufpool::optimal);
-    else if (roll < 75)
+    else if (roll < 60)
       allocate_best(size, alignment, bufpool::greedy);
+    else if (roll < 80)
+      allocate_good(size, alignment);
     else
       allocate_fixed(size, alignment);
+  }
+
+  // good_fit: succeeds whenever a free range holds the request rounded up to the granule
+  // plus the largest padding its alignment may need; lands inside a free range, aligned,
+  // with the request's capacity (plus a tail too small to stand alone).
+  void allocate_good(u64 size, u64 alignment) {
+    const u64 len = std::max(size, w_.limits.min_size);
+    const u64 align = std::max(alignment, granule());
+    const u64 rounded = (len + granule() - 1) / granule() * granule();
+    const bool promised = rounded >= len && rounded <= ~u64{0} - (align - granule()) &&
+                          m_.best_fit(rounded + (align - granule()), granule()).has_value();
+    const auto got = e_.allocate(size, alignment, bufpool::good_fit);
+    if (!got) {
+      EXPECT_EQ(got.error(), errc::out_of_memory) << where() << ": good_fit size " << size;
+      EXPECT_FALSE(promised) << where() << ": good_fit size " << size << " alignment " << alignment
+                             << " failed while a free range holds it padded";
+      ++failures_;
+      return;
+    }
+    const auto range = m_.free_range_at(got->offset);
+    ASSERT_TRUE(range.has_value())
+        << where() << ": offset " << got->offset << " is not in a free range of the model";
+    model_placement p = *range;
+    ASSERT_LE(got->capacity, p.range_size - (got->offset - p.range_offset))
+        << where() << ": good_fit range at " << got->offset << " capacity " << got->capacity
+        << " passes the end of free range " << p.range_offset;
+    ASSERT_TRUE(got->capacity >= len && got->capacity < rounded + granule())
+        << where() << ": good_fit size " << size << " got capacity " << got->capacity;
+    p.start = got->offset;
+    p.capacity = got->capacity;
+    accept(*got, p, align);
   }
 
   // optimal and greedy: the model's exact best fit decides success (greedy falls back from

@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: MIT
+// The engine's indexes of free ranges: the size bins that always hold them (two-level bitmaps
+// over 8 bins per doubling) with good_fit, the O(1) placement that searches them, and the
+// upkeep of the B+trees made when a strategy first needs them.
+module;
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <expected>
+#include <memory>
+#include <memory_resource>
+#include <source_location>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "internal_assert.hpp"
+module bufpool;
+
+import :bptree;
+import :range_nodes;
+
+namespace bufpool {
+
+namespace {
+// How many ranges of the bin just below the guaranteed ones good_fit looks at: a bounded
+// search (no scan of a whole bin on any path) that finds a range holding the request when
+// no bin above has one, so a pool is not reported full while such a range is at hand.
+constexpr unsigned near_bin_tries = 8;
+}  // namespace
+
+// Nothing is indexed before the first node: the bins and class lists are made with it.
+void engine::make_indexes() {
+  detail::meta_vector<class_list> classes(metadata_);
+  if (class_limit_ != 0) classes.assign(class_index(class_limit_) + 1, class_list{});
+  detail::meta_vector<std::uint32_t> bins(metadata_);
+  bins.assign(bin_count, no_index);
+  classes_.swap(classes);  // one resource: nothing is copied
+  bin_heads_.swap(bins);
+}
+
+// The best-fit descent of optimal and greedy needs the size index: it is made from the free
+// ranges when the first such request comes, with the room reserved for every node, and kept
+// up to date from then on. Strong guarantee.
+void engine::index_sizes() {
+  auto sizes =
+      detail::make_meta<detail::bptree<true>>(metadata_, limits_.min_alignment, levels_, metadata_);
+  sizes->reserve(reserved_);
+  for (std::uint32_t n = 0; n < nodes_.size(); ++n)
+    if (nodes_[n].state == node_free) sizes->insert(nodes_[n].size, nodes_[n].offset, n);
+  sizes_ = std::move(sizes);
+}
+
+// Only `fixed` looks free ranges up by offset (coalescing follows the ranges' links): the
+// offset index is made from the free ranges when the first fixed request comes, with the room
+// the size index has, and kept up to date from then on. Strong guarantee.
+void engine::index_offsets() {
+  auto offsets =
+      detail::make_meta<detail::bptree<false>>(metadata_, limits_.min_alignment, 0u, metadata_);
+  offsets->reserve(reserved_);
+  for (std::uint32_t n = 0; n < nodes_.size(); ++n)
+    if (nodes_[n].state == node_free)
+      offsets->insert(last_of(nodes_[n].offset, nodes_[n].size), 0, n);
+  offsets_ = std::move(offsets);
+}
+
+// ---------------------------------------------------------------------------------------
+// Free-range bookkeeping: the indexes and the counters.
+
+void engine::add_free(std::uint32_t n) {
+  node& x = nodes_[n];
+  BUFPOOL_ASSERT(x.state != node_free && x.size != 0 && x.region < regions_.size());
+  x.state = node_free;
+  bin_link(n);
+  if (sizes_) sizes_->insert(x.size, x.offset, n);
+  if (offsets_) offsets_->insert(last_of(x.offset, x.size), 0, n);
+  region_rec& r = regions_[x.region];
+  r.free_bytes += x.size;
+  ++r.free_ranges;
+  free_bytes_ += x.size;
+  ++free_ranges_;
+}
+
+void engine::remove_free(std::uint32_t n) noexcept {
+  node& x = nodes_[n];
+  BUFPOOL_ASSERT(x.state == node_free);
+  bin_unlink(n);
+  if (sizes_) sizes_->erase(x.size, x.offset);
+  if (offsets_) offsets_->erase(last_of(x.offset, x.size), 0);
+  region_rec& r = regions_[x.region];
+  BUFPOOL_ASSERT(r.free_ranges != 0 && r.free_bytes >= x.size);
+  BUFPOOL_ASSERT(free_ranges_ != 0 && free_bytes_ >= x.size);
+  r.free_bytes -= x.size;
+  --r.free_ranges;
+  free_bytes_ -= x.size;
+  --free_ranges_;
+}
+
+// Free node n now covers [offset, offset + size), which passes no other free range: the
+// size index moves its entry; the offset index changes only if its last offset moved.
+void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept {
+  node& x = nodes_[n];
+  BUFPOOL_ASSERT(x.state == node_free && size != 0);
+  const bool rebin = bin_of(x.size >> granule_log2_) != bin_of(size >> granule_log2_);
+  if (rebin) bin_unlink(n);
+  if (sizes_) sizes_->erase(x.size, x.offset);
+  const offset_t old_last = last_of(x.offset, x.size);
+  const offset_t new_last = last_of(offset, size);
+  if (offsets_ && old_last != new_last) offsets_->replace(old_last, 0, new_last, 0);
+  region_rec& r = regions_[x.region];
+  r.free_bytes = r.free_bytes - x.size + size;  // modular: the result is in range
+  free_bytes_ = free_bytes_ - x.size + size;
+  x.offset = offset;
+  x.size = size;
+  if (rebin) bin_link(n);
+  if (sizes_) sizes_->insert(size, offset, n);
+}
+
+// The free node whose range contains `offset`, or no_index.
+std::uint32_t engine::find_containing(offset_t offset) const noexcept {
+  BUFPOOL_ASSERT(offsets_ || bin_heads_.empty());   // index_offsets() came first
+  if (!offsets_) return no_index;                   // no range yet
+  const auto e = offsets_->lower_bound(offset, 0);  // the first free range ending at or after
+  if (!e || nodes_[e->node].offset > offset) return no_index;
+  // The entry found names a free range that ends where its key says.
+  BUFPOOL_ASSERT(nodes_[e->node].state == node_free &&
+                 last_of(nodes_[e->node].offset, nodes_[e->node].size) == e->key);
+  return e->node;
+}
+
+// Links a new node m into n's region right before n.
+// ---------------------------------------------------------------------------------------
+// The size bins.
+
+// A size of g granules is in bin g below 8, else in bin 8 * (e - 2) + m, where e is the
+// position of g's top bit and m the 3 bits below it: bin b holds the sizes from
+// bin_floor(b) up to bin_floor(b + 1) - 1 granules.
+unsigned engine::bin_of(offset_t granules) noexcept {
+  if (granules < 8) return static_cast<unsigned>(granules);
+  const auto e = static_cast<unsigned>(std::bit_width(granules)) - 1;
+  return 8 * (e - 2) + static_cast<unsigned>((granules >> (e - 3)) & 7);
+}
+
+offset_t engine::bin_floor(unsigned bin) noexcept {
+  if (bin < 8) return bin;
+  const unsigned e = bin / 8 + 2;
+  return (offset_t{8} + (bin & 7)) << (e - 3);
+}
+
+void engine::bin_link(std::uint32_t n) noexcept {
+  node& x = nodes_[n];
+  const unsigned b = bin_of(x.size >> granule_log2_);
+  x.cprev = no_index;
+  x.link = bin_heads_[b];
+  if (x.link != no_index) nodes_[x.link].cprev = n;
+  bin_heads_[b] = n;
+  bin_masks_[b / 8] = static_cast<std::uint8_t>(bin_masks_[b / 8] | 1U << (b % 8));
+  bin_groups_ |= std::uint64_t{1} << (b / 8);
+}
+
+void engine::bin_unlink(std::uint32_t n) noexcept {
+  node& x = nodes_[n];
+  const unsigned b = bin_of(x.size >> granule_log2_);
+  BUFPOOL_ASSERT(x.cprev != no_index ? nodes_[x.cprev].link == n : bin_heads_[b] == n);
+  if (x.cprev != no_index)
+    nodes_[x.cprev].link = x.link;
+  else
+    bin_heads_[b] = x.link;
+  if (x.link != no_index) nodes_[x.link].cprev = x.cprev;
+  x.link = x.cprev = no_index;
+  if (bin_heads_[b] == no_index) {
+    bin_masks_[b / 8] = static_cast<std::uint8_t>(bin_masks_[b / 8] & ~(1U << (b % 8)));
+    if (bin_masks_[b / 8] == 0) bin_groups_ &= ~(std::uint64_t{1} << (b / 8));
+  }
+}
+
+// The first range of the first non-empty bin whose every range holds `len` bytes at `align`
+// wherever it starts (its size covers the request plus the largest padding, align - granule),
+// else the first of a few ranges of the bin below that holds it. O(1).
+std::uint32_t engine::good_fit(offset_t len, offset_t align) const noexcept {
+  if (bin_heads_.empty()) return no_index;  // no range yet
+  const offset_t g = limits_.min_alignment;
+  const offset_t pad = align - g;  // the most a granule-aligned start needs
+  const offset_t most = ~offset_t{0} >> granule_log2_;
+  const offset_t len_g = (len >> granule_log2_) + ((len & (g - 1)) != 0);
+  const offset_t need_g = len_g + (pad >> granule_log2_);
+  if (need_g <= most) {
+    unsigned b = bin_of(need_g);
+    const unsigned below = b;
+    if (bin_floor(b) < need_g) ++b;  // the bins from b on hold need_g granules or more
+    if (b < bin_count) {
+      unsigned k = b / 8;
+      unsigned mask = bin_masks_[k] & (0xffU << (b % 8));
+      if (mask == 0 && k + 1 < 64) {
+        const std::uint64_t groups = bin_groups_ & (~std::uint64_t{0} << (k + 1));
+        if (groups != 0) {
+          k = static_cast<unsigned>(std::countr_zero(groups));
+          mask = bin_masks_[k];
+        }
+      }
+      if (mask != 0) return bin_heads_[8 * k + static_cast<unsigned>(std::countr_zero(mask))];
+    }
+    b = below;
+    if (b < bin_count) {
+      unsigned tries = 0;
+      for (std::uint32_t n = bin_heads_[b]; n != no_index && tries < near_bin_tries;
+           n = nodes_[n].link, ++tries) {
+        const node& x = nodes_[n];
+        const offset_t lead = pad_to(x.offset, align);
+        if (lead < x.size && x.size - lead >= len) return n;
+      }
+    }
+  }
+  return no_index;
+}
+
+// The size of the largest free range in the bins: the largest in the highest non-empty bin.
+// O(ranges of that bin).
+offset_t engine::largest_binned() const noexcept {
+  if (bin_groups_ == 0) return 0;
+  const auto k = static_cast<unsigned>(std::bit_width(bin_groups_)) - 1;
+  const auto b = 8 * k + static_cast<unsigned>(std::bit_width(unsigned{bin_masks_[k]})) - 1;
+  offset_t largest = 0;
+  for (std::uint32_t n = bin_heads_[b]; n != no_index; n = nodes_[n].link)
+    largest = std::max(largest, nodes_[n].size);
+  return largest;
+}
+
+// Every free range is in its bin once, the lists are well linked and the bitmaps say which
+// bins are not empty. O(free ranges + bins).
+std::expected<void, std::string> engine::validate_bins() const {
+  auto fail = [](const char* what) { return std::unexpected(std::string(what)); };
+  if (bin_heads_.empty()) {
+    if (free_ranges_ != 0 || bin_groups_ != 0) return fail("bins: free ranges without bins");
+    return {};
+  }
+  std::size_t listed = 0;
+  for (unsigned b = 0; b < bin_count; ++b) {
+    const bool marked = (bin_masks_[b / 8] >> (b % 8) & 1U) != 0;
+    if (marked != (bin_heads_[b] != no_index)) return fail("bins: bitmap wrong");
+    for (std::uint32_t n = bin_heads_[b], before = no_index; n != no_index;
+         before = n, n = nodes_[n].link) {
+      if (n >= nodes_.size() || nodes_[n].state != node_free || nodes_[n].cprev != before)
+        return fail("bins: broken list");
+      if (bin_of(nodes_[n].size >> granule_log2_) != b) return fail("bins: range in the wrong bin");
+      if (++listed > free_ranges_) return fail("bins: a list loops or holds too many");
+    }
+  }
+  for (unsigned k = 0; k < bin_count / 8; ++k)
+    if (((bin_groups_ >> k & 1U) != 0) != (bin_masks_[k] != 0)) return fail("bins: groups wrong");
+  if (listed != free_ranges_) return fail("bins: a free range is in no bin");
+  return {};
+}
+
+}  // namespace bufpool
