@@ -1139,7 +1139,7 @@ TEST(PoolResource, OverAUserPoolAllocatesInsideItAndNeverGrowsIt) {
   expect_valid(r);
 }
 
-TEST(PoolResource, OverAUserPoolOptimalPacksExactlyAndGreedyRoundsToItsClass) {
+TEST(PoolResource, OverAUserPoolOptimalAndGoodFitPackToTheGranuleAndGreedyRoundsToItsClass) {
   user_pool u(1 << 16);
   pool_resource fast(u.pool);  // greedy: 1000 bytes take their size class, 1024
   void* a = fast.allocate(1000, 8);
@@ -1147,6 +1147,10 @@ TEST(PoolResource, OverAUserPoolOptimalPacksExactlyAndGreedyRoundsToItsClass) {
   pool_resource tight(u.pool, bufpool::optimal);  // exact best fit: 1008 (the granule)
   void* b = tight.allocate(1000, 8);
   EXPECT_EQ(u.pool.stats().used_bytes, 1024u + 1008u);
+  pool_resource good(u.pool, bufpool::good_fit);  // O(1) bins, no size class: 1008 too
+  void* c = good.allocate(1000, 8);
+  EXPECT_EQ(u.pool.stats().used_bytes, 1024u + 2 * 1008u);
+  good.deallocate(c, 1000, 8);
   tight.deallocate(b, 1000, 8);
   fast.deallocate(a, 1000, 8);
   EXPECT_EQ(u.pool.stats().used_bytes, 0u);
@@ -1158,7 +1162,7 @@ TEST(PoolResource, OverAUserPoolAFixedStrategyIsAViolationAndGreedyIsUsed) {
   user_pool u(1 << 16);
   pool_resource r(u.pool, bufpool::fixed(0));
   EXPECT_EQ(g_violations, 1);
-  EXPECT_NE(g_last_violation.find("greedy or optimal"), std::string::npos);
+  EXPECT_NE(g_last_violation.find("greedy, good_fit or optimal"), std::string::npos);
   void* a = r.allocate(64, 8);
   void* b = r.allocate(64, 8);  // fixed(0) would have failed: greedy was used
   r.deallocate(a, 64, 8);

@@ -131,19 +131,21 @@ class pool_resource : public std::pmr::memory_resource {
       : pool_resource(options, upstream, nullptr, 0) {}
 
   /// Over a pool the user owns (see the class notes): never grows it, never calls upstream.
-  /// `how` is the strategy of its acquisitions: `greedy` (size classes, the fastest) or
-  /// `optimal` (exact best fit, the most a pool that cannot grow will hold); `fixed(...)`
-  /// is a contract violation (greedy is used if the handler returns).
+  /// `how` is the strategy of its acquisitions: `greedy` (size classes, the fastest),
+  /// `good_fit` (O(1) size bins, close to optimal's utilization) or `optimal` (exact best
+  /// fit, the most a pool that cannot grow will hold); `fixed(...)` is a contract violation
+  /// (greedy is used if the handler returns).
   template <borrowable_pool Pool>
   explicit pool_resource(Pool& pool, strategy how = bufpool::greedy)
       : upstream_(std::pmr::null_memory_resource()),
         options_{0, 1.0, 0, !std::same_as<typename Pool::mutex_type, bufpool::null_mutex>} {
     backend_ = make_backend<detail::borrowed_backend<Pool>>(
-        pool, bufpool::detail::expects(
-                  how.kind != strategy_kind::fixed,
-                  "pool_resource over a user's pool: the strategy must be greedy or optimal")
-                  ? how
-                  : bufpool::greedy);
+        pool,
+        bufpool::detail::expects(
+            how.kind != strategy_kind::fixed,
+            "pool_resource over a user's pool: the strategy must be greedy, good_fit or optimal")
+            ? how
+            : bufpool::greedy);
   }
 
   pool_resource(const pool_resource&) = delete;
