@@ -262,7 +262,7 @@ class engine {
   void link_before(std::uint32_t m, std::uint32_t n) noexcept;
   void unlink(std::uint32_t m) noexcept;
 
-  // Free-range bookkeeping: both indexes and the counters.
+  // Free-range bookkeeping: the indexes and the counters.
   void add_free(std::uint32_t n);
   void remove_free(std::uint32_t n) noexcept;
   void resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept;
