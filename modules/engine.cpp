@@ -149,6 +149,7 @@ void engine::free_node(std::uint32_t n) noexcept {
   free_nodes_ = n;
 }
 
+// Links a new node m into n's region right before n.
 void engine::link_before(std::uint32_t m, std::uint32_t n) noexcept {
   node& x = nodes_[n];
   node& y = nodes_[m];

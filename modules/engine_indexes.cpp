@@ -130,7 +130,6 @@ std::uint32_t engine::find_containing(offset_t offset) const noexcept {
   return e->node;
 }
 
-// Links a new node m into n's region right before n.
 // ---------------------------------------------------------------------------------------
 // The size bins.
 
