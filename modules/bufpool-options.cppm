@@ -47,7 +47,7 @@ struct strategy {
 
 /// Exact best fit (strategy_kind::optimal); the default of acquire().
 inline constexpr strategy optimal{strategy_kind::optimal, 0};
-/// A good fit found fast (strategy_kind::greedy).
+/// Size classes and slabs, the fastest (strategy_kind::greedy).
 inline constexpr strategy greedy{strategy_kind::greedy, 0};
 /// A good fit in O(1), without size classes (strategy_kind::good_fit).
 inline constexpr strategy good_fit{strategy_kind::good_fit, 0};
