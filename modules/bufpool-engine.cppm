@@ -5,19 +5,24 @@ module;
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <expected>
 #include <map>
 #include <memory>
 #include <memory_resource>
 #include <optional>
 #include <set>
+#include <source_location>
 #include <string>
 #include <vector>
+
+#include "internal_assert.hpp"
 export module bufpool:engine;
 // Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
 // interface unit is the library's interface.
 #pragma GCC visibility push(default)
 
+import :contracts;
 import :errors;
 import :metadata;
 import :options;
@@ -200,15 +205,28 @@ class engine {
   [[nodiscard]] bool is_live(std::uint32_t node) const noexcept;
 
   /// Keeps a word of the caller's with live range `node` until it is released; the engine
-  /// gives it no meaning. O(1).
-  void set_user_word(std::uint32_t node, std::uint64_t word) noexcept;
+  /// gives it no meaning. O(1). Inline, as the three below: a raw range's every acquire and
+  /// release uses them.
+  inline void set_user_word(std::uint32_t node, std::uint64_t word) noexcept {
+    BUFPOOL_ASSERT(is_live(node));
+    // The links a range needs only while free or cached hold the word while it is used.
+    nodes_[node].link = static_cast<std::uint32_t>(word);
+    nodes_[node].cprev = static_cast<std::uint32_t>(word >> 32);
+  }
   /// The word set_user_word() last gave live range `node`.
-  [[nodiscard]] std::uint64_t user_word(std::uint32_t node) const noexcept;
+  [[nodiscard]] inline std::uint64_t user_word(std::uint32_t node) const noexcept {
+    return std::uint64_t{nodes_[node].link} | std::uint64_t{nodes_[node].cprev} << 32;
+  }
   /// Keeps bits of the caller's with live range `node`, shown by ranges(); a range starts
   /// with none (0). The engine gives them no meaning. O(1).
-  void set_user_bits(std::uint32_t node, std::uint8_t bits) noexcept;
+  inline void set_user_bits(std::uint32_t node, std::uint8_t bits) noexcept {
+    BUFPOOL_ASSERT(is_live(node));
+    nodes_[node].user_bits = bits;
+  }
   /// The bits set_user_bits() last gave live range `node` (0 if none).
-  [[nodiscard]] std::uint8_t user_bits(std::uint32_t node) const noexcept;
+  [[nodiscard]] inline std::uint8_t user_bits(std::uint32_t node) const noexcept {
+    return nodes_[node].user_bits;
+  }
   /// Spans reserved by begin_expand and neither initialized nor cancelled, in offset
   /// order, as (offset, size). O(R + g).
   [[nodiscard]] std::vector<std::pair<offset_t, offset_t>> pending_spans() const;
@@ -305,8 +323,9 @@ class engine {
   // holds the aligned request, else one of the first few ranges of the bin below that holds it.
   [[nodiscard]] static unsigned bin_of(offset_t granules) noexcept;
   [[nodiscard]] static offset_t bin_floor(unsigned bin) noexcept;
-  void bin_link(std::uint32_t n) noexcept;
-  void bin_unlink(std::uint32_t n) noexcept;
+  // Links or unlinks free node n in bin b, the bin of its size.
+  void bin_link(std::uint32_t n, unsigned b) noexcept;
+  void bin_unlink(std::uint32_t n, unsigned b) noexcept;
   [[nodiscard]] std::uint32_t good_fit(offset_t len, offset_t align) const noexcept;
   [[nodiscard]] offset_t largest_binned() const noexcept;
   [[nodiscard]] std::expected<void, std::string> validate_bins() const;

@@ -612,27 +612,4 @@ bool engine::is_live(std::uint32_t n) const noexcept {
   return n < nodes_.size() && nodes_[n].state == node_used;
 }
 
-// ---------------------------------------------------------------------------------------
-// What the caller keeps with a live range: links the engine needs only while a range is free
-// or cached hold the word while it is used.
-
-void engine::set_user_word(std::uint32_t n, std::uint64_t word) noexcept {
-  BUFPOOL_ASSERT(nodes_[n].state == node_used);
-  nodes_[n].link = static_cast<std::uint32_t>(word);
-  nodes_[n].cprev = static_cast<std::uint32_t>(word >> 32);
-}
-
-std::uint64_t engine::user_word(std::uint32_t n) const noexcept {
-  return std::uint64_t{nodes_[n].link} | std::uint64_t{nodes_[n].cprev} << 32;
-}
-
-void engine::set_user_bits(std::uint32_t n, std::uint8_t bits) noexcept {
-  BUFPOOL_ASSERT(nodes_[n].state == node_used);
-  nodes_[n].user_bits = bits;
-}
-
-std::uint8_t engine::user_bits(std::uint32_t n) const noexcept {
-  return nodes_[n].user_bits;
-}
-
 }  // namespace bufpool

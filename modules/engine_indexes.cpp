@@ -73,7 +73,7 @@ void engine::add_free(std::uint32_t n) {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state != node_free && x.size != 0 && x.region < regions_.size());
   x.state = node_free;
-  bin_link(n);
+  bin_link(n, bin_of(x.size >> granule_log2_));
   if (sizes_) sizes_->insert(x.size, x.offset, n);
   if (offsets_) offsets_->insert(last_of(x.offset, x.size), 0, n);
   region_rec& r = regions_[x.region];
@@ -86,7 +86,7 @@ void engine::add_free(std::uint32_t n) {
 void engine::remove_free(std::uint32_t n) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state == node_free);
-  bin_unlink(n);
+  bin_unlink(n, bin_of(x.size >> granule_log2_));
   if (sizes_) sizes_->erase(x.size, x.offset);
   if (offsets_) offsets_->erase(last_of(x.offset, x.size), 0);
   region_rec& r = regions_[x.region];
@@ -103,8 +103,9 @@ void engine::remove_free(std::uint32_t n) noexcept {
 void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state == node_free && size != 0);
-  const bool rebin = bin_of(x.size >> granule_log2_) != bin_of(size >> granule_log2_);
-  if (rebin) bin_unlink(n);
+  const unsigned old_bin = bin_of(x.size >> granule_log2_);
+  const unsigned new_bin = bin_of(size >> granule_log2_);
+  if (old_bin != new_bin) bin_unlink(n, old_bin);
   if (sizes_) sizes_->erase(x.size, x.offset);
   const offset_t old_last = last_of(x.offset, x.size);
   const offset_t new_last = last_of(offset, size);
@@ -114,7 +115,7 @@ void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexce
   free_bytes_ = free_bytes_ - x.size + size;
   x.offset = offset;
   x.size = size;
-  if (rebin) bin_link(n);
+  if (old_bin != new_bin) bin_link(n, new_bin);
   if (sizes_) sizes_->insert(size, offset, n);
 }
 
@@ -138,7 +139,8 @@ std::uint32_t engine::find_containing(offset_t offset) const noexcept {
 // bin_floor(b) up to bin_floor(b + 1) - 1 granules.
 unsigned engine::bin_of(offset_t granules) noexcept {
   if (granules < 8) return static_cast<unsigned>(granules);
-  const auto e = static_cast<unsigned>(std::bit_width(granules)) - 1;
+  // Not std::bit_width: granules is not 0, and without -mlzcnt its test for 0 is a branch.
+  const auto e = 63U - static_cast<unsigned>(__builtin_clzll(granules));
   return 8 * (e - 2) + static_cast<unsigned>((granules >> (e - 3)) & 7);
 }
 
@@ -148,9 +150,9 @@ offset_t engine::bin_floor(unsigned bin) noexcept {
   return (offset_t{8} + (bin & 7)) << (e - 3);
 }
 
-void engine::bin_link(std::uint32_t n) noexcept {
+void engine::bin_link(std::uint32_t n, unsigned b) noexcept {
   node& x = nodes_[n];
-  const unsigned b = bin_of(x.size >> granule_log2_);
+  BUFPOOL_ASSERT(b == bin_of(x.size >> granule_log2_));
   x.cprev = no_index;
   x.link = bin_heads_[b];
   if (x.link != no_index) nodes_[x.link].cprev = n;
@@ -159,9 +161,9 @@ void engine::bin_link(std::uint32_t n) noexcept {
   bin_groups_ |= std::uint64_t{1} << (b / 8);
 }
 
-void engine::bin_unlink(std::uint32_t n) noexcept {
+void engine::bin_unlink(std::uint32_t n, unsigned b) noexcept {
   node& x = nodes_[n];
-  const unsigned b = bin_of(x.size >> granule_log2_);
+  BUFPOOL_ASSERT(b == bin_of(x.size >> granule_log2_));
   BUFPOOL_ASSERT(x.cprev != no_index ? nodes_[x.cprev].link == n : bin_heads_[b] == n);
   if (x.cprev != no_index)
     nodes_[x.cprev].link = x.link;
@@ -195,11 +197,11 @@ std::uint32_t engine::good_fit(offset_t len, offset_t align) const noexcept {
       if (mask == 0 && k + 1 < 64) {
         const std::uint64_t groups = bin_groups_ & (~std::uint64_t{0} << (k + 1));
         if (groups != 0) {
-          k = static_cast<unsigned>(std::countr_zero(groups));
+          k = static_cast<unsigned>(__builtin_ctzll(groups));  // not 0: no test for it
           mask = bin_masks_[k];
         }
       }
-      if (mask != 0) return bin_heads_[8 * k + static_cast<unsigned>(std::countr_zero(mask))];
+      if (mask != 0) return bin_heads_[8 * k + static_cast<unsigned>(__builtin_ctz(mask))];
     }
     b = below;
     if (b < bin_count) {
