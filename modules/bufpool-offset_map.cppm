@@ -32,8 +32,31 @@ class offset_map {
   /// Room for `n` more entries, so that inserting them cannot throw.
   void reserve(std::size_t n);
   /// The node of `key`, or no_index.
-  [[nodiscard]] std::uint32_t find(std::uint64_t key) const noexcept;
-  bool erase(std::uint64_t key) noexcept;
+  [[nodiscard]] std::uint32_t find(std::uint64_t key) const noexcept {
+    const std::size_t c = find_cell(key);
+    return c == no_cell ? no_index : cells_[c].node;
+  }
+  bool erase(std::uint64_t key) noexcept {
+    const std::size_t c = find_cell(key);
+    if (c == no_cell) return false;
+    erase_cell(c);
+    return true;
+  }
+  /// The cell that holds `key`, or no_cell: for a lookup followed by an erase (node_at(),
+  /// then erase_cell()) with one probe. A cell stays valid until the map next changes.
+  static constexpr std::size_t no_cell = ~std::size_t{0};
+  [[nodiscard]] inline std::size_t find_cell(std::uint64_t key) const noexcept {
+    if (cells_.empty()) return no_cell;
+    // A free cell ends every probe: the load stays at most one half.
+    for (std::size_t i = home(key);; i = (i + 1) & (cells_.size() - 1)) {
+      if (cells_[i].node == no_index) return no_cell;
+      if (cells_[i].key == key) return i;
+    }
+  }
+  [[nodiscard]] inline std::uint32_t node_at(std::size_t cell) const noexcept {
+    return cells_[cell].node;
+  }
+  void erase_cell(std::size_t cell) noexcept;
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   template <class F>
   void for_each(F&& f) const {
@@ -45,8 +68,16 @@ class offset_map {
   struct cell {
     std::uint64_t key = 0;
     std::uint32_t node = no_index;
+    std::uint32_t home = 0;  // home(key), kept so that erasing does not hash the cells it moves
   };
-  [[nodiscard]] std::size_t home(std::uint64_t key) const noexcept;
+  // A 64-bit mix (the finalizer of MurmurHash3): offsets are multiples of the alignment, so
+  // their low bits alone would crowd a few cells.
+  [[nodiscard]] inline std::size_t home(std::uint64_t key) const noexcept {
+    key ^= key >> 33;
+    key *= 0xff51afd7ed558ccdULL;
+    key ^= key >> 33;
+    return static_cast<std::size_t>(key) & (cells_.size() - 1);
+  }
   void grow();
   meta_vector<cell> cells_;  // size a power of two
   std::size_t count_ = 0;

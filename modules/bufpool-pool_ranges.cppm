@@ -34,9 +34,8 @@ import :types;
 namespace bufpool {
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
-inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_range(std::uint64_t size,
-                                                                  std::uint64_t alignment,
-                                                                  strategy how, bool raw)
+[[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_range(
+    std::uint64_t size, std::uint64_t alignment, strategy how, bool raw)
     -> std::expected<range, errc> {
   for (unsigned way = 0;;) {
     {
@@ -251,8 +250,9 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 [[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_range_locked(
     std::uint64_t offset, const raw_request* request, const detail::release_rules& rules) noexcept
     -> std::optional<bool> {
-  const std::uint32_t node = raw_.find(offset);
-  if (node == no_index) return std::nullopt;
+  const std::size_t cell = raw_.find_cell(offset);
+  if (cell == detail::offset_map::no_cell) return std::nullopt;
+  const std::uint32_t node = raw_.node_at(cell);
   if (request != nullptr) {
     if (!detail::expects(request->size == engine_.user_word(node), rules.wrong_size)) return false;
     if (!detail::expects(request->alignment ==
@@ -260,7 +260,7 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
                          rules.wrong_alignment))
       return false;
   }
-  raw_.erase(offset);
+  raw_.erase_cell(cell);
   release_locked(node);
   return true;
 }

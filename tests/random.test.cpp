@@ -11,6 +11,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -569,3 +570,47 @@ TEST(RandomDifferential, ByteGranuleWithMinSizeMatchesTheModel) {
 }
 
 }  // namespace
+
+// The pool's offset map (open addressing, backward-shift erase) against std::unordered_map:
+// keys drawn from a small set of multiples of 4 KiB, so that probe runs are long and every
+// erase moves cells; lookups, erases by key and by cell, and growth are all checked.
+TEST(RandomDifferential, OffsetMapFindsEveryKeyAfterAnyMixOfInsertsAndErases) {
+  const u64 seed = base_seed() + 77;
+  SCOPED_TRACE("BUFPOOL_SEED=" + std::to_string(seed - 77));
+  std::mt19937_64 rng(seed);
+  bufpool::detail::offset_map map;
+  std::unordered_map<u64, std::uint32_t> model;
+  const auto steps = static_cast<std::size_t>(200'000 * scale());
+  for (std::size_t step = 0; step < steps; ++step) {
+    const u64 key = (rng() % 3000) * 4 * kib;
+    const auto it = model.find(key);
+    switch (rng() % 4) {
+      case 0:
+      case 1:
+        if (it == model.end()) {
+          const auto node = static_cast<std::uint32_t>(rng() % 1'000'000);
+          map.insert(key, node);
+          model.emplace(key, node);
+        }
+        break;
+      case 2:
+        ASSERT_EQ(map.erase(key), it != model.end()) << "step " << step;
+        if (it != model.end()) model.erase(it);
+        break;
+      default: {
+        const std::size_t cell = map.find_cell(key);
+        ASSERT_EQ(cell != bufpool::detail::offset_map::no_cell, it != model.end())
+            << "step " << step;
+        if (it != model.end()) {
+          ASSERT_EQ(map.node_at(cell), it->second) << "step " << step;
+          map.erase_cell(cell);
+          model.erase(it);
+        }
+      }
+    }
+    ASSERT_EQ(map.size(), model.size());
+    if (step % 1000 == 0)
+      for (const auto& [k, node] : model) ASSERT_EQ(map.find(k), node) << "step " << step;
+  }
+  for (const auto& [k, node] : model) ASSERT_EQ(map.find(k), node);
+}
