@@ -66,10 +66,17 @@ class address_index {
   [[nodiscard]] std::optional<location> locate(const Regions& regions,
                                                const void* pointer) const noexcept {
     const auto address = reinterpret_cast<std::uintptr_t>(pointer);
-    auto it = std::upper_bound(by_base_.begin(), by_base_.end(), address,
-                               [](std::uintptr_t a, const auto& r) { return a < r.first; });
-    if (it == by_base_.begin()) return std::nullopt;
-    const auto [base, id] = *std::prev(it);
+    if (by_base_.empty()) return std::nullopt;
+    // The last base at or below the address: a binary search whose steps are conditional
+    // moves, not branches (a release's region is as random as the releases).
+    const auto* at = by_base_.data();
+    for (std::size_t n = by_base_.size(); n > 1;) {
+      const std::size_t half = n / 2;
+      at = at[half].first <= address ? at + half : at;
+      n -= half;
+    }
+    if (at->first > address) return std::nullopt;
+    const auto [base, id] = *at;
     const auto& region = *regions[id];
     const std::uintptr_t delta = address - base;
     if (delta >= region.size) return std::nullopt;
