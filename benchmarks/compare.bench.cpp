@@ -24,13 +24,14 @@
 // (containers filled, destroyed, then release()). The full run takes about 16 minutes on
 // 2 cores today, most of it in bufpool's own rows.
 //
-// Fragmentation (F_*), for the contestants that can be confined to a fixed 64 MiB pool
-// (touched before timing, as the monotonic buffers are): sizes log-uniform, alignment 8,
-// 16..512 B (_small) or 4 KiB..256 KiB (_large). F_fill_* allocates only. F_churn_* allocates
-// to half the pool, takes 1M / 100k steps of one random free and one allocation each (the
-// live set hovers near half the pool), then allocates only. Every F_* run ends at its
-// first failed allocation, in whichever phase it comes, and reports utilization (live bytes
-// then over the pool size) and ns_per_op per operation (allocation or free).
+// Fragmentation (F_*), for the contestants that can be confined to a fixed pool of 64 MiB /
+// 16 MiB (touched before timing, as the monotonic buffers are): sizes log-uniform,
+// alignment 8, 16..512 B (_small) or 4 KiB..256 KiB (_large). F_fill_* allocates only.
+// F_churn_* allocates to half the pool, takes 1M / 100k steps of one random free and one
+// allocation each (the live set hovers near half the pool), then allocates only. Every F_*
+// run ends at its first failed allocation, in whichever phase it comes, and reports
+// utilization (live bytes then over the pool size) and ns_per_op per operation (allocation
+// or free).
 //
 // Memory: peak_bytes is the upstream's high-water mark of bytes held for the pmr resources
 // (a counting upstream), malloc's own statistics for the malloc contestants. W8 also
@@ -924,21 +925,20 @@ void map_workload(benchmark::State& state, const contestant_info& info, MakeMap 
   }
 }
 
-// F_*: fragmentation inside a fixed 64 MiB pool, run until the first failed allocation. A
-// row is a size range (small or large) and a pattern: `fill` allocates only; `churn`
-// allocates to half the pool, then takes `churn_steps` steps that each free a random live
-// block and allocate a new one (frees and allocations 50/50, so the live set hovers near
-// half the pool while its holes scatter), then allocates only. The run ends at the first
-// failure, in whichever phase it comes, so utilization (live bytes at that failure over the
-// pool size) says how much of the pool the contestant could still fill.
+// F_*: fragmentation inside a fixed pool, run until the first failed allocation. A row is a
+// size range (small or large) and a pattern: `fill` allocates only; `churn` allocates to
+// half the pool, then takes `churn_steps` steps that each free a random live block and
+// allocate a new one (frees and allocations 50/50, so the live set hovers near half the
+// pool while its holes scatter), then allocates only. The run ends at the first failure, in
+// whichever phase it comes, so utilization (live bytes at that failure over the pool size)
+// says how much of the pool the contestant could still fill.
 struct fragmentation_case {
   const char* name;
+  std::size_t pool;         // bytes
   std::size_t lo, hi;       // log-uniform sizes in [lo, hi], alignment 8
   std::size_t churn_steps;  // 0: fill
   std::uint64_t trace_seed;
 };
-
-constexpr std::size_t fragmentation_pool = std::size_t{64} << 20;
 
 // The operations, made before timing. A free names a position in the list of live blocks
 // (removed by swapping the last one in), which evolves the same way for every contestant,
@@ -970,13 +970,13 @@ fragmentation_trace make_fragmentation(const fragmentation_case& f) {
     live.pop_back();
   };
   if (f.churn_steps != 0) {
-    while (live_bytes < fragmentation_pool / 2) allocate();  // fill to half
-    for (std::size_t s = 0; s < f.churn_steps; ++s) {        // churn
+    while (live_bytes < f.pool / 2) allocate();        // fill to half
+    for (std::size_t s = 0; s < f.churn_steps; ++s) {  // churn
       free_one();
       allocate();
     }
   }
-  while (live_bytes <= fragmentation_pool) allocate();  // fill until no pool could hold it
+  while (live_bytes <= f.pool) allocate();  // fill until no pool could hold it
   return t;
 }
 
@@ -988,13 +988,13 @@ void fragmentation_workload(benchmark::State& state, const contestant_info& info
   if (it == traces.end()) it = traces.emplace(f.name, make_fragmentation(f)).first;
   const fragmentation_trace& t = it->second;
   for (auto _ : state) {
-    auto c = info.make(fragmentation_pool);
+    auto c = info.make(f.pool);
     std::vector<block> live(t.max_live);  // its pages touched now, not while timed
     live.clear();
     // A request no pool can hold, untimed, so that the failure that ends the timed part does
     // not also pay for the process's first exception (the unwinder's first use).
     try {
-      (void)c->allocate(2 * fragmentation_pool, 8);
+      (void)c->allocate(2 * f.pool, 8);
     } catch (const std::bad_alloc&) {
     }
     std::int64_t live_bytes = 0;
@@ -1031,9 +1031,9 @@ void fragmentation_workload(benchmark::State& state, const contestant_info& info
     result r;
     r.seconds = std::chrono::duration<double>(stop - start).count();
     r.ops = static_cast<double>(ops);
-    r.peak_bytes = static_cast<std::int64_t>(fragmentation_pool);
+    r.peak_bytes = static_cast<std::int64_t>(f.pool);
     r.live_bytes = live_bytes;
-    r.utilization = static_cast<double>(live_bytes) / static_cast<double>(fragmentation_pool);
+    r.utilization = static_cast<double>(live_bytes) / static_cast<double>(f.pool);
     report(state, r);
   }
 }
@@ -1098,11 +1098,13 @@ void register_all() {
       });
     });
     reg("W8", [](benchmark::State& s, const contestant_info& i) { arena_loop_workload(s, i); });
+    const std::size_t pool = scaled(std::size_t{64} << 20, std::size_t{16} << 20);
+    const std::size_t steps = scaled(1'000'000, 100'000);
     const fragmentation_case fragmentation_cases[] = {
-        {"F_fill_small", 16, 512, 0, seed + 91},
-        {"F_fill_large", 4096, 262144, 0, seed + 92},
-        {"F_churn_small", 16, 512, scaled(1'000'000, 100'000), seed + 93},
-        {"F_churn_large", 4096, 262144, scaled(1'000'000, 100'000), seed + 94}};
+        {"F_fill_small", pool, 16, 512, 0, seed + 91},
+        {"F_fill_large", pool, 4096, 262144, 0, seed + 92},
+        {"F_churn_small", pool, 16, 512, steps, seed + 93},
+        {"F_churn_large", pool, 4096, 262144, steps, seed + 94}};
     for (const fragmentation_case& f : fragmentation_cases)
       reg(f.name,
           [f](benchmark::State& s, const contestant_info& i) { fragmentation_workload(s, i, f); });
