@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Comparative benchmark: bufpool against the allocators a user would pick instead, on the
-// workloads W1..W7 and F of the benchmark issue, all through one small adapter interface.
+// workloads W1..W8 and F_* of the benchmark issues, all through one small adapter interface.
 //
 // One source, several binaries: bufpool_compare holds glibc malloc, the std::pmr and
 // boost::container::pmr resources and the bufpool contestants; bufpool_compare_<lib> is
@@ -14,15 +14,24 @@
 // is touched once (8-byte write). Counters: ns_per_op (per alloc+free pair, or per
 // operation where the workload says so), peak_bytes (bytes taken from the system or the
 // upstream at the peak, beyond what the process held before the workload; 0 = unknown),
-// live_bytes (peak bytes the workload held), utilization (F only).
+// live_bytes (peak bytes the workload held; F_*: held at the first failure), utilization
+// (F_* only).
 //
 // Sizes (full / --quick): W1 10M / 300k pairs; W2 4M / 100k; W3, W3c 1M / 100k objects;
 // W4 1M / 100k pairs; W5 400k / 50k pairs after building the live set; W6 500k / 50k pairs
 // per thread; W7 4M / 1M push_backs, maps of 100k / 20k keys then 400k / 50k erase+insert
 // steps, release() after every round and map; W8 400 / 80 requests of 1k..16k items each
-// (containers filled, destroyed, then release()); F runs until the first failed
-// allocation. The full run takes about 16 minutes on 2 cores today, most of it in bufpool's
-// own rows.
+// (containers filled, destroyed, then release()). The full run takes about 16 minutes on
+// 2 cores today, most of it in bufpool's own rows.
+//
+// Fragmentation (F_*), for the contestants that can be confined to a fixed pool of 64 MiB /
+// 16 MiB (touched before timing, as the monotonic buffers are): sizes log-uniform,
+// alignment 8, 16..512 B (_small) or 4 KiB..256 KiB (_large). F_fill_* allocates only.
+// F_churn_* allocates to half the pool, takes 1M / 100k steps of one random free and one
+// allocation each (the live set hovers near half the pool), then allocates only. Every F_*
+// run ends at its first failed allocation, in whichever phase it comes, and reports
+// utilization (live bytes then over the pool size) and ns_per_op per operation (allocation
+// or free).
 //
 // Memory: peak_bytes is the upstream's high-water mark of bytes held for the pmr resources
 // (a counting upstream), malloc's own statistics for the malloc contestants. W8 also
@@ -251,7 +260,7 @@ class std_pmr_contestant final : public contestant {
  private:
   template <class... A>
   std::unique_ptr<Resource> make(A&&... a) {
-    // Over a buffer: nothing else (the buffer is sized for the workload; F needs a bound).
+    // Over a buffer: nothing else (the buffer is sized for the workload; F_* needs a bound).
     if constexpr (std::is_same_v<Resource, std::pmr::monotonic_buffer_resource>) {
       if (!buffer_.empty())
         return std::make_unique<Resource>(buffer_.data(), buffer_.size(),
@@ -299,7 +308,7 @@ class boost_pmr_contestant final : public contestant {
 
 // The core pool through its raw API with one strategy: `greedy` (the fast one, with size
 // classes and slabs, as bufpool.pmr and bufpool.boost use), `good_fit` (O(1) size bins, no
-// classes) or `optimal` (exact best fit), in a fixed pool (F) or grown as bufpool.pmr grows
+// classes) or `optimal` (exact best fit), in a fixed pool (F_*) or grown as bufpool.pmr grows
 // by default
 // (resource_options: 64 KiB first, doubling up to 8 MiB; a larger request gets its own
 // region) from a counting upstream, 4 KiB-aligned so offsets and addresses agree on
@@ -308,7 +317,7 @@ template <class Pool>
 class bufpool_contestant final : public contestant {
  public:
   bufpool_contestant(bufpool::strategy how, std::size_t fixed_size) : how_(how) {
-    if (fixed_size != 0) grow(fixed_size);
+    if (fixed_size != 0) grow(fixed_size, true);
     fixed_ = fixed_size != 0;
   }
   ~bufpool_contestant() override {
@@ -349,8 +358,11 @@ class bufpool_contestant final : public contestant {
     o.thread_caches = true;  // buffer_pool: each thread its own slabs
     return o;
   }
-  void grow(std::size_t size) {
+  // A fixed pool is touched whole here, before timing, as the monotonic contestants' buffers
+  // are (zeroed vectors): the fixed-pool rows then compare allocators, not first-touch faults.
+  void grow(std::size_t size, bool touch_now = false) {
     void* memory = up_.allocate(size, 4096);
+    if (touch_now) std::memset(memory, 0, size);
     regions_.emplace_back(memory, size);
     (void)pool_->begin_expand(size).value().initialize(memory).value();
   }
@@ -366,12 +378,13 @@ class bufpool_contestant final : public contestant {
 };
 
 // bufpool.pmr's resource, owning and growing with its default options (or over a fixed pool
-// for F).
+// for F_*).
 class bufpool_pmr_contestant final : public contestant {
  public:
   explicit bufpool_pmr_contestant(bool thread_safe, std::size_t fixed_size = 0) {
     if (fixed_size != 0) {
       memory_ = up_.allocate(fixed_size, 4096);
+      std::memset(memory_, 0, fixed_size);  // touched before timing, as the fixed core pool
       fixed_size_ = fixed_size;
       (void)fixed_pool_.begin_expand(fixed_size).value().initialize(memory_).value();
       r_ = std::make_unique<bufpool::pmr::pool_resource>(fixed_pool_, bufpool::optimal);
@@ -410,7 +423,7 @@ struct contestant_info {
   std::string name;
   bool thread_safe;    // may be shared by threads
   bool reuses;         // frees make memory reusable (monotonic does not)
-  bool fixed_capable;  // can run inside a fixed 64 MiB pool (F)
+  bool fixed_capable;  // can run inside a fixed 64 MiB pool (F_*)
   bool uses_buffer;    // a monotonic resource over a buffer sized for the workload
   std::function<std::unique_ptr<contestant>(std::size_t buffer_or_pool_size)> make;
 };
@@ -912,45 +925,115 @@ void map_workload(benchmark::State& state, const contestant_info& info, MakeMap 
   }
 }
 
-// F: inside a fixed 64 MiB pool, random sizes with random frees until the first failure.
-void fragmentation_workload(benchmark::State& state, const contestant_info& info) {
+// F_*: fragmentation inside a fixed pool, run until the first failed allocation. A row is a
+// size range (small or large) and a pattern: `fill` allocates only; `churn` allocates to
+// half the pool, then takes `churn_steps` steps that each free a random live block and
+// allocate a new one (frees and allocations 50/50, so the live set hovers near half the
+// pool while its holes scatter), then allocates only. The run ends at the first failure, in
+// whichever phase it comes, so utilization (live bytes at that failure over the pool size)
+// says how much of the pool the contestant could still fill.
+struct fragmentation_case {
+  const char* name;
+  std::size_t pool;         // bytes
+  std::size_t lo, hi;       // log-uniform sizes in [lo, hi], alignment 8
+  std::size_t churn_steps;  // 0: fill
+  std::uint64_t trace_seed;
+};
+
+// The operations, made before timing. A free names a position in the list of live blocks
+// (removed by swapping the last one in), which evolves the same way for every contestant,
+// so one trace serves all. The trace ends once its live bytes exceed the pool: no
+// contestant can get that far, so every run ends at a failure.
+struct fragmentation_trace {
+  static constexpr std::uint32_t free_bit = std::uint32_t{1} << 31;
+  std::vector<std::uint32_t> ops;  // an allocation's size, or free_bit | live position
+  std::size_t max_live = 0;        // blocks live at most
+};
+
+fragmentation_trace make_fragmentation(const fragmentation_case& f) {
+  std::mt19937_64 rng(f.trace_seed);
+  fragmentation_trace t;
+  std::vector<std::uint32_t> live;  // sizes, in the order the contestant's list will hold them
+  std::uint64_t live_bytes = 0;
+  auto allocate = [&] {
+    const auto size = static_cast<std::uint32_t>(log_uniform(rng, f.lo, f.hi));
+    t.ops.push_back(size);
+    live.push_back(size);
+    live_bytes += size;
+    t.max_live = std::max(t.max_live, live.size());
+  };
+  auto free_one = [&] {
+    const auto k = static_cast<std::uint32_t>(rng() % live.size());
+    t.ops.push_back(fragmentation_trace::free_bit | k);
+    live_bytes -= live[k];
+    live[k] = live.back();
+    live.pop_back();
+  };
+  if (f.churn_steps != 0) {
+    while (live_bytes < f.pool / 2) allocate();        // fill to half
+    for (std::size_t s = 0; s < f.churn_steps; ++s) {  // churn
+      free_one();
+      allocate();
+    }
+  }
+  while (live_bytes <= f.pool) allocate();  // fill until no pool could hold it
+  return t;
+}
+
+void fragmentation_workload(benchmark::State& state, const contestant_info& info,
+                            const fragmentation_case& f) {
   if (!info.fixed_capable) return skip(state, "cannot be confined to a fixed pool");
-  constexpr std::size_t pool_size = std::size_t{64} << 20;
+  static std::map<std::string, fragmentation_trace> traces;
+  auto it = traces.find(f.name);
+  if (it == traces.end()) it = traces.emplace(f.name, make_fragmentation(f)).first;
+  const fragmentation_trace& t = it->second;
   for (auto _ : state) {
-    auto c = info.make(pool_size);
-    std::mt19937_64 rng(seed + 99);
-    std::vector<block> live;
+    auto c = info.make(f.pool);
+    std::vector<block> live(t.max_live);  // its pages touched now, not while timed
+    live.clear();
+    // A request no pool can hold, untimed, so that the failure that ends the timed part does
+    // not also pay for the process's first exception (the unwinder's first use).
+    try {
+      (void)c->allocate(2 * f.pool, 8);
+    } catch (const std::bad_alloc&) {
+    }
     std::int64_t live_bytes = 0;
     std::size_t ops = 0;
+    bool failed = false;
     const auto start = clock_type::now();
-    for (;; ++ops) {
-      if (!live.empty() && rng() % 5 < 2) {  // 40% frees, 60% allocations: the set grows
-        const std::size_t k = rng() % live.size();
-        c->deallocate(live[k].p, live[k].size, 8);
-        live_bytes -= live[k].size;
-        live[k] = live.back();
+    for (const std::uint32_t op : t.ops) {
+      if ((op & fragmentation_trace::free_bit) != 0) {
+        block& b = live[op & ~fragmentation_trace::free_bit];
+        c->deallocate(b.p, b.size, 8);
+        live_bytes -= b.size;
+        b = live.back();
         live.pop_back();
-        continue;
+      } else {
+        void* p = nullptr;
+        try {
+          p = c->allocate(op, 8);
+        } catch (const std::bad_alloc&) {
+          failed = true;  // the first failure ends the run
+          break;
+        }
+        touch(p);
+        live.push_back({p, op, 8});
+        live_bytes += op;
       }
-      const auto size = static_cast<std::uint32_t>(log_uniform(rng, 16, 65536));
-      void* p = nullptr;
-      try {
-        p = c->allocate(size, 8);
-      } catch (const std::bad_alloc&) {
-        break;
-      }
-      touch(p);
-      live.push_back({p, size, 8});
-      live_bytes += size;
+      ++ops;
     }
     const auto stop = clock_type::now();
+    for (const block& b : live) c->deallocate(b.p, b.size, 8);
+    if (!failed) {
+      state.SkipWithError("the trace ended before the first failure");
+      break;
+    }
     result r;
     r.seconds = std::chrono::duration<double>(stop - start).count();
     r.ops = static_cast<double>(ops);
-    r.peak_bytes = static_cast<std::int64_t>(pool_size);
+    r.peak_bytes = static_cast<std::int64_t>(f.pool);
     r.live_bytes = live_bytes;
-    r.utilization = static_cast<double>(live_bytes) / static_cast<double>(pool_size);
-    for (const block& b : live) c->deallocate(b.p, b.size, 8);
+    r.utilization = static_cast<double>(live_bytes) / static_cast<double>(f.pool);
     report(state, r);
   }
 }
@@ -1015,7 +1098,16 @@ void register_all() {
       });
     });
     reg("W8", [](benchmark::State& s, const contestant_info& i) { arena_loop_workload(s, i); });
-    reg("F", [](benchmark::State& s, const contestant_info& i) { fragmentation_workload(s, i); });
+    const std::size_t pool = scaled(std::size_t{64} << 20, std::size_t{16} << 20);
+    const std::size_t steps = scaled(1'000'000, 100'000);
+    const fragmentation_case fragmentation_cases[] = {
+        {"F_fill_small", pool, 16, 512, 0, seed + 91},
+        {"F_fill_large", pool, 4096, 262144, 0, seed + 92},
+        {"F_churn_small", pool, 16, 512, steps, seed + 93},
+        {"F_churn_large", pool, 4096, 262144, steps, seed + 94}};
+    for (const fragmentation_case& f : fragmentation_cases)
+      reg(f.name,
+          [f](benchmark::State& s, const contestant_info& i) { fragmentation_workload(s, i, f); });
   }
 #if !defined(BUFPOOL_BENCH_MIMALLOC) && !defined(BUFPOOL_BENCH_JEMALLOC) && \
     !defined(BUFPOOL_BENCH_TCMALLOC)

@@ -18,7 +18,14 @@ from xml.sax.saxutils import escape
 BASELINE = "glibc"
 W5_SIZES = [("W5_1k", 1e3), ("W5_10k", 1e4), ("W5_100k", 1e5), ("W5_1M", 1e6)]
 GROWTH_LIMIT = 5.0
-MIN_UTILIZATION = 0.97
+
+# Fragmentation rows in a fixed pool -> minimum utilization at the first failure
+FRAGMENTATION = {
+    "F_fill_small": 0.97,
+    "F_fill_large": 0.97,
+    "F_churn_small": 0.95,
+    "F_churn_large": 0.95,
+}
 
 # workload -> short description, in canonical order
 WORKLOADS = {
@@ -36,7 +43,10 @@ WORKLOADS = {
     "W7_map": "pmr map insert/erase",
     "W7_boostmap": "boost::container::map",
     "W8": "arena loop: per-request pmr containers, release() after every request",
-    "F": "fragmentation: 64 MiB fixed pool",
+    "F_fill_small": "fragmentation: 64 MiB fixed pool, fill, 16..512 B",
+    "F_fill_large": "fragmentation: 64 MiB fixed pool, fill, 4 KiB..256 KiB",
+    "F_churn_small": "fragmentation: 64 MiB fixed pool, churn at half, then fill, 16..512 B",
+    "F_churn_large": "fragmentation: 64 MiB fixed pool, churn at half, then fill, 4 KiB..256 KiB",
 }
 
 # W8 is judged against the resource it replaces, measured in the same run: no slower than
@@ -48,7 +58,7 @@ ARENA_REFERENCE = "std-unsync-pool"
 ARENA_MAX_TIME = 1.00
 ARENA_MAX_MEMORY = 1.10
 
-# workload -> (max ratio to glibc, max peak/live or None); F and W5 growth are handled apart
+# workload -> (max ratio to glibc, max peak/live or None); F_* and W5 growth are handled apart
 TARGETS = {
     "W1": (0.60, None),
     "W2": (0.55, 1.10),
@@ -131,7 +141,7 @@ def summarize(workload, contestant, run):
     row = {"workload": workload, "contestant": contestant, "ns_per_op": None,
            "ratio_vs_glibc": None, "peak_over_live": None, "spread_pct": None,
            "repetitions": 0}
-    if workload == "F":
+    if workload in FRAGMENTATION:
         row["utilization"] = None
     if workload == ARENA_LOOP:
         row.update({"rss_bytes": None, "peak_bytes": None, "ratio_vs_unsync": None,
@@ -158,7 +168,7 @@ def summarize(workload, contestant, run):
         row["peak_bytes"] = peak if peak > 0 else None
         rss = [float(e["rss_bytes"]) for e in entries if isinstance(e.get("rss_bytes"), (int, float))]
         row["rss_bytes"] = statistics.median(rss) if rss else None
-    if workload == "F":
+    if workload in FRAGMENTATION:
         values = [float(e["utilization"]) for e in entries
                   if isinstance(e.get("utilization"), (int, float))]
         row["utilization"] = statistics.median(values) if values else None
@@ -166,8 +176,8 @@ def summarize(workload, contestant, run):
 
 
 def target_text(workload):
-    if workload == "F":
-        return f"util ≥{MIN_UTILIZATION:.2f}"
+    if workload in FRAGMENTATION:
+        return f"util ≥{FRAGMENTATION[workload]:.2f}"
     if workload == ARENA_LOOP:
         return f"≤{ARENA_MAX_TIME:.2f}× time, ≤{ARENA_MAX_MEMORY:.2f}× peak and RSS of {ARENA_REFERENCE}"
     if workload not in TARGETS:
@@ -182,9 +192,9 @@ def judge(row):
     workload = row["workload"]
     if "error" in row:
         return None
-    if workload == "F":
+    if workload in FRAGMENTATION:
         util = row.get("utilization")
-        return None if util is None else util >= MIN_UTILIZATION
+        return None if util is None else util >= FRAGMENTATION[workload]
     if workload == ARENA_LOOP:
         ratios = [row["ratio_vs_unsync"], row["peak_vs_unsync"], row["rss_vs_unsync"]]
         if any(r is None for r in ratios):
@@ -215,7 +225,7 @@ def build_rows(runs):
         ref = next((r for r in rows if r["contestant"] == ARENA_REFERENCE and "error" not in r),
                    None) if workload == ARENA_LOOP else None
         for row in rows:
-            if workload != "F" and base_ns and row["ns_per_op"] is not None:
+            if workload not in FRAGMENTATION and base_ns and row["ns_per_op"] is not None:
                 row["ratio_vs_glibc"] = row["ns_per_op"] / base_ns
             if ref is not None and "error" not in row:
                 for key, ref_key in (("ratio_vs_unsync", "ns_per_op"),
@@ -280,7 +290,7 @@ def sort_rows(workload, rows):
     def key(row):
         if "error" in row:
             return (2, 0.0, 0.0)
-        if workload == "F":
+        if workload in FRAGMENTATION:
             util = row.get("utilization")
             return (0, -util, row["ns_per_op"]) if util is not None else (1, 0.0, 0.0)
         return (0, row["ns_per_op"], 0.0)
@@ -331,13 +341,13 @@ def full_table(workload, rows):
     if workload == ARENA_LOOP:
         return arena_table(rows, compact=False)
     header = ["contestant", "ns/op (median)", "spread", "× glibc", "peak/live"]
-    header += ["utilization"] if workload == "F" else []
+    header += ["utilization"] if workload in FRAGMENTATION else []
     header += ["target", "meets"]
     body = []
     for row in sort_rows(workload, rows):
         cells = [row["contestant"], ns_cell(row), fmt_spread(row["spread_pct"]),
                  fmt_ratio(row["ratio_vs_glibc"]), fmt_ratio(row["peak_over_live"])]
-        cells += [fmt_util(row.get("utilization"))] if workload == "F" else []
+        cells += [fmt_util(row.get("utilization"))] if workload in FRAGMENTATION else []
         cells += [row.get("target") or "–", fmt_meets(row.get("meets"))]
         body.append(cells)
     return markdown_table(header, body)
@@ -352,14 +362,15 @@ def compact_table(workload, rows):
     keep = {id(r) for r in rows if is_bufpool(r["contestant"]) or r["contestant"] == BASELINE}
     keep |= {id(others[0])} if others else set()
     header = ["contestant", "ns/op"]
-    header += ["utilization"] if workload == "F" else ["× glibc"]
+    header += ["utilization"] if workload in FRAGMENTATION else ["× glibc"]
     header += ["peak/live", "meets"]
     body = []
     for row in sort_rows(workload, rows):
         if id(row) not in keep:
             continue
         cells = [row["contestant"], ns_cell(row)]
-        cells += [fmt_util(row.get("utilization"))] if workload == "F" else [fmt_ratio(row["ratio_vs_glibc"])]
+        cells += ([fmt_util(row.get("utilization"))] if workload in FRAGMENTATION
+                  else [fmt_ratio(row["ratio_vs_glibc"])])
         cells += [fmt_ratio(row["peak_over_live"]), fmt_meets(row.get("meets"))]
         body.append(cells)
     return markdown_table(header, body)
