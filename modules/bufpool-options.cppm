@@ -39,17 +39,18 @@ enum class strategy_kind : std::uint8_t {
 /// An allocation strategy: `bufpool::optimal`, `bufpool::greedy`, `bufpool::good_fit` or
 /// `bufpool::fixed(offset)`.
 struct strategy {
-  strategy_kind kind = strategy_kind::optimal;  ///< Which strategy.
-  std::uint64_t offset = 0;                     ///< Only for `fixed`.
+  strategy_kind kind = strategy_kind::good_fit;  ///< Which strategy (acquire()'s default).
+  std::uint64_t offset = 0;                      ///< Only for `fixed`.
   /// Equal when kind and offset are.
   friend constexpr bool operator==(const strategy&, const strategy&) = default;
 };
 
-/// Exact best fit (strategy_kind::optimal); the default of acquire().
+/// Exact best fit (strategy_kind::optimal).
 inline constexpr strategy optimal{strategy_kind::optimal, 0};
 /// Size classes and slabs, the fastest (strategy_kind::greedy).
 inline constexpr strategy greedy{strategy_kind::greedy, 0};
-/// A good fit in O(1), without size classes (strategy_kind::good_fit).
+/// A good fit in O(1), without size classes (strategy_kind::good_fit); the default of
+/// acquire() and acquire_raw().
 inline constexpr strategy good_fit{strategy_kind::good_fit, 0};
 /// A slice exactly at `offset` (which must satisfy the requested alignment).
 [[nodiscard]] constexpr strategy fixed(std::uint64_t offset) noexcept {

@@ -183,16 +183,18 @@ class buffer_pool {
   }
 
   /// Acquires a slice of `size` bytes whose offset is a multiple of `alignment` (raised to
-  /// the minimum alignment), borrowing the pool (the pool must outlive it).
+  /// the minimum alignment), borrowing the pool (the pool must outlive it). Without a
+  /// strategy: good_fit, O(1) and tight; optimal is the exact best fit.
   ///
   /// Errors: invalid_size, invalid_alignment, alignment_too_big, too_large,
-  /// out_of_memory (optimal: only when no free range can hold the aligned request),
+  /// out_of_memory (optimal: only when no free range can hold the aligned request;
+  /// good_fit: only when none holds it plus `alignment - min_alignment`),
   /// invalid_argument / occupied / out_of_range / arithmetic_overflow (fixed), pool_closed.
-  /// Complexity: O(log n) in the number of free ranges, for every strategy and alignment.
+  /// Complexity: O(1) for good_fit, O(log n) in the number of free ranges for the others.
   template <slice_guard Guard = no_guard>
   [[nodiscard]] std::expected<slice_type<Guard>, errc> acquire(std::uint64_t size,
                                                                std::uint64_t alignment = 1,
-                                                               strategy how = optimal) {
+                                                               strategy how = good_fit) {
     auto r = acquire_range(size, alignment, how);
     if (!r) return std::unexpected(r.error());
     borrowed_.fetch_add(1, std::memory_order_relaxed);
@@ -204,7 +206,7 @@ class buffer_pool {
   template <slice_guard Guard = no_guard>
   [[nodiscard]] static std::expected<slice_type<Guard>, errc> acquire_shared(
       const std::shared_ptr<buffer_pool>& pool, std::uint64_t size, std::uint64_t alignment = 1,
-      strategy how = optimal) {
+      strategy how = good_fit) {
     auto r = pool->acquire_range(size, alignment, how);
     if (!r) return std::unexpected(r.error());
     return slice_type<Guard>(pool.get(), pool_ref::shared, pool, *r);
@@ -215,7 +217,7 @@ class buffer_pool {
   template <slice_guard Guard = no_guard>
   [[nodiscard]] static std::expected<slice_type<Guard>, errc> acquire_weak(
       const std::shared_ptr<buffer_pool>& pool, std::uint64_t size, std::uint64_t alignment = 1,
-      strategy how = optimal) {
+      strategy how = good_fit) {
     auto r = pool->acquire_range(size, alignment, how);
     if (!r) return std::unexpected(r.error());
     return slice_type<Guard>(pool.get(), pool_ref::weak, pool, *r);
@@ -226,7 +228,7 @@ class buffer_pool {
   /// alive); they do not outlive the pool (its destruction frees their memory with the
   /// rest). Same errors and complexity as acquire().
   [[nodiscard, gnu::always_inline]] std::expected<raw_range<Int>, errc> acquire_raw(
-      std::uint64_t size, std::uint64_t alignment = 1, strategy how = optimal) {
+      std::uint64_t size, std::uint64_t alignment = 1, strategy how = good_fit) {
     if (options_.slabs && how.kind == strategy_kind::greedy)
       if (auto slot = acquire_slot<false>(size, alignment)) return *slot;
     return acquire_raw_slow(size, alignment, how);

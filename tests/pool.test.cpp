@@ -258,6 +258,30 @@ TEST(Strategy, OptimalFindsAnAlignedFitWheneverOneExists) {
   expect_valid(pool);
 }
 
+// acquire() without a strategy takes good_fit, O(1): of two free ranges that hold 100 B at
+// 256, it takes the one whose size is sure to (1 KiB), not the smallest (160 B), which is
+// what optimal, asked for by name, takes.
+TEST(Strategy, AcquireWithoutAStrategyTakesAGoodFitNotTheBestFit) {
+  pool32 pool;
+  std::vector<std::byte> memory(4096);
+  add_region(pool, memory);
+  auto a = pool.acquire(512, 16, bufpool::fixed(0));
+  auto b = pool.acquire(352, 16, bufpool::fixed(672));
+  auto c = pool.acquire(2048, 16, bufpool::fixed(2048));
+  ASSERT_TRUE(a && b && c);  // free: [512,672) (160 B) and [1024,2048)
+  auto by_default = pool.acquire(100, 256);
+  ASSERT_TRUE(by_default.has_value());
+  EXPECT_EQ(by_default->offset(), 1024u);
+  auto raw = pool.acquire_raw(100, 256);
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_EQ(raw->offset, 1280u);  // the same rule: the rest of the 1 KiB range
+  auto best = pool.acquire(100, 256, bufpool::optimal);
+  ASSERT_TRUE(best.has_value());
+  EXPECT_EQ(best->offset(), 512u);
+  EXPECT_TRUE(pool.release_raw(raw->offset));
+  expect_valid(pool);
+}
+
 TEST(Strategy, GreedyReturnsAnAlignedNonOverlappingRange) {
   pool32 pool;
   std::vector<std::byte> memory(8192);
