@@ -231,6 +231,10 @@ class input_decoder {
  public:
   input_decoder(const std::uint8_t* data, std::size_t size) noexcept : data_(data), size_(size) {}
   [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  // Byte 0 with bit 6 set: a session of slab slots over three threads (slot_session.hpp).
+  [[nodiscard]] bool slot_session_next() const noexcept {
+    return size_ != 0 && (*data_ & 0x40u) != 0;
+  }
   std::uint8_t u8() noexcept {
     if (size_ == 0) return 0;
     --size_;
@@ -247,7 +251,8 @@ class input_decoder {
     return lo | (hi << 16);
   }
 
-  // Byte 0: the options (low 3 bits), and bit 7 clear for an initial region.
+  // Byte 0: the options (low 3 bits), and bit 7 clear for an initial region (bit 6 clear:
+  // this kind of session).
   pool_setup pool_setup_arg() {
     const std::uint8_t config = u8();
     pool_setup s{options_for(config & 7u), std::nullopt};

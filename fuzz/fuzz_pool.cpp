@@ -10,6 +10,7 @@
 //   checks.hpp    the checks that compare the pool with the model
 //   session.hpp   one input's session: its state, the dispatch and the teardown
 //   slice_operations.hpp, expansion_operations.hpp, pmr_operations.hpp   the operations
+//   slot_session.hpp   the other kind of session: slab slots released across three threads
 //   report.hpp, cookies.hpp, upstream.hpp, bounds.hpp   what those build on
 #include <cstddef>
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "report.hpp"
 #include "session.hpp"
 #include "slice_operations.hpp"
+#include "slot_session.hpp"
 import bufpool;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -29,6 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   g_op_name = "setup";
   g_misuse_expected = false;
   input_decoder in(data, size);
+  if (in.slot_session_next()) {
+    slot_session s(in);
+    s.run();
+    return 0;
+  }
   session s(in);
   s.run();
   return 0;

@@ -413,6 +413,52 @@ for option_set in range(1, 7):
     )
 
 
+# ---- Slot sessions (slot_session.hpp): byte 0 with bit 6 set ------------------------------
+
+SLOT_ACQUIRE, SLOT_RELEASE, SLOT_MISUSE, SLOT_THREAD_EXITS, SLOT_CHECK = 0, 3, 5, 6, 7
+
+
+def slot_config(min_alignment_choice=0, thread_caches=True, pages=16):
+    """min_alignment 8, 16, 1 or 64 (choice 0..3); the region is 16 + `pages` pages of 4 KiB."""
+    return bytes([0x40 | (0x20 if thread_caches else 0) | min_alignment_choice, pages])
+
+
+def slot_acquire(thread, size, align_log2=3, good_fit=False):  # size 1..2048
+    return bytes([SLOT_ACQUIRE, thread]) + u16(size - 1) + bytes([align_log2 | (0x80 if good_fit else 0)])
+
+
+def slot_release(which, thread, mode):  # mode: pointer, pointer+size, offset, offset+size
+    return bytes([SLOT_RELEASE, which, thread, mode])
+
+
+# Blocks taken on each thread and released on the others, by pointer and by offset; a thread
+# exits holding blocks that another then releases; every misuse once.
+seeds["slots-across-threads"] = (
+    slot_config(0, True)
+    + b"".join(slot_acquire(t, 24 + 40 * t) for t in (0, 1, 2, 1, 2, 0))
+    + slot_acquire(1, 1500, 6)
+    + slot_acquire(2, 100, 4, good_fit=True)
+    + slot_release(0, 1, 0)
+    + slot_release(0, 2, 2)
+    + bytes([SLOT_THREAD_EXITS, 0])
+    + slot_release(1, 0, 1)
+    + slot_release(0, 2, 3)
+    + b"".join(bytes([SLOT_MISUSE, kind, 0, kind]) for kind in range(3))
+    + bytes([SLOT_CHECK, 1])
+    + b"".join(slot_acquire(t % 3, 8 + t) for t in range(12))
+    + bytes([SLOT_THREAD_EXITS, 1])
+    + bytes([SLOT_CHECK, 2])
+)
+
+seeds["slots-one-lock"] = (
+    slot_config(2, False, 4)
+    + b"".join(slot_acquire(t % 3, 1 + 7 * t, t % 8) for t in range(16))
+    + b"".join(slot_release(k, k % 3, k % 4) for k in range(0, 8))
+    + bytes([SLOT_MISUSE, 1, 2, 1])
+    + bytes([SLOT_CHECK, 3])
+)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
     os.makedirs(out, exist_ok=True)
