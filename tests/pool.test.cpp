@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <expected>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <random>
@@ -219,17 +220,25 @@ TEST(Options, RequestsAboveTheMaximaAreErrors) {
 // ---------------------------------------------------------------------------------------
 // Strategies
 
-TEST(Strategy, OptimalPicksTheSmallestFittingFreeRange) {
+// A pool over 4 KiB whose only used ranges are `ranges` (offset, size), taken with fixed():
+// the free ranges between them are what a strategy test chooses from.
+struct pool_with_holes {
+  std::vector<std::byte> memory = std::vector<std::byte>(4096);
   pool32 pool;
-  std::vector<std::byte> memory(4096);
-  add_region(pool, memory);
-  auto a = pool.acquire(256, 16, bufpool::fixed(0));
-  auto b = pool.acquire(64, 16, bufpool::fixed(256));
-  auto c = pool.acquire(512, 16, bufpool::fixed(320));
-  auto d = pool.acquire(64, 16, bufpool::fixed(832));
-  ASSERT_TRUE(a && b && c && d);
-  a = {};
-  c = {};  // free: [0,256) [320,832) [896,4096)
+  std::vector<pool32::slice> used;
+  explicit pool_with_holes(std::initializer_list<std::pair<std::uint64_t, std::uint64_t>> ranges) {
+    add_region(pool, memory);
+    for (const auto& [offset, size] : ranges) {
+      auto s = pool.acquire(size, 16, bufpool::fixed(offset));
+      EXPECT_TRUE(s.has_value()) << "fixed(" << offset << ")";
+      if (s) used.push_back(std::move(*s));
+    }
+  }
+};
+
+TEST(Strategy, OptimalPicksTheSmallestFittingFreeRange) {
+  pool_with_holes h({{256, 64}, {832, 64}});  // free: [0,256) [320,832) [896,4096)
+  pool32& pool = h.pool;
   auto mid = pool.acquire(300, 16, bufpool::optimal);
   ASSERT_TRUE(mid.has_value());
   EXPECT_EQ(mid->offset(), 320u);
@@ -241,13 +250,8 @@ TEST(Strategy, OptimalPicksTheSmallestFittingFreeRange) {
 }
 
 TEST(Strategy, OptimalFindsAnAlignedFitWheneverOneExists) {
-  pool32 pool;
-  std::vector<std::byte> memory(4096);
-  add_region(pool, memory);
-  auto h0 = pool.acquire(16, 16, bufpool::fixed(0));
-  auto h1 = pool.acquire(1008, 16, bufpool::fixed(1040));
-  auto h2 = pool.acquire(1024, 16, bufpool::fixed(3072));
-  ASSERT_TRUE(h0 && h1 && h2);
+  pool_with_holes h({{0, 16}, {1040, 1008}, {3072, 1024}});
+  pool32& pool = h.pool;
   // Free: [16,1040) (1024 bytes, no 1024-aligned start that fits) and [2048,3072).
   auto s = pool.acquire(1024, 1024, bufpool::optimal);
   ASSERT_TRUE(s.has_value());
@@ -262,13 +266,8 @@ TEST(Strategy, OptimalFindsAnAlignedFitWheneverOneExists) {
 // 256, it takes the one whose size is sure to (1 KiB), not the smallest (160 B), which is
 // what optimal, asked for by name, takes.
 TEST(Strategy, AcquireWithoutAStrategyTakesAGoodFitNotTheBestFit) {
-  pool32 pool;
-  std::vector<std::byte> memory(4096);
-  add_region(pool, memory);
-  auto a = pool.acquire(512, 16, bufpool::fixed(0));
-  auto b = pool.acquire(352, 16, bufpool::fixed(672));
-  auto c = pool.acquire(2048, 16, bufpool::fixed(2048));
-  ASSERT_TRUE(a && b && c);  // free: [512,672) (160 B) and [1024,2048)
+  pool_with_holes h({{0, 512}, {672, 352}, {2048, 2048}});  // free: [512,672) and [1024,2048)
+  pool32& pool = h.pool;
   auto by_default = pool.acquire(100, 256);
   ASSERT_TRUE(by_default.has_value());
   EXPECT_EQ(by_default->offset(), 1024u);
