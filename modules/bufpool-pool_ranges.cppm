@@ -324,15 +324,24 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 template <bool Grow>
 [[gnu::always_inline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::acquire_slot(
     std::uint64_t size, std::uint64_t alignment) -> std::optional<raw_range<Int>> {
-  // A power of two (x ^ (x - 1) > x - 1, false for 0) up to max_alignment; written so
-  // that the compiler does not make it a popcount (20 instructions without -mpopcnt).
-  if (size == 0 || size > options_.max_size || (alignment ^ (alignment - 1)) <= alignment - 1 ||
-      alignment > options_.max_alignment)
-    return std::nullopt;
-  const unsigned c =
-      detail::slabs::class_of(std::max<std::uint64_t>(size, options_.min_size),
-                              std::max<std::uint64_t>(alignment, options_.min_alignment));
-  if (c == detail::slabs::no_class) return std::nullopt;
+  unsigned c;
+  // 1 .. small_slot_limit_ bytes at an alignment of 1, 2, 4, 8 or 16 (the bits of 0x10116):
+  // the class from a table (see small_slot_limit()).
+  if (size - 1 < small_slot_limit_ && alignment - 1 < 16 && ((0x10116U >> alignment) & 1) != 0)
+      [[likely]] {
+    c = detail::slabs::small_class(
+        (std::max<std::uint64_t>(size, options_.min_size) - 1) / detail::slot_granule,
+        std::max<std::uint64_t>(alignment, options_.min_alignment) > 8);
+  } else {
+    // A power of two (x ^ (x - 1) > x - 1, false for 0) up to max_alignment; written so
+    // that the compiler does not make it a popcount (20 instructions without -mpopcnt).
+    if (size == 0 || size > options_.max_size || (alignment ^ (alignment - 1)) <= alignment - 1 ||
+        alignment > options_.max_alignment)
+      return std::nullopt;
+    c = detail::slabs::class_of(std::max<std::uint64_t>(size, options_.min_size),
+                                std::max<std::uint64_t>(alignment, options_.min_alignment));
+    if (c == detail::slabs::no_class) return std::nullopt;
+  }
   const auto align_log2 = static_cast<unsigned>(std::countr_zero(alignment));
   if constexpr (can_cache) {
     if (caches_.enabled())

@@ -51,6 +51,13 @@ namespace detail {
 // offset table.
 // Each size class lists its spans that have a free slot; a span whose slots are all free
 // goes back to the engine unless it is the one empty span its class keeps.
+// In front of the bitmaps, each class keeps a short stack of the slots released last
+// (stack_limit): a release pushes its slot there and the next acquisition of the class pops
+// it, so a steady pair of the two touches no bitmap, summary or class list, and hands out
+// the memory freed last, which is still in the cache. A stacked slot is not live (its slot
+// record says so), but its span's bitmap still counts it taken: drop_empty() (trim, room for
+// an engine request, closing, a cache's thread exiting) returns the stacked slots to their
+// bitmaps first.
 // Every record (spans, tables, hints, bitmaps and slot records) comes from the memory resource
 // given at construction; constructing slabs allocates nothing.
 class slabs {
@@ -62,11 +69,31 @@ class slabs {
   static constexpr unsigned class_count = 64;
   static constexpr unsigned no_class = ~0U;
 
+ private:
+  // By alignment (at most 8, 16) and (size - 1) / 8 for sizes up to 4096: the smallest class
+  // that holds the size and whose slot size is a multiple of the alignment.
+  static constexpr auto small_classes = [] {
+    std::array<std::array<std::uint8_t, largest_small_slot / slot_granule>, 2> t{};
+    for (std::uint64_t g = 0; g < t[0].size(); ++g) {
+      auto c = slot_classes::index_of(g + 1);
+      t[0][g] = static_cast<std::uint8_t>(c);
+      while ((slot_granule * slot_classes::granules(c)) % 16 != 0) ++c;
+      t[1][g] = static_cast<std::uint8_t>(c);
+    }
+    return t;
+  }();
+
+ public:
   // The class of a request of `size` bytes (>= 1) at `alignment` (a power of two, at least
   // the pool's granule): the smallest slot size that holds it and is a multiple of the
   // alignment (slots are multiples of 8 bytes: 8 .. 256, then 4 per doubling to 65536),
   // or no_class.
   [[nodiscard]] static unsigned class_of(std::uint64_t size, std::uint64_t alignment) noexcept;
+  // class_of() of the commonest requests, by a table alone: `granules` = (size - 1) / 8 for a
+  // size of 1 .. 4096 bytes, at an alignment of at most 8, or of 16 if `align16`.
+  [[nodiscard]] static inline unsigned small_class(std::uint64_t granules, bool align16) noexcept {
+    return small_classes[align16 ? 1 : 0][granules];
+  }
   [[nodiscard]] static constexpr std::uint64_t slot_size(unsigned c) noexcept;
   // The bytes of a span of class c, a power of two: 16 slots of up to 4 KiB (at least 4
   // KiB), else 4 to 6 slots.
@@ -121,9 +148,18 @@ class slabs {
       std::uint32_t s, std::uint64_t offset) const noexcept;
   // Records a new size (at most the slot's capacity) for the live slot at `offset`.
   void set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept;
-  // Drops every empty span, calling give(node) for each (trim). O(spans).
+  // Returns every stacked slot to its span's bitmap, then drops every empty span, calling
+  // give(node) for each (trim). O(spans + stacked slots).
   template <class F>
   void drop_empty(F&& give) noexcept {
+    for (unsigned c = 0; c < class_count; ++c)
+      while (stacked_[c] != 0) {
+        const std::uint64_t e = stack_[c * stack_depth + --stacked_[c]];
+        const auto s = static_cast<std::uint32_t>(e >> stack_slot_bits);
+        --spans_[s].stacked;
+        if (const std::uint32_t node = free_in_bitmap(s, e & stack_slot_mask); node != no_index)
+          give(node);
+      }
     for (std::uint32_t s = 0; s < spans_.size(); ++s)
       if (spans_[s].slots != 0 && spans_[s].live == 0) give(drop(s));
   }
@@ -135,7 +171,7 @@ class slabs {
     std::uint64_t run = 0;  // bytes of the current free run
     for (std::uint32_t i = 0; i < x.slots; ++i) {
       const std::uint64_t at = x.offset + std::uint64_t{i} * x.slot;
-      if (is_free(x, i)) {
+      if (!holds_live(x, i)) {
         run += x.slot;
         continue;
       }
@@ -174,7 +210,8 @@ class slabs {
     std::uint32_t slot = 0;     // slot size
     std::uint64_t inverse = 0;  // ceil(2^40 / slot): slot index = (delta * inverse) >> 40
     std::uint16_t slots = 0;    // 0 while the record is unused
-    std::uint16_t live = 0;
+    std::uint16_t live = 0;     // slots taken from the bitmap: live or stacked
+    std::uint16_t stacked = 0;  // of those, on the class's stack (not live)
     std::uint8_t cls = 0;
   };
   struct cell {
@@ -204,6 +241,16 @@ class slabs {
   }
   [[nodiscard]] static inline bool is_free(const span_record& x, std::uint32_t i) noexcept {
     return (x.free[i >> 6] >> (i & 63) & 1) != 0;
+  }
+  // A slot that is not live (free in the bitmap, or stacked) has this as its slot record
+  // (the alignment half of it for a slot over 4 KiB): no size and alignment encode to it.
+  static constexpr std::uint16_t not_live_record = 0xffff;
+  [[nodiscard]] static inline std::size_t liveness_record(const span_record& x,
+                                                          std::uint32_t i) noexcept {
+    return x.slot <= largest_small_slot ? i : 2 * std::size_t{i} + 1;
+  }
+  [[nodiscard]] static inline bool holds_live(const span_record& x, std::uint32_t i) noexcept {
+    return x.sizes[liveness_record(x, i)] != not_live_record;
   }
   // The slot of span x at `delta` bytes from its start (exact for every delta below 2^24:
   // delta * (inverse * slot - 2^40) < 2^40), or x.slots if `delta` does not start one.
@@ -254,6 +301,10 @@ class slabs {
   [[nodiscard]] static std::size_t record_words(unsigned c) noexcept;
   [[nodiscard]] std::uint64_t* take_records(unsigned c);
   void point_table(std::uint32_t s, std::uint32_t value) noexcept;
+  // Marks slot i of span s, taken from the bitmap and not live, free there. Returns the
+  // engine node of the span if that emptied it and its class already keeps an empty span
+  // (the span is dropped), else no_index.
+  std::uint32_t free_in_bitmap(std::uint32_t s, std::uint32_t i) noexcept;
   void link(std::uint32_t s) noexcept;
   void unlink(std::uint32_t s) noexcept;
   std::uint32_t drop(std::uint32_t s) noexcept;
@@ -281,6 +332,24 @@ class slabs {
   std::uint64_t* spare_records_[class_count] = {};
   meta_array<hint> hints_;     // null until the first span
   std::size_t hint_mask_ = 0;  // hints - 1
+  // The classes' stacks of released slots, span << stack_slot_bits | slot index: class c's
+  // from stack_[c * stack_depth], stacked_[c] of them. Null until the first span.
+  static constexpr unsigned stack_depth = 32;
+  static constexpr unsigned stack_slot_bits = 16;
+  static constexpr std::uint64_t stack_slot_mask = (std::uint64_t{1} << stack_slot_bits) - 1;
+  // How many slots class c stacks: as many as hold stack_bytes, 2 to stack_depth. The
+  // memory of stacked slots is kept from other classes and from the engine until
+  // drop_empty().
+  static constexpr std::uint64_t stack_bytes = std::uint64_t{32} << 10;
+  static constexpr auto stack_limit = [] {
+    std::array<std::uint8_t, class_count> limit{};
+    for (unsigned c = 0; c < class_count; ++c)
+      limit[c] = static_cast<std::uint8_t>(std::clamp<std::uint64_t>(
+          stack_bytes / (slot_granule * slot_classes::granules(c)), 2, stack_depth));
+    return limit;
+  }();
+  meta_array<std::uint64_t> stack_;
+  std::uint8_t stacked_[class_count] = {};
 
  public:
   // Slabs without spans whose records come from `metadata` (null:
@@ -322,13 +391,7 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
     return c < class_count ? c : no_class;
   }
   // The smallest class that holds (size - 1) / 8 + 1 granules of 8 bytes, from a table.
-  static constexpr auto by_granules = [] {
-    std::array<std::uint8_t, largest_small_slot / slot_granule> t{};
-    for (std::uint64_t g = 0; g < t.size(); ++g)
-      t[g] = static_cast<std::uint8_t>(slot_classes::index_of(g + 1));
-    return t;
-  }();
-  unsigned c = by_granules[(size - 1) / slot_granule];
+  unsigned c = small_classes[0][(size - 1) / slot_granule];
   // Every slot size is a multiple of 8: only a larger alignment may need a larger class.
   if (alignment > 8)
     while (c < class_count && (slot_size(c) & (alignment - 1)) != 0) ++c;
@@ -337,6 +400,19 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
 
 [[gnu::always_inline]] inline std::optional<slabs::slot> slabs::take(unsigned c, std::uint64_t size,
                                                                      unsigned align_log2) noexcept {
+  if (const unsigned n = stacked_[c]; n != 0) {  // the slot released last
+    const std::uint64_t e = stack_[c * stack_depth + n - 1];
+    stacked_[c] = static_cast<std::uint8_t>(n - 1);
+    span_record& x = spans_[e >> stack_slot_bits];
+    const auto i = static_cast<std::uint32_t>(e & stack_slot_mask);
+    BUFPOOL_ASSERT(x.cls == c && x.stacked != 0 && !is_free(x, i) && !holds_live(x, i));
+    --x.stacked;
+    set_record(x, i, size, align_log2);
+    totals_.live_bytes += x.slot;
+    ++totals_.live_slots;
+    return slot{x.offset + std::uint64_t{i} * x.slot, x.slot, x.region,
+                x.address + std::size_t{i} * x.slot};
+  }
   const std::uint32_t s = partial_[c];
   if (s == no_index) return std::nullopt;
   span_record& x = spans_[s];
@@ -388,19 +464,35 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   dropped = no_index;
   span_record& x = spans_[s];
   const std::uint32_t i = slot_index(x, offset - x.offset);
-  if (i == x.slots || is_free(x, i)) return verdict::not_live;
+  if (i == x.slots || !holds_live(x, i)) return verdict::not_live;
   if (size != nullptr) {
     if (*size != recorded_size(x, i)) return verdict::size;
     if (alignment != recorded_alignment(x, i)) return verdict::alignment;
   }
-  BUFPOOL_ASSERT(x.live != 0 && totals_.live_slots != 0 && totals_.live_bytes >= x.slot);
-  x.free[i >> 6] |= std::uint64_t{1} << (i & 63);
-  x.summary |= std::uint64_t{1} << (i >> 6);
+  BUFPOOL_ASSERT(x.live > x.stacked && totals_.live_slots != 0 && totals_.live_bytes >= x.slot);
+  BUFPOOL_ASSERT(!is_free(x, i));
+  x.sizes[liveness_record(x, i)] = not_live_record;
   totals_.live_bytes -= x.slot;
   --totals_.live_slots;
-  if (x.live-- == x.slots) link(s);
-  if (x.live == 0 && ++empty_[x.cls] > 1) dropped = drop(s);
+  if (const unsigned n = stacked_[x.cls]; n < stack_limit[x.cls]) {
+    stack_[x.cls * stack_depth + n] = std::uint64_t{s} << stack_slot_bits | i;
+    stacked_[x.cls] = static_cast<std::uint8_t>(n + 1);
+    ++x.stacked;
+    return verdict::ok;
+  }
+  dropped = free_in_bitmap(s, i);
   return verdict::ok;
+}
+
+[[gnu::always_inline]] inline std::uint32_t slabs::free_in_bitmap(std::uint32_t s,
+                                                                  std::uint32_t i) noexcept {
+  span_record& x = spans_[s];
+  BUFPOOL_ASSERT(x.live > x.stacked && !is_free(x, i) && !holds_live(x, i));
+  x.free[i >> 6] |= std::uint64_t{1} << (i & 63);
+  x.summary |= std::uint64_t{1} << (i >> 6);
+  if (x.live-- == x.slots) link(s);
+  if (x.live == 0 && ++empty_[x.cls] > 1) return drop(s);
+  return no_index;
 }
 
 // Puts span s first in its class's list (the next take() uses it).

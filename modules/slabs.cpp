@@ -34,6 +34,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
                      std::byte* address) {
   // Every allocation first.
   cover_with_hints(std::max(totals_.span_bytes + bytes, region_size));
+  if (!stack_) stack_ = make_meta_array<std::uint64_t>(metadata_, class_count * stack_depth);
   if (tables_.size() <= region) tables_.resize(region + 1);
   table& t = tables_[region];
   if (t.chunks.empty()) {
@@ -74,6 +75,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   x.sizes = std::launder(reinterpret_cast<std::uint16_t*>(records + words));
   for (std::size_t w = 0; w < words; ++w) x.free[w] = ~std::uint64_t{0};
   if (slots % 64 != 0) x.free[words - 1] = (std::uint64_t{1} << (slots % 64)) - 1;
+  std::fill_n(x.sizes, slot_size(c) <= largest_small_slot ? slots : 2 * slots, not_live_record);
   x.summary = words == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << words) - 1;
   x.node = node;
   x.region = region;
@@ -81,6 +83,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   x.inverse = ((std::uint64_t{1} << 40) + slot - 1) / slot;
   x.slots = slots;
   x.live = 0;
+  x.stacked = 0;
   x.cls = static_cast<std::uint8_t>(c);
   point_table(s, s);
   link(s);
@@ -135,14 +138,14 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> slabs::live_slot(
     std::uint32_t s, std::uint64_t offset) const noexcept {
   const span_record& x = spans_[s];
   const std::uint32_t i = slot_index(x, offset - x.offset);
-  if (i == x.slots || is_free(x, i)) return std::nullopt;
+  if (i == x.slots || !holds_live(x, i)) return std::nullopt;
   return std::pair{recorded_size(x, i), std::uint64_t{x.slot}};
 }
 
 void slabs::set_size(std::uint32_t s, std::uint64_t offset, std::uint64_t size) noexcept {
   span_record& x = spans_[s];
   const std::uint32_t i = slot_index(x, offset - x.offset);
-  BUFPOOL_ASSERT(i < x.slots && !is_free(x, i) && size != 0 && size <= x.slot);
+  BUFPOOL_ASSERT(i < x.slots && holds_live(x, i) && size != 0 && size <= x.slot);
   set_record(x, i, size, static_cast<unsigned>(std::countr_zero(recorded_alignment(x, i))));
 }
 
@@ -209,11 +212,11 @@ slabs::totals slabs::of_region(std::uint32_t region) const noexcept {
   totals t;
   for (const span_record& x : spans_) {
     if (x.slots == 0 || x.region != region) continue;
-    BUFPOOL_ASSERT(x.live <= x.slots);
+    BUFPOOL_ASSERT(x.stacked <= x.live && x.live <= x.slots);
     t.span_bytes += x.bytes;
-    t.live_bytes += std::uint64_t{x.live} * x.slot;
+    t.live_bytes += (std::uint64_t{x.live} - x.stacked) * x.slot;
     ++t.spans;
-    t.live_slots += x.live;
+    t.live_slots += x.live - x.stacked;
   }
   return t;
 }
@@ -229,6 +232,25 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
       if (listed[t]) return fail("a class list holds a span twice, or has a cycle");
       listed[t] = true;
     }
+  // The stacks: each entry a slot of a live span of its class, taken from the bitmap and
+  // not live, and no slot twice; per span as many as it counts.
+  std::vector<std::uint64_t> entries;
+  std::vector<std::uint32_t> stacked_of(spans_.size());
+  for (unsigned c = 0; c < class_count; ++c) {
+    if (stacked_[c] > stack_limit[c]) return fail("a class stacks more slots than it may");
+    for (unsigned k = 0; k < stacked_[c]; ++k) {
+      const std::uint64_t entry = stack_[c * stack_depth + k];
+      const auto span = static_cast<std::uint32_t>(entry >> stack_slot_bits);
+      const auto i = static_cast<std::uint32_t>(entry & stack_slot_mask);
+      if (span >= spans_.size() || spans_[span].slots == 0 || spans_[span].cls != c ||
+          i >= spans_[span].slots || is_free(spans_[span], i) || holds_live(spans_[span], i))
+        return fail("a class stacks a slot that is not a taken, not live slot of its class");
+      entries.push_back(entry);
+      ++stacked_of[span];
+    }
+  }
+  std::ranges::sort(entries);
+  if (std::ranges::adjacent_find(entries) != entries.end()) return fail("a slot is stacked twice");
   totals sum;
   std::uint8_t empties[class_count] = {};
   for (std::uint32_t s = 0; s < spans_.size(); ++s) {
@@ -251,18 +273,27 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
     if (x.slots % 64 != 0 && (x.free[x.slots / 64] >> (x.slots % 64)) != 0)
       return fail("a span marks slots beyond its last one free");
     if (free + x.live != x.slots) return fail("a span's live count disagrees with its bitmap");
-    for (std::uint32_t i = 0; i < x.slots; ++i)
-      if (!is_free(x, i) &&
-          (recorded_size(x, i) > x.slot || recorded_alignment(x, i) > largest_alignment ||
-           x.slot % recorded_alignment(x, i) != 0))
+    if (x.stacked != stacked_of[s] || x.stacked > x.live)
+      return fail("a span's stacked count disagrees with the stacks");
+    std::size_t not_live = 0;
+    for (std::uint32_t i = 0; i < x.slots; ++i) {
+      if (!holds_live(x, i)) {
+        not_live += is_free(x, i) ? 0 : 1;
+        continue;
+      }
+      if (is_free(x, i)) return fail("a slot free in its bitmap records a live size");
+      if (recorded_size(x, i) > x.slot || recorded_alignment(x, i) > largest_alignment ||
+          x.slot % recorded_alignment(x, i) != 0)
         return fail("a live slot records a size or alignment its slot cannot hold");
+    }
+    if (not_live != x.stacked) return fail("a taken slot that is not live is not stacked");
     if (listed[s] != (x.live < x.slots))
       return fail("a span is listed exactly when it has a free slot: not so");
     if (x.live == 0) ++empties[x.cls];
     sum.span_bytes += x.bytes;
-    sum.live_bytes += std::uint64_t{x.live} * x.slot;
+    sum.live_bytes += (std::uint64_t{x.live} - x.stacked) * x.slot;
     ++sum.spans;
-    sum.live_slots += x.live;
+    sum.live_slots += x.live - x.stacked;
   }
   for (unsigned c = 0; c < class_count; ++c)
     if (empties[c] != empty_[c] || empty_[c] > 1) return fail("a class keeps a wrong empty count");

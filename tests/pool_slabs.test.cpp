@@ -186,9 +186,46 @@ TEST(Slabs, AnEmptySpanGoesBackToTheEngineExceptOnePerClass) {
     live.push_back(h.pool.acquire_raw(64, 8, bufpool::greedy).value());
   EXPECT_EQ(h.pool.stats().spare_bytes, 0u);
   for (const auto& r : live) ASSERT_TRUE(h.pool.release_raw(r.pointer));
-  EXPECT_EQ(h.pool.stats().spare_bytes, 4096u);  // two went back, one is kept
+  // The first span emptied is kept, the second went back; the 32 slots released last wait
+  // on the class's stack, in the third span.
+  EXPECT_EQ(h.pool.stats().spare_bytes, 2 * 4096u);
   expect_totals_add_up(h.pool);
   expect_valid(h.pool);
+  h.pool.trim();  // the stacked slots go back to their span, and every empty span goes
+  EXPECT_EQ(h.pool.stats().spare_bytes, 0u);
+  expect_valid(h.pool);
+}
+
+TEST(Slabs, TheSlotReleasedLastIsTheNextOneAcquiredOfItsClass) {
+  slab_pool h;
+  const auto a = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  const auto b = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  const auto c = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  ASSERT_TRUE(h.pool.release_raw(b.pointer));
+  ASSERT_TRUE(h.pool.release_raw(c.pointer));
+  EXPECT_EQ(h.pool.acquire_raw(60, 8, bufpool::greedy).value().offset, c.offset);  // last
+  EXPECT_EQ(h.pool.acquire_raw(64, 8, bufpool::greedy).value().offset, b.offset);
+  EXPECT_EQ(h.pool.raw_at(c.pointer).value().size, 60u);  // recorded anew
+  expect_totals_add_up(h.pool);
+  expect_valid(h.pool);
+  (void)a;
+}
+
+TEST(Slabs, AStackedSlotIsNotLiveForAnyRelease) {
+  slab_pool h;
+  const auto keep = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  const auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  ASSERT_TRUE(h.pool.release_raw(r.pointer));  // stacked
+  recording_violations watch;
+  EXPECT_FALSE(h.pool.release_raw(r.pointer));
+  EXPECT_FALSE(h.pool.release_raw(std::uint64_t{r.offset}));
+  EXPECT_FALSE(h.pool.release_raw(r.pointer, 64, 8));
+  EXPECT_EQ(bufpool_test::g_violations, 3);  // each release reported
+  EXPECT_FALSE(h.pool.raw_at(r.pointer).has_value());
+  EXPECT_EQ(h.pool.stats().live_slices, 1u);
+  expect_totals_add_up(h.pool);
+  expect_valid(h.pool);
+  EXPECT_TRUE(h.pool.release_raw(keep.pointer));
 }
 
 // Drop-in fidelity item 13: the empty spans the classes keep are room, and an acquisition
