@@ -333,9 +333,7 @@ template <bool Grow>
         (std::max<std::uint64_t>(size, options_.min_size) - 1) / detail::slot_granule,
         std::max<std::uint64_t>(alignment, options_.min_alignment) > 8);
   } else {
-    // A power of two (x ^ (x - 1) > x - 1, false for 0) up to max_alignment; written so
-    // that the compiler does not make it a popcount (20 instructions without -mpopcnt).
-    if (size == 0 || size > options_.max_size || (alignment ^ (alignment - 1)) <= alignment - 1 ||
+    if (size == 0 || size > options_.max_size || !detail::is_power_of_two(alignment) ||
         alignment > options_.max_alignment)
       return std::nullopt;
     c = detail::slabs::class_of(std::max<std::uint64_t>(size, options_.min_size),

@@ -183,10 +183,7 @@ void engine::unlink(std::uint32_t m) noexcept {
 std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t alignment,
                                                         strategy how) {
   if (size == 0) return std::unexpected(errc::invalid_size);
-  // A power of two (x ^ (x - 1) > x - 1, false for 0), written so that the compiler does
-  // not make it a popcount (20 instructions without -mpopcnt).
-  if ((alignment ^ (alignment - 1)) <= alignment - 1)
-    return std::unexpected(errc::invalid_alignment);
+  if (!detail::is_power_of_two(alignment)) return std::unexpected(errc::invalid_alignment);
   if (alignment > limits_.max_alignment) return std::unexpected(errc::alignment_too_big);
   if (size > limits_.max_size) return std::unexpected(errc::too_large);
   const offset_t align = std::max(alignment, limits_.min_alignment);

@@ -192,7 +192,7 @@ class pool_resource : public std::pmr::memory_resource {
   /// a size that overflows when rounded up to `alignment` is std::bad_alloc at once (the
   /// upstream is not asked).
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    if (!bufpool::detail::expects(std::has_single_bit(alignment),
+    if (!bufpool::detail::expects(bufpool::detail::is_power_of_two(alignment),
                                   "pool_resource::allocate: the alignment must be a power of two"))
       throw std::bad_alloc();
     // A size that cannot be rounded up to its alignment is refused here: an upstream may
@@ -205,7 +205,7 @@ class pool_resource : public std::pmr::memory_resource {
   /// alignment (misuse: see the class notes; a bad alignment is a violation too).
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
     if (!bufpool::detail::expects(
-            std::has_single_bit(alignment),
+            bufpool::detail::is_power_of_two(alignment),
             "pool_resource::deallocate: the alignment must be a power of two"))
       return;
     backend_->deallocate(p, bytes == 0 ? 1 : bytes, alignment);
