@@ -154,7 +154,7 @@ class slabs {
   void drop_empty(F&& give) noexcept {
     for (unsigned c = 0; c < class_count; ++c)
       while (stacked_[c] != 0) {
-        const std::uint64_t e = stack_[c * stack_depth + --stacked_[c]];
+        const std::uint64_t e = stacks_[c][--stacked_[c]];
         const auto s = static_cast<std::uint32_t>(e >> stack_slot_bits);
         --spans_[s].stacked;
         if (const std::uint32_t node = free_in_bitmap(s, e & stack_slot_mask); node != no_index)
@@ -300,6 +300,9 @@ class slabs {
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
   [[nodiscard]] static std::size_t record_words(unsigned c) noexcept;
   [[nodiscard]] std::uint64_t* take_records(unsigned c);
+  // `words` words from the current chunk of records, or from a new one. Throws
+  // std::bad_alloc with nothing changed.
+  [[nodiscard]] std::uint64_t* carve(std::size_t words);
   void point_table(std::uint32_t s, std::uint32_t value) noexcept;
   // Marks slot i of span s, taken from the bitmap and not live, free there. Returns the
   // engine node of the span if that emptied it and its class already keeps an empty span
@@ -332,8 +335,9 @@ class slabs {
   std::uint64_t* spare_records_[class_count] = {};
   meta_array<hint> hints_;     // null until the first span
   std::size_t hint_mask_ = 0;  // hints - 1
-  // The classes' stacks of released slots, span << stack_slot_bits | slot index: class c's
-  // from stack_[c * stack_depth], stacked_[c] of them. Null until the first span.
+  // The classes' stacks of released slots, span << stack_slot_bits | slot index: stacked_[c]
+  // of them at stacks_[c], which is carved from a chunk with the records of the class's
+  // first span (null until then).
   static constexpr unsigned stack_depth = 32;
   static constexpr unsigned stack_slot_bits = 16;
   static constexpr std::uint64_t stack_slot_mask = (std::uint64_t{1} << stack_slot_bits) - 1;
@@ -348,7 +352,7 @@ class slabs {
           stack_bytes / (slot_granule * slot_classes::granules(c)), 2, stack_depth));
     return limit;
   }();
-  meta_array<std::uint64_t> stack_;
+  std::uint64_t* stacks_[class_count] = {};
   std::uint8_t stacked_[class_count] = {};
 
  public:
@@ -401,7 +405,7 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
 [[gnu::always_inline]] inline std::optional<slabs::slot> slabs::take(unsigned c, std::uint64_t size,
                                                                      unsigned align_log2) noexcept {
   if (const unsigned n = stacked_[c]; n != 0) {  // the slot released last
-    const std::uint64_t e = stack_[c * stack_depth + n - 1];
+    const std::uint64_t e = stacks_[c][n - 1];
     stacked_[c] = static_cast<std::uint8_t>(n - 1);
     span_record& x = spans_[e >> stack_slot_bits];
     const auto i = static_cast<std::uint32_t>(e & stack_slot_mask);
@@ -475,7 +479,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   totals_.live_bytes -= x.slot;
   --totals_.live_slots;
   if (const unsigned n = stacked_[x.cls]; n < stack_limit[x.cls]) {
-    stack_[x.cls * stack_depth + n] = std::uint64_t{s} << stack_slot_bits | i;
+    stacks_[x.cls][n] = std::uint64_t{s} << stack_slot_bits | i;
     stacked_[x.cls] = static_cast<std::uint8_t>(n + 1);
     ++x.stacked;
     return verdict::ok;

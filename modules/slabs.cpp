@@ -34,7 +34,6 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
                      std::byte* address) {
   // Every allocation first.
   cover_with_hints(std::max(totals_.span_bytes + bytes, region_size));
-  if (!stack_) stack_ = make_meta_array<std::uint64_t>(metadata_, class_count * stack_depth);
   if (tables_.size() <= region) tables_.resize(region + 1);
   table& t = tables_[region];
   if (t.chunks.empty()) {
@@ -63,6 +62,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
     unused_.push_back(static_cast<std::uint32_t>(spans_.size()));
     spans_.emplace_back();  // an unused record: nothing changes if take_records() throws
   }
+  if (stacks_[c] == nullptr) stacks_[c] = carve(stack_limit[c]);
   std::uint64_t* const records = take_records(c);
 
   const std::uint32_t s = unused_.back();
@@ -116,7 +116,11 @@ std::uint64_t* slabs::take_records(unsigned c) {
     spare_records_[c] = reinterpret_cast<std::uint64_t*>(static_cast<std::uintptr_t>(spare[0]));
     return spare;
   }
-  const std::size_t bytes = 8 * record_words(c);
+  return carve(record_words(c));
+}
+
+std::uint64_t* slabs::carve(std::size_t words) {
+  const std::size_t bytes = 8 * words;
   if (chunk_left_ < bytes) {
     room_for_one(chunks_);
     const std::size_t grown = std::size_t{4096} << std::min<std::size_t>(chunks_.size(), 4);
@@ -239,7 +243,7 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
   for (unsigned c = 0; c < class_count; ++c) {
     if (stacked_[c] > stack_limit[c]) return fail("a class stacks more slots than it may");
     for (unsigned k = 0; k < stacked_[c]; ++k) {
-      const std::uint64_t entry = stack_[c * stack_depth + k];
+      const std::uint64_t entry = stacks_[c][k];
       const auto span = static_cast<std::uint32_t>(entry >> stack_slot_bits);
       const auto i = static_cast<std::uint32_t>(entry & stack_slot_mask);
       if (span >= spans_.size() || spans_[span].slots == 0 || spans_[span].cls != c ||
