@@ -420,14 +420,6 @@ class buffer_pool {
 
   using cache = typename detail::thread_cache_set<Int, Extra>::cache;
 
-  static constexpr std::uint64_t small_slot_limit(const options_type& o) noexcept {
-    constexpr std::uint64_t limit = detail::slabs::largest_small_slot;
-    return o.slabs && o.max_size >= limit && o.max_alignment >= 16 && o.min_size <= limit &&
-                   o.min_alignment <= 16
-               ? limit
-               : 0;
-  }
-
   // What becomes of a thread cache's empty spans when its thread exits.
   static void give_back_empty_spans(void* pool, detail::slabs& slabs) noexcept {
     auto& self = *static_cast<buffer_pool*>(pool);
@@ -692,9 +684,10 @@ class buffer_pool {
 
   options_type options_;
   // Requests of 1 .. small_slot_limit_ bytes at an alignment of at most 16 take their slab
-  // class from a table: 4096 when every such request is valid and min_size and
-  // min_alignment keep it within the table, else 0.
-  std::uint64_t small_slot_limit_ = small_slot_limit(options_);
+  // class from a table (see slabs::table_limit).
+  std::uint64_t small_slot_limit_ =
+      detail::slabs::table_limit(options_.slabs, options_.min_size, options_.max_size,
+                                 options_.min_alignment, options_.max_alignment);
   std::pmr::memory_resource* metadata_;  // where every record below comes from
   mutable Mutex mutex_;
   Mutex grow_mutex_;  // one grow() at a time

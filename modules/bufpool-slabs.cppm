@@ -89,6 +89,19 @@ class slabs {
   // alignment (slots are multiples of 8 bytes: 8 .. 256, then 4 per doubling to 65536),
   // or no_class.
   [[nodiscard]] static unsigned class_of(std::uint64_t size, std::uint64_t alignment) noexcept;
+  // The largest size small_class() serves, for a pool with these options: 4096 when every
+  // request of up to 4096 bytes at an alignment of up to 16 is valid and min_size and
+  // min_alignment keep it within the table, else 0.
+  [[nodiscard]] static constexpr std::uint64_t table_limit(bool on, std::uint64_t min_size,
+                                                           std::uint64_t max_size,
+                                                           std::uint64_t min_alignment,
+                                                           std::uint64_t max_alignment) noexcept {
+    constexpr std::uint64_t limit = largest_small_slot;
+    return on && max_size >= limit && max_alignment >= 16 && min_size <= limit &&
+                   min_alignment <= 16
+               ? limit
+               : 0;
+  }
   // class_of() of the commonest requests, by a table alone: `granules` = (size - 1) / 8 for a
   // size of 1 .. 4096 bytes, at an alignment of at most 8, or of 16 if `align16`.
   [[nodiscard]] static inline unsigned small_class(std::uint64_t granules, bool align16) noexcept {

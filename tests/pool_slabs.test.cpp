@@ -196,6 +196,34 @@ TEST(Slabs, AnEmptySpanGoesBackToTheEngineExceptOnePerClass) {
   expect_valid(h.pool);
 }
 
+TEST(Slabs, TheClassTableAgreesWithClassOfForEverySizeAndAlignmentItServes) {
+  using slabs = bufpool::detail::slabs;
+  for (std::uint64_t size = 1; size <= 4096; ++size)
+    for (const std::uint64_t alignment : {8u, 16u})
+      ASSERT_EQ(slabs::small_class((size - 1) / 8, alignment == 16),
+                slabs::class_of(size, alignment))
+          << size << " bytes at " << alignment;
+  EXPECT_EQ(slabs::table_limit(true, 1, ~0ULL, 16, 4096), 4096u);
+  EXPECT_EQ(slabs::table_limit(false, 1, ~0ULL, 16, 4096), 0u);    // no slabs
+  EXPECT_EQ(slabs::table_limit(true, 1, 4095, 16, 4096), 0u);      // 4096 bytes is too large
+  EXPECT_EQ(slabs::table_limit(true, 1, ~0ULL, 32, 4096), 0u);     // alignments raised past 16
+  EXPECT_EQ(slabs::table_limit(true, 1, ~0ULL, 8, 8), 0u);         // 16 is too much alignment
+  EXPECT_EQ(slabs::table_limit(true, 4097, ~0ULL, 16, 4096), 0u);  // sizes raised past 4096
+}
+
+TEST(Slabs, AMinimumSizeOrAlignmentRaisesTheRequestBeforeItsClassIsChosen) {
+  bufpool::basic_options<std::uint64_t> o = slab_options();
+  o.min_size = 100;
+  o.min_alignment = 16;
+  bufpool_test::page_aligned_pool<pool64> h(o, std::size_t{1} << 20);
+  const auto r = h.pool.acquire_raw(1, 1, bufpool::greedy).value();
+  EXPECT_EQ(r.capacity, 112u);  // 100 bytes, in the smallest class whose slots are 16-aligned
+  EXPECT_EQ(r.offset % 16, 0u);
+  EXPECT_EQ(h.pool.acquire_raw(24, 8, bufpool::greedy).value().capacity, 112u);
+  EXPECT_EQ(h.pool.acquire_raw(104, 2, bufpool::greedy).value().capacity, 112u);
+  expect_valid(h.pool);
+}
+
 TEST(Slabs, TheSlotReleasedLastIsTheNextOneAcquiredOfItsClass) {
   slab_pool h;
   const auto a = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
