@@ -326,7 +326,7 @@ template <bool Grow>
     std::uint64_t size, std::uint64_t alignment) -> std::optional<raw_range<Int>> {
   unsigned c;
   // 1 .. small_slot_limit_ bytes at an alignment of 1, 2, 4, 8 or 16 (the bits of 0x10116):
-  // the class from a table (see small_slot_limit()).
+  // the class from a table (see slabs::table_limit).
   if (size - 1 < small_slot_limit_ && alignment - 1 < 16 && ((0x10116U >> alignment) & 1) != 0)
       [[likely]] {
     c = detail::slabs::small_class(

@@ -317,6 +317,9 @@ class slabs {
   // std::bad_alloc with nothing changed.
   [[nodiscard]] std::uint64_t* carve(std::size_t words);
   void point_table(std::uint32_t s, std::uint32_t value) noexcept;
+  // Makes slot i of span x, taken from the bitmap or the stack, live for `size` bytes at
+  // 2^align_log2, and counts it.
+  slot hand_out(span_record& x, std::uint32_t i, std::uint64_t size, unsigned align_log2) noexcept;
   // Marks slot i of span s, taken from the bitmap and not live, free there. Returns the
   // engine node of the span if that emptied it and its class already keeps an empty span
   // (the span is dropped), else no_index.
@@ -424,11 +427,7 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
     const auto i = static_cast<std::uint32_t>(e & stack_slot_mask);
     BUFPOOL_ASSERT(x.cls == c && x.stacked != 0 && !is_free(x, i) && !holds_live(x, i));
     --x.stacked;
-    set_record(x, i, size, align_log2);
-    totals_.live_bytes += x.slot;
-    ++totals_.live_slots;
-    return slot{x.offset + std::uint64_t{i} * x.slot, x.slot, x.region,
-                x.address + std::size_t{i} * x.slot};
+    return hand_out(x, i, size, align_log2);
   }
   const std::uint32_t s = partial_[c];
   if (s == no_index) return std::nullopt;
@@ -440,9 +439,15 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
   const std::uint32_t i = w * 64 + lowest_bit(word);
   word &= word - 1;
   if (word == 0) x.summary &= ~(std::uint64_t{1} << w);
-  set_record(x, i, size, align_log2);
   if (x.live++ == 0) --empty_[c];
   if (x.live == x.slots) unlink(s);
+  return hand_out(x, i, size, align_log2);
+}
+
+[[gnu::always_inline]] inline slabs::slot slabs::hand_out(span_record& x, std::uint32_t i,
+                                                          std::uint64_t size,
+                                                          unsigned align_log2) noexcept {
+  set_record(x, i, size, align_log2);
   totals_.live_bytes += x.slot;
   ++totals_.live_slots;
   return slot{x.offset + std::uint64_t{i} * x.slot, x.slot, x.region,
