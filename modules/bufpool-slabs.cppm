@@ -167,11 +167,9 @@ class slabs {
   void drop_empty(F&& give) noexcept {
     for (unsigned c = 0; c < class_count; ++c)
       while (stacked_[c] != 0) {
-        const std::uint64_t e = stacks_[c][--stacked_[c]];
-        const auto s = static_cast<std::uint32_t>(e >> stack_slot_bits);
-        --spans_[s].stacked;
-        if (const std::uint32_t node = free_in_bitmap(s, e & stack_slot_mask); node != no_index)
-          give(node);
+        const stacked_slot e = unpack(stacks_[c][--stacked_[c]]);
+        --spans_[e.span].stacked;
+        if (const std::uint32_t node = free_in_bitmap(e.span, e.slot); node != no_index) give(node);
       }
     for (std::uint32_t s = 0; s < spans_.size(); ++s)
       if (spans_[s].slots != 0 && spans_[s].live == 0) give(drop(s));
@@ -356,7 +354,18 @@ class slabs {
   // first span (null until then).
   static constexpr unsigned stack_depth = 32;
   static constexpr unsigned stack_slot_bits = 16;
-  static constexpr std::uint64_t stack_slot_mask = (std::uint64_t{1} << stack_slot_bits) - 1;
+  struct stacked_slot {
+    std::uint32_t span;
+    std::uint32_t slot;
+  };
+  [[nodiscard]] static constexpr std::uint64_t pack(std::uint32_t span,
+                                                    std::uint32_t slot) noexcept {
+    return std::uint64_t{span} << stack_slot_bits | slot;
+  }
+  [[nodiscard]] static constexpr stacked_slot unpack(std::uint64_t entry) noexcept {
+    return {static_cast<std::uint32_t>(entry >> stack_slot_bits),
+            static_cast<std::uint32_t>(entry & ((std::uint64_t{1} << stack_slot_bits) - 1))};
+  }
   // How many slots class c stacks: as many as hold stack_bytes, 2 to stack_depth. The
   // memory of stacked slots is kept from other classes and from the engine until
   // drop_empty().
@@ -421,10 +430,9 @@ inline unsigned slabs::class_of(std::uint64_t size, std::uint64_t alignment) noe
 [[gnu::always_inline]] inline std::optional<slabs::slot> slabs::take(unsigned c, std::uint64_t size,
                                                                      unsigned align_log2) noexcept {
   if (const unsigned n = stacked_[c]; n != 0) {  // the slot released last
-    const std::uint64_t e = stacks_[c][n - 1];
+    const auto [s, i] = unpack(stacks_[c][n - 1]);
     stacked_[c] = static_cast<std::uint8_t>(n - 1);
-    span_record& x = spans_[e >> stack_slot_bits];
-    const auto i = static_cast<std::uint32_t>(e & stack_slot_mask);
+    span_record& x = spans_[s];
     BUFPOOL_ASSERT(x.cls == c && x.stacked != 0 && !is_free(x, i) && !holds_live(x, i));
     --x.stacked;
     return hand_out(x, i, size, align_log2);
@@ -497,7 +505,7 @@ inline std::uint32_t slabs::find(std::uint64_t offset, std::uint32_t region) con
   totals_.live_bytes -= x.slot;
   --totals_.live_slots;
   if (const unsigned n = stacked_[x.cls]; n < stack_limit[x.cls]) {
-    stacks_[x.cls][n] = std::uint64_t{s} << stack_slot_bits | i;
+    stacks_[x.cls][n] = pack(s, i);
     stacked_[x.cls] = static_cast<std::uint8_t>(n + 1);
     ++x.stacked;
     return verdict::ok;

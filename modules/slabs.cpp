@@ -244,8 +244,7 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
     if (stacked_[c] > stack_limit[c]) return fail("a class stacks more slots than it may");
     for (unsigned k = 0; k < stacked_[c]; ++k) {
       const std::uint64_t entry = stacks_[c][k];
-      const auto span = static_cast<std::uint32_t>(entry >> stack_slot_bits);
-      const auto i = static_cast<std::uint32_t>(entry & stack_slot_mask);
+      const auto [span, i] = unpack(entry);
       if (span >= spans_.size() || spans_[span].slots == 0 || spans_[span].cls != c ||
           i >= spans_[span].slots || is_free(spans_[span], i) || holds_live(spans_[span], i))
         return fail("a class stacks a slot that is not a taken, not live slot of its class");
