@@ -60,7 +60,7 @@ def align_too_big():  # 2^48: above any u32 pool's maximum
     return bytes([240])
 
 
-OPTIMAL, GREEDY = 0, 4
+OPTIMAL, GOOD_FIT, GREEDY = 0, 3, 4
 BORROWED, SHARED, WEAK = 0, 2 << 3, 3 << 3
 
 
@@ -295,6 +295,13 @@ seeds["offset-space"] = (
     + op(FULL_CHECK)
 )
 
+seeds["good-fit-off-the-granule"] = (
+    config(0, 300)  # the next region starts at offset 300, off the 16-byte granule
+    + expand_small(256)
+    + op(INITIALIZE, 0, 0)
+    + acquire(size_small(256), strategy=GOOD_FIT)  # fits only the first region, aligned
+    + op(FULL_CHECK)
+)
 seeds["initialize-misuse"] = (
     config(0, 2048)
     + expand_small(100)

@@ -318,12 +318,14 @@ class engine {
   void index_sizes();
   void index_offsets();
 
-  // The size bins (engine_bins.cpp): every free range is in the bin of its size, found by
-  // two bit scans. good_fit() takes a range from the first non-empty bin whose every range
-  // holds the aligned request, else one of the first few ranges of the bin below that holds it.
+  // The size bins (engine_indexes.cpp): every free range is in the bin of the whole granules
+  // it holds, found by two bit scans. good_fit() takes a range from the first non-empty bin
+  // whose every range holds the aligned request, else one of the first few ranges of the bin
+  // below that holds it.
   [[nodiscard]] static unsigned bin_of(offset_t granules) noexcept;
   [[nodiscard]] static offset_t bin_floor(unsigned bin) noexcept;
-  // Links or unlinks free node n in bin b, the bin of its size.
+  [[nodiscard]] unsigned bin_of_range(offset_t offset, offset_t size) const noexcept;
+  // Links or unlinks free node n in bin b, the bin of its range.
   void bin_link(std::uint32_t n, unsigned b) noexcept;
   void bin_unlink(std::uint32_t n, unsigned b) noexcept;
   [[nodiscard]] std::uint32_t good_fit(offset_t len, offset_t align) const noexcept;

@@ -73,7 +73,7 @@ void engine::add_free(std::uint32_t n) {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state != node_free && x.size != 0 && x.region < regions_.size());
   x.state = node_free;
-  bin_link(n, bin_of(x.size >> granule_log2_));
+  bin_link(n, bin_of_range(x.offset, x.size));
   if (sizes_) sizes_->insert(x.size, x.offset, n);
   if (offsets_) offsets_->insert(last_of(x.offset, x.size), 0, n);
   region_rec& r = regions_[x.region];
@@ -86,7 +86,7 @@ void engine::add_free(std::uint32_t n) {
 void engine::remove_free(std::uint32_t n) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state == node_free);
-  bin_unlink(n, bin_of(x.size >> granule_log2_));
+  bin_unlink(n, bin_of_range(x.offset, x.size));
   if (sizes_) sizes_->erase(x.size, x.offset);
   if (offsets_) offsets_->erase(last_of(x.offset, x.size), 0);
   region_rec& r = regions_[x.region];
@@ -103,8 +103,8 @@ void engine::remove_free(std::uint32_t n) noexcept {
 void engine::resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state == node_free && size != 0);
-  const unsigned old_bin = bin_of(x.size >> granule_log2_);
-  const unsigned new_bin = bin_of(size >> granule_log2_);
+  const unsigned old_bin = bin_of_range(x.offset, x.size);
+  const unsigned new_bin = bin_of_range(offset, size);
   if (old_bin != new_bin) bin_unlink(n, old_bin);
   if (sizes_) sizes_->erase(x.size, x.offset);
   const offset_t old_last = last_of(x.offset, x.size);
@@ -150,9 +150,17 @@ offset_t engine::bin_floor(unsigned bin) noexcept {
   return (offset_t{8} + (bin & 7)) << (e - 3);
 }
 
+// The bin of a free range: that of the whole granules it holds from its first granule
+// boundary, so every range of bin b holds bin_floor(b) granules at any alignment up to the
+// granule even where it starts off one (as a region may).
+unsigned engine::bin_of_range(offset_t offset, offset_t size) const noexcept {
+  const offset_t lead = (offset_t{0} - offset) & (limits_.min_alignment - 1);
+  return bin_of(lead < size ? (size - lead) >> granule_log2_ : 0);
+}
+
 void engine::bin_link(std::uint32_t n, unsigned b) noexcept {
   node& x = nodes_[n];
-  BUFPOOL_ASSERT(b == bin_of(x.size >> granule_log2_));
+  BUFPOOL_ASSERT(b == bin_of_range(x.offset, x.size));
   x.cprev = no_index;
   x.link = bin_heads_[b];
   if (x.link != no_index) nodes_[x.link].cprev = n;
@@ -163,7 +171,7 @@ void engine::bin_link(std::uint32_t n, unsigned b) noexcept {
 
 void engine::bin_unlink(std::uint32_t n, unsigned b) noexcept {
   node& x = nodes_[n];
-  BUFPOOL_ASSERT(b == bin_of(x.size >> granule_log2_));
+  BUFPOOL_ASSERT(b == bin_of_range(x.offset, x.size));
   BUFPOOL_ASSERT(x.cprev != no_index ? nodes_[x.cprev].link == n : bin_heads_[b] == n);
   if (x.cprev != no_index)
     nodes_[x.cprev].link = x.link;
@@ -186,46 +194,49 @@ std::uint32_t engine::good_fit(offset_t len, offset_t align) const noexcept {
   const offset_t pad = align - g;  // the most a granule-aligned start needs
   const offset_t most = ~offset_t{0} >> granule_log2_;
   const offset_t len_g = (len >> granule_log2_) + ((len & (g - 1)) != 0);
-  const offset_t need_g = len_g + (pad >> granule_log2_);
-  if (need_g <= most) {
-    unsigned b = bin_of(need_g);
-    const unsigned below = b;
-    if (bin_floor(b) < need_g) ++b;  // the bins from b on hold need_g granules or more
-    if (b < bin_count) {
-      unsigned k = b / 8;
-      unsigned mask = bin_masks_[k] & (0xffU << (b % 8));
-      if (mask == 0 && k + 1 < 64) {
-        const std::uint64_t groups = bin_groups_ & (~std::uint64_t{0} << (k + 1));
-        if (groups != 0) {
-          k = static_cast<unsigned>(__builtin_ctzll(groups));  // not 0: no test for it
-          mask = bin_masks_[k];
-        }
+  const offset_t pad_g = pad >> granule_log2_;
+  // No range is sure to hold a request whose size plus padding exceeds the offset type; the
+  // largest bin may still hold one whose start needs less padding.
+  const bool sure_fits_type = len_g <= most - pad_g;
+  const offset_t need_g = sure_fits_type ? len_g + pad_g : most;
+  const unsigned below = bin_of(need_g);
+  // The bins from b on hold need_g granules or more.
+  const unsigned b = bin_floor(below) < need_g ? below + 1 : below;
+  if (sure_fits_type && b < bin_count) {
+    unsigned k = b / 8;
+    unsigned mask = bin_masks_[k] & (0xffU << (b % 8));
+    if (mask == 0 && k + 1 < 64) {
+      const std::uint64_t groups = bin_groups_ & (~std::uint64_t{0} << (k + 1));
+      if (groups != 0) {
+        k = static_cast<unsigned>(__builtin_ctzll(groups));  // not 0: no test for it
+        mask = bin_masks_[k];
       }
-      if (mask != 0) return bin_heads_[8 * k + static_cast<unsigned>(__builtin_ctz(mask))];
     }
-    b = below;
-    if (b < bin_count) {
-      unsigned tries = 0;
-      for (std::uint32_t n = bin_heads_[b]; n != no_index && tries < near_bin_tries;
-           n = nodes_[n].link, ++tries) {
-        const node& x = nodes_[n];
-        const offset_t lead = pad_to(x.offset, align);
-        if (lead < x.size && x.size - lead >= len) return n;
-      }
+    if (mask != 0) return bin_heads_[8 * k + static_cast<unsigned>(__builtin_ctz(mask))];
+  }
+  if (below < bin_count) {
+    unsigned tries = 0;
+    for (std::uint32_t n = bin_heads_[below]; n != no_index && tries < near_bin_tries;
+         n = nodes_[n].link, ++tries) {
+      const node& x = nodes_[n];
+      const offset_t lead = pad_to(x.offset, align);
+      if (lead < x.size && x.size - lead >= len) return n;
     }
   }
   return no_index;
 }
 
-// The size of the largest free range in the bins: the largest in the highest non-empty bin.
-// O(ranges of that bin).
+// The size of the largest free range in the bins: the largest in the highest non-empty bin
+// or the bin just below it (whose ranges hold a granule less but may start off the granule,
+// so span more bytes). O(ranges of those two bins).
 offset_t engine::largest_binned() const noexcept {
   if (bin_groups_ == 0) return 0;
   const auto k = static_cast<unsigned>(std::bit_width(bin_groups_)) - 1;
-  const auto b = 8 * k + static_cast<unsigned>(std::bit_width(unsigned{bin_masks_[k]})) - 1;
+  const auto top = 8 * k + static_cast<unsigned>(std::bit_width(unsigned{bin_masks_[k]})) - 1;
   offset_t largest = 0;
-  for (std::uint32_t n = bin_heads_[b]; n != no_index; n = nodes_[n].link)
-    largest = std::max(largest, nodes_[n].size);
+  for (unsigned b = top == 0 ? 0 : top - 1; b <= top; ++b)
+    for (std::uint32_t n = bin_heads_[b]; n != no_index; n = nodes_[n].link)
+      largest = std::max(largest, nodes_[n].size);
   return largest;
 }
 
@@ -245,7 +256,8 @@ std::expected<void, std::string> engine::validate_bins() const {
          before = n, n = nodes_[n].link) {
       if (n >= nodes_.size() || nodes_[n].state != node_free || nodes_[n].cprev != before)
         return fail("bins: broken list");
-      if (bin_of(nodes_[n].size >> granule_log2_) != b) return fail("bins: range in the wrong bin");
+      if (bin_of_range(nodes_[n].offset, nodes_[n].size) != b)
+        return fail("bins: range in the wrong bin");
       if (++listed > free_ranges_) return fail("bins: a list loops or holds too many");
     }
   }

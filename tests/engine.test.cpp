@@ -1641,3 +1641,43 @@ TEST(EngineInternalAssertDeathTest, AbortsEvenIfTheViolationHandlerReturns) {
       },
       "handler saw: internal assertion failed: .*size <= pending_bytes_");
 }
+
+TEST(GoodFitStrategy, ARequestWhosePaddedSizeOverflowsTheOffsetTypeFindsNoRange) {
+  bufpool::engine_limits l = limits_u64();
+  l.min_alignment = 1;  // granule 1: the size plus its padding is counted in bytes
+  bufpool::engine e(l);
+  add_region(e, 4 * kib);
+  EXPECT_EQ(error_of(e.allocate(u64_max - 2, 16, bufpool::good_fit)), errc::out_of_memory);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(GoodFitStrategy, ARangeThatHoldsARequestTooLargeToPadIsStillFound) {
+  bufpool::engine_limits l = limits_u64();
+  l.min_alignment = 1;
+  bufpool::engine e(l);
+  add_region(e, u64_max);  // [0, 2^64 - 1): starts aligned, so it needs no padding
+  auto a = e.allocate(u64_max - 2, 16, bufpool::good_fit);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(GoodFitStrategy, ARegionStartingOffTheGranuleGetsNoRequestItCannotHold) {
+  bufpool::engine e(limits_u32());
+  add_region(e, 300);  // [0, 300): the next region starts at 300, off the 16-byte granule
+  add_region(e, 256);
+  auto a = e.allocate(256, 16, bufpool::good_fit);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->offset % 16, 0u);
+  EXPECT_TRUE(valid(e));
+}
+
+TEST(EngineStats, TheLargestFreeRangeIsFoundWhereItHoldsFewerGranulesThanAShorterOne) {
+  bufpool::engine e(limits_u32());  // granule 16
+  add_region(e, 8);                 // [0, 8)
+  add_region(e, 263);               // [8, 271): 8 bytes, 15 granules, 15 bytes: the largest, bin 15
+  add_region(e, 1);                 // [271, 272)
+  add_region(e, 256);               // [272, 528): 16 granules, bin 16
+  EXPECT_EQ(e.stats().largest_free, 263u);
+  EXPECT_TRUE(valid(e));
+}

@@ -352,6 +352,18 @@ TEST(Expansion, HandleReportsTheReservedOffsetAndSize) {
   EXPECT_EQ(pool.stats().pending_bytes, 4196u);
 }
 
+TEST(Expansion, ARegionStartingOffTheGranuleIsNotGivenARequestItCannotHoldAligned) {
+  pool32 pool;  // granule 16
+  std::vector<std::byte> first(300);
+  std::vector<std::byte> second(256);
+  add_region(pool, first);
+  ASSERT_EQ(add_region(pool, second), 300u);  // 256 bytes, but 240 from offset 304 on
+  auto s = pool.acquire(256, 16, bufpool::good_fit);
+  ASSERT_TRUE(s.has_value()) << bufpool::to_string(s.error());
+  EXPECT_EQ(s->offset(), 0u);
+  expect_valid(pool);
+}
+
 TEST(Expansion, PendingRangeIsInvisibleToAcquire) {
   pool32 pool;
   std::vector<std::byte> memory(4096);
