@@ -216,6 +216,14 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
     std::uint64_t offset, const raw_request* request, const detail::release_rules& rules) noexcept
     -> bool {
+  if constexpr (can_cache) {
+    if (caches_.enabled())
+      if (const auto done = caches_.release_own_offset(
+              offset, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
+                return release_slot(mine.slabs, &mine, s, region, at, request, rules);
+              }))
+        return *done;
+  }
   std::uint32_t region = no_index;
   cache* owner = nullptr;
   {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// bufpool:regions — a pool's initialized regions: their records, the search by address, and
-// the AddressSanitizer poisoning of their host memory.
+// bufpool:regions — a pool's initialized regions: their records, the searches by address and
+// by offset, and the AddressSanitizer poisoning of their host memory.
 module;
 #include <algorithm>
 #include <cstddef>
@@ -45,46 +45,84 @@ struct location {
   std::uint32_t region;
 };
 
-// The regions' base addresses, sorted, with their ids: finds the region holding an address
-// in O(log regions) without reading any memory. Its records come from the memory resource
-// given at construction.
-class address_index {
+// Region ids sorted by where each region starts (its base address, or its first offset):
+// finds the one region that may hold a position in O(log regions) without reading any
+// memory. Its records come from the memory resource given at construction.
+class start_index {
  public:
   // An empty index whose records come from `metadata` (null: std::pmr::new_delete_resource()).
   // Allocates nothing.
-  explicit address_index(std::pmr::memory_resource* metadata = nullptr) noexcept
-      : by_base_(metadata_or_default(metadata)) {}
+  explicit start_index(std::pmr::memory_resource* metadata = nullptr) noexcept
+      : by_start_(metadata_or_default(metadata)) {}
   // Room for one more region, so that the insert() that follows cannot throw.
-  void reserve_one() { room_for_one(by_base_); }
-  void insert(std::uintptr_t base, std::uint32_t id) {
-    by_base_.insert(std::upper_bound(by_base_.begin(), by_base_.end(), std::pair{base, id}),
-                    {base, id});
+  void reserve_one() { room_for_one(by_start_); }
+  void insert(std::uint64_t start, std::uint32_t id) {
+    by_start_.insert(std::upper_bound(by_start_.begin(), by_start_.end(), std::pair{start, id}),
+                     {start, id});
   }
+  // The (start, id) of the region that starts last at or below `at`, or null if none does.
+  [[nodiscard]] const std::pair<std::uint64_t, std::uint32_t>* last_at_or_below(
+      std::uint64_t at) const noexcept {
+    if (by_start_.empty()) return nullptr;
+    // A binary search whose steps are conditional moves, not branches (a release's region is
+    // as random as the releases).
+    const auto* e = by_start_.data();
+    for (std::size_t n = by_start_.size(); n > 1;) {
+      const std::size_t half = n / 2;
+      e = e[half].first <= at ? e + half : e;
+      n -= half;
+    }
+    return e->first <= at ? e : nullptr;
+  }
+
+ private:
+  meta_vector<std::pair<std::uint64_t, std::uint32_t>> by_start_;
+};
+
+// The regions by base address: where a pointer lies.
+class address_index {
+ public:
+  explicit address_index(std::pmr::memory_resource* metadata = nullptr) noexcept
+      : by_base_(metadata) {}
+  void reserve_one() { by_base_.reserve_one(); }
+  void insert(std::uintptr_t base, std::uint32_t id) { by_base_.insert(base, id); }
   // The offset and region of `pointer` among `regions` (by id, pointer-like), or nothing if
   // it is in none of them.
   template <class Regions>
   [[nodiscard]] std::optional<location> locate(const Regions& regions,
                                                const void* pointer) const noexcept {
     const auto address = reinterpret_cast<std::uintptr_t>(pointer);
-    if (by_base_.empty()) return std::nullopt;
-    // The last base at or below the address: a binary search whose steps are conditional
-    // moves, not branches (a release's region is as random as the releases).
-    const auto* at = by_base_.data();
-    for (std::size_t n = by_base_.size(); n > 1;) {
-      const std::size_t half = n / 2;
-      at = at[half].first <= address ? at + half : at;
-      n -= half;
-    }
-    if (at->first > address) return std::nullopt;
-    const auto [base, id] = *at;
-    const auto& region = *regions[id];
-    const std::uintptr_t delta = address - base;
+    const auto* at = by_base_.last_at_or_below(address);
+    if (at == nullptr) return std::nullopt;
+    const auto& region = *regions[at->second];
+    const std::uint64_t delta = address - at->first;
     if (delta >= region.size) return std::nullopt;
-    return location{std::uint64_t{region.offset} + delta, id};
+    return location{std::uint64_t{region.offset} + delta, at->second};
   }
 
  private:
-  meta_vector<std::pair<std::uintptr_t, std::uint32_t>> by_base_;
+  start_index by_base_;
+};
+
+// The regions by first offset: which one holds an offset.
+class offset_index {
+ public:
+  explicit offset_index(std::pmr::memory_resource* metadata = nullptr) noexcept
+      : by_offset_(metadata) {}
+  void reserve_one() { by_offset_.reserve_one(); }
+  void insert(std::uint64_t offset, std::uint32_t id) { by_offset_.insert(offset, id); }
+  // The id of the region among `regions` (by id, pointer-like) that holds `offset`, or
+  // nothing if none does.
+  template <class Regions>
+  [[nodiscard]] std::optional<std::uint32_t> locate(const Regions& regions,
+                                                    std::uint64_t offset) const noexcept {
+    const auto* at = by_offset_.last_at_or_below(offset);
+    if (at == nullptr || offset - at->first >= regions[at->second]->size) return std::nullopt;
+    return at->second;
+  }
+
+ private:
+  start_index by_offset_;
 };
 
 // Whether this build poisons free host memory (AddressSanitizer builds).

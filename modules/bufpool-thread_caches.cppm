@@ -175,20 +175,27 @@ class thread_cache_set {
   using region = region_info<Int, Extra>;
 
   // One thread's slabs in the pool, with copies of the regions they are in, so that the
-  // thread finds its slots by address without the pool's lock.
+  // thread finds its slots by address or by offset without the pool's lock.
   struct cache : cache_base {
     cache(cache_registry_base& r, std::pmr::memory_resource* metadata) noexcept
-        : cache_base(r), slabs(metadata), regions(metadata), by_address(metadata) {}
+        : cache_base(r),
+          slabs(metadata),
+          regions(metadata),
+          by_address(metadata),
+          by_offset(metadata) {}
     detail::slabs slabs;
     meta_vector<std::optional<region>> regions;  // by id
     address_index by_address;
+    offset_index by_offset;
     // Notes region `id` (a no-op if known). Strong guarantee.
     void add_region(const region& r, std::uint32_t id) {
       if (id < regions.size() && regions[id]) return;
       by_address.reserve_one();
+      by_offset.reserve_one();
       if (regions.size() <= id) regions.resize(id + 1);
       regions[id].emplace(r);
       by_address.insert(reinterpret_cast<std::uintptr_t>(r.base), id);
+      by_offset.insert(r.offset, id);
     }
   };
 
@@ -256,21 +263,31 @@ class thread_cache_set {
     return release(*mine, s, at->region, at->offset);
   }
 
-  // Calls release(cache, span) under the lock of the cache (any thread's) whose slabs hold
-  // `offset` of `region`; nothing if none does. Asks the calling thread's own cache first
-  // (its owner's path), then the cache `owner` (from owner_of(), may be null or stale: each
-  // answer is checked against the cache's own slabs), then every other: O(1) unless the
-  // offset is no live slot.
+  // As release_own(), for a slot named by its offset: the calling thread's cache looks the
+  // offset up in the regions it has slabs in.
+  template <class F>
+  [[gnu::always_inline]] inline std::optional<bool> release_own_offset(std::uint64_t offset,
+                                                                       F&& release) noexcept {
+    cache* const mine = held();
+    if (mine == nullptr) return std::nullopt;
+    owner_scope cache_lock(mine->lock);
+    const auto region = mine->by_offset.locate(mine->regions, offset);
+    if (!region) return std::nullopt;
+    const std::uint32_t s = mine->slabs.find(offset, *region);
+    if (s == no_index) return std::nullopt;
+    return release(*mine, s, *region, offset);
+  }
+
+  // Calls release(cache, span) under the lock of the cache of another thread whose slabs
+  // hold `offset` of `region`; nothing if none does. The calling thread's own cache is not
+  // asked: release_own() or release_own_offset() did. Asks the cache `owner` (from
+  // owner_of(), may be null or stale: each answer is checked against the cache's own slabs),
+  // then every other: O(1) unless the offset is no live slot.
   template <class F>
   std::optional<bool> release_in_any(std::uint64_t offset, std::uint32_t region, cache* owner,
                                      F&& release) noexcept {
     if (!registry_) return std::nullopt;
-    cache* const mine = held();
-    if (mine != nullptr) {
-      owner_scope cache_lock(mine->lock);
-      if (const std::uint32_t s = mine->slabs.find(offset, region); s != no_index)
-        return release(*mine, s);
-    }
+    cache* const mine = held();  // its lock is taken on its owner's path only
     if (owner != nullptr && owner != mine) {
       std::scoped_lock cache_lock(owner->lock);
       if (const std::uint32_t s = owner->slabs.find(offset, region); s != no_index)
@@ -278,7 +295,7 @@ class thread_cache_set {
     }
     std::scoped_lock registry_lock(registry_->mutex);
     for (const auto& c : registry_->caches) {
-      if (c.get() == mine || c.get() == owner) continue;  // asked above
+      if (c.get() == mine || c.get() == owner) continue;  // asked before
       std::scoped_lock cache_lock(c->lock);
       if (const std::uint32_t s = c->slabs.find(offset, region); s != no_index)
         return release(*c, s);

@@ -545,6 +545,24 @@ class thread_holding_a_cache {
 // A release by offset finds the slot in the caller's own cache first, and in another
 // thread's cache otherwise; a second release of either is reported, whichever cache it
 // would reach.
+TEST(ThreadCaches, MisuseByOffsetOnTheCallersOwnCacheIsReportedAndChangesNothing) {
+  cached_pool h;
+  recording_violations recording;
+  auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  EXPECT_FALSE(h.pool.release_raw(r.offset, 48, 8));  // same class, another size
+  EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
+  EXPECT_FALSE(h.pool.release_raw(r.offset, 64, 16));
+  EXPECT_NE(g_last_violation.find("alignment differs"), std::string::npos);
+  EXPECT_FALSE(h.pool.release_raw(r.offset + 8));  // inside the slot
+  EXPECT_NE(g_last_violation.find("does not start a live raw range"), std::string::npos);
+  EXPECT_EQ(g_violations, 3);
+  expect_exact(h.pool, 64, 1);
+  EXPECT_TRUE(h.pool.release_raw(r.offset, 64, 8));
+  EXPECT_FALSE(h.pool.release_raw(r.offset));  // twice
+  EXPECT_EQ(g_violations, 4);
+  expect_all_back(h.pool);
+}
+
 TEST(ThreadCaches, ReleaseByOffsetFindsTheCallersOwnCacheAndOtherThreadsCaches) {
   cached_pool h;
   const raw_t mine = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
