@@ -279,23 +279,36 @@ TEST(ThreadCaches, TrimGivesBackTheEmptySlabsOfLiveThreads) {
   expect_all_back(h.pool);
 }
 
-TEST(ThreadCaches, MisuseOnTheCachedPathIsReportedAndChangesNothing) {
+// Misuse of a slot on its owner's path is reported and changes nothing, where the slot is
+// named by `name(slot, delta)`: its pointer or its offset, plus delta bytes.
+template <class Name>
+void expect_owner_path_misuse_reported(Name name) {
   cached_pool h;
   recording_violations recording;
   auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
-  EXPECT_FALSE(h.pool.release_raw(r.pointer, 48, 8));  // same class, another size
+  EXPECT_FALSE(h.pool.release_raw(name(r, 0), 48, 8));  // same class, another size
   EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
-  EXPECT_FALSE(h.pool.release_raw(r.pointer, 64, 16));
+  EXPECT_FALSE(h.pool.release_raw(name(r, 0), 64, 16));
   EXPECT_NE(g_last_violation.find("alignment differs"), std::string::npos);
-  EXPECT_FALSE(h.pool.release_raw(r.pointer + 8, 64, 8));  // inside the slot
+  EXPECT_FALSE(h.pool.release_raw(name(r, 8), 64, 8));  // inside the slot
   EXPECT_NE(g_last_violation.find("does not start a live raw range"), std::string::npos);
   EXPECT_EQ(g_violations, 3);
   expect_exact(h.pool, 64, 1);
-  EXPECT_TRUE(h.pool.release_raw(r.pointer, 64, 8));
-  EXPECT_FALSE(h.pool.release_raw(r.pointer, 64, 8));  // twice
-  EXPECT_FALSE(h.pool.release_raw(r.pointer));
+  EXPECT_TRUE(h.pool.release_raw(name(r, 0), 64, 8));
+  EXPECT_FALSE(h.pool.release_raw(name(r, 0), 64, 8));  // twice
+  EXPECT_FALSE(h.pool.release_raw(name(r, 0)));
   EXPECT_EQ(g_violations, 5);
   expect_all_back(h.pool);
+}
+
+TEST(ThreadCaches, MisuseOnTheCachedPathIsReportedAndChangesNothing) {
+  expect_owner_path_misuse_reported([](const raw_t& r, int delta) { return r.pointer + delta; });
+}
+
+TEST(ThreadCaches, MisuseByOffsetOnTheCallersOwnCacheIsReportedAndChangesNothing) {
+  expect_owner_path_misuse_reported([](const raw_t& r, int delta) {
+    return std::uint64_t{r.offset} + static_cast<unsigned>(delta);
+  });
 }
 
 TEST(ThreadCaches, TryCloseTakesBackEveryThreadsSlabs) {
@@ -545,24 +558,6 @@ class thread_holding_a_cache {
 // A release by offset finds the slot in the caller's own cache first, and in another
 // thread's cache otherwise; a second release of either is reported, whichever cache it
 // would reach.
-TEST(ThreadCaches, MisuseByOffsetOnTheCallersOwnCacheIsReportedAndChangesNothing) {
-  cached_pool h;
-  recording_violations recording;
-  auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
-  EXPECT_FALSE(h.pool.release_raw(r.offset, 48, 8));  // same class, another size
-  EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
-  EXPECT_FALSE(h.pool.release_raw(r.offset, 64, 16));
-  EXPECT_NE(g_last_violation.find("alignment differs"), std::string::npos);
-  EXPECT_FALSE(h.pool.release_raw(r.offset + 8));  // inside the slot
-  EXPECT_NE(g_last_violation.find("does not start a live raw range"), std::string::npos);
-  EXPECT_EQ(g_violations, 3);
-  expect_exact(h.pool, 64, 1);
-  EXPECT_TRUE(h.pool.release_raw(r.offset, 64, 8));
-  EXPECT_FALSE(h.pool.release_raw(r.offset));  // twice
-  EXPECT_EQ(g_violations, 4);
-  expect_all_back(h.pool);
-}
-
 TEST(ThreadCaches, ReleaseByOffsetFindsTheCallersOwnCacheAndOtherThreadsCaches) {
   cached_pool h;
   const raw_t mine = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
