@@ -538,10 +538,9 @@ class buffer_pool {
   // caches are off or none did (the pool's lock held).
   cache* owner_of(std::uint64_t offset, std::uint32_t region) const noexcept;
 
-  // Frees a slot of another thread's slabs (no lock held; the calling thread's own cache was
-  // asked first), or reports that nothing of this pool starts at `offset`. `owner`: the cache
-  // owner_of() named (under the pool's lock). O(1) for a live slot; O(threads that took slots) to
-  // report one that is not.
+  // Frees a slot of another thread's slabs (no lock held; the caller's own cache was asked
+  // first), or reports that nothing of this pool starts at `offset`. `owner`: owner_of()'s
+  // answer. O(1) for a live slot; O(threads that took slots) to report one that is not.
   [[gnu::noinline]] bool release_in_caches(std::uint64_t offset, std::uint32_t region, cache* owner,
                                            const raw_request* request,
                                            const detail::release_rules& rules) noexcept;
