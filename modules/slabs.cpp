@@ -37,11 +37,11 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   if (tables_.size() <= region) tables_.resize(region + 1);
   table& t = tables_[region];
   if (t.chunks.empty()) {
-    t.first_cell = region_offset >> cell_log2;
-    const std::uint64_t last_cell =
-        ((region_offset + (region_size - 1)) >> cell_log2) - t.first_cell;
+    const std::uint64_t first_cell = region_offset >> cell_log2;
+    const std::uint64_t last_cell = ((region_offset + (region_size - 1)) >> cell_log2) - first_cell;
+    t.chunks.resize((last_cell >> chunk_log2) + 1);  // may throw: the table stays as it was
+    t.first_cell = first_cell;
     t.cells = last_cell + 1;
-    t.chunks.resize((last_cell >> chunk_log2) + 1);
   }
   const std::uint64_t first = (offset >> cell_log2) - t.first_cell;
   const std::uint64_t last = ((offset + (bytes - 1)) >> cell_log2) - t.first_cell;

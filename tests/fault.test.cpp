@@ -466,6 +466,33 @@ TEST(FaultInjection, SlabSpansReuseTheRecordsOfDroppedSpansOfTheirClassWithoutAl
   EXPECT_TRUE(pool.validate().has_value());
 }
 
+// The first span in a region makes that region's table of cells; if the table's allocation
+// fails, the request takes the engine path, and later lookups in the region must still
+// find no span there (a table left half made was read out of bounds).
+TEST(FaultInjection, AFailedFirstSpanInARegionLeavesItsLookupsWorking) {
+  for (long k = 0; k < 16; ++k) {
+    std::vector<std::byte> first(4096);  // room for one span of 64 slots of 64 bytes
+    std::vector<std::byte> second(1 << 16);
+    bufpool::local_buffer_pool<std::uint64_t>::options_type o;
+    o.min_alignment = 8;
+    o.slabs = true;
+    bufpool::local_buffer_pool<std::uint64_t> pool(o);
+    ASSERT_TRUE(pool.begin_expand(first.size()).value().initialize(first.data()).has_value());
+    std::vector<void*> live;
+    for (int i = 0; i < 64; ++i) live.push_back(pool.acquire_raw(64, 8, bufpool::greedy)->pointer);
+    ASSERT_TRUE(pool.begin_expand(second.size()).value().initialize(second.data()).has_value());
+    g_failed = false;
+    g_allocations_left = k;  // the k-th allocation of the first span in the second region fails
+    const auto r = pool.acquire_raw(64, 8, bufpool::greedy);
+    g_allocations_left = -1;
+    ASSERT_TRUE(r.has_value());  // a slot, or a range of the engine if the span failed
+    EXPECT_TRUE(pool.validate().has_value()) << "failure at allocation " << k;
+    EXPECT_TRUE(pool.release_raw(r->pointer, 64, 8)) << "failure at allocation " << k;
+    for (void* p : live) ASSERT_TRUE(pool.release_raw(p, 64, 8));
+    EXPECT_TRUE(pool.validate().has_value()) << "failure at allocation " << k;
+  }
+}
+
 TEST(FaultInjection, PmrReleaseFreesMetadataInORegionsNotPerSlabSpan) {
   // An arena of 200 000 small objects fills about 8 000 slab spans in a few regions.
   // release() hands the regions to a new pool and frees the old pool's records: a bounded
