@@ -512,7 +512,8 @@ class buffer_pool {
   // A slot of the calling thread's own slabs is freed under that cache's lock alone; any
   // other slot or raw range under the pool's lock; a slot of another thread's slabs (a
   // release on another thread than the acquisition) under that thread's cache lock, the
-  // cache found through the owner the pool noted for the span (thread_cache_set::owner_of).
+  // cache found through the owner the pool noted for the span (thread_cache_set::owner_of),
+  // or without the pool's lock when the caller released into it last (release_in_recent).
 
   // A slot of the thread's cache or of the pool's slabs is freed inline where release_raw()
   // is called; a raw range of the engine and another thread's slot out of line.

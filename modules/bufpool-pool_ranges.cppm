@@ -188,13 +188,15 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
     const void* pointer, const raw_request* request, const detail::release_rules& rules) noexcept
     -> bool {
   if constexpr (can_cache) {
-    if (caches_.enabled())
-      if (const auto done = caches_.release_own(
-              pointer, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at)
-                           __attribute__((always_inline)) {  // the slot path stays whole, as above
-                             return release_slot(mine.slabs, &mine, s, region, at, request, rules);
-                           }))
-        return *done;
+    if (caches_.enabled()) {
+      const auto release_in = [&](cache& in, std::uint32_t s, std::uint32_t region,
+                                  std::uint64_t at) __attribute__((always_inline)) {
+        return release_slot(in.slabs, &in, s, region, at, request, rules);  // stays whole
+      };
+      if (const auto done = caches_.release_own(pointer, release_in)) return *done;
+      if (caches_.has_recent_other())
+        if (const auto done = caches_.release_in_recent(pointer, release_in)) return *done;
+    }
   }
   const auto address = reinterpret_cast<std::uintptr_t>(pointer);
   std::optional<detail::location> at;
@@ -217,12 +219,15 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
     std::uint64_t offset, const raw_request* request, const detail::release_rules& rules) noexcept
     -> bool {
   if constexpr (can_cache) {
-    if (caches_.enabled())
-      if (const auto done = caches_.release_own_offset(
-              offset, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
-                return release_slot(mine.slabs, &mine, s, region, at, request, rules);
-              }))
-        return *done;
+    if (caches_.enabled()) {
+      const auto release_in = [&](cache& in, std::uint32_t s, std::uint32_t region,
+                                  std::uint64_t at) {
+        return release_slot(in.slabs, &in, s, region, at, request, rules);
+      };
+      if (const auto done = caches_.release_own(offset, release_in)) return *done;
+      if (caches_.has_recent_other())
+        if (const auto done = caches_.release_in_recent(offset, release_in)) return *done;
+    }
   }
   std::uint32_t region = no_index;
   cache* owner = nullptr;

@@ -97,18 +97,23 @@ struct last_caches {
   struct entry {
     std::uint64_t uid = 0;        // its registry's uid (never 0)
     cache_base* cache = nullptr;  // null: the thread holds no cache of that pool
+    // The cache of another thread that this thread last released a slot into, or null
+    // (see thread_cache_set::release_in_recent()).
+    cache_base* recent_other = nullptr;
   };
   static constexpr std::size_t size = 4;
   entry recent[size] = {};  // most recent first
   held_list held;           // every cache the thread holds
   bool exited = false;      // the thread is exiting: it attaches no cache any more
 
-  // Makes (uid, cache) the most recent entry.
+  // Makes uid's entry, with `cache`, the most recent (keeping its recent_other).
   void remember(std::uint64_t uid, cache_base* cache) noexcept {
     std::size_t i = 0;
     while (i + 1 < size && recent[i].uid != uid) ++i;
+    entry e = recent[i].uid == uid ? recent[i] : entry{uid};
+    e.cache = cache;
     for (; i > 0; --i) recent[i] = recent[i - 1];
-    recent[0] = {uid, cache};
+    recent[0] = e;
   }
 };
 
@@ -245,44 +250,48 @@ class thread_cache_set {
   }
 
   // Calls release(cache, span, region, offset) under the calling thread's cache's lock if
-  // that cache holds the slot at `pointer`; nothing otherwise. enabled() only.
-  template <class F>
-  [[gnu::always_inline]] inline std::optional<bool> release_own(const void* pointer,
-                                                                F&& release) noexcept {
+  // that cache holds the slot at `key` (a pointer or a pool offset); nothing otherwise.
+  // enabled() only.
+  template <class Key, class F>
+  [[gnu::always_inline]] inline std::optional<bool> release_own(Key key, F&& release) noexcept {
     cache* const mine = held();
     if (mine == nullptr) return std::nullopt;
     owner_scope cache_lock(mine->lock);
-    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
-    if (const auto hit = mine->slabs.find_hinted(address))
-      return release(*mine, hit->span, hit->region, hit->offset);
-    const auto at = mine->by_address.locate(mine->regions, pointer);
+    const auto at = find_slot(*mine, key);
     if (!at) return std::nullopt;
-    const std::uint32_t s = mine->slabs.find(at->offset, at->region);
-    if (s == no_index) return std::nullopt;
-    mine->slabs.note_hint(address, s);
-    return release(*mine, s, at->region, at->offset);
+    return release(*mine, at->span, at->region, at->offset);
   }
 
-  // As release_own(), for a slot named by its offset: the calling thread's cache looks the
-  // offset up in the regions it has slabs in.
-  template <class F>
-  [[gnu::always_inline]] inline std::optional<bool> release_own_offset(std::uint64_t offset,
-                                                                       F&& release) noexcept {
-    cache* const mine = held();
-    if (mine == nullptr) return std::nullopt;
-    owner_scope cache_lock(mine->lock);
-    const auto region = mine->by_offset.locate(mine->regions, offset);
-    if (!region) return std::nullopt;
-    const std::uint32_t s = mine->slabs.find(offset, *region);
-    if (s == no_index) return std::nullopt;
-    return release(*mine, s, *region, offset);
+  // Whether release_in_recent() has a cache to ask: one of another thread that the calling
+  // thread released a slot into last (release_own() asked first). enabled() only.
+  [[gnu::always_inline]] inline bool has_recent_other() const noexcept {
+    const auto& last = this_thread_last.recent[0];
+    // (A cache this thread released into may have become its own since: release_own() asked.)
+    return last.uid == registry_->uid && last.recent_other != nullptr &&
+           last.recent_other != last.cache;
+  }
+  // As release_own(), in the cache that has_recent_other() names, under that cache's lock
+  // alone: a thread that frees what another thread acquired (a consumer of one producer's
+  // buffers) finds the next slot in the same cache, without the pool's lock. If that cache
+  // does not hold the slot, it is forgotten and nothing happens.
+  template <class Key, class F>
+  [[gnu::noinline]] std::optional<bool> release_in_recent(Key key, F&& release) noexcept {
+    auto& last = this_thread_last.recent[0];
+    auto& other = static_cast<cache&>(*last.recent_other);
+    {
+      std::scoped_lock cache_lock(other.lock);
+      if (const auto at = find_slot(other, key))
+        return release(other, at->span, at->region, at->offset);
+    }
+    last.recent_other = nullptr;
+    return std::nullopt;
   }
 
   // Calls release(cache, span) under the lock of the cache of another thread whose slabs
   // hold `offset` of `region`; nothing if none does. The calling thread's own cache is not
-  // asked: release_own() or release_own_offset() did. Asks the cache `owner` (from
-  // owner_of(), may be null or stale: each answer is checked against the cache's own slabs),
-  // then every other: O(1) unless the offset is no live slot.
+  // asked: release_own() did. Asks the cache `owner` (from owner_of(), may be null or stale:
+  // each answer is checked against the cache's own slabs), then every other: O(1) unless the
+  // offset is no live slot. The cache found is remembered for release_in_recent().
   template <class F>
   std::optional<bool> release_in_any(std::uint64_t offset, std::uint32_t region, cache* owner,
                                      F&& release) noexcept {
@@ -290,15 +299,19 @@ class thread_cache_set {
     cache* const mine = held();  // its lock is taken on its owner's path only
     if (owner != nullptr && owner != mine) {
       std::scoped_lock cache_lock(owner->lock);
-      if (const std::uint32_t s = owner->slabs.find(offset, region); s != no_index)
+      if (const std::uint32_t s = owner->slabs.find(offset, region); s != no_index) {
+        remember_other(*owner);
         return release(*owner, s);
+      }
     }
     std::scoped_lock registry_lock(registry_->mutex);
     for (const auto& c : registry_->caches) {
       if (c.get() == mine || c.get() == owner) continue;  // asked before
       std::scoped_lock cache_lock(c->lock);
-      if (const std::uint32_t s = c->slabs.find(offset, region); s != no_index)
+      if (const std::uint32_t s = c->slabs.find(offset, region); s != no_index) {
+        remember_other(*c);
         return release(*c, s);
+      }
     }
     return std::nullopt;
   }
@@ -399,6 +412,37 @@ class thread_cache_set {
   // first needs them): the cache that last took a span there (see note_owner()).
   static constexpr unsigned owner_cell_log2 = 12;
   static constexpr unsigned owner_chunk_log2 = 10;
+
+  // Finds the slot at `pointer` in cache c (its lock held), noting its span as c's hint
+  // for that address.
+  [[gnu::always_inline]] static inline std::optional<slabs::place> find_slot(
+      cache& c, const void* pointer) noexcept {
+    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+    if (const auto hit = c.slabs.find_hinted(address)) return hit;
+    const auto at = c.by_address.locate(c.regions, pointer);
+    if (!at) return std::nullopt;
+    const std::uint32_t s = c.slabs.find(at->offset, at->region);
+    if (s == no_index) return std::nullopt;
+    c.slabs.note_hint(address, s);
+    return slabs::place{s, at->region, at->offset};
+  }
+  // Finds the slot at pool offset `offset` in cache c (its lock held).
+  [[gnu::always_inline]] static inline std::optional<slabs::place> find_slot(
+      cache& c, std::uint64_t offset) noexcept {
+    const auto region = c.by_offset.locate(c.regions, offset);
+    if (!region) return std::nullopt;
+    const std::uint32_t s = c.slabs.find(offset, *region);
+    if (s == no_index) return std::nullopt;
+    return slabs::place{s, *region, offset};
+  }
+
+  // Notes `other`, a cache of another thread that holds a slot the calling thread releases,
+  // for release_in_recent(). The thread's entry of this pool is the most recent: held()
+  // made it so just before (or the thread is exiting, and keeps no entry).
+  void remember_other(cache& other) const noexcept {
+    auto& last = this_thread_last.recent[0];
+    if (last.uid == registry_->uid) last.recent_other = &other;
+  }
 
   struct registry final : cache_registry_base {
     registry(void* p, give_back_empty_spans g, std::pmr::memory_resource* m) noexcept

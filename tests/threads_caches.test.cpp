@@ -16,6 +16,7 @@
 #include <latch>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -88,6 +89,35 @@ std::set<std::uint64_t> slab_starts(const pool_t& pool, const std::vector<raw_t>
       if (r.used && s.offset >= r.offset && s.offset < r.offset + r.size) starts.insert(r.offset);
   return starts;
 }
+
+// A thread that takes `count` slots of `size` (and with them a cache of its own) and stays
+// alive, holding that cache, until this object is destroyed.
+class thread_holding_a_cache {
+ public:
+  thread_holding_a_cache(pool_t& pool, std::uint64_t size, std::size_t count = 1)
+      : thread_([this, &pool, size, count] {
+          for (std::size_t i = 0; i < count; ++i)
+            slots.push_back(pool.acquire_raw(size, 8, bufpool::greedy).value());
+          slot = slots.front();
+          taken_.count_down();
+          done_.wait();
+        }) {
+    taken_.wait();
+  }
+  ~thread_holding_a_cache() {
+    done_.count_down();
+    thread_.join();
+  }
+  thread_holding_a_cache(const thread_holding_a_cache&) = delete;
+  thread_holding_a_cache& operator=(const thread_holding_a_cache&) = delete;
+  std::vector<raw_t> slots;
+  raw_t slot{};  // the first
+
+ private:
+  std::latch taken_{1};
+  std::latch done_{1};
+  std::thread thread_;
+};
 
 TEST(ThreadCaches, EachThreadTakesItsSlotsFromSlabsOfItsOwn) {
   cached_pool h;
@@ -279,13 +309,29 @@ TEST(ThreadCaches, TrimGivesBackTheEmptySlabsOfLiveThreads) {
   expect_all_back(h.pool);
 }
 
-// Misuse of a slot on its owner's path is reported and changes nothing, where the slot is
-// named by `name(slot, delta)`: its pointer or its offset, plus delta bytes.
+// Which thread acquired the slot a misuse test names, and so which path its releases take.
+enum class acquired_by {
+  this_thread,  // the owner's path, in this thread's cache
+  // A thread that stays alive, holding its cache, and from which this thread has released
+  // a slot already: the path through the cache released into last, without the pool's lock.
+  another_thread,
+};
+
+// Misuse of a slot is reported and changes nothing, where the slot is named by
+// `name(slot, delta)`: its pointer or its offset, plus delta bytes.
 template <class Name>
-void expect_owner_path_misuse_reported(Name name) {
+void expect_misuse_reported(acquired_by who, Name name) {
   cached_pool h;
   recording_violations recording;
-  auto r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  std::optional<thread_holding_a_cache> other;
+  raw_t r{};
+  if (who == acquired_by::this_thread) {
+    r = h.pool.acquire_raw(64, 8, bufpool::greedy).value();
+  } else {
+    other.emplace(h.pool, 64, 2);
+    r = other->slots[0];
+    EXPECT_TRUE(h.pool.release_raw(other->slots[1].pointer));
+  }
   EXPECT_FALSE(h.pool.release_raw(name(r, 0), 48, 8));  // same class, another size
   EXPECT_NE(g_last_violation.find("size differs"), std::string::npos);
   EXPECT_FALSE(h.pool.release_raw(name(r, 0), 64, 16));
@@ -298,17 +344,29 @@ void expect_owner_path_misuse_reported(Name name) {
   EXPECT_FALSE(h.pool.release_raw(name(r, 0), 64, 8));  // twice
   EXPECT_FALSE(h.pool.release_raw(name(r, 0)));
   EXPECT_EQ(g_violations, 5);
+  other.reset();
   expect_all_back(h.pool);
 }
 
+auto by_pointer = [](const raw_t& r, int delta) { return r.pointer + delta; };
+auto by_offset = [](const raw_t& r, int delta) {
+  return std::uint64_t{r.offset} + static_cast<unsigned>(delta);
+};
+
 TEST(ThreadCaches, MisuseOnTheCachedPathIsReportedAndChangesNothing) {
-  expect_owner_path_misuse_reported([](const raw_t& r, int delta) { return r.pointer + delta; });
+  expect_misuse_reported(acquired_by::this_thread, by_pointer);
 }
 
 TEST(ThreadCaches, MisuseByOffsetOnTheCallersOwnCacheIsReportedAndChangesNothing) {
-  expect_owner_path_misuse_reported([](const raw_t& r, int delta) {
-    return std::uint64_t{r.offset} + static_cast<unsigned>(delta);
-  });
+  expect_misuse_reported(acquired_by::this_thread, by_offset);
+}
+
+TEST(ThreadCaches, MisuseInTheCacheReleasedIntoLastIsReportedAndChangesNothing) {
+  expect_misuse_reported(acquired_by::another_thread, by_pointer);
+}
+
+TEST(ThreadCaches, MisuseByOffsetInTheCacheReleasedIntoLastIsReportedAndChangesNothing) {
+  expect_misuse_reported(acquired_by::another_thread, by_offset);
 }
 
 TEST(ThreadCaches, TryCloseTakesBackEveryThreadsSlabs) {
@@ -399,8 +457,10 @@ TEST(ThreadCaches, StressWithHandoffsAndPoolWideOperations) {
           std::scoped_lock l(queues[static_cast<std::size_t>(id)].lock);
           taken.swap(queues[static_cast<std::size_t>(id)].items);
         }
-        for (const auto& r : taken)
-          if (!h.pool.release_raw(r.pointer)) failures.fetch_add(1);
+        for (std::size_t i = 0; i < taken.size(); ++i)  // by pointer and by offset in turn
+          if (!(i % 2 == 0 ? h.pool.release_raw(taken[i].pointer)
+                           : h.pool.release_raw(std::uint64_t{taken[i].offset})))
+            failures.fetch_add(1);
       }
     }
     for (const auto& r : mine)
@@ -529,32 +589,6 @@ TEST(ThreadCaches, AForkedChildUsesItsThreadsCacheAndPoolWideOperations) {
   expect_all_back(h.pool);
 }
 
-// A thread that takes a slot of `size` (and with it a cache of its own) and stays alive,
-// holding that cache, until this object is destroyed.
-class thread_holding_a_cache {
- public:
-  thread_holding_a_cache(pool_t& pool, std::uint64_t size)
-      : thread_([this, &pool, size] {
-          slot = pool.acquire_raw(size, 8, bufpool::greedy).value();
-          taken_.count_down();
-          done_.wait();
-        }) {
-    taken_.wait();
-  }
-  ~thread_holding_a_cache() {
-    done_.count_down();
-    thread_.join();
-  }
-  thread_holding_a_cache(const thread_holding_a_cache&) = delete;
-  thread_holding_a_cache& operator=(const thread_holding_a_cache&) = delete;
-  raw_t slot{};
-
- private:
-  std::latch taken_{1};
-  std::latch done_{1};
-  std::thread thread_;
-};
-
 // A release by offset finds the slot in the caller's own cache first, and in another
 // thread's cache otherwise; a second release of either is reported, whichever cache it
 // would reach.
@@ -598,6 +632,51 @@ TEST(ThreadCaches, ReleasesFromOtherThreadsReachTheSpansCurrentOwner) {
     EXPECT_EQ(bufpool_test::g_violations, 1);
   }
   expect_all_back(h.pool);
+}
+
+// A pool lock that counts the acquisitions of the calling thread.
+struct counting_mutex {
+  static inline thread_local int taken = 0;
+  void lock() {
+    mutex.lock();
+    ++taken;
+  }
+  void unlock() { mutex.unlock(); }
+  bool try_lock() {
+    if (!mutex.try_lock()) return false;
+    ++taken;
+    return true;
+  }
+  std::mutex mutex;
+};
+
+// A thread that releases what another thread acquired (a consumer of one producer's
+// buffers) remembers the cache it released into: its next releases there, by pointer or by
+// offset, take that cache's lock alone, not the pool's.
+TEST(ThreadCaches, ReleasesIntoTheCacheReleasedIntoLastDoNotTakeThePoolsLock) {
+  using counted_pool =
+      bufpool::buffer_pool<std::uint64_t, bufpool::no_extra, bufpool::no_handle, counting_mutex>;
+  bufpool_test::page_aligned_pool<counted_pool> h(bufpool_test::slab_options(true), 1 << 20);
+  std::vector<raw_t> slots;
+  std::latch taken(1);
+  std::latch released(1);
+  std::thread producer([&] {
+    for (int i = 0; i < 32; ++i)
+      slots.push_back(h.pool.acquire_raw(64, 8, bufpool::greedy).value());
+    taken.count_down();
+    released.wait();  // alive, holding its cache
+  });
+  taken.wait();
+  EXPECT_TRUE(h.pool.release_raw(slots[0].pointer));  // the first finds the cache via the pool
+  counting_mutex::taken = 0;
+  for (std::size_t i = 1; i < slots.size(); ++i)
+    EXPECT_TRUE(i % 2 == 0 ? h.pool.release_raw(slots[i].pointer, 64, 8)
+                           : h.pool.release_raw(std::uint64_t{slots[i].offset}, 64, 8));
+  EXPECT_EQ(counting_mutex::taken, 0);
+  released.count_down();
+  producer.join();
+  EXPECT_EQ(h.pool.stats().used_bytes, 0u);
+  EXPECT_TRUE(h.pool.validate().has_value());
 }
 
 // Once other threads' entries end a cache lock's bias, the owner's fast path stays closed:
