@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // bufpool:pool — the buffer pool: its interface, its state, and the declarations of the paths
-// that bufpool:pool_ranges, bufpool:pool_inspect and bufpool:pool_guards define.
+// that bufpool:pool_ranges, bufpool:pool_regions, bufpool:pool_inspect and bufpool:pool_guards
+// define.
 module;
 #include <algorithm>
 #include <array>
@@ -134,34 +135,7 @@ class buffer_pool {
   buffer_pool(const buffer_pool&) = delete;
   buffer_pool& operator=(const buffer_pool&) = delete;
 
-  ~buffer_pool() {
-    if constexpr (can_cache) detail::delist_for_fork(fork_locks_);  // first: no lock held
-    if constexpr (checked_build) detail::unregister_pool(checked_node_);
-    caches_.pool_gone();
-    if (const std::size_t n = borrowed_.load(); n != 0) {
-      const std::string rule = "borrowed slices outlive their pool: pool destroyed while " +
-                               std::to_string(n) + " borrowed slice(s) are alive";
-      detail::report_violation(rule.c_str());
-    }
-    detail::expects(engine_.stats().pending_bytes == 0,
-                    "expansion handles must not outlive their pool: pool destroyed while an "
-                    "expansion is pending");
-    if (closed_) return;
-    unpoison_all();
-    if (const std::size_t g = guarded_.load(); g != 0) {
-      const std::string msg = "pool destroyed while " + std::to_string(g) +
-                              " slice(s) are guarded: its regions are not closed (memory kept)";
-      detail::report_diagnostic(msg.c_str());
-      return;
-    }
-    if (handle_) {
-      const entries all = make_entries();
-      if constexpr (detail::has_close_all<Handle, entries>)
-        handle_->close_all(all);
-      else
-        handle_->close(all);
-    }
-  }
+  ~buffer_pool();
 
   /// The options in effect: the defaults if the given ones were invalid (and the violation
   /// handler returned).
@@ -173,14 +147,7 @@ class buffer_pool {
   /// allocates the backing memory.
   /// Errors: invalid_size (0), out_of_offset_space (no span of that size is left),
   /// pool_closed.
-  [[nodiscard]] std::expected<expansion, errc> begin_expand(std::uint64_t size) {
-    if (size > std::numeric_limits<Int>::max()) return std::unexpected(errc::out_of_offset_space);
-    std::scoped_lock lock(mutex_);
-    if (closed_) return std::unexpected(errc::pool_closed);
-    auto offset = engine_.reserve(size);
-    if (!offset) return std::unexpected(offset.error());
-    return expansion(this, static_cast<Int>(*offset), static_cast<Int>(size));
-  }
+  [[nodiscard]] std::expected<expansion, errc> begin_expand(std::uint64_t size);
 
   /// Acquires a slice of `size` bytes whose offset is a multiple of `alignment` (raised to
   /// the minimum alignment), borrowing the pool (the pool must outlive it). Without a
@@ -390,21 +357,7 @@ class buffer_pool {
   /// Closes the pool: refused (in_use) while any slice is alive or guarded, because the
   /// memory is about to be handed back. On success acquisitions and expansions fail with
   /// pool_closed from now on, and the caller receives the handle and every region.
-  [[nodiscard]] std::expected<closed_pool<Int, Extra, Handle>, close_error> try_close() {
-    return with_all_locked([this]() -> std::expected<closed_pool<Int, Extra, Handle>, close_error> {
-      if (closed_) return std::unexpected(close_error{errc::pool_closed, 0, 0});
-      const std::size_t live = stats_locked().live_slices;
-      const std::size_t guarded = guarded_.load();
-      if (live != 0 || guarded != 0)
-        return std::unexpected(close_error{errc::in_use, live, guarded});
-      drop_empty_slabs();  // all of them: no thread cache may hand out a slot any more
-      closed_ = true;
-      unpoison_all();
-      closed_pool<Int, Extra, Handle> out{std::move(handle_), make_entries()};
-      handle_.reset();
-      return out;
-    });
-  }
+  [[nodiscard]] std::expected<closed_pool<Int, Extra, Handle>, close_error> try_close();
 
   /// Whether try_close() has succeeded.
   [[nodiscard]] bool is_closed() const {
@@ -643,33 +596,14 @@ class buffer_pool {
   template <class G>
   void park(std::uint32_t node, G&& guard) noexcept;
 
+  // ---- regions (publish() defined in bufpool:pool_regions) ------------------------------
+
+  // Makes the reserved range [offset, offset + size) a region over `base` (see
+  // expansion_handle::initialize()); cancels the reservation if the pool is closed or the
+  // memory overlaps another region's. Strong guarantee (std::bad_alloc).
   std::expected<std::uint32_t, errc> publish(Int offset, Int size, std::byte* base,
                                              const Extra& extra, std::uintptr_t host_begin,
-                                             std::uintptr_t host_end) {
-    std::scoped_lock lock(mutex_);
-    if (closed_) {
-      engine_.cancel(offset, size);
-      return std::unexpected(errc::pool_closed);
-    }
-    for (const auto& r : regions_) {  // the same memory must not back two regions
-      const bool overlap = base < r->base + r->size && r->base < base + size;
-      if (!detail::expects(!overlap, "a region's memory must not overlap another region's")) {
-        engine_.cancel(offset, size);
-        return std::unexpected(errc::overlapping_memory);
-      }
-    }
-    // Every allocation first, so that running out of memory changes nothing.
-    auto info = detail::make_meta<detail::region_info<Int, Extra>>(
-        metadata_,
-        detail::region_info<Int, Extra>{offset, size, base, extra, host_begin, host_end});
-    detail::room_for_one(regions_);
-    by_address_.reserve_one();
-    const std::uint32_t id = engine_.publish(offset, size);
-    regions_.push_back(std::move(info));
-    by_address_.insert(reinterpret_cast<std::uintptr_t>(base), id);
-    detail::poison(*regions_.back(), offset, size);  // the whole region is free
-    return id;
-  }
+                                             std::uintptr_t host_end);
 
   void cancel(Int offset, Int size) noexcept {
     std::scoped_lock lock(mutex_);

@@ -22,6 +22,7 @@ export import :thread_caches;
 export import :slice;
 export import :pool;
 export import :pool_ranges;
+export import :pool_regions;
 export import :pool_inspect;
 export import :pool_guards;
 
