@@ -679,6 +679,81 @@ TEST(ThreadCaches, ReleasesIntoTheCacheReleasedIntoLastDoNotTakeThePoolsLock) {
   EXPECT_TRUE(h.pool.validate().has_value());
 }
 
+// Releases on other threads than the acquisitions, while the caches they reach change hands:
+// producers acquire slots and hand them over, and exit every few hundred slots (their caches,
+// still holding slots, wait for the next thread); two consumers release what they are handed
+// (by pointer and by offset in turn, from whichever producer: the cache each remembers keeps
+// changing) and take slots of their own, so a consumer may attach a cache it released into
+// before. Meanwhile this thread checks, trims and reads the totals. Nothing may be lost or
+// released twice.
+TEST(ThreadCaches, ReleasesAcrossThreadsStayExactWhileTheirCachesChangeHands) {
+  cached_pool h(std::size_t{16} << 20);
+  struct {
+    std::mutex lock;
+    std::vector<raw_t> items;
+  } handed;
+  std::atomic<int> failures{0};
+  std::atomic<int> producing{3};
+  auto produce = [&](int id) {
+    std::mt19937_64 rng(static_cast<std::uint64_t>(id) + 101);
+    for (int generation = 0; generation < 6; ++generation)
+      std::thread([&] {  // a thread of its own per generation: each exit detaches its cache
+        for (int i = 0; i < 300; ++i) {
+          const std::uint64_t size = 1 + rng() % 700;
+          auto r = h.pool.acquire_raw(size, 8, bufpool::greedy);
+          if (!r) {
+            failures.fetch_add(1);
+            continue;
+          }
+          std::scoped_lock l(handed.lock);
+          handed.items.push_back(*r);
+        }
+      })
+          .join();
+    producing.fetch_sub(1);
+  };
+  auto consume = [&](int id) {
+    std::mt19937_64 rng(static_cast<std::uint64_t>(id) + 7);
+    std::size_t released = 0;
+    for (;;) {
+      const bool produced_all = producing.load() == 0;  // before looking: then empty is final
+      raw_t r{};
+      {
+        std::scoped_lock l(handed.lock);
+        if (!handed.items.empty()) {
+          const std::size_t k = rng() % handed.items.size();  // any producer's
+          r = handed.items[k];
+          handed.items[k] = handed.items.back();
+          handed.items.pop_back();
+        }
+      }
+      if (r.pointer == nullptr) {
+        if (produced_all) return;
+        std::this_thread::yield();
+        continue;
+      }
+      const bool ok = ++released % 2 == 0 ? h.pool.release_raw(r.pointer, r.size, 8)
+                                          : h.pool.release_raw(std::uint64_t{r.offset}, r.size, 8);
+      if (!ok) failures.fetch_add(1);
+      if (rng() % 16 == 0) {  // a slot of its own now and then
+        auto mine = h.pool.acquire_raw(64, 8, bufpool::greedy);
+        if (!mine || !h.pool.release_raw(mine->pointer, 64, 8)) failures.fetch_add(1);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int id = 0; id < 3; ++id) threads.emplace_back(produce, id);
+  for (int id = 0; id < 2; ++id) threads.emplace_back(consume, id);
+  for (int rounds = 0; producing.load() != 0; ++rounds) {
+    expect_adds_up(h.pool);
+    if (rounds % 4 == 0) h.pool.trim();
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_TRUE(handed.items.empty());
+  EXPECT_EQ(failures.load(), 0);
+  expect_all_back(h.pool);
+}
+
 // Once other threads' entries end a cache lock's bias, the owner's fast path stays closed:
 // an owner that read "biased" just before the end and was preempted before it marked itself
 // inside must not find the path open, because later lockers no longer revoke it or wait.
