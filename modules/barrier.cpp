@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The heavy barrier of thread caches' biased locks (see detail::cache_lock).
+// The slow paths of thread caches' biased locks (see detail::cache_lock): the heavy barrier,
+// and the waits for their mutex and for their owner.
 module;
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -54,6 +56,19 @@ void heavy_barrier() noexcept {
   // Without the barrier an owner could be inside with another thread.
   std::fputs("bufpool: membarrier failed after it was registered\n", stderr);
   std::abort();
+}
+
+void spin_mutex::wait_for_lock() noexcept {
+  for (unsigned tries = 0;; ++tries) {
+    if (tries < 64)
+      for (int i = 0; i < 16; ++i) spin_pause();
+    else if (tries < 256)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    if (!held_.load(std::memory_order_relaxed) && !held_.exchange(true, std::memory_order_acquire))
+      return;
+  }
 }
 
 void cache_lock::wait_for_owner() noexcept {

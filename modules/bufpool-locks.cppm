@@ -13,6 +13,17 @@ import :intrusive_list;
 
 export namespace bufpool {
 
+namespace detail {
+// The CPU's spin-wait hint, in a loop that waits for a lock.
+inline void spin_pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+}  // namespace detail
+
 /// A lock that does nothing: for pools used by one thread only (`local_buffer_pool`).
 struct null_mutex {
   /// Does nothing.
@@ -59,7 +70,7 @@ class adaptive_mutex {
   [[gnu::noinline]] void wait_for_lock() noexcept {
     std::uint32_t seen = free;
     for (int i = 0; i < 1000; ++i) {
-      pause();
+      detail::spin_pause();
       seen = state_.load(std::memory_order_relaxed);
       if (seen == free && state_.compare_exchange_weak(seen, held, std::memory_order_acquire,
                                                        std::memory_order_relaxed))
@@ -72,17 +83,30 @@ class adaptive_mutex {
       seen = state_.exchange(contended, std::memory_order_acquire);
     }
   }
-  static void pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-  }
   alignas(64) std::atomic<std::uint32_t> state_{free};  // a cache line of its own
 };
 
 namespace detail {
+
+// The mutex of a cache_lock: released with a plain store, so that taking and releasing it
+// costs one atomic read-modify-write, where adaptive_mutex's unlock() needs a second one to
+// learn whether it must wake a sleeper. No thread sleeps on it in the kernel: a waiter spins,
+// then yields, then naps (wait_for_lock()). A cache's lock is held for a slot operation by its
+// owner or a releasing thread, or by a pool-wide operation (stats(), trim(), ...), so waits
+// are short or rare.
+class spin_mutex {
+ public:
+  inline void lock() noexcept {
+    if (held_.exchange(true, std::memory_order_acquire)) [[unlikely]]
+      wait_for_lock();
+  }
+  inline bool try_lock() noexcept { return !held_.exchange(true, std::memory_order_acquire); }
+  inline void unlock() noexcept { held_.store(false, std::memory_order_release); }
+
+ private:
+  [[gnu::noinline]] void wait_for_lock() noexcept;
+  alignas(64) std::atomic<bool> held_{false};  // a cache line of its own
+};
 
 // Whether heavy_barrier() works in this process (Linux membarrier, registered on first
 // call); false in ThreadSanitizer builds, which cannot see the order it makes.
@@ -168,7 +192,7 @@ class cache_lock {
  private:
   [[gnu::noinline]] static void wait_for_owner() noexcept;
 
-  adaptive_mutex mutex_;
+  spin_mutex mutex_;
   std::atomic<bool> biased_;
   std::atomic<bool> owner_in_{false};            // written by the owner only
   std::atomic<bool> revoked_{false};             // written under mutex_ only

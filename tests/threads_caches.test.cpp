@@ -782,6 +782,37 @@ TEST(CacheLock, OwnersFastPathStaysClosedOnceTheBiasHasEnded) {
 // The switch-off under contention: an owner and two other threads update one counter that
 // only the lock protects, over locks whose bias ends midway; no update may be lost and no two
 // threads may be inside at once.
+// The mutex of a cache lock is released with a plain store and has no sleepers to wake: it
+// must still exclude, including waiters that have gone past spinning and yielding to naps
+// (one thread now and then holds it for a millisecond), and each waiter must get in.
+TEST(SpinMutex, ExcludesEveryOtherThreadIncludingWaitersThatNap) {
+  bufpool::detail::spin_mutex mutex;
+  std::uint64_t counter = 0;  // protected by `mutex` alone
+  std::atomic<int> inside{0};
+  std::atomic<int> overlaps{0};
+  constexpr int threads = 4;
+  constexpr int entries = 20000;
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < entries; ++i) {
+        if (i % 2 == 0) {
+          mutex.lock();
+        } else {
+          while (!mutex.try_lock()) std::this_thread::yield();
+        }
+        if (inside.fetch_add(1, std::memory_order_relaxed) != 0) overlaps.fetch_add(1);
+        counter = counter + 1;
+        if (t == 0 && i % 4000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        inside.fetch_sub(1, std::memory_order_relaxed);
+        mutex.unlock();
+      }
+    });
+  for (auto& w : workers) w.join();
+  EXPECT_EQ(overlaps.load(), 0);
+  EXPECT_EQ(counter, std::uint64_t{threads} * entries);
+}
+
 TEST(CacheLock, ExcludesOtherThreadsWhileItsBiasEndsUnderContention) {
   for (int round = 0; round < 20; ++round) {
     bufpool::detail::cache_lock lock;
