@@ -43,6 +43,7 @@ WORKLOADS = {
     "W7_map": "pmr map insert/erase",
     "W7_boostmap": "boost::container::map",
     "W8": "arena loop: per-request pmr containers, release() after every request",
+    "W8_remote": "release on another thread than the acquisition, 64 B, with 0/16/64 idle caches",
     "F_fill_small": "fragmentation: 64 MiB fixed pool, fill, 16..512 B",
     "F_fill_large": "fragmentation: 64 MiB fixed pool, fill, 4 KiB..256 KiB",
     "F_churn_small": "fragmentation: 64 MiB fixed pool, churn at half, then fill, 16..512 B",
@@ -58,6 +59,13 @@ ARENA_REFERENCE = "std-unsync-pool"
 ARENA_MAX_TIME = 1.00
 ARENA_MAX_MEMORY = 1.10
 
+# W8_remote (benchmarks/remote.bench.cpp): besides its ratio to glibc, a row with idle thread
+# caches may take at most REMOTE_MAX_IDLE times the row without them: a release's cost must not
+# grow with the number of threads.
+REMOTE = "W8_remote"
+REMOTE_NO_IDLE = "bufpool-caches"
+REMOTE_MAX_IDLE = 1.5
+
 # workload -> (max ratio to glibc, max peak/live or None); F_* and W5 growth are handled apart
 TARGETS = {
     "W1": (0.60, None),
@@ -68,6 +76,7 @@ TARGETS = {
     **{name: (0.30, None) for name, _ in W5_SIZES},
     "W6_per_thread": (0.50, None),
     "W6_shared": (1.00, None),
+    REMOTE: (1.00, None),
     "W7_umap": (0.60, None),
     "W7_map": (0.90, None),
     "W7_vector": (0.92, None),
@@ -184,6 +193,8 @@ def target_text(workload):
         return None
     max_ratio, max_pol = TARGETS[workload]
     text = f"≤{max_ratio:.2f}×"
+    if workload == REMOTE:
+        text += f", ≤{REMOTE_MAX_IDLE:.2f}× {REMOTE_NO_IDLE}"
     return text + (f", ≤{max_pol:.2f}× live" if max_pol is not None else "")
 
 
@@ -206,6 +217,9 @@ def judge(row):
     max_ratio, max_pol = TARGETS[workload]
     if row["ratio_vs_glibc"] > max_ratio:
         return False
+    if workload == REMOTE and row.get("ratio_vs_no_idle") is not None:
+        if row["ratio_vs_no_idle"] > REMOTE_MAX_IDLE:
+            return False
     if max_pol is None:
         return True
     pol = row["peak_over_live"]
@@ -224,6 +238,8 @@ def build_rows(runs):
         base_ns = base["ns_per_op"] if base and "error" not in base else None
         ref = next((r for r in rows if r["contestant"] == ARENA_REFERENCE and "error" not in r),
                    None) if workload == ARENA_LOOP else None
+        no_idle = next((r for r in rows if r["contestant"] == REMOTE_NO_IDLE and "error" not in r),
+                       None) if workload == REMOTE else None
         for row in rows:
             if workload not in FRAGMENTATION and base_ns and row["ns_per_op"] is not None:
                 row["ratio_vs_glibc"] = row["ns_per_op"] / base_ns
@@ -233,6 +249,8 @@ def build_rows(runs):
                                      ("rss_vs_unsync", "rss_bytes")):
                     mine, theirs = row[ref_key], ref[ref_key]
                     row[key] = mine / theirs if mine is not None and theirs else None
+            if no_idle is not None and "error" not in row and no_idle["ns_per_op"]:
+                row["ratio_vs_no_idle"] = row["ns_per_op"] / no_idle["ns_per_op"]
             if is_bufpool(row["contestant"]):
                 row["target"] = target_text(workload)
                 row["meets"] = judge(row)
