@@ -488,6 +488,13 @@ class buffer_pool {
       std::uint64_t offset, const raw_request* request,
       const detail::release_rules& rules) noexcept;
 
+  // A slot at `key` (a pointer or an offset) of the cache the calling thread released into
+  // last (thread_cache_set::release_in_recent()). Out of line, and given only what the
+  // release was given, so that the paths that do not come here pay nothing for it.
+  template <class Key>
+  [[gnu::noinline]] std::optional<bool> release_in_recent_cache(
+      Key key, const raw_request* request, const detail::release_rules& rules) noexcept;
+
   // The cache that took the span holding `offset` of `region`, as last noted; null when the
   // caches are off or none did (the pool's lock held).
   cache* owner_of(std::uint64_t offset, std::uint32_t region) const noexcept;

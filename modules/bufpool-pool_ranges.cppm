@@ -189,13 +189,14 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
     -> bool {
   if constexpr (can_cache) {
     if (caches_.enabled()) {
-      const auto release_in = [&](cache& in, std::uint32_t s, std::uint32_t region,
-                                  std::uint64_t at) __attribute__((always_inline)) {
-        return release_slot(in.slabs, &in, s, region, at, request, rules);  // stays whole
-      };
-      if (const auto done = caches_.release_own(pointer, release_in)) return *done;
+      if (const auto done = caches_.release_own(
+              pointer, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at)
+                           __attribute__((always_inline)) {  // the slot path stays whole, as above
+                             return release_slot(mine.slabs, &mine, s, region, at, request, rules);
+                           }))
+        return *done;
       if (caches_.has_recent_other())
-        if (const auto done = caches_.release_in_recent(pointer, release_in)) return *done;
+        if (const auto done = release_in_recent_cache(pointer, request, rules)) return *done;
     }
   }
   const auto address = reinterpret_cast<std::uintptr_t>(pointer);
@@ -220,13 +221,13 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
     -> bool {
   if constexpr (can_cache) {
     if (caches_.enabled()) {
-      const auto release_in = [&](cache& in, std::uint32_t s, std::uint32_t region,
-                                  std::uint64_t at) {
-        return release_slot(in.slabs, &in, s, region, at, request, rules);
-      };
-      if (const auto done = caches_.release_own(offset, release_in)) return *done;
+      if (const auto done = caches_.release_own(
+              offset, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
+                return release_slot(mine.slabs, &mine, s, region, at, request, rules);
+              }))
+        return *done;
       if (caches_.has_recent_other())
-        if (const auto done = caches_.release_in_recent(offset, release_in)) return *done;
+        if (const auto done = release_in_recent_cache(offset, request, rules)) return *done;
     }
   }
   std::uint32_t region = no_index;
@@ -238,6 +239,17 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
     owner = owner_of(offset, region);
   }
   return release_in_caches(offset, region, owner, request, rules);
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+template <class Key>
+[[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_in_recent_cache(
+    Key key, const raw_request* request, const detail::release_rules& rules) noexcept
+    -> std::optional<bool> {
+  return caches_.release_in_recent(
+      key, [&](cache& in, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
+        return release_slot(in.slabs, &in, s, region, at, request, rules);
+      });
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>

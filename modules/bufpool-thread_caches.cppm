@@ -275,7 +275,7 @@ class thread_cache_set {
   // buffers) finds the next slot in the same cache, without the pool's lock. If that cache
   // does not hold the slot, it is forgotten and nothing happens.
   template <class Key, class F>
-  [[gnu::noinline]] std::optional<bool> release_in_recent(Key key, F&& release) noexcept {
+  std::optional<bool> release_in_recent(Key key, F&& release) noexcept {
     auto& last = this_thread_last.recent[0];
     auto& other = static_cast<cache&>(*last.recent_other);
     {
