@@ -514,6 +514,16 @@ class buffer_pool {
                                            const raw_request* request,
                                            const detail::release_rules& rules) noexcept;
 
+  // What a thread cache path (thread_cache_set::release_own, release_in_recent) calls with
+  // the slot it found in cache `in`: release_slot() under that cache's lock, inlined whole.
+  [[gnu::always_inline]] auto release_slot_in_cache(const raw_request* request,
+                                                    const detail::release_rules& rules) noexcept {
+    return [this, request, &rules](cache& in, std::uint32_t s, std::uint32_t region,
+                                   std::uint64_t at) __attribute__((always_inline)) {
+      return release_slot(in.slabs, &in, s, region, at, request, rules);
+    };
+  }
+
   // ---- slab acquisitions (defined in bufpool:pool_ranges) ---------------------------------
 
   // acquire_raw() when no span of the class has a free slot, or past the slabs: out of

@@ -189,11 +189,7 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
     -> bool {
   if constexpr (can_cache) {
     if (caches_.enabled()) {
-      if (const auto done = caches_.release_own(
-              pointer, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at)
-                           __attribute__((always_inline)) {  // the slot path stays whole, as above
-                             return release_slot(mine.slabs, &mine, s, region, at, request, rules);
-                           }))
+      if (const auto done = caches_.release_own(pointer, release_slot_in_cache(request, rules)))
         return *done;
       if (caches_.has_recent_other())
         if (const auto done = release_in_recent_cache(pointer, request, rules)) return *done;
@@ -221,10 +217,7 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_raw_offset(
     -> bool {
   if constexpr (can_cache) {
     if (caches_.enabled()) {
-      if (const auto done = caches_.release_own(
-              offset, [&](cache& mine, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
-                return release_slot(mine.slabs, &mine, s, region, at, request, rules);
-              }))
+      if (const auto done = caches_.release_own(offset, release_slot_in_cache(request, rules)))
         return *done;
       if (caches_.has_recent_other())
         if (const auto done = release_in_recent_cache(offset, request, rules)) return *done;
@@ -246,10 +239,7 @@ template <class Key>
 [[gnu::noinline]] inline auto buffer_pool<Int, Extra, Handle, Mutex>::release_in_recent_cache(
     Key key, const raw_request* request, const detail::release_rules& rules) noexcept
     -> std::optional<bool> {
-  return caches_.release_in_recent(
-      key, [&](cache& in, std::uint32_t s, std::uint32_t region, std::uint64_t at) {
-        return release_slot(in.slabs, &in, s, region, at, request, rules);
-      });
+  return caches_.release_in_recent(key, release_slot_in_cache(request, rules));
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
