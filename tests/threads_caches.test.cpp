@@ -779,9 +779,6 @@ TEST(CacheLock, OwnersFastPathStaysClosedOnceTheBiasHasEnded) {
   EXPECT_TRUE(lock.owner_path_revoked());
 }
 
-// The switch-off under contention: an owner and two other threads update one counter that
-// only the lock protects, over locks whose bias ends midway; no update may be lost and no two
-// threads may be inside at once.
 // The mutex of a cache lock is released with a plain store and has no sleepers to wake: it
 // must still exclude, including waiters that have gone past spinning and yielding to naps
 // (one thread now and then holds it for a millisecond), and each waiter must get in.
@@ -813,6 +810,9 @@ TEST(SpinMutex, ExcludesEveryOtherThreadIncludingWaitersThatNap) {
   EXPECT_EQ(counter, std::uint64_t{threads} * entries);
 }
 
+// The switch-off under contention: an owner and two other threads update one counter that
+// only the lock protects, over locks whose bias ends midway; no update may be lost and no two
+// threads may be inside at once.
 TEST(CacheLock, ExcludesOtherThreadsWhileItsBiasEndsUnderContention) {
   for (int round = 0; round < 20; ++round) {
     bufpool::detail::cache_lock lock;
