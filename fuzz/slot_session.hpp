@@ -7,7 +7,8 @@
 // each lies in the region, aligned, as large as asked, overlapping no other, with its contents
 // intact until it is released; every release of a live block succeeds whichever thread makes
 // it; a misused release is reported and changes nothing; the counts agree; and at the end,
-// with everything released and the threads gone, the pool is one free range again.
+// with everything released and the threads gone, the pool is one free range again. A clear()
+// forgets every block and the region, which the session then adds again.
 //
 // The threads take turns: the session hands an operation to a thread and waits for it, so a
 // run stays deterministic (and race-free for the session's own state) while the pool sees
@@ -102,6 +103,8 @@ class slot_session {
   void op_release();
   void op_misuse();
   void op_check();
+  void op_clear(unsigned t);
+  void add_region();  // the session's one region, at offset 0
   void check_counts() const;
   [[nodiscard]] live_map::iterator pick_live();
   void teardown();
@@ -134,6 +137,10 @@ slot_session::slot_session(input_decoder& in) : in_(in) {
   region_size_ = u64{4096} * (16 + in_.u8());
   memory_.reset(static_cast<std::byte*>(::operator new(region_size_, std::align_val_t{4096})));
   pool_ = std::make_unique<pool_t>(o);
+  add_region();
+}
+
+void slot_session::add_region() {
   auto grow = pool_->begin_expand(region_size_);
   expect(grow.has_value() && grow->offset() == 0, "slots: the region is the pool's first");
   expect(std::move(*grow).initialize(memory_.get()).has_value(), "slots: the region initializes");
@@ -295,8 +302,13 @@ void slot_session::op_misuse() {
   expect_stats(pool_->stats(), before, "slots: a misused release changes nothing");
 }
 
+// Arguments: a byte whose top three bits all set mean clear() (the pool forgets every block
+// and its region, which is added again), else the thread (byte % 3) that validates, trimming
+// first if it is thread 1.
 void slot_session::op_check() {
-  const unsigned t = in_.u8() % 3;
+  const std::uint8_t arg = in_.u8();
+  const unsigned t = arg % 3;
+  if ((arg & 0xe0u) == 0xe0u) return op_clear(t);
   const bool trim = (t & 1u) != 0;
   on_thread(t, [&] {
     if (trim) pool_->trim();
@@ -306,6 +318,20 @@ void slot_session::op_check() {
   for (const auto& [address, b] : live_)
     verify_cookie(reinterpret_cast<const std::byte*>(address), b.size, b.size, b.id,
                   "slots: a live block");
+}
+
+void slot_session::op_clear(unsigned t) {
+  g_op_name = "slots: clear";
+  std::expected<void, errc> cleared;
+  on_thread(t, [&] { cleared = pool_->clear(); });
+  expect(cleared.has_value(), "slots: clear() empties a pool that holds raw blocks alone");
+  live_.clear();
+  const auto s = pool_->stats();
+  expect(s.regions == 0 && s.live_slices == 0 && s.used_bytes == 0 && s.free_bytes == 0,
+         "slots: clear() leaves no region and no block");
+  add_region();
+  const auto v = pool_->validate();
+  expect(v.has_value(), "slots: validate() after clear()", v ? std::string() : v.error());
 }
 
 void slot_session::check_counts() const {

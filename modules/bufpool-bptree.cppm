@@ -101,6 +101,14 @@ class bptree {
     maxima_.reserve(inner * levels_ * fanout);
   }
 
+  // Removes every entry, keeping the room reserve() set aside and the levels kept.
+  void clear() noexcept {
+    nodes_.clear();
+    maxima_.clear();
+    free_nodes_ = free_maxima_ = root_ = no_index;
+    count_ = 0;
+  }
+
   // The key is (size, offset) in the size index and (last offset, 0) in the offset index;
   // parameters are named for the size index.
   void insert(offset_t size, offset_t offset, std::uint32_t value) {

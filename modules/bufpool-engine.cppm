@@ -143,6 +143,11 @@ class engine {
   /// Replaces this engine's state with the other's, resource included (same rule for the
   /// moved-from one).
   engine& operator=(engine&&) noexcept;
+  /// Forgets every region, range and reservation (none may be pending), as a new engine
+  /// would have none, but keeps the capacity of its records (the range nodes, the lists of
+  /// regions and the free-range indexes made so far): an engine given the same regions and
+  /// requests again allocates no records for them. Allocates nothing.
+  void clear() noexcept;
 
   /// The resource the engine's records come from.
   [[nodiscard]] std::pmr::memory_resource* metadata() const noexcept { return metadata_; }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // bufpool:offset_map — the pool's index of live raw ranges: offset -> engine node, open addressing.
 module;
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory_resource>
@@ -58,6 +59,11 @@ class offset_map {
   }
   void erase_cell(std::size_t cell) noexcept;
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  /// Removes every entry, keeping the cells. O(cells).
+  void clear() noexcept {
+    std::fill(cells_.begin(), cells_.end(), cell{});
+    count_ = 0;
+  }
   template <class F>
   void for_each(F&& f) const {
     for (const cell& c : cells_)

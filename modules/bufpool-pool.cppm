@@ -359,6 +359,16 @@ class buffer_pool {
   /// pool_closed from now on, and the caller receives the handle and every region.
   [[nodiscard]] std::expected<closed_pool<Int, Extra, Handle>, close_error> try_close();
 
+  /// Empties the pool for the next round of an arena loop: every raw range is forgotten
+  /// (its memory is free again), every region is closed as destruction closes it (the
+  /// handle is given them all) and removed, and the pool is left as a new one with the same
+  /// options and handle, except that it keeps the capacity of its records (range nodes,
+  /// free-range indexes, slab and thread-cache records, the raw ranges' map): refilled the
+  /// same way, it allocates no record. Thread caches stay with their threads, emptied.
+  /// Errors, with nothing changed: pool_closed; in_use while a slice (not a raw range) is
+  /// alive, guarded or parked, or an expansion is pending. O(regions + records kept).
+  [[nodiscard]] std::expected<void, errc> clear();
+
   /// Whether try_close() has succeeded.
   [[nodiscard]] bool is_closed() const {
     std::scoped_lock lock(mutex_);
@@ -439,6 +449,15 @@ class buffer_pool {
   // Makes every region addressable again before its memory goes back to its owner.
   void unpoison_all() const noexcept {
     for (const auto& r : regions_) detail::unpoison(*r, r->offset, r->size);
+  }
+  // Gives every region to the handle (close_all, else close), if there is one.
+  void close_regions() {
+    if (!handle_) return;
+    const entries all = make_entries();
+    if constexpr (detail::has_close_all<Handle, entries>)
+      handle_->close_all(all);
+    else
+      handle_->close(all);
   }
 
   // The size and alignment a release checks (none if the request is null). Each release

@@ -50,13 +50,7 @@ inline buffer_pool<Int, Extra, Handle, Mutex>::~buffer_pool() {
     detail::report_diagnostic(msg.c_str());
     return;
   }
-  if (handle_) {
-    const entries all = make_entries();
-    if constexpr (detail::has_close_all<Handle, entries>)
-      handle_->close_all(all);
-    else
-      handle_->close(all);
-  }
+  close_regions();
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
@@ -84,6 +78,26 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::try_close()
     closed_pool<Int, Extra, Handle> out{std::move(handle_), make_entries()};
     handle_.reset();
     return out;
+  });
+}
+
+template <offset_integer Int, class Extra, class Handle, class Mutex>
+inline auto buffer_pool<Int, Extra, Handle, Mutex>::clear() -> std::expected<void, errc> {
+  return with_all_locked([this]() -> std::expected<void, errc> {
+    if (closed_) return std::unexpected(errc::pool_closed);
+    // Raw ranges are the slab slots and those in raw_: any other live range is a slice.
+    const std::size_t slices = stats_locked().live_slices - slab_totals().live_slots - raw_.size();
+    if (slices != 0 || guarded_.load() != 0 || engine_.stats().pending_bytes != 0)
+      return std::unexpected(errc::in_use);
+    unpoison_all();
+    close_regions();
+    engine_.clear();
+    slabs_.clear();
+    caches_.clear_all();
+    raw_.clear();
+    regions_.clear();
+    by_address_.clear();
+    return {};
   });
 }
 

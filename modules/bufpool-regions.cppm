@@ -56,6 +56,7 @@ class start_index {
       : by_start_(metadata_or_default(metadata)) {}
   // Room for one more region, so that the insert() that follows cannot throw.
   void reserve_one() { room_for_one(by_start_); }
+  void clear() noexcept { by_start_.clear(); }
   void insert(std::uint64_t start, std::uint32_t id) {
     by_start_.insert(std::upper_bound(by_start_.begin(), by_start_.end(), std::pair{start, id}),
                      {start, id});
@@ -85,6 +86,7 @@ class address_index {
   explicit address_index(std::pmr::memory_resource* metadata = nullptr) noexcept
       : by_base_(metadata) {}
   void reserve_one() { by_base_.reserve_one(); }
+  void clear() noexcept { by_base_.clear(); }
   void insert(std::uintptr_t base, std::uint32_t id) { by_base_.insert(base, id); }
   // The offset and region of `pointer` among `regions` (by id, pointer-like), or nothing if
   // it is in none of them.
@@ -110,6 +112,7 @@ class offset_index {
   explicit offset_index(std::pmr::memory_resource* metadata = nullptr) noexcept
       : by_offset_(metadata) {}
   void reserve_one() { by_offset_.reserve_one(); }
+  void clear() noexcept { by_offset_.clear(); }
   void insert(std::uint64_t offset, std::uint32_t id) { by_offset_.insert(offset, id); }
   // The id of the region among `regions` (by id, pointer-like) that holds `offset`, or
   // nothing if none does.

@@ -206,6 +206,12 @@ class slabs {
   // Checks the spans against themselves and the engine's ranges. O(spans + slots).
   [[nodiscard]] std::expected<void, std::string> validate(const engine& e) const;
 
+  // Forgets every span and slot, as new slabs would have none, but keeps the capacity of the
+  // records: the span records, the chunks of bitmaps and slot records (carved again from the
+  // first) and the hints. Slabs refilled as before then allocate no records. The engine
+  // ranges of the spans are the caller's to forget (engine::clear()). O(chunks + hints).
+  void clear() noexcept;
+
  private:
   struct span_record {
     std::uint64_t offset = 0;
@@ -298,8 +304,9 @@ class slabs {
   static constexpr unsigned hint_page_log2 = 12;
   // One hint per 4 KiB page of the spans' peak bytes or of the largest region a span was cut
   // from, whichever is more, a power of two: 16 to 65536 (1 MiB, for 256 MiB). A pool that
-  // is rebuilt each cycle (a pmr resource's release()) makes its table once per cycle, at the
-  // size of its regions, instead of doubling it, and dropping its hints, as spans come.
+  // is rebuilt each cycle (a pmr resource's release() that keeps nothing) makes its table
+  // once per cycle, at the size of its regions, instead of doubling it, and dropping its
+  // hints, as spans come; clear() keeps the table.
   static constexpr unsigned hint_min_log2 = 4;
   static constexpr unsigned hint_max_log2 = 16;
   [[nodiscard]] inline std::size_t hint_of(std::uintptr_t address) const noexcept {
@@ -344,6 +351,7 @@ class slabs {
     }
   };
   meta_vector<std::unique_ptr<std::byte, chunk_delete>> chunks_;
+  std::size_t chunks_carved_ = 0;  // chunks_[0 .. this) carved from since made or clear()
   std::byte* chunk_next_ = nullptr;
   std::size_t chunk_left_ = 0;
   std::uint64_t* spare_records_[class_count] = {};

@@ -356,6 +356,20 @@ class thread_cache_set {
       for (const auto& c : registry_->caches) f(*c);
   }
 
+  // Empties every cache, whose slabs keep the capacity of their records (slabs::clear()),
+  // and forgets the owners noted: the pool is being cleared (every lock held: see
+  // with_all_locked()). The caches stay with the threads that hold them.
+  void clear_all() noexcept {
+    if (!registry_) return;
+    for (const auto& c : registry_->caches) {
+      c->slabs.clear();
+      c->regions.clear();
+      c->by_address.clear();
+      c->by_offset.clear();
+    }
+    registry_->owners.clear();
+  }
+
   // Runs f() with every lock taken (see lock_all()).
   template <class Mutex, class F>
   decltype(auto) with_all_locked(Mutex& pool_mutex, F&& f) const {

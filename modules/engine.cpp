@@ -94,6 +94,32 @@ engine& engine::operator=(engine&& other) noexcept {
   return *this;
 }
 
+void engine::clear() noexcept {
+  BUFPOOL_ASSERT(pending_bytes_ == 0);
+  auto nodes = std::move(nodes_);
+  auto sizes = std::move(sizes_);
+  auto offsets = std::move(offsets_);
+  auto bins = std::move(bin_heads_);  // the indexes, if made, stay made (validate())
+  auto classes = std::move(classes_);
+  auto regions = std::move(regions_);
+  auto region_index = std::move(region_index_);
+  nodes.clear();
+  regions.clear();
+  region_index.clear();
+  if (sizes) sizes->clear();  // no free range is left to index: empty indexes are exact
+  if (offsets) offsets->clear();
+  std::ranges::fill(bins, no_index);
+  std::ranges::fill(classes, class_list{});
+  *this = engine(limits_, metadata_);  // every other member as new
+  nodes_ = std::move(nodes);           // one resource: the storage moves
+  sizes_ = std::move(sizes);
+  offsets_ = std::move(offsets);
+  bin_heads_ = std::move(bins);
+  classes_ = std::move(classes);
+  regions_ = std::move(regions);
+  region_index_ = std::move(region_index);
+}
+
 // ---------------------------------------------------------------------------------------
 // Nodes: an index-linked free list, so steady state allocates nothing.
 

@@ -122,13 +122,20 @@ std::uint64_t* slabs::take_records(unsigned c) {
 std::uint64_t* slabs::carve(std::size_t words) {
   const std::size_t bytes = 8 * words;
   if (chunk_left_ < bytes) {
-    room_for_one(chunks_);
-    const std::size_t grown = std::size_t{4096} << std::min<std::size_t>(chunks_.size(), 4);
-    const std::size_t size = std::max(grown, bytes);
-    chunks_.emplace_back(static_cast<std::byte*>(metadata_->allocate(size, alignof(std::uint64_t))),
-                         chunk_delete{metadata_, size});
-    chunk_next_ = chunks_.back().get();
-    chunk_left_ = size;
+    // The next chunk kept by clear() that holds the words, else a new one at the end.
+    while (chunks_carved_ < chunks_.size() && chunks_[chunks_carved_].get_deleter().bytes < bytes)
+      ++chunks_carved_;
+    if (chunks_carved_ == chunks_.size()) {
+      room_for_one(chunks_);
+      const std::size_t grown = std::size_t{4096} << std::min<std::size_t>(chunks_.size(), 4);
+      const std::size_t size = std::max(grown, bytes);
+      chunks_.emplace_back(
+          static_cast<std::byte*>(metadata_->allocate(size, alignof(std::uint64_t))),
+          chunk_delete{metadata_, size});
+    }
+    const auto& chunk = chunks_[chunks_carved_++];
+    chunk_next_ = chunk.get();
+    chunk_left_ = chunk.get_deleter().bytes;
   }
   // The words and records are implicit-lifetime objects in the chunk's storage: std::launder
   // reaches them.
@@ -136,6 +143,28 @@ std::uint64_t* slabs::carve(std::size_t words) {
   chunk_next_ += bytes;
   chunk_left_ -= bytes;
   return at;
+}
+
+void slabs::clear() noexcept {
+  auto spans = std::move(spans_);
+  auto unused = std::move(unused_);
+  auto chunks = std::move(chunks_);
+  auto tables = std::move(tables_);
+  auto hints = std::move(hints_);
+  const std::size_t hint_mask = hint_mask_;
+  spans.clear();
+  unused.clear();
+  tables.clear();             // by region id: the regions are gone
+  *this = slabs(metadata_);   // every other member as new: no span, table, stack or spare
+  spans_ = std::move(spans);  // one resource: the storage moves
+  unused_ = std::move(unused);
+  chunks_ = std::move(chunks);
+  tables_.swap(tables);  // (a table is not move-assignable)
+  if (hints) {
+    std::fill_n(hints.get(), hint_mask + 1, hint{});
+    hints_ = std::move(hints);
+    hint_mask_ = hint_mask;
+  }
 }
 
 std::optional<std::pair<std::uint64_t, std::uint64_t>> slabs::live_slot(

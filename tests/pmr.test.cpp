@@ -729,6 +729,54 @@ TEST(PoolResource, DefaultReleaseKeepsWhatTheCycleUsedSoTheNextCycleTakesNothing
   expect_valid(r);
 }
 
+// An arena cycle: objects of many sizes (slab slots, engine ranges, dedicated blocks), none
+// deallocated before release().
+void fill_arena(pool_resource& r, int n) {
+  for (int i = 0; i < n; ++i) (void)r.allocate(16 + static_cast<std::size_t>(i) % 241, 8);
+  for (int i = 0; i < n / 100; ++i) (void)r.allocate(5000 + 100 * static_cast<std::size_t>(i), 64);
+  (void)r.allocate(100, 8192);
+}
+
+TEST(PoolResource, ReleaseKeepsThePoolsRecordsSoTheSameCycleAgainTakesNoRecordFromUpstream) {
+  for (const bool thread_safe : {false, true}) {  // true: the records of a thread cache too
+    counting_resource up;
+    resource_options o;
+    o.thread_safe = thread_safe;
+    pool_resource r(o, &up);
+    fill_arena(r, 30000);
+    const std::size_t regions = r.stats().regions;
+    const std::size_t first_cycle = up.record_allocations();
+    r.release();
+    const std::size_t records = up.record_allocations();
+    const std::size_t held = up.records_outstanding_bytes();
+    fill_arena(r, 30000);
+    // A few per region (its record, its tables by offset of spans and of the caches owning
+    // them), none per span, slot or range.
+    const std::size_t taken = up.record_allocations() - records;
+    EXPECT_LE(taken, 6 * regions) << thread_safe;
+    EXPECT_LT(6 * regions, first_cycle / 2);
+    expect_valid(r);
+    r.release();
+    EXPECT_EQ(up.records_outstanding_bytes(), held) << thread_safe;
+    EXPECT_EQ(up.mismatches(), 0u);
+  }
+}
+
+TEST(PoolResource, WithoutRetentionReleaseGivesThePoolsRecordsBackToo) {
+  counting_resource up;
+  resource_options o;
+  o.retained_bytes = 0;
+  pool_resource r(o, &up);
+  fill_arena(r, 30000);
+  const std::size_t during = up.records_outstanding_bytes();
+  r.release();
+  EXPECT_LT(up.records_outstanding_bytes(), during / 8);
+  const std::size_t records = up.record_allocations();
+  fill_arena(r, 30000);
+  EXPECT_GT(up.record_allocations(), records);  // taken again
+  expect_valid(r);
+}
+
 TEST(PoolResource, DefaultReleaseGivesBackTheKeptRegionsNineCyclesInARowDidNotNeed) {
   counting_resource up;
   pool_resource r(&up);

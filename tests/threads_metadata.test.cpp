@@ -20,6 +20,7 @@
 #include <vector>
 import bufpool;
 
+#include "counting_resource.hpp"
 #include "page_aligned_pool.hpp"
 
 namespace {
@@ -27,44 +28,7 @@ namespace {
 using pool_t = bufpool::buffer_pool<std::uint64_t>;
 using raw_t = bufpool::raw_range<std::uint64_t>;
 using holder_t = bufpool_test::page_aligned_pool<pool_t>;
-
-// Counts what it hands out and forwards to the global heap; thread-safe. Freed memory is
-// overwritten, so that a record read after it is freed is likely to show.
-class counting_resource final : public std::pmr::memory_resource {
- public:
-  [[nodiscard]] std::size_t allocations() const {
-    std::scoped_lock l(mutex_);
-    return allocations_;
-  }
-  [[nodiscard]] std::size_t live_bytes() const {
-    std::scoped_lock l(mutex_);
-    return live_bytes_;
-  }
-
- private:
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    void* p = std::pmr::new_delete_resource()->allocate(bytes, alignment);
-    std::scoped_lock l(mutex_);
-    ++allocations_;
-    live_bytes_ += bytes;
-    return p;
-  }
-  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
-    {
-      std::scoped_lock l(mutex_);
-      EXPECT_GE(live_bytes_, bytes);
-      live_bytes_ -= bytes;
-    }
-    std::fill_n(static_cast<std::byte*>(p), bytes, std::byte{0xdd});
-    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
-  }
-  [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
-    return this == &other;
-  }
-  mutable std::mutex mutex_;
-  std::size_t allocations_ = 0;
-  std::size_t live_bytes_ = 0;
-};
+using bufpool_test::counting_resource;
 
 // A resource over a pool with thread caches: the records of one pool taken from another, so
 // that the first pool's attach, owner notes and end call into the second one's caches.
@@ -151,6 +115,48 @@ TEST(ThreadCachesMetadata, EveryRecordComesFromThePoolsResourceAndGoesBackAtItsE
   gone.count_down();
   late.join();
   EXPECT_EQ(counting.live_bytes(), 0u);
+}
+
+// clear() while threads hold caches of the pool: every cache is emptied and stays with its
+// thread, which fills it again without taking records per span or slot.
+TEST(ThreadCachesMetadata, ClearEmptiesEveryThreadsCacheAndItsThreadRefillsWithoutNewRecords) {
+  counting_resource counting;
+  constexpr std::size_t bytes = std::size_t{4} << 20;
+  holder_t h(options_with(&counting), bytes);
+  std::byte* const base =
+      h.memory.data() + (4096 - reinterpret_cast<std::uintptr_t>(h.memory.data()) % 4096);
+  auto fill = [&](std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    for (int i = 0; i < 3000; ++i)  // about 1.5 MiB
+      EXPECT_TRUE(h.pool.acquire_raw(8 + rng() % 1000, 8, bufpool::greedy).has_value());
+  };
+  std::latch filled(2);
+  std::latch cleared(1);
+  std::latch refilled(2);
+  std::vector<std::thread> threads;
+  for (std::uint64_t id = 0; id < 2; ++id)
+    threads.emplace_back([&, id] {
+      fill(id);
+      filled.count_down();
+      cleared.wait();
+      fill(id + 10);
+      refilled.count_down();
+    });
+  filled.wait();
+  ASSERT_TRUE(h.pool.clear().has_value());
+  EXPECT_EQ(h.pool.stats().live_slices, 0u);
+  EXPECT_EQ(h.pool.stats().regions, 0u);
+  auto grow = h.pool.begin_expand(bytes);
+  ASSERT_TRUE(grow.has_value());
+  ASSERT_TRUE(std::move(*grow).initialize(base).has_value());
+  const std::size_t before = counting.allocations();
+  cleared.count_down();
+  refilled.wait();
+  // Per cache, the region's table of spans; the region's table of owners.
+  EXPECT_LE(counting.allocations() - before, 8u);
+  const auto v = h.pool.validate();
+  EXPECT_TRUE(v.has_value()) << v.error();
+  for (auto& t : threads) t.join();
 }
 
 // One thread keeps alternating between more pools than it remembers as recent: each call

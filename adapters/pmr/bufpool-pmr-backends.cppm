@@ -130,7 +130,9 @@ class owning_backend final : public backend {
       pool_->release_raw(static_cast<const void*>(p), bytes, alignment, deallocate_rules);
   }
 
-  // O(regions): the pool is replaced, not emptied range by range. Kept regions wait outside
+  // O(regions + records): the pool is emptied at once (buffer_pool::clear(), which keeps
+  // its records' capacity for the next cycle unless nothing is to be kept), not range by
+  // range. Kept regions wait outside
   // the new pool and join it only when a cycle runs out of room (allocate_growing), so the
   // ones still waiting at the next release() are exactly those that cycle did not need:
   // no counter on the allocation path is needed to know what a cycle used.
@@ -148,14 +150,14 @@ class owning_backend final : public backend {
         std::swap(b, blocks_[kept++]);
       }
     }
-    free_all(kept);  // the rest, the excess included, goes back
+    free_all(kept, growth_.retained_bytes != 0);  // the rest, the excess included, goes back
     for (std::size_t i = 0; i < kept; ++i) {
       if (blocks_[i].in_pool) hide_waiting(blocks_[i].pointer, blocks_[i].size);
       blocks_[i].in_pool = false;
     }
     waiting_bytes_ = kept_bytes;
-    source_.restore_reserve();      // the blocks it lent were in the pool just destroyed
-    pool_.emplace(pool_options());  // allocates nothing
+    source_.restore_reserve();  // the blocks it lent were regions of the pool just emptied
+    if (!pool_) pool_.emplace(pool_options());  // allocates nothing
     try {
       if (buffer_ != nullptr) add_buffer();
     } catch (...) {  // no room for the region's records: the buffer sits this cycle out
@@ -359,13 +361,13 @@ class owning_backend final : public backend {
     source_.give_back(b.pointer, b.size, b.alignment);
   }
 
-  // Gives everything back to upstream (the pool first: it may hold raw ranges, which is
-  // allowed, but not the pad slices, which borrow it).
-  // Destroys the pool and gives every upstream block back but the first `keep` regions.
-  void free_all(std::size_t keep = 0) noexcept {
+  // Empties the pool (it may hold raw ranges, which is allowed, but not the pad slices,
+  // which borrow it) and gives every upstream block back but the first `keep` regions. The
+  // pool is cleared if `keep_records` (it keeps its records' capacity), else destroyed.
+  void free_all(std::size_t keep = 0, bool keep_records = false) noexcept {
     head_pad_.reset();
     tail_pad_.reset();
-    pool_.reset();
+    if (!keep_records || !pool_->clear()) pool_.reset();  // clear(): no slice is left
     for (std::size_t i = keep; i < blocks_.size(); ++i) {
       if (!blocks_[i].in_pool) reveal_waiting(blocks_[i].pointer, blocks_[i].size);
       source_.give_back(blocks_[i].pointer, blocks_[i].size, blocks_[i].alignment);

@@ -32,8 +32,10 @@ struct resource_options {
   /// The most bytes of upstream regions that release() keeps for the next cycle instead of
   /// giving them back, so that an arena loop (fill, release(), refill) reuses memory whose
   /// pages are already mapped: the largest regions first, among those recent cycles used
-  /// (see idle_cycles). The default has no cap beyond that; 0 gives everything back, as the
-  /// standard resources do. Destruction always gives everything back.
+  /// (see idle_cycles). The pool's own records (its bookkeeping) are kept too, at the
+  /// capacity the largest cycle so far needed. The default has no cap beyond that; 0 gives
+  /// everything back, records included, as the standard resources do. Destruction always
+  /// gives everything back.
   std::size_t retained_bytes = std::numeric_limits<std::size_t>::max();
   /// A kept region that this many cycles in a row, plus the one ending, did not need is
   /// the excess: release() gives it back. 0 keeps only what the ending cycle used; the

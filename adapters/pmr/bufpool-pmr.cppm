@@ -162,8 +162,10 @@ class pool_resource : public std::pmr::memory_resource {
   /// With the defaults, an arena loop takes memory from upstream only when a cycle needs
   /// more than the last 9 did, and gives back what 9 cycles in a row did not need. Kept
   /// regions join the pool when it runs out of room, smallest first, before any new
-  /// upstream region; growth restarts at the initial size (LWG 3120).
-  /// `retained_bytes = 0` gives everything back, as the standard resources do. O(regions).
+  /// upstream region; growth restarts at the initial size (LWG 3120). The pool's records
+  /// keep their capacity, so a cycle like the last takes none from upstream per block.
+  /// `retained_bytes = 0` gives everything back, records included, as the standard
+  /// resources do. O(regions + records).
   ///
   /// Over a user's pool: gives back every range this resource allocated.
   void release() { backend_->release(); }
