@@ -391,12 +391,17 @@ template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::add_span(detail::slabs& slabs, cache* owner,
                                                              unsigned c) noexcept -> bool {
   std::expected<engine_allocation, errc> a = std::unexpected(errc::out_of_memory);
-  try {  // out of memory for the engine's records: no span, as when it has no room
-    a = engine_.allocate(
-        detail::slabs::span_size(c),
-        std::min<std::uint64_t>(detail::slabs::largest_alignment, options_.max_alignment), greedy);
-  } catch (...) {
-    return false;
+  // The class's next span size, else smaller ones down to its first size while the engine
+  // has no room for it.
+  const std::uint64_t alignment =
+      std::min<std::uint64_t>(detail::slabs::largest_alignment, options_.max_alignment);
+  for (std::uint64_t bytes = slabs.next_span_size(c);; bytes /= 2) {
+    try {  // out of memory for the engine's records: no span, as when it has no room
+      a = engine_.allocate(bytes, alignment, greedy);
+    } catch (...) {
+      return false;
+    }
+    if (a || a.error() != errc::out_of_memory || bytes == detail::slabs::span_size(c)) break;
   }
   if (!a) return false;
   const auto& region = *regions_[a->region];

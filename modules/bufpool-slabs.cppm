@@ -35,7 +35,8 @@ namespace detail {
 
 // The pool's slabs (options `slabs`): greedy raw ranges of up to 64 KiB are slots of spans,
 // engine ranges of 4 .. 256 KiB (16 slots of up to 4 KiB, at least 4 KiB; 4 to 6 larger
-// slots) cut into slots of one size class.
+// slots) cut into slots of one size class. A class of slots up to 4 KiB that holds many
+// spans takes larger ones, up to 64 KiB (see next_level()).
 // Everything about a slot lives out of band: a span's free-slot bitmap (with a summary word,
 // so the lowest free slot is two bit scans away) and per slot the size and alignment it was
 // acquired with. A per-region table at 4 KiB granularity finds a slot's span from its offset
@@ -108,12 +109,28 @@ class slabs {
     return small_classes[align16 ? 1 : 0][granules];
   }
   [[nodiscard]] static constexpr std::uint64_t slot_size(unsigned c) noexcept;
-  // The bytes of a span of class c, a power of two: 16 slots of up to 4 KiB (at least 4
-  // KiB), else 4 to 6 slots.
+  // The bytes of the first spans of class c, a power of two: 16 slots of up to 4 KiB (at
+  // least 4 KiB), else 4 to 6 slots.
   [[nodiscard]] static inline std::uint64_t span_size(unsigned c) noexcept {
     const std::uint64_t slot = slot_size(c);
     return slot <= largest_small_slot ? std::max(smallest_span, std::bit_ceil(16 * slot))
                                       : std::bit_ceil(4 * slot);
+  }
+  // A class's spans grow with the bytes it holds: the next span of class c is span_size(c)
+  // doubled `level` times, the largest such size that is at most 1/32 of the bytes of the
+  // spans the class holds (so a new span adds at most that much unused room), up to
+  // largest_span and 4096 slots (the summary word's 64 words). A class that holds little
+  // keeps its first size; one that fills megabytes takes a record, an engine range and a
+  // table entry per 64 KiB instead of per 4 KiB.
+  static constexpr std::uint64_t largest_span = std::uint64_t{1} << 16;
+  static constexpr unsigned max_levels = 5;  // 4 KiB .. 64 KiB
+  [[nodiscard]] inline unsigned next_level(unsigned c) const noexcept {
+    unsigned level = 0;
+    while (level < top_level[c] && (span_size(c) << (level + 1)) <= class_bytes_[c] / 32) ++level;
+    return level;
+  }
+  [[nodiscard]] inline std::uint64_t next_span_size(unsigned c) const noexcept {
+    return span_size(c) << next_level(c);
   }
 
   struct slot {
@@ -128,8 +145,8 @@ class slabs {
                                          unsigned align_log2) noexcept;
   // Makes engine range `node`, [offset, offset + bytes) with bytes >= span_size(c) in region
   // `region` ([region_offset, region_offset + region_size)), whose memory starts at
-  // `address`, a span of class c with every slot free. Allocates first: if it throws,
-  // nothing changed.
+  // `address`, a span of class c with every slot free: of the largest size up to
+  // next_span_size(c) that the range holds. Allocates first: if it throws, nothing changed.
   void add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std::uint32_t node,
                 std::uint32_t region, std::uint64_t region_offset, std::uint64_t region_size,
                 std::byte* address);
@@ -230,6 +247,7 @@ class slabs {
     std::uint16_t live = 0;     // slots taken from the bitmap: live or stacked
     std::uint16_t stacked = 0;  // of those, on the class's stack (not live)
     std::uint8_t cls = 0;
+    std::uint8_t level = 0;  // its size: span_size(cls) << level
   };
   struct cell {
     std::uint32_t covering = no_index;  // the span covering the cell's first offset
@@ -316,8 +334,22 @@ class slabs {
   // it grows, the old hints are dropped, as they only save searches.
   void cover_with_hints(std::uint64_t span_bytes);
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
-  [[nodiscard]] static std::size_t record_words(unsigned c) noexcept;
-  [[nodiscard]] std::uint64_t* take_records(unsigned c);
+  // The largest level of each class (see next_level()).
+  static constexpr auto top_level = [] {
+    std::array<std::uint8_t, class_count> top{};
+    for (unsigned c = 0; c < class_count; ++c) {
+      const std::uint64_t slot = slot_granule * slot_classes::granules(c);  // slot_size(c)
+      if (slot > largest_small_slot) continue;
+      std::uint64_t span = std::max(smallest_span, std::bit_ceil(16 * slot));  // span_size(c)
+      unsigned level = 0;
+      for (; level + 1 < max_levels && 2 * span <= largest_span && 2 * span / slot <= 4096; ++level)
+        span *= 2;
+      top[c] = static_cast<std::uint8_t>(level);
+    }
+    return top;
+  }();
+  [[nodiscard]] static std::size_t record_words(unsigned c, unsigned level) noexcept;
+  [[nodiscard]] std::uint64_t* take_records(unsigned c, unsigned level);
   // `words` words from the current chunk of records, or from a new one. Throws
   // std::bad_alloc with nothing changed.
   [[nodiscard]] std::uint64_t* carve(std::size_t words);
@@ -354,9 +386,10 @@ class slabs {
   std::size_t chunks_carved_ = 0;  // chunks_[0 .. this) carved from since made or clear()
   std::byte* chunk_next_ = nullptr;
   std::size_t chunk_left_ = 0;
-  std::uint64_t* spare_records_[class_count] = {};
-  meta_array<hint> hints_;     // null until the first span
-  std::size_t hint_mask_ = 0;  // hints - 1
+  std::uint64_t* spare_records_[class_count][max_levels] = {};
+  std::uint64_t class_bytes_[class_count] = {};  // of the spans each class holds
+  meta_array<hint> hints_;                       // null until the first span
+  std::size_t hint_mask_ = 0;                    // hints - 1
   // The classes' stacks of released slots, span << stack_slot_bits | slot index: stacked_[c]
   // of them at stacks_[c], which is carved from a chunk with the records of the class's
   // first span (null until then).

@@ -49,8 +49,13 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
     if (!t.chunks[k])
       t.chunks[k] = make_meta_array<cell>(
           metadata_, std::min(std::uint64_t{1} << chunk_log2, t.cells - (k << chunk_log2)));
+  // The largest level the range holds (its capacity may exceed the size asked for, by less
+  // than a doubling) and the class may take.
+  unsigned level = 0;
+  while (level < next_level(c) && bytes >= span_size(c) << (level + 1)) ++level;
+  BUFPOOL_ASSERT(bytes >= span_size(c));
   const auto slot = static_cast<std::uint32_t>(slot_size(c));
-  const auto slots = static_cast<std::uint16_t>(span_size(c) / slot);
+  const auto slots = static_cast<std::uint16_t>((span_size(c) << level) / slot);
   const std::size_t words = (slots + 63) / 64;
   // A class gets a span only when none of its spans has a free slot, so it never keeps two
   // empty ones.
@@ -63,7 +68,7 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
     spans_.emplace_back();  // an unused record: nothing changes if take_records() throws
   }
   if (stacks_[c] == nullptr) stacks_[c] = carve(stack_limit[c]);
-  std::uint64_t* const records = take_records(c);
+  std::uint64_t* const records = take_records(c, level);
 
   const std::uint32_t s = unused_.back();
   unused_.pop_back();
@@ -85,6 +90,8 @@ void slabs::add_span(unsigned c, std::uint64_t offset, std::uint64_t bytes, std:
   x.live = 0;
   x.stacked = 0;
   x.cls = static_cast<std::uint8_t>(c);
+  x.level = static_cast<std::uint8_t>(level);
+  class_bytes_[c] += bytes;
   point_table(s, s);
   link(s);
   ++empty_[c];
@@ -103,20 +110,22 @@ void slabs::cover_with_hints(std::uint64_t span_bytes) {
 
 // The words of a span's records in class c: its free-slot bitmap, then its slot records
 // (see set_record()), rounded up to whole words.
-std::size_t slabs::record_words(unsigned c) noexcept {
-  const std::uint64_t slots = span_size(c) / slot_size(c);
+std::size_t slabs::record_words(unsigned c, unsigned level) noexcept {
+  const std::uint64_t slots = (span_size(c) << level) / slot_size(c);
   const std::uint64_t records = slot_size(c) <= largest_small_slot ? slots : 2 * slots;
   return static_cast<std::size_t>((slots + 63) / 64 + (2 * records + 7) / 8);
 }
 
-// Records for a new span of class c: a dropped span's, else carved from the current chunk
-// (chunks double from 4 KiB to 64 KiB). Throws std::bad_alloc with nothing changed.
-std::uint64_t* slabs::take_records(unsigned c) {
-  if (std::uint64_t* const spare = spare_records_[c]; spare != nullptr) {
-    spare_records_[c] = reinterpret_cast<std::uint64_t*>(static_cast<std::uintptr_t>(spare[0]));
-    return spare;
+// Records for a new span of class c at `level`: a dropped span's of the same size, else
+// carved from the current chunk (chunks double from 4 KiB to 64 KiB). Throws std::bad_alloc
+// with nothing changed.
+std::uint64_t* slabs::take_records(unsigned c, unsigned level) {
+  std::uint64_t*& spare = spare_records_[c][level];
+  if (std::uint64_t* const records = spare; records != nullptr) {
+    spare = reinterpret_cast<std::uint64_t*>(static_cast<std::uintptr_t>(records[0]));
+    return records;
   }
-  return carve(record_words(c));
+  return carve(record_words(c, level));
 }
 
 std::uint64_t* slabs::carve(std::size_t words) {
@@ -228,10 +237,12 @@ std::uint32_t slabs::drop(std::uint32_t s) noexcept {
   point_table(s, no_index);
   totals_.span_bytes -= x.bytes;
   --totals_.spans;
+  class_bytes_[x.cls] -= x.bytes;
   const std::uint32_t node = x.node;
-  // The records wait for the class's next span, linked through their first word.
-  x.free[0] = reinterpret_cast<std::uintptr_t>(spare_records_[x.cls]);
-  spare_records_[x.cls] = x.free;
+  // The records wait for the class's next span of their size, linked through their first
+  // word.
+  x.free[0] = reinterpret_cast<std::uintptr_t>(spare_records_[x.cls][x.level]);
+  spare_records_[x.cls][x.level] = x.free;
   x.free = nullptr;
   x.sizes = nullptr;
   x.slots = 0;
@@ -285,13 +296,14 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
   if (std::ranges::adjacent_find(entries) != entries.end()) return fail("a slot is stacked twice");
   totals sum;
   std::uint8_t empties[class_count] = {};
+  std::uint64_t class_bytes[class_count] = {};
   for (std::uint32_t s = 0; s < spans_.size(); ++s) {
     const span_record& x = spans_[s];
     if (x.slots == 0) continue;
     if (!e.is_live(x.node) || e.node_offset(x.node) != x.offset || e.node_size(x.node) != x.bytes)
       return fail("a span is not the live engine range it records");
-    if (x.cls >= class_count || x.slot != slot_size(x.cls) ||
-        x.slots != span_size(x.cls) / x.slot || x.bytes < span_size(x.cls))
+    if (x.cls >= class_count || x.slot != slot_size(x.cls) || x.level > top_level[x.cls] ||
+        x.slots != (span_size(x.cls) << x.level) / x.slot || x.bytes < span_size(x.cls) << x.level)
       return fail("a span's class, slot size or slot count is inconsistent");
     if (find(x.offset, x.region) != s || find(x.offset + x.bytes / 2, x.region) != s ||
         find(x.offset + x.bytes - 1, x.region) != s)
@@ -322,13 +334,15 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
     if (listed[s] != (x.live < x.slots))
       return fail("a span is listed exactly when it has a free slot: not so");
     if (x.live == 0) ++empties[x.cls];
+    class_bytes[x.cls] += x.bytes;
     sum.span_bytes += x.bytes;
     sum.live_bytes += (std::uint64_t{x.live} - x.stacked) * x.slot;
     ++sum.spans;
     sum.live_slots += x.live - x.stacked;
   }
   for (unsigned c = 0; c < class_count; ++c)
-    if (empties[c] != empty_[c] || empty_[c] > 1) return fail("a class keeps a wrong empty count");
+    if (empties[c] != empty_[c] || empty_[c] > 1 || class_bytes[c] != class_bytes_[c])
+      return fail("a class keeps a wrong empty count or byte count");
   if (sum.span_bytes != totals_.span_bytes || sum.live_bytes != totals_.live_bytes ||
       sum.spans != totals_.spans || sum.live_slots != totals_.live_slots)
     return fail("the totals disagree with the spans");

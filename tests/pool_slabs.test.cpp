@@ -556,6 +556,66 @@ void random_operations_match_a_model(bool thread_caches) {
   expect_valid(pool);
 }
 
+// Spans of a class grow with the bytes the class holds: each new span is at most 1/32 of them
+// (its first size while they are few), doubling up to 64 KiB and 4096 slots. The slabs never
+// touch memory, so the spans are laid out at fake addresses.
+TEST(Slabs, AClassTakesLargerSpansAsItHoldsMoreUpTo64KiBAndNoMoreThanAThirtySecondOfIt) {
+  using slabs_t = bufpool::detail::slabs;
+  for (const std::uint64_t slot : {8u, 64u, 256u, 4096u}) {
+    slabs_t slabs;
+    const unsigned c = slabs_t::class_of(slot, 8);
+    ASSERT_EQ(slabs_t::slot_size(c), slot);
+    constexpr std::uint64_t region = std::uint64_t{64} << 20;
+    auto* const base = reinterpret_cast<std::byte*>(std::uintptr_t{1} << 40);
+    std::uint64_t held = 0;
+    std::uint32_t node = 0;
+    std::vector<std::uint64_t> sizes;
+    while (held < (std::uint64_t{16} << 20)) {
+      const std::uint64_t bytes = slabs.next_span_size(c);
+      EXPECT_TRUE(bytes == slabs_t::span_size(c) || bytes <= held / 32) << slot << " " << held;
+      slabs.add_span(c, held, bytes, node++, 0, 0, region, base + held);
+      std::uint64_t taken = 0;  // every slot, so that the class asks for its next span
+      while (slabs.take(c, slot, 3)) ++taken;
+      EXPECT_EQ(taken, bytes / slot);
+      held += bytes;
+      sizes.push_back(bytes);
+    }
+    EXPECT_TRUE(std::ranges::is_sorted(sizes)) << slot;
+    EXPECT_EQ(sizes.front(), slabs_t::span_size(c));
+    // The largest: 64 KiB, or 4096 slots of 8 bytes; slots over 4 KiB do not grow.
+    EXPECT_EQ(sizes.back(), std::min<std::uint64_t>(
+                                65536, std::max<std::uint64_t>(4096 * slot, slabs_t::span_size(c))))
+        << slot;
+    EXPECT_EQ(slabs.all().span_bytes, held);
+  }
+}
+
+// A class whose next span no longer fits takes a smaller one, down to its first size, so a
+// fixed region fills as it did before spans grew.
+TEST(Slabs, ASpanTooLargeForTheRoomLeftFallsBackToSmallerOnes) {
+  constexpr std::size_t bytes = (std::size_t{1} << 20) + 12288;  // ends in 8 + 4 KiB
+  slab_pool h(bytes);
+  std::vector<bufpool::raw_range<std::uint64_t>> live;
+  while (auto r = h.pool.acquire_raw(64, 8, bufpool::greedy)) live.push_back(*r);
+  EXPECT_EQ(live.size() * 64, bytes);
+  expect_valid(h.pool);
+  // The last block is a slot too, not an engine range of its own: released, it stays in its
+  // span, a used engine range.
+  const auto last = live.back();
+  live.pop_back();
+  EXPECT_TRUE(h.pool.release_raw(last.pointer, 64, 8));
+  const auto ranges = h.pool.region_ranges(0);
+  const auto at = std::ranges::find_if(ranges, [&](const auto& r) {
+    return r.offset <= last.offset && last.offset < r.offset + r.size;
+  });
+  ASSERT_NE(at, ranges.end());
+  EXPECT_TRUE(at->used);
+  EXPECT_GE(at->size, 4096u);
+  for (const auto& r : live) EXPECT_TRUE(h.pool.release_raw(r.pointer, 64, 8));
+  h.pool.trim();
+  EXPECT_EQ(h.pool.stats().free_ranges, 1u);
+}
+
 TEST(Slabs, RandomOperationsMatchAModelOfLiveRanges) {
   random_operations_match_a_model(false);
 }
