@@ -364,7 +364,8 @@ class buffer_pool {
   /// handle is given them all) and removed, and the pool is left as a new one with the same
   /// options and handle, except that it keeps the capacity of its records (range nodes,
   /// free-range indexes, slab and thread-cache records, the raw ranges' map): refilled the
-  /// same way, it allocates no record. Thread caches stay with their threads, emptied.
+  /// same way, it allocates no record. Thread caches stay with their threads, emptied. The
+  /// handle is called after the pool's locks are released, so it may use the pool.
   /// Errors, with nothing changed: pool_closed; in_use while a slice (not a raw range) is
   /// alive, guarded or parked, or an expansion is pending. O(regions + records kept).
   [[nodiscard]] std::expected<void, errc> clear();
@@ -450,10 +451,9 @@ class buffer_pool {
   void unpoison_all() const noexcept {
     for (const auto& r : regions_) detail::unpoison(*r, r->offset, r->size);
   }
-  // Gives every region to the handle (close_all, else close), if there is one.
-  void close_regions() {
+  // Gives the regions `all` to the handle (close_all, else close), if there is one.
+  void close_regions(const entries& all) {
     if (!handle_) return;
-    const entries all = make_entries();
     if constexpr (detail::has_close_all<Handle, entries>)
       handle_->close_all(all);
     else

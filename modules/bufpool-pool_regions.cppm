@@ -50,7 +50,7 @@ inline buffer_pool<Int, Extra, Handle, Mutex>::~buffer_pool() {
     detail::report_diagnostic(msg.c_str());
     return;
   }
-  close_regions();
+  if (handle_) close_regions(make_entries());
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
@@ -83,22 +83,25 @@ inline auto buffer_pool<Int, Extra, Handle, Mutex>::try_close()
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>
 inline auto buffer_pool<Int, Extra, Handle, Mutex>::clear() -> std::expected<void, errc> {
-  return with_all_locked([this]() -> std::expected<void, errc> {
+  auto cleared = with_all_locked([this]() -> std::expected<entries, errc> {
     if (closed_) return std::unexpected(errc::pool_closed);
     // Raw ranges are the slab slots and those in raw_: any other live range is a slice.
     const std::size_t slices = stats_locked().live_slices - slab_totals().live_slots - raw_.size();
     if (slices != 0 || guarded_.load() != 0 || engine_.stats().pending_bytes != 0)
       return std::unexpected(errc::in_use);
     unpoison_all();
-    close_regions();
+    entries gone = handle_ ? make_entries() : entries{};
     engine_.clear();
     slabs_.clear();
     caches_.clear_all();
     raw_.clear();
     regions_.clear();
     by_address_.clear();
-    return {};
+    return gone;
   });
+  if (!cleared) return std::unexpected(cleared.error());
+  close_regions(*cleared);  // no lock held: the handle may call the pool
+  return {};
 }
 
 template <offset_integer Int, class Extra, class Handle, class Mutex>

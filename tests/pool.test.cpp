@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <expected>
+#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -766,6 +767,44 @@ TEST(Handle, CloseAllIsPreferredWhenThePoolIsDestroyed) {
   EXPECT_EQ(e[1].pool_offset, 4096u);
   EXPECT_EQ(e[1].pointer, b.data());
   EXPECT_EQ(e[1].extra, 4);
+}
+
+// A handle whose close_all asks the pool for its statistics: called with the pool's lock
+// held, that would deadlock or fail.
+struct stats_asking_handle {
+  std::shared_ptr<recording_log> log;
+  std::shared_ptr<std::function<void()>> on_close = std::make_shared<std::function<void()>>();
+  void close(const bufpool::mmap_entries<std::uint32_t, int>& e) { log->close_calls.push_back(e); }
+  void close_all(const bufpool::mmap_entries<std::uint32_t, int>& e) {
+    log->close_all_calls.push_back(e);
+    if (*on_close) (*on_close)();
+  }
+};
+
+TEST(Handle, ClearGivesEveryRegionToCloseAllWithoutThePoolsLockAndThePoolTakesNewOnes) {
+  auto log = std::make_shared<recording_log>();
+  std::vector<std::byte> a(4096);
+  std::vector<std::byte> b(8192);
+  stats_asking_handle handle{log};
+  bufpool::buffer_pool<std::uint32_t, int, stats_asking_handle> pool({}, handle);
+  std::size_t regions_seen = 99;
+  *handle.on_close = [&] { regions_seen = pool.stats().regions; };
+  add_region(pool, a, 3);
+  add_region(pool, b, 4);
+  auto raw = pool.acquire_raw(100);
+  ASSERT_TRUE(raw.has_value());
+  ASSERT_TRUE(pool.clear().has_value());
+  ASSERT_EQ(log->close_all_calls.size(), 1u);
+  const auto& e = log->close_all_calls[0];
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0].pointer, a.data());
+  EXPECT_EQ(e[0].extra, 3);
+  EXPECT_EQ(e[1].pointer, b.data());
+  EXPECT_EQ(e[1].extra, 4);
+  EXPECT_EQ(regions_seen, 0u);            // the handle ran after the pool was emptied, unlocked
+  EXPECT_EQ(add_region(pool, b, 5), 0u);  // offsets start again
+  EXPECT_TRUE(pool.acquire(8000).has_value());
+  expect_valid(pool);
 }
 
 TEST(Handle, CloseIsUsedWhenThereIsNoCloseAll) {
