@@ -762,6 +762,27 @@ TEST(PoolResource, ReleaseKeepsThePoolsRecordsSoTheSameCycleAgainTakesNoRecordFr
   }
 }
 
+// Kept regions join the next cycle in the order the last one took them, equal sizes
+// included, so a cycle like the last hands out the same addresses and touches no page the
+// last one left untouched (the tail of its last region).
+TEST(PoolResource, TheSameCycleAgainGetsTheSameAddresses) {
+  counting_resource up;
+  pool_resource r(resource_options{4096, 2.0, 16384}, &up);  // many regions of 16 KiB
+  const auto cycle = [&] {
+    std::vector<void*> v;
+    for (std::size_t i = 0; i < 20000; ++i) v.push_back(r.allocate(16 + i % 241, 8));
+    return v;
+  };
+  const std::vector<void*> first = cycle();
+  ASSERT_GT(r.stats().regions, 100u);
+  r.release();
+  const std::size_t taken = up.allocations();
+  EXPECT_EQ(cycle(), first);
+  EXPECT_EQ(up.allocations(), taken);
+  r.release();
+  EXPECT_EQ(up.mismatches(), 0u);
+}
+
 TEST(PoolResource, WithoutRetentionReleaseGivesThePoolsRecordsBackToo) {
   counting_resource up;
   resource_options o;

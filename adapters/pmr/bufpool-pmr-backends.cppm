@@ -139,7 +139,12 @@ class owning_backend final : public backend {
   void release() noexcept override {
     std::scoped_lock lock(mutex_);
     // Of the regions recent cycles used, the largest up to retained_bytes move to the front.
-    std::ranges::sort(blocks_, std::ranges::greater{}, &block::size);
+    // Regions of one size stay in the order growth took them, so that add_kept() gives
+    // them back in that order and a cycle like the last lays out its blocks as it did (the
+    // same addresses, no page the last cycle left untouched).
+    std::ranges::sort(blocks_, [](const block& a, const block& b) {
+      return a.size != b.size ? a.size > b.size : a.order < b.order;
+    });
     std::size_t kept = 0;
     std::size_t kept_bytes = 0;
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
@@ -179,8 +184,9 @@ class owning_backend final : public backend {
     void* pointer;
     std::size_t size;
     std::size_t alignment;
-    bool in_pool;       // false: kept by release(), waiting outside the pool
-    unsigned idle = 0;  // releases in a row whose cycle did not need it
+    bool in_pool;             // false: kept by release(), waiting outside the pool
+    unsigned idle = 0;        // releases in a row whose cycle did not need it
+    std::uint64_t order = 0;  // when growth took it (regions)
   };
 
   // Offsets carry the alignment, and the pool is never asked for more than
@@ -254,12 +260,16 @@ class owning_backend final : public backend {
   }
 
   // Adds the smallest region kept by release() that holds `needed` bytes to the pool, as
-  // growth would add a new one (the regions come back in the order growth took them).
+  // growth would add a new one (the regions come back in the order growth took them: the
+  // first of equal sizes, which release() keeps in that order).
   // False if there is none. Strong guarantee.
   bool add_kept(std::size_t needed) {
     block* best = nullptr;
     for (block& b : blocks_)
-      if (!b.in_pool && b.size >= needed && (best == nullptr || b.size < best->size)) best = &b;
+      if (!b.in_pool && b.size >= needed &&
+          (best == nullptr || b.size < best->size ||
+           (b.size == best->size && b.order < best->order)))
+        best = &b;
     if (best == nullptr) return false;
     pool_->reserve_metadata(2);  // may throw: the region keeps waiting
     auto expansion = pool_->begin_expand(best->size);
@@ -318,7 +328,7 @@ class owning_backend final : public backend {
       source_.give_back(memory, size, region_alignment);
       throw std::bad_alloc();
     }
-    blocks_.push_back({memory, size, region_alignment, true});
+    blocks_.push_back({memory, size, region_alignment, true, 0, regions_taken_++});
     if (size == next_size_) next_size_ = grown(next_size_);
   }
 
@@ -387,7 +397,8 @@ class owning_backend final : public backend {
   std::optional<typename pool_type::slice> head_pad_;
   std::optional<typename pool_type::slice> tail_pad_;
   std::pmr::vector<block> blocks_{&source_};
-  std::size_t waiting_bytes_ = 0;  // of the blocks kept by release(), not in the pool yet
+  std::size_t waiting_bytes_ = 0;    // of the blocks kept by release(), not in the pool yet
+  std::uint64_t regions_taken_ = 0;  // from upstream, ever: the next region's order
   std::pmr::unordered_map<void*, block> dedicated_{&source_};
 };
 
