@@ -126,7 +126,7 @@ class slabs {
   static constexpr unsigned max_levels = 5;  // 4 KiB .. 64 KiB
   [[nodiscard]] inline unsigned next_level(unsigned c) const noexcept {
     unsigned level = 0;
-    while (level < top_level[c] && (span_size(c) << (level + 1)) <= class_bytes_[c] / 32) ++level;
+    while (level < top_level(c) && (span_size(c) << (level + 1)) <= class_bytes_[c] / 32) ++level;
     return level;
   }
   [[nodiscard]] inline std::uint64_t next_span_size(unsigned c) const noexcept {
@@ -334,20 +334,15 @@ class slabs {
   // it grows, the old hints are dropped, as they only save searches.
   void cover_with_hints(std::uint64_t span_bytes);
   [[nodiscard]] cell* cell_of(std::uint32_t region, std::uint64_t offset) noexcept;
-  // The largest level of each class (see next_level()).
-  static constexpr auto top_level = [] {
-    std::array<std::uint8_t, class_count> top{};
-    for (unsigned c = 0; c < class_count; ++c) {
-      const std::uint64_t slot = slot_granule * slot_classes::granules(c);  // slot_size(c)
-      if (slot > largest_small_slot) continue;
-      std::uint64_t span = std::max(smallest_span, std::bit_ceil(16 * slot));  // span_size(c)
-      unsigned level = 0;
-      for (; level + 1 < max_levels && 2 * span <= largest_span && 2 * span / slot <= 4096; ++level)
-        span *= 2;
-      top[c] = static_cast<std::uint8_t>(level);
-    }
-    return top;
-  }();
+  // The largest level of class c (see next_level()): 0 for slots over 4 KiB.
+  [[nodiscard]] static unsigned top_level(unsigned c) noexcept {
+    if (slot_size(c) > largest_small_slot) return 0;
+    unsigned level = 0;
+    while (level + 1 < max_levels && (span_size(c) << (level + 1)) <= largest_span &&
+           (span_size(c) << (level + 1)) / slot_size(c) <= 4096)
+      ++level;
+    return level;
+  }
   [[nodiscard]] static std::size_t record_words(unsigned c, unsigned level) noexcept;
   [[nodiscard]] std::uint64_t* take_records(unsigned c, unsigned level);
   // `words` words from the current chunk of records, or from a new one. Throws

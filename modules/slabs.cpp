@@ -302,7 +302,7 @@ std::expected<void, std::string> slabs::validate(const engine& e) const {
     if (x.slots == 0) continue;
     if (!e.is_live(x.node) || e.node_offset(x.node) != x.offset || e.node_size(x.node) != x.bytes)
       return fail("a span is not the live engine range it records");
-    if (x.cls >= class_count || x.slot != slot_size(x.cls) || x.level > top_level[x.cls] ||
+    if (x.cls >= class_count || x.slot != slot_size(x.cls) || x.level > top_level(x.cls) ||
         x.slots != (span_size(x.cls) << x.level) / x.slot || x.bytes < span_size(x.cls) << x.level)
       return fail("a span's class, slot size or slot count is inconsistent");
     if (find(x.offset, x.region) != s || find(x.offset + x.bytes / 2, x.region) != s ||
