@@ -279,13 +279,14 @@ class engine {
     std::size_t free_ranges = 0;
   };
   std::uint32_t new_node();
+  [[gnu::noinline]] std::uint32_t append_node();  // new_node() when none is on the free list
   void free_node(std::uint32_t n) noexcept;
   // Gives back a node new_node() returned and nothing links yet (a failed allocation).
   void drop_new_node(std::uint32_t n) noexcept;
   void link_before(std::uint32_t m, std::uint32_t n) noexcept;
   void unlink(std::uint32_t m) noexcept;
 
-  // Free-range bookkeeping: the indexes and the counters.
+  // Free-range bookkeeping: the indexes and the counters (engine_bins.inl).
   void add_free(std::uint32_t n);
   void remove_free(std::uint32_t n) noexcept;
   void resize_free(std::uint32_t n, offset_t offset, offset_t size) noexcept;
@@ -323,7 +324,7 @@ class engine {
   void index_sizes();
   void index_offsets();
 
-  // The size bins (engine_indexes.cpp): every free range is in the bin of the whole granules
+  // The size bins (engine_bins.inl): every free range is in the bin of the whole granules
   // it holds, found by two bit scans. good_fit() takes a range from the first non-empty bin
   // whose every range holds the aligned request, else one of the first few ranges of the bin
   // below that holds it.

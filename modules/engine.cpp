@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The offset engine: regions, free and used ranges linked to their physical neighbours for
-// coalescing, the strategies' placements, and the size-class cache (the indexes' upkeep is
-// in engine_indexes.cpp).
+// coalescing, the strategies' placements, and the size-class cache. The upkeep of the free
+// ranges' bins and indexes is in engine_bins.inl, included here so that it inlines; the
+// indexes are made and checked in engine_indexes.cpp.
 module;
 #include <algorithm>
 #include <bit>
@@ -58,6 +59,8 @@ bool linked_in_place(const Nodes& nodes, const Regions& regions, std::uint32_t n
 }
 
 }  // namespace
+
+#include "engine_bins.inl"
 
 engine::engine(const engine_limits& limits, std::pmr::memory_resource* metadata)
     : limits_(limits),
@@ -137,14 +140,20 @@ void engine::reserve_nodes(std::size_t nodes) {
   if (nodes_.capacity() < want) nodes_.reserve(std::max(want, 2 * nodes_.capacity()));
 }
 
+// The free list's head first: a steady state of acquisitions and releases takes every
+// node from it.
 std::uint32_t engine::new_node() {
-  if (free_nodes_ != no_index) {
+  if (free_nodes_ != no_index) [[likely]] {
     const std::uint32_t n = free_nodes_;
     BUFPOOL_ASSERT(n < nodes_.size() && nodes_[n].state == node_unused);
     free_nodes_ = nodes_[n].link;
     nodes_[n] = node{};
     return n;
   }
+  return append_node();
+}
+
+std::uint32_t engine::append_node() {
   // Free ranges never outnumber nodes: with this much room reserved in the indexes,
   // release() (which may add a free range) never allocates. Room first, so a failed
   // allocation changes nothing.
