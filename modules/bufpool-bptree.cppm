@@ -30,16 +30,20 @@ namespace bufpool {
 //
 // Leaves hold up to 16 entries. Inner nodes hold, per child, the child's largest key and
 // (size index) for every alignment level j kept the largest usable size at that level in the
-// child's subtree (size - padding to the next multiple of min_alignment << j). Those maxima are
-// stored level-major, so a best-fit descent for level j reads one 128-byte row per node and enters
-// the first child whose maximum holds the request: the leftmost fitting entry is the exact aligned
+// child's subtree (size - padding to the next multiple of min_alignment << j). A level is kept
+// once a request names it, as a row of its own: a pool asked for 8, 64, 256 and 4096-byte
+// alignments keeps four rows, not the ten levels from 8 to 4096. Those maxima are stored
+// row-major, so a best-fit descent for level j reads one 128-byte row per node and enters the
+// first child whose maximum holds the request: the leftmost fitting entry is the exact aligned
 // best fit. Wide nodes keep the tree 4-6 levels deep at a million entries, so a descent touches a
 // few cache lines instead of the ~20 scattered nodes of a binary tree.
 //
 // Updates: insert splits full nodes on the way down (so it never splits upwards) and
 // raises the maxima of the path; erase tops up thin nodes on the way down (borrow from a
 // sibling or merge with it, so it never underflows upwards), then recomputes the path's
-// maxima bottom-up while they change. Every non-root node keeps at least min_fill entries.
+// maxima bottom-up while they change, and not at all where the entry it took was neither a
+// subtree's largest key nor any of its maxima. Every non-root node keeps at least min_fill
+// entries.
 
 namespace detail {
 
@@ -50,30 +54,31 @@ class bptree {
   static constexpr unsigned min_fill = fanout / 2 - 1;
 
   // granule and max_levels describe the alignment levels a request may name (size index
-  // only); the maxima are kept for level 0 at first and for more levels once a request names
-  // them (keep_levels). Every node comes from `metadata`. Allocates nothing.
+  // only); the maxima are kept for level 0 at first and for another level once a request
+  // names it (keep_level). Every node comes from `metadata`. Allocates nothing.
   bptree(offset_t granule, unsigned max_levels, std::pmr::memory_resource* metadata) noexcept
       : granule_(granule),
-        levels_(Maxima ? 1 : 0),
+        rows_(Maxima ? 1 : 0),
         max_levels_(Maxima ? max_levels : 0),
         nodes_(metadata),
-        maxima_(metadata) {}
+        maxima_(metadata) {
+    BUFPOOL_ASSERT(max_levels_ <= max_rows);
+    std::fill_n(row_of_level_, max_rows, no_row);
+    if (Maxima) row_of_level_[0] = 0;  // row 0 is level 0
+  }
 
-  // The alignment levels whose maxima are kept: find_fit() serves levels below it.
-  [[nodiscard]] unsigned levels() const noexcept { return levels_; }
-
-  // Keeps maxima for levels 0 .. level from now on (a no-op if they are kept already): one
-  // pass over the inner nodes computes the new levels' rows, bottom-up. Levels are never
-  // dropped, so a pool pays for the alignments it has been asked for, not for every one its
-  // options allow. Throws std::bad_alloc with nothing changed; the room reserve() set aside
-  // is kept, in blocks of the new size.
-  void keep_levels(unsigned level)
+  // Keeps maxima for `level` from now on (a no-op if they are kept already): one pass over
+  // the inner nodes computes its row, bottom-up. Rows are never dropped, so a pool pays for
+  // the alignments it has been asked for, not for every one its options allow. Throws
+  // std::bad_alloc with nothing changed; the room reserve() set aside is kept, in blocks of
+  // the new size.
+  void keep_level(unsigned level)
     requires Maxima
   {
-    if (level < levels_) return;
     BUFPOOL_ASSERT(level < max_levels_);
-    const unsigned want = level + 1;
-    const std::size_t old_stride = std::size_t{levels_} * fanout;
+    if (row_of_level_[level] != no_row) return;
+    const unsigned want = rows_ + 1;
+    const std::size_t old_stride = std::size_t{rows_} * fanout;
     const std::size_t new_stride = std::size_t{want} * fanout;
     const std::size_t blocks = maxima_.size() / old_stride;
     meta_vector<offset_t> grown(maxima_.get_allocator());
@@ -82,10 +87,12 @@ class bptree {
     // The old rows keep their place in each block (a free block's link is its first word).
     for (std::size_t k = 0; k < blocks; ++k)
       std::copy_n(&maxima_[k * old_stride], old_stride, &grown[k * new_stride]);
-    const unsigned from = levels_;
+    const unsigned row = rows_;
     maxima_.swap(grown);  // one resource: nothing is copied
-    levels_ = want;
-    if (root_ != no_index) fill_levels(root_, from);
+    level_of_row_[row] = static_cast<std::uint8_t>(level);
+    row_of_level_[level] = static_cast<std::uint8_t>(row);
+    rows_ = want;
+    if (root_ != no_index) fill_row(root_, row);
   }
 
   // Room for `entries` entries without allocating (release() relies on it).
@@ -98,10 +105,10 @@ class bptree {
     for (std::size_t n = leaves; n > 1; n = (n + min_fill - 1) / min_fill) ++height;
     const std::size_t inner = leaves / (min_fill - 1) + height;
     nodes_.reserve(leaves + inner);
-    maxima_.reserve(inner * levels_ * fanout);
+    maxima_.reserve(inner * rows_ * fanout);
   }
 
-  // Removes every entry, keeping the room reserve() set aside and the levels kept.
+  // Removes every entry, keeping the room reserve() set aside and the rows kept.
   void clear() noexcept {
     nodes_.clear();
     maxima_.clear();
@@ -137,8 +144,8 @@ class bptree {
       }
       if constexpr (Maxima) {
         offset_t* m = maxima(b);
-        for (unsigned j = 0; j < levels_; ++j)
-          m[j * fanout + i] = std::max(m[j * fanout + i], usable(size, offset, j));
+        for (unsigned r = 0; r < rows_; ++r)
+          m[r * fanout + i] = std::max(m[r * fanout + i], usable(size, offset, level_of_row_[r]));
       }
       parent = b;
       slot = i;
@@ -184,9 +191,11 @@ class bptree {
     shift_left(leaf, p);
     --leaf.count;
     --count_;
-    // The path's summaries may shrink: recompute them while they change.
+    // The path's summaries may shrink: recompute them while they change, from the first
+    // that the entry taken may have set.
     while (depth-- > 0)
-      if (!refresh(path[depth], at[depth])) break;
+      if (!was_summary(path[depth], at[depth], size, offset) || !refresh(path[depth], at[depth]))
+        break;
     // Where the recomputation stopped, the node above must already be exact.
     BUFPOOL_ASSERT(depth + 1 == 0 || depth == 0 || column_exact(path[depth - 1], at[depth - 1]));
     // A root with one child hands over to it; an empty root leaf goes.
@@ -204,11 +213,12 @@ class bptree {
   [[nodiscard]] std::uint32_t find_fit(offset_t size, unsigned level) const noexcept
     requires Maxima
   {
-    BUFPOOL_ASSERT(level < levels_);  // keep_levels(level) came first
+    const unsigned r = row_of_level_[level];
+    BUFPOOL_ASSERT(r != no_row);  // keep_level(level) came first
     if (root_ == no_index) return no_index;
     std::uint32_t b = root_;
     while (!nodes_[b].leaf) {
-      const offset_t* row = maxima(b) + level * fanout;
+      const offset_t* row = maxima(b) + r * fanout;
       unsigned i = 0;
       while (i < nodes_[b].count && row[i] < size) ++i;
       if (i == nodes_[b].count) {    // out of space? (only at the root)
@@ -313,10 +323,10 @@ class bptree {
 
   // The maxima block of inner node b (size index only).
   offset_t* maxima(std::uint32_t b) noexcept {
-    return &maxima_[std::size_t{nodes_[b].maxima} * levels_ * fanout];
+    return &maxima_[std::size_t{nodes_[b].maxima} * rows_ * fanout];
   }
   const offset_t* maxima(std::uint32_t b) const noexcept {
-    return &maxima_[std::size_t{nodes_[b].maxima} * levels_ * fanout];
+    return &maxima_[std::size_t{nodes_[b].maxima} * rows_ * fanout];
   }
 
   std::uint32_t new_node(bool leaf) {
@@ -335,10 +345,10 @@ class bptree {
       if (free_maxima_ != no_index) {
         nodes_[b].maxima = free_maxima_;
         free_maxima_ =
-            static_cast<std::uint32_t>(maxima_[std::size_t{free_maxima_} * levels_ * fanout]);
+            static_cast<std::uint32_t>(maxima_[std::size_t{free_maxima_} * rows_ * fanout]);
       } else {
-        nodes_[b].maxima = static_cast<std::uint32_t>(maxima_.size() / (levels_ * fanout));
-        maxima_.resize(maxima_.size() + levels_ * fanout);
+        nodes_[b].maxima = static_cast<std::uint32_t>(maxima_.size() / (rows_ * fanout));
+        maxima_.resize(maxima_.size() + rows_ * fanout);
       }
     }
     return b;
@@ -346,7 +356,7 @@ class bptree {
 
   void free_node(std::uint32_t b) noexcept {
     if (nodes_[b].maxima != no_index) {
-      maxima_[std::size_t{nodes_[b].maxima} * levels_ * fanout] = free_maxima_;
+      maxima_[std::size_t{nodes_[b].maxima} * rows_ * fanout] = free_maxima_;
       free_maxima_ = nodes_[b].maxima;
     }
     nodes_[b].child[0] = free_nodes_;
@@ -380,9 +390,9 @@ class bptree {
       x.child[k] = x.child[k - 1];
     }
     if (Maxima && !x.leaf) {
-      offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
-      for (unsigned j = 0; j < levels_; ++j)
-        for (unsigned k = x.count; k > p; --k) m[j * fanout + k] = m[j * fanout + k - 1];
+      offset_t* m = &maxima_[std::size_t{x.maxima} * rows_ * fanout];
+      for (unsigned r = 0; r < rows_; ++r)
+        for (unsigned k = x.count; k > p; --k) m[r * fanout + k] = m[r * fanout + k - 1];
     }
   }
 
@@ -394,9 +404,9 @@ class bptree {
       x.child[k] = x.child[k + 1];
     }
     if (Maxima && !x.leaf) {
-      offset_t* m = &maxima_[std::size_t{x.maxima} * levels_ * fanout];
-      for (unsigned j = 0; j < levels_; ++j)
-        for (unsigned k = p; k + 1 < x.count; ++k) m[j * fanout + k] = m[j * fanout + k + 1];
+      offset_t* m = &maxima_[std::size_t{x.maxima} * rows_ * fanout];
+      for (unsigned r = 0; r < rows_; ++r)
+        for (unsigned k = p; k + 1 < x.count; ++k) m[r * fanout + k] = m[r * fanout + k + 1];
     }
   }
 
@@ -410,35 +420,49 @@ class bptree {
     if (Maxima && !x.leaf) {
       const offset_t* mx = maxima(a);
       offset_t* my = maxima(b);
-      for (unsigned j = 0; j < levels_; ++j) my[j * fanout + to] = mx[j * fanout + from];
+      for (unsigned r = 0; r < rows_; ++r) my[r * fanout + to] = mx[r * fanout + from];
     }
   }
 
-  // The largest usable size at `level` in node c: from its entries, or its columns.
-  offset_t summary(std::uint32_t c, unsigned level) const noexcept {
+  // The largest usable size at row r's level in node c: from its entries, or its columns.
+  offset_t summary(std::uint32_t c, unsigned r) const noexcept {
     // Entries (and children) are in size order, and nothing holds more than its size: from
     // the largest down, stop at the first whose size cannot beat the best so far.
     const bnode& y = nodes_[c];
     offset_t best = 0;
     if (y.leaf) {
       for (unsigned k = y.count; k-- > 0 && y.key[k] > best;)
-        best = std::max(best, usable(y.key[k], y.tie[k], level));
+        best = std::max(best, usable(y.key[k], y.tie[k], level_of_row_[r]));
     } else {
-      const offset_t* row = maxima(c) + level * fanout;
+      const offset_t* row = maxima(c) + r * fanout;
       for (unsigned k = y.count; k-- > 0 && y.key[k] > best;) best = std::max(best, row[k]);
     }
     return best;
   }
 
-  // Computes rows from..levels_-1 of b and of every inner node below it (post-order: a row
-  // summarizes the children's rows of the same level).
-  void fill_levels(std::uint32_t b, unsigned from) noexcept {
+  // Computes row r of b and of every inner node below it (post-order: a row summarizes the
+  // children's rows).
+  void fill_row(std::uint32_t b, unsigned r) noexcept {
     if (nodes_[b].leaf) return;
     for (unsigned i = 0; i < nodes_[b].count; ++i) {
       const std::uint32_t c = nodes_[b].child[i];
-      fill_levels(c, from);
-      for (unsigned j = from; j < levels_; ++j) maxima(b)[j * fanout + i] = summary(c, j);
+      fill_row(c, r);
+      maxima(b)[r * fanout + i] = summary(c, r);
     }
+  }
+
+  // Whether the entry (size, offset), in child i of b, is that child's largest key or
+  // reaches one of its maxima: only then may taking it change the child's column.
+  [[nodiscard]] bool was_summary(std::uint32_t b, unsigned i, offset_t size,
+                                 offset_t offset) const noexcept {
+    const bnode& x = nodes_[b];
+    if (x.key[i] == size && x.tie[i] == offset) return true;
+    if constexpr (Maxima) {
+      const offset_t* m = maxima(b);
+      for (unsigned r = 0; r < rows_; ++r)
+        if (usable(size, offset, level_of_row_[r]) >= m[r * fanout + i]) return true;
+    }
+    return false;
   }
 
   // Recomputes the key and maxima column of child i of b from the child's contents.
@@ -453,10 +477,10 @@ class bptree {
     x.tie[i] = y.tie[y.count - 1];
     if constexpr (!Maxima) return changed;
     offset_t* m = maxima(b);
-    for (unsigned j = 0; j < levels_; ++j) {
-      const offset_t best = summary(c, j);
-      changed |= m[j * fanout + i] != best;
-      m[j * fanout + i] = best;
+    for (unsigned r = 0; r < rows_; ++r) {
+      const offset_t best = summary(c, r);
+      changed |= m[r * fanout + i] != best;
+      m[r * fanout + i] = best;
     }
     return changed;
   }
@@ -467,8 +491,8 @@ class bptree {
     const bnode& y = nodes_[x.child[i]];
     if (y.count == 0 || x.key[i] != y.key[y.count - 1] || x.tie[i] != y.tie[y.count - 1])
       return false;
-    for (unsigned j = 0; j < levels_; ++j)
-      if (maxima(b)[j * fanout + i] != summary(x.child[i], j)) return false;
+    for (unsigned r = 0; r < rows_; ++r)
+      if (maxima(b)[r * fanout + i] != summary(x.child[i], r)) return false;
     return true;
   }
 
@@ -550,18 +574,22 @@ class bptree {
         return fail("index: stale child key");
       // Each column must equal its child's summary; the child's own columns are checked
       // in turn, so by induction every maximum is exact (O(entries * L) in all).
-      for (unsigned j = 0; j < levels_; ++j)
-        if (maxima(b)[j * fanout + i] != summary(x.child[i], j))
+      for (unsigned r = 0; r < rows_; ++r)
+        if (maxima(b)[r * fanout + i] != summary(x.child[i], r))
           return fail("index: stale alignment maximum");
     }
     return {};
   }
 
+  static constexpr unsigned max_rows = 64;  // a level per bit of the offset type at most
+  static constexpr std::uint8_t no_row = 0xff;
   offset_t granule_;
-  unsigned levels_;      // levels whose maxima are kept (size index), 0 for the offset index
+  unsigned rows_;        // levels whose maxima are kept (size index), 0 for the offset index
   unsigned max_levels_;  // the most a request may name
+  std::uint8_t level_of_row_[max_rows] = {};  // the level each row is kept for
+  std::uint8_t row_of_level_[max_rows];       // each level's row, or no_row
   meta_vector<bnode> nodes_;
-  meta_vector<offset_t> maxima_;  // levels_ x fanout per inner node, level-major (size index)
+  meta_vector<offset_t> maxima_;  // rows_ x fanout per inner node, row-major (size index)
   std::uint32_t free_nodes_ = no_index;
   std::uint32_t free_maxima_ = no_index;
   std::uint32_t root_ = no_index;

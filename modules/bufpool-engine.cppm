@@ -125,9 +125,9 @@ struct range_view {
 /// ranges' links): it is made when the first fixed request comes, O(n log n) once, and kept
 /// from then on. Metadata per range: one node (40 bytes); per free range one entry in each
 /// index (<= 46 bytes each); per inner node of the size index 128 * L bytes,
-/// where L is the number of alignment levels asked for so far: log2(the largest alignment
-/// requested / min_alignment) + 1, at least 1, and never more than the limits allow. The first
-/// request at a higher level computes the new levels for the whole index, O(n L) once.
+/// where L is the number of distinct alignments above min_alignment asked for so far, plus
+/// one, and never more than the limits allow. The first request at a new alignment computes
+/// its maxima for the whole index, O(n) once.
 ///
 /// Every record (range nodes, regions, gaps, indexes, size classes) is allocated from the
 /// memory resource given at construction; constructing an engine allocates nothing.

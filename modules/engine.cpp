@@ -239,7 +239,7 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     // alignment levels asked for so far; a request at a new level adds it. Either may throw
     // std::bad_alloc, changing nothing.
     if (!sizes_) index_sizes();
-    sizes_->keep_levels(level);
+    sizes_->keep_level(level);
   }
 
   if (how.kind == strategy_kind::greedy) {

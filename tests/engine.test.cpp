@@ -1520,6 +1520,34 @@ TEST(EngineMetadata, TheSizeIndexPaysOnlyForTheAlignmentLevelsRequested) {
   EXPECT_TRUE(valid(e_wide));
 }
 
+// A row of maxima per alignment requested, not per level up to it: a first request at 4 KiB
+// (eight levels above the granule) costs the index one row, as one at 32 bytes does.
+TEST(EngineMetadata, ANewAlignmentAddsOneRowOfMaximaWhateverItsLevel) {
+  counting_resource low;   // asked for 32 bytes
+  counting_resource high;  // asked for 4 KiB
+  bufpool::engine e_low(limits_u64(), &low);
+  bufpool::engine e_high(limits_u64(), &high);
+  for (bufpool::engine* e : {&e_low, &e_high}) {
+    add_region(*e, 4 * mib);
+    std::vector<std::uint32_t> nodes;
+    for (offset_t at = 0; at < 4 * mib; at += 128)
+      nodes.push_back(e->allocate(128, 16, bufpool::optimal).value().node);
+    for (std::size_t i = 0; i < nodes.size(); i += 2) ASSERT_TRUE(e->release(nodes[i]));
+    ASSERT_TRUE(valid(*e));
+  }
+  const std::size_t low_before = low.live_bytes;
+  const std::size_t high_before = high.live_bytes;
+  ASSERT_EQ(low_before, high_before);
+  const auto a = e_low.allocate(128, 32, bufpool::optimal);
+  const auto b = e_high.allocate(128, 4096, bufpool::optimal);
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(b->offset % 4096, 0u);
+  EXPECT_GT(low.live_bytes, low_before);
+  EXPECT_EQ(high.live_bytes - high_before, low.live_bytes - low_before);
+  EXPECT_TRUE(valid(e_low));
+  EXPECT_TRUE(valid(e_high));
+}
+
 // Only `fixed` looks free ranges up by offset: the offset index is made by the first fixed
 // request, from every free range there is, and kept up to date from then on.
 TEST(EngineMetadata, TheOffsetIndexIsMadeByTheFirstFixedRequestAndFindsEveryFreeRange) {
@@ -1551,7 +1579,8 @@ TEST(EngineMetadata, TheOffsetIndexIsMadeByTheFirstFixedRequestAndFindsEveryFree
 }
 
 // optimal's best fit is exact at every alignment level, also at a level first requested after
-// the index was built (its maxima are then computed over the whole index at once).
+// the index was built (its maxima are then computed over the whole index at once), in any
+// order (each level's row is added where the rows end).
 TEST(OptimalStrategy, AFirstRequestAtAHigherAlignmentLevelGetsTheExactBestFit) {
   bufpool::engine e(limits_u64());
   const std::uint32_t region = add_region(e, 8 * mib);
@@ -1575,7 +1604,7 @@ TEST(OptimalStrategy, AFirstRequestAtAHigherAlignmentLevelGetsTheExactBestFit) {
     }
     return best.second == u64_max ? u64_max : best.second + (align - best.second % align) % align;
   };
-  for (unsigned log2 = 5; log2 <= 13; ++log2) {
+  for (const unsigned log2 : {13U, 5U, 9U, 7U, 11U, 6U, 8U, 12U, 10U}) {
     const offset_t align = offset_t{1} << log2;
     for (const offset_t len : {offset_t{16}, offset_t{400}, offset_t{2000}, offset_t{4096}}) {
       const offset_t expected = best_fit(len, align);
