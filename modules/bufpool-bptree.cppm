@@ -41,9 +41,8 @@ namespace bufpool {
 // Updates: insert splits full nodes on the way down (so it never splits upwards) and
 // raises the maxima of the path; erase tops up thin nodes on the way down (borrow from a
 // sibling or merge with it, so it never underflows upwards), then recomputes the path's
-// maxima bottom-up while they change, and not at all where the entry it took was neither a
-// subtree's largest key nor any of its maxima. Every non-root node keeps at least min_fill
-// entries.
+// keys and maxima that the entry it took set, bottom-up while they change. Every non-root
+// node keeps at least min_fill entries.
 
 namespace detail {
 
@@ -191,11 +190,10 @@ class bptree {
     shift_left(leaf, p);
     --leaf.count;
     --count_;
-    // The path's summaries may shrink: recompute them while they change, from the first
-    // that the entry taken may have set.
+    // The path's summaries may shrink where the entry taken set them: recompute those,
+    // bottom-up, while they change.
     while (depth-- > 0)
-      if (!was_summary(path[depth], at[depth], size, offset) || !refresh(path[depth], at[depth]))
-        break;
+      if (!forget(path[depth], at[depth], size, offset)) break;
     // Where the recomputation stopped, the node above must already be exact.
     BUFPOOL_ASSERT(depth + 1 == 0 || depth == 0 || column_exact(path[depth - 1], at[depth - 1]));
     // A root with one child hands over to it; an empty root leaf goes.
@@ -451,18 +449,32 @@ class bptree {
     }
   }
 
-  // Whether the entry (size, offset), in child i of b, is that child's largest key or
-  // reaches one of its maxima: only then may taking it change the child's column.
-  [[nodiscard]] bool was_summary(std::uint32_t b, unsigned i, offset_t size,
-                                 offset_t offset) const noexcept {
-    const bnode& x = nodes_[b];
-    if (x.key[i] == size && x.tie[i] == offset) return true;
-    if constexpr (Maxima) {
-      const offset_t* m = maxima(b);
-      for (unsigned r = 0; r < rows_; ++r)
-        if (usable(size, offset, level_of_row_[r]) >= m[r * fanout + i]) return true;
+  // Entry (size, offset) has left the subtree of child i of b: recomputes the child's key if
+  // it was the largest, and each of its maxima the entry reached (a maximum of 0 stays 0).
+  // Returns whether anything changed: if not, nothing above changes either.
+  [[gnu::always_inline]] bool forget(std::uint32_t b, unsigned i, offset_t size,
+                                     offset_t offset) noexcept {
+    bnode& x = nodes_[b];
+    const std::uint32_t c = x.child[i];
+    const bnode& y = nodes_[c];
+    BUFPOOL_ASSERT(!x.leaf && i < x.count && y.count != 0);
+    bool changed = false;
+    if (x.key[i] == size && x.tie[i] == offset) {
+      x.key[i] = y.key[y.count - 1];
+      x.tie[i] = y.tie[y.count - 1];
+      changed = true;
     }
-    return false;
+    if constexpr (Maxima) {
+      offset_t* m = maxima(b);
+      for (unsigned r = 0; r < rows_; ++r) {
+        const offset_t reached = usable(size, offset, level_of_row_[r]);
+        if (reached == 0 || reached < m[r * fanout + i]) continue;
+        const offset_t best = summary(c, r);
+        changed |= best != m[r * fanout + i];
+        m[r * fanout + i] = best;
+      }
+    }
+    return changed;
   }
 
   // Recomputes the key and maxima column of child i of b from the child's contents.
