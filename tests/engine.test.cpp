@@ -1490,6 +1490,21 @@ TEST(EngineMetadata, SlabsOffsetMapAndAddressIndexTakeEveryRecordFromTheGivenRes
   EXPECT_EQ(counting.deallocations, counting.allocations);
 }
 
+// A 4 MiB region filled with 128-byte optimal ranges, every other one released: 16384 free
+// ranges, enough for the size index to have inner nodes.
+::testing::AssertionResult fill_then_free_every_other(bufpool::engine& e) {
+  add_region(e, 4 * mib);
+  std::vector<std::uint32_t> nodes;
+  for (offset_t at = 0; at < 4 * mib; at += 128) {
+    const auto a = e.allocate(128, 16, bufpool::optimal);
+    if (!a) return ::testing::AssertionFailure() << "no room at " << at;
+    nodes.push_back(a->node);
+  }
+  for (std::size_t i = 0; i < nodes.size(); i += 2)
+    if (!e.release(nodes[i])) return ::testing::AssertionFailure() << "release " << i;
+  return valid(e);
+}
+
 // The size index keeps alignment maxima for the levels requested so far, not for every level
 // the limits allow: an engine whose requests never ask more than the granule holds the same
 // records whatever its max_alignment.
@@ -1501,14 +1516,7 @@ TEST(EngineMetadata, TheSizeIndexPaysOnlyForTheAlignmentLevelsRequested) {
   one_level.max_alignment = 16;
   bufpool::engine e_wide(limits_u64(), &wide);
   bufpool::engine e_narrow(one_level, &narrow);
-  for (bufpool::engine* e : {&e_wide, &e_narrow}) {
-    add_region(*e, 4 * mib);
-    std::vector<std::uint32_t> nodes;
-    for (offset_t at = 0; at < 4 * mib; at += 128)
-      nodes.push_back(e->allocate(128, 16, bufpool::optimal).value().node);
-    for (std::size_t i = 0; i < nodes.size(); i += 2) ASSERT_TRUE(e->release(nodes[i]));
-    ASSERT_TRUE(valid(*e));
-  }
+  for (bufpool::engine* e : {&e_wide, &e_narrow}) ASSERT_TRUE(fill_then_free_every_other(*e));
   EXPECT_EQ(e_wide.stats().free_ranges, 16384u);  // enough for inner nodes
   EXPECT_EQ(wide.live_bytes, narrow.live_bytes);
   // A first request at a higher level adds its levels' maxima to the index, and finds a fit.
@@ -1527,14 +1535,7 @@ TEST(EngineMetadata, ANewAlignmentAddsOneRowOfMaximaWhateverItsLevel) {
   counting_resource high;  // asked for 4 KiB
   bufpool::engine e_low(limits_u64(), &low);
   bufpool::engine e_high(limits_u64(), &high);
-  for (bufpool::engine* e : {&e_low, &e_high}) {
-    add_region(*e, 4 * mib);
-    std::vector<std::uint32_t> nodes;
-    for (offset_t at = 0; at < 4 * mib; at += 128)
-      nodes.push_back(e->allocate(128, 16, bufpool::optimal).value().node);
-    for (std::size_t i = 0; i < nodes.size(); i += 2) ASSERT_TRUE(e->release(nodes[i]));
-    ASSERT_TRUE(valid(*e));
-  }
+  for (bufpool::engine* e : {&e_low, &e_high}) ASSERT_TRUE(fill_then_free_every_other(*e));
   const std::size_t low_before = low.live_bytes;
   const std::size_t high_before = high.live_bytes;
   ASSERT_EQ(low_before, high_before);
