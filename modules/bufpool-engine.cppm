@@ -267,8 +267,15 @@ class engine {
     std::uint32_t cprev = no_index;
     std::uint8_t state = 0;      // node_unused, node_free, node_used or node_cached
     std::uint8_t user_bits = 0;  // set_user_bits(), while used
-    bool greedy = false;         // acquired by greedy: may be cached when released
+    // One field for two states, so that the node keeps its 40 bytes: while free, the size bin
+    // it is linked in (bin_link), read when it leaves or changes bin; while used, whether
+    // greedy acquired it (it may then be cached when released).
+    union {
+      std::uint16_t bin = 0;
+      std::uint16_t greedy;
+    };
   };
+  static_assert(sizeof(node) == 40, "a node's fields pack into 40 bytes");
   struct region_rec {
     offset_t offset = 0;
     offset_t size = 0;
@@ -333,7 +340,7 @@ class engine {
   [[nodiscard]] unsigned bin_of_range(offset_t offset, offset_t size) const noexcept;
   // Links or unlinks free node n in bin b, the bin of its range.
   void bin_link(std::uint32_t n, unsigned b) noexcept;
-  void bin_unlink(std::uint32_t n, unsigned b) noexcept;
+  void bin_unlink(std::uint32_t n) noexcept;
   [[nodiscard]] std::uint32_t good_fit(offset_t len, offset_t align) const noexcept;
   [[nodiscard]] offset_t largest_binned() const noexcept;
   [[nodiscard]] std::expected<void, std::string> validate_bins() const;

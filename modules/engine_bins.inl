@@ -40,6 +40,7 @@ constexpr unsigned near_bin_tries = 8;
 [[gnu::always_inline]] void engine::bin_link(std::uint32_t n, unsigned b) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(b == bin_of_range(x.offset, x.size));
+  x.bin = static_cast<std::uint16_t>(b);
   x.cprev = no_index;
   x.link = bin_heads_[b];
   if (x.link != no_index) nodes_[x.link].cprev = n;
@@ -48,8 +49,9 @@ constexpr unsigned near_bin_tries = 8;
   bin_groups_ |= std::uint64_t{1} << (b / 8);
 }
 
-[[gnu::always_inline]] void engine::bin_unlink(std::uint32_t n, unsigned b) noexcept {
+[[gnu::always_inline]] void engine::bin_unlink(std::uint32_t n) noexcept {
   node& x = nodes_[n];
+  const unsigned b = x.bin;
   BUFPOOL_ASSERT(b == bin_of_range(x.offset, x.size));
   BUFPOOL_ASSERT(x.cprev != no_index ? nodes_[x.cprev].link == n : bin_heads_[b] == n);
   if (x.cprev != no_index)
@@ -125,7 +127,7 @@ constexpr unsigned near_bin_tries = 8;
 [[gnu::always_inline]] void engine::remove_free(std::uint32_t n) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state == node_free);
-  bin_unlink(n, bin_of_range(x.offset, x.size));
+  bin_unlink(n);
   if (sizes_) sizes_->erase(x.size, x.offset);
   if (offsets_) offsets_->erase(last_of(x.offset, x.size), 0);
   region_rec& r = regions_[x.region];
@@ -143,9 +145,9 @@ constexpr unsigned near_bin_tries = 8;
                                                 offset_t size) noexcept {
   node& x = nodes_[n];
   BUFPOOL_ASSERT(x.state == node_free && size != 0);
-  const unsigned old_bin = bin_of_range(x.offset, x.size);
+  const unsigned old_bin = x.bin;
   const unsigned new_bin = bin_of_range(offset, size);
-  if (old_bin != new_bin) bin_unlink(n, old_bin);
+  if (old_bin != new_bin) bin_unlink(n);
   if (sizes_) sizes_->erase(x.size, x.offset);
   const offset_t old_last = last_of(x.offset, x.size);
   const offset_t new_last = last_of(offset, size);

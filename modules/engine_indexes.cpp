@@ -107,6 +107,7 @@ std::expected<void, std::string> engine::validate_bins() const {
         return fail("bins: broken list");
       if (bin_of_range(nodes_[n].offset, nodes_[n].size) != b)
         return fail("bins: range in the wrong bin");
+      if (nodes_[n].bin != b) return fail("bins: a range's recorded bin is not its list's");
       if (++listed > free_ranges_) return fail("bins: a list loops or holds too many");
     }
   }
