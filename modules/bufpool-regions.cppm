@@ -3,6 +3,7 @@
 // by offset, and the AddressSanitizer poisoning of their host memory.
 module;
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -80,30 +81,58 @@ class start_index {
   meta_vector<std::pair<std::uint64_t, std::uint32_t>> by_start_;
 };
 
-// The regions by base address: where a pointer lies.
+// The regions by base address: where a pointer lies. A direct-mapped table of hints in front
+// of the search remembers, per block of 2 MiB of addresses, the region last found there:
+// releases by pointer mostly land in regions found before, and a hint costs a bounds check
+// where the search costs a step per doubling of the regions. A hint is only trusted once its
+// region's bounds hold the address (regions never overlap), so a block shared by two regions
+// or a slot that two blocks share costs the search, never a wrong answer.
 class address_index {
  public:
   explicit address_index(std::pmr::memory_resource* metadata = nullptr) noexcept
       : by_base_(metadata) {}
   void reserve_one() { by_base_.reserve_one(); }
-  void clear() noexcept { by_base_.clear(); }
+  void clear() noexcept {
+    by_base_.clear();
+    hints_.fill(hint{});  // region ids are given again after a clear
+  }
   void insert(std::uintptr_t base, std::uint32_t id) { by_base_.insert(base, id); }
   // The offset and region of `pointer` among `regions` (by id, pointer-like), or nothing if
-  // it is in none of them.
+  // it is in none of them. Notes the region found as its block's hint: callers hold the lock
+  // that guards this index.
   template <class Regions>
   [[nodiscard]] std::optional<location> locate(const Regions& regions,
                                                const void* pointer) const noexcept {
     const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+    const std::uintptr_t block = address >> hint_block_log2;
+    hint& h = hints_[block % hint_count];
+    if (h.block == block)
+      if (const auto at = in_region(regions, h.region, address)) return at;
     const auto* at = by_base_.last_at_or_below(address);
     if (at == nullptr) return std::nullopt;
-    const auto& region = *regions[at->second];
-    const std::uint64_t delta = address - at->first;
-    if (delta >= region.size) return std::nullopt;
-    return location{std::uint64_t{region.offset} + delta, at->second};
+    const auto found = in_region(regions, at->second, address);
+    if (found) h = {block, at->second};
+    return found;
   }
 
  private:
+  template <class Regions>
+  static std::optional<location> in_region(const Regions& regions, std::uint32_t id,
+                                           std::uintptr_t address) noexcept {
+    const auto& region = *regions[id];
+    const std::uint64_t delta = address - reinterpret_cast<std::uintptr_t>(region.base);
+    if (delta >= region.size) return std::nullopt;
+    return location{std::uint64_t{region.offset} + delta, id};
+  }
+
+  struct hint {
+    std::uintptr_t block = ~std::uintptr_t{0};  // address >> hint_block_log2: none yet
+    std::uint32_t region = 0;
+  };
+  static constexpr unsigned hint_block_log2 = 21;
+  static constexpr std::size_t hint_count = 64;
   start_index by_base_;
+  mutable std::array<hint, hint_count> hints_{};
 };
 
 // The regions by first offset: which one holds an offset.

@@ -208,6 +208,55 @@ TEST(RawRange, ResizeGrowsAndShrinksInPlaceAndUpdatesTheRecordedSize) {
   expect_valid(pool);
 }
 
+// Regions that share a block of addresses (and so a hint of the search by address) with
+// gaps between them: each release by pointer finds its own region whichever region the
+// previous one found, and a pointer in a gap is in none.
+TEST(RawRange, ReleaseByPointerFindsItsRegionAmongRegionsThatShareAnAddressBlock) {
+  constexpr std::size_t region_bytes = 16 << 10;
+  constexpr std::size_t gap_bytes = 4 << 10;
+  constexpr std::size_t regions = 8;
+  std::vector<std::byte> memory(regions * (region_bytes + gap_bytes));
+  pool32 pool;
+  std::vector<std::byte*> bases;
+  for (std::size_t r = 0; r < regions; ++r) {
+    // Out of order, so ids, offsets and addresses sort differently.
+    const std::size_t slot = (r * 3) % regions;
+    std::byte* base = memory.data() + slot * (region_bytes + gap_bytes);
+    auto grow = pool.begin_expand(region_bytes);
+    ASSERT_TRUE(grow.has_value());
+    ASSERT_TRUE(std::move(*grow).initialize(base).has_value());
+    bases.push_back(base);
+  }
+  std::vector<bufpool::raw_range<std::uint32_t>> live;
+  std::vector<std::byte*> pointers;
+  for (std::size_t r = 0; r < regions; ++r) {  // each range fills one region
+    auto range = pool.acquire_raw(region_bytes);
+    ASSERT_TRUE(range.has_value());
+    live.push_back(*range);
+    pointers.push_back(range->pointer);
+  }
+  std::ranges::sort(pointers);
+  std::ranges::sort(bases);
+  EXPECT_EQ(pointers, bases);
+  {  // a gap's first and last byte, between hinted regions
+    recording_violations watch;
+    const auto* gap = bases[0] + region_bytes;
+    EXPECT_FALSE(pool.release_raw(static_cast<const void*>(gap)));
+    EXPECT_FALSE(pool.release_raw(static_cast<const void*>(gap + gap_bytes - 1)));
+    EXPECT_EQ(g_violations, 2);
+    EXPECT_NE(g_last_violation.find("none of this pool's regions"), std::string::npos);
+  }
+  for (const std::size_t r :
+       {1U, 6U, 0U, 7U, 2U, 5U, 3U, 4U}) {  // every release after another region's
+    const auto at = pool.raw_at(static_cast<const void*>(live[r].pointer));
+    ASSERT_TRUE(at.has_value());
+    EXPECT_EQ(at->offset, live[r].offset);
+    EXPECT_TRUE(pool.release_raw(static_cast<const void*>(live[r].pointer)));
+  }
+  EXPECT_EQ(pool.stats().live_slices, 0u);
+  expect_valid(pool);
+}
+
 TEST(RawRange, Row13PointerOfAnotherPoolIsAViolation) {
   std::vector<std::byte> ma(4096);
   std::vector<std::byte> mb(4096);
