@@ -230,25 +230,30 @@ class slabs {
   void clear() noexcept;
 
  private:
-  struct span_record {
+  // The fields a take() from the stack and a release read or write come first, so those
+  // touch one cache line of the record (the record is aligned to one); the bitmap path's and
+  // the class list's follow.
+  struct alignas(64) span_record {
     std::uint64_t offset = 0;
     std::uint64_t bytes = 0;         // 0 while the record is unused
     std::byte* address = nullptr;    // the span's memory
-    std::uint64_t summary = 0;       // bit w: free[w] has a free slot
-    std::uint64_t* free = nullptr;   // bit i: slot i is free (records: see take_records())
+    std::uint64_t inverse = 0;       // ceil(2^40 / slot): slot index = (delta * inverse) >> 40
     std::uint16_t* sizes = nullptr;  // per live slot: see set_record()
-    std::uint32_t node = no_index;
+    std::uint32_t slot = 0;          // slot size
     std::uint32_t region = no_index;
-    std::uint32_t next = no_index;  // the class's list of spans with a free slot
-    std::uint32_t prev = no_index;
-    std::uint32_t slot = 0;     // slot size
-    std::uint64_t inverse = 0;  // ceil(2^40 / slot): slot index = (delta * inverse) >> 40
     std::uint16_t slots = 0;    // 0 while the record is unused
     std::uint16_t live = 0;     // slots taken from the bitmap: live or stacked
     std::uint16_t stacked = 0;  // of those, on the class's stack (not live)
     std::uint8_t cls = 0;
-    std::uint8_t level = 0;  // its size: span_size(cls) << level
+    std::uint8_t level = 0;         // its size: span_size(cls) << level
+    std::uint64_t summary = 0;      // bit w: free[w] has a free slot
+    std::uint64_t* free = nullptr;  // bit i: slot i is free (records: see take_records())
+    std::uint32_t node = no_index;
+    std::uint32_t next = no_index;  // the class's list of spans with a free slot
+    std::uint32_t prev = no_index;
   };
+  static_assert(offsetof(span_record, summary) <= 64, "the hot fields share one cache line");
+
   struct cell {
     std::uint32_t covering = no_index;  // the span covering the cell's first offset
     std::uint32_t starting = no_index;  // the span starting after it, inside the cell
