@@ -66,6 +66,13 @@ class bptree {
     if (Maxima) row_of_level_[0] = 0;  // row 0 is level 0
   }
 
+  // Whether maxima are kept for `level` (keep_level() was called for it).
+  [[nodiscard]] bool keeps_level(unsigned level) const noexcept
+    requires Maxima
+  {
+    return row_of_level_[level] != no_row;
+  }
+
   // Keeps maxima for `level` from now on (a no-op if they are kept already): one pass over
   // the inner nodes computes its row, bottom-up. Rows are never dropped, so a pool pays for
   // the alignments it has been asked for, not for every one its options allow. Throws
@@ -225,7 +232,9 @@ class bptree {
       b = nodes_[b].child[i];
     }
     const bnode& leaf = nodes_[b];
-    for (unsigned i = 0; i < leaf.count; ++i)
+    // A usable size is at most the size (the key): smaller keys need no padding computed.
+    unsigned i = rank(leaf, leaf.count, size, 0);
+    for (; i < leaf.count; ++i)
       if (usable(leaf.key[i], leaf.tie[i], level) >= size) return leaf.child[i];
     BUFPOOL_ASSERT(b == root_);  // else a stale maximum led here
     return no_index;

@@ -241,7 +241,7 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     // alignment levels asked for so far; a request at a new level adds it. Either may throw
     // std::bad_alloc, changing nothing.
     if (!sizes_) index_sizes();
-    sizes_->keep_level(level);
+    if (!sizes_->keeps_level(level)) sizes_->keep_level(level);
   }
 
   if (how.kind == strategy_kind::greedy) {
@@ -265,7 +265,8 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     return std::unexpected(errc::out_of_memory);
   }
 
-  trim();  // optimal and fixed see every free range coalesced and indexed
+  // optimal and fixed see every free range coalesced and indexed
+  if (cached_ranges_ != 0 || wild_ != no_index) trim();
   if (how.kind == strategy_kind::fixed) {
     const offset_t at = how.offset;
     if (pad_to(at, align) != 0) return std::unexpected(errc::invalid_argument);
