@@ -4,8 +4,12 @@ module;
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory_resource>
+#include <source_location>
 #include <vector>
+
+#include "internal_assert.hpp"
 export module bufpool:offset_map;
 // Shared builds hide what is not marked (cmake/bufpool_library.cmake): the purview of an
 // interface unit is the library's interface.
@@ -29,7 +33,20 @@ class offset_map {
   /// Allocates nothing.
   explicit offset_map(std::pmr::memory_resource* metadata = nullptr) noexcept
       : cells_(metadata_or_default(metadata)) {}
-  void insert(std::uint64_t key, std::uint32_t node);
+  /// Enters `key`, which must not be in the map. Inline (every raw acquisition calls it);
+  /// growing the table is not.
+  [[gnu::always_inline]] inline void insert(std::uint64_t key, std::uint32_t node) {
+    if (2 * (count_ + 1) > cells_.size()) grow();  // keep the load at most one half
+    BUFPOOL_ASSERT(node != no_index && 2 * (count_ + 1) <= cells_.size());
+    const std::size_t h = home(key);
+    std::size_t i = h;
+    while (cells_[i].node != no_index) {
+      BUFPOOL_ASSERT(cells_[i].key != key);  // each raw range's offset is entered once
+      i = (i + 1) & (cells_.size() - 1);
+    }
+    cells_[i] = {key, node, static_cast<std::uint32_t>(h)};
+    ++count_;
+  }
   /// Room for `n` more entries, so that inserting them cannot throw.
   void reserve(std::size_t n);
   /// The node of `key`, or no_index.
@@ -57,7 +74,27 @@ class offset_map {
   [[nodiscard]] inline std::uint32_t node_at(std::size_t cell) const noexcept {
     return cells_[cell].node;
   }
-  void erase_cell(std::size_t cell) noexcept;
+  /// Removes the entry of `cell` (from find_cell()). Inline, as insert().
+  [[gnu::always_inline]] inline void erase_cell(std::size_t i) noexcept {
+    BUFPOOL_ASSERT(i < cells_.size() && cells_[i].node != no_index && count_ != 0);
+    const std::size_t mask = cells_.size() - 1;
+    // Backward shift: pull later cells of the probe run into the hole while their home
+    // does not lie cyclically in (hole, cell], so every key stays reachable from its home.
+    for (std::size_t j = i;;) {
+      j = (j + 1) & mask;
+      if (cells_[j].node == no_index) break;
+      const std::size_t h = cells_[j].home;
+      const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+      if (!stays) {
+        // The entry moves towards its home, never past it: it stays reachable.
+        BUFPOOL_ASSERT(((i - h) & mask) < ((j - h) & mask));
+        cells_[i] = cells_[j];
+        i = j;
+      }
+    }
+    cells_[i].node = no_index;
+    --count_;
+  }
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   /// Removes every entry, keeping the cells. O(cells).
   void clear() noexcept {
@@ -84,7 +121,7 @@ class offset_map {
     key ^= key >> 33;
     return static_cast<std::size_t>(key) & (cells_.size() - 1);
   }
-  void grow();
+  [[gnu::noinline]] void grow();
   meta_vector<cell> cells_;  // size a power of two
   std::size_t count_ = 0;
 };

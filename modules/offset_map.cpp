@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The pool's offset -> node map for raw ranges: open addressing, backward-shift deletion.
+// The pool's offset -> node map for raw ranges: its growth and reserve (the probes are inline
+// in the interface).
 module;
 #include <cstddef>
 #include <cstdint>
@@ -31,40 +32,6 @@ void offset_map::grow() {
 
 void offset_map::reserve(std::size_t n) {
   while (2 * (count_ + n) > cells_.size()) grow();
-}
-
-void offset_map::insert(std::uint64_t key, std::uint32_t node) {
-  if (2 * (count_ + 1) > cells_.size()) grow();  // keep the load at most one half
-  BUFPOOL_ASSERT(node != no_index && 2 * (count_ + 1) <= cells_.size());
-  const std::size_t h = home(key);
-  std::size_t i = h;
-  while (cells_[i].node != no_index) {
-    BUFPOOL_ASSERT(cells_[i].key != key);  // each raw range's offset is entered once
-    i = (i + 1) & (cells_.size() - 1);
-  }
-  cells_[i] = {key, node, static_cast<std::uint32_t>(h)};
-  ++count_;
-}
-
-void offset_map::erase_cell(std::size_t i) noexcept {
-  BUFPOOL_ASSERT(i < cells_.size() && cells_[i].node != no_index && count_ != 0);
-  const std::size_t mask = cells_.size() - 1;
-  // Backward shift: pull later cells of the probe run into the hole while their home
-  // does not lie cyclically in (hole, cell], so every key stays reachable from its home.
-  for (std::size_t j = i;;) {
-    j = (j + 1) & mask;
-    if (cells_[j].node == no_index) break;
-    const std::size_t h = cells_[j].home;
-    const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
-    if (!stays) {
-      // The entry moves towards its home, never past it: it stays reachable.
-      BUFPOOL_ASSERT(((i - h) & mask) < ((j - h) & mask));
-      cells_[i] = cells_[j];
-      i = j;
-    }
-  }
-  cells_[i].node = no_index;
-  --count_;
 }
 
 }  // namespace bufpool::detail
