@@ -71,7 +71,7 @@ class start_index {
     const auto* e = by_start_.data();
     for (std::size_t n = by_start_.size(); n > 1;) {
       const std::size_t half = n / 2;
-      e = __builtin_unpredictable(e[half].first <= at) ? e + half : e;
+      e = BUFPOOL_UNPREDICTABLE(e[half].first <= at) ? e + half : e;
       n -= half;
     }
     return e->first <= at ? e : nullptr;

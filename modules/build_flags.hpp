@@ -25,3 +25,20 @@
 #else
 #define BUFPOOL_CHECKED_BUILD 0
 #endif
+
+// Hints to the compiler that change no behaviour, empty where unsupported: a condition whose
+// outcome is as random as the data (compile it to a conditional move, not a branch), and a
+// call to inline at that call site only.
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_unpredictable)
+#define BUFPOOL_UNPREDICTABLE(condition) __builtin_unpredictable(condition)
+#endif
+#endif
+#ifndef BUFPOOL_UNPREDICTABLE
+#define BUFPOOL_UNPREDICTABLE(condition) (condition)
+#endif
+#if defined(__clang__)
+#define BUFPOOL_INLINE_THIS_CALL [[clang::always_inline]]
+#else
+#define BUFPOOL_INLINE_THIS_CALL
+#endif

@@ -234,7 +234,7 @@ std::expected<engine_allocation, errc> engine::allocate(offset_t size, offset_t 
     }
     if (n == no_index) return std::unexpected(errc::out_of_memory);
     // good_fit, the default, carves in this frame: one call less per acquisition.
-    [[clang::always_inline]] return carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align),
+    BUFPOOL_INLINE_THIS_CALL return carve(n, nodes_[n].offset + pad_to(nodes_[n].offset, align),
                                           len);
   } else if (how.kind != strategy_kind::fixed) {
     // The size index, made by the first request that needs it, keeps maxima for the
@@ -520,7 +520,7 @@ bool engine::release(std::uint32_t n) noexcept {
     if (cached_ranges_ > max_cached_ranges || cached_bytes_ > held / 16 + 4 * class_limit_) trim();
     return true;
   }
-  [[clang::always_inline]] coalesce(n);  // in this frame: one call less per release
+  BUFPOOL_INLINE_THIS_CALL coalesce(n);  // in this frame: one call less per release
   return true;
 }
 
