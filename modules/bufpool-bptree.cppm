@@ -82,7 +82,7 @@ class bptree {
     requires Maxima
   {
     BUFPOOL_ASSERT(level < max_levels_);
-    if (row_of_level_[level] != no_row) return;
+    if (keeps_level(level)) return;
     const unsigned want = rows_ + 1;
     const std::size_t old_stride = std::size_t{rows_} * fanout;
     const std::size_t new_stride = std::size_t{want} * fanout;
